@@ -1,0 +1,310 @@
+// Package eventstore keeps inbox's events in the NATS JetStream stream INBOX:
+// it embeds nats-server or connects to an existing one, creates the stream,
+// appends typed events with deduplication and reads them back.
+package eventstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+)
+
+// StreamName is the one stream every event is appended to.
+const StreamName = "INBOX"
+
+// Defaults for zero Config fields.
+const (
+	DefaultDuplicateWindow = 2 * time.Minute
+	DefaultTypingTTL       = 10 * time.Second
+	DefaultAppendTimeout   = 5 * time.Second
+)
+
+// Errors callers branch on.
+var (
+	// ErrExists: a conversation or job with that id was already created.
+	ErrExists = errors.New("already exists")
+	// ErrUnavailable: the stream did not acknowledge the append; nothing is
+	// claimed as stored (a retry with the same message id is safe).
+	ErrUnavailable = errors.New("event stream unavailable")
+)
+
+// Config says where the stream lives and how it is set up.
+type Config struct {
+	// Conn is an established NATS connection (embedded or external).
+	Conn *nats.Conn
+	// Replicas of the stream (1 for a single server, 3 on a cluster).
+	Replicas int
+	// DuplicateWindow for Nats-Msg-Id deduplication.
+	DuplicateWindow time.Duration
+	// TypingTTL is the per-message TTL of typing events.
+	TypingTTL time.Duration
+	// AppendTimeout bounds an append whose ctx has no deadline.
+	AppendTimeout time.Duration
+	Logger        *slog.Logger
+}
+
+// Store appends events to and reads events from the INBOX stream.
+type Store struct {
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	cfg    Config
+	log    *slog.Logger
+}
+
+// Open creates or updates the INBOX stream on cfg.Conn and returns a Store on it.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if cfg.Conn == nil {
+		return nil, errors.New("eventstore: no NATS connection")
+	}
+	if cfg.Replicas <= 0 {
+		cfg.Replicas = 1
+	}
+	if cfg.DuplicateWindow <= 0 {
+		cfg.DuplicateWindow = DefaultDuplicateWindow
+	}
+	if cfg.TypingTTL <= 0 {
+		cfg.TypingTTL = DefaultTypingTTL
+	}
+	if cfg.AppendTimeout <= 0 {
+		cfg.AppendTimeout = DefaultAppendTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	js, err := jetstream.New(cfg.Conn)
+	if err != nil {
+		return nil, fmt.Errorf("open jetstream: %w", err)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+	}
+	stream, err := js.CreateOrUpdateStream(ctx, StreamConfig(cfg.Replicas, cfg.DuplicateWindow))
+	if err != nil {
+		return nil, fmt.Errorf("create or update stream %s: %w", StreamName, err)
+	}
+	return &Store{nc: cfg.Conn, js: js, stream: stream, cfg: cfg, log: cfg.Logger}, nil
+}
+
+// StreamConfig is the INBOX stream's configuration.
+func StreamConfig(replicas int, dupWindow time.Duration) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        StreamName,
+		Description: "inbox events: conversations, messages, typing, read receipts, profiles, jobs",
+		Subjects:    streamSubjects,
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Replicas:    replicas,
+		Duplicates:  dupWindow,
+		AllowMsgTTL: true, // typing events expire on their own
+	}
+}
+
+// Conn is the store's NATS connection.
+func (s *Store) Conn() *nats.Conn { return s.nc }
+
+// JetStream is the store's JetStream context, for consumers.
+func (s *Store) JetStream() jetstream.JetStream { return s.js }
+
+// Stream is the INBOX stream handle.
+func (s *Store) Stream() jetstream.Stream { return s.stream }
+
+// appendOptions are set by AppendOption.
+type appendOptions struct {
+	msgID     string
+	expectNew bool
+}
+
+// AppendOption changes how an event is appended.
+type AppendOption func(*appendOptions)
+
+// WithMsgID sets the Nats-Msg-Id: an append with an id already stored within
+// the duplicate window stores nothing and returns the first append's sequence.
+func WithMsgID(id string) AppendOption { return func(o *appendOptions) { o.msgID = id } }
+
+// ExpectNew makes the append fail with ErrExists unless the event's subject is
+// empty (JetStream's expected-last-subject-sequence 0): how a conversation or job
+// id is claimed without a racy read-then-write.
+func ExpectNew() AppendOption { return func(o *appendOptions) { o.expectNew = true } }
+
+// Append stores e and returns its stream sequence. Without WithMsgID a random
+// message id is used, so the internal retry after a lost acknowledgement
+// never stores the event twice.
+func (s *Store) Append(ctx context.Context, e Event, opts ...AppendOption) (uint64, error) {
+	var o appendOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.msgID == "" {
+		o.msgID = nuid.Next()
+	}
+	data, err := Encode(e)
+	if err != nil {
+		return 0, fmt.Errorf("encode %s event: %w", e.Kind(), err)
+	}
+	pubOpts := []jetstream.PublishOpt{jetstream.WithMsgID(o.msgID), jetstream.WithRetryAttempts(3)}
+	if o.expectNew {
+		pubOpts = append(pubOpts, jetstream.WithExpectLastSequencePerSubject(0))
+	}
+	if e.Kind() == KindTyping {
+		pubOpts = append(pubOpts, jetstream.WithMsgTTL(s.cfg.TypingTTL))
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.AppendTimeout)
+		defer cancel()
+	}
+	ack, err := s.js.PublishMsg(ctx, &nats.Msg{Subject: e.Subject(), Data: data}, pubOpts...)
+	if err != nil {
+		return 0, classify(e, err)
+	}
+	return ack.Sequence, nil
+}
+
+// classify maps a publish error to ErrExists or ErrUnavailable, keeping the cause.
+func classify(e Event, err error) error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case jetstream.JSErrCodeStreamWrongLastSequence, jetstream.JSErrCodeStreamWrongLastSequenceConstant:
+			return fmt.Errorf("append %s: %w", e.Subject(), ErrExists)
+		}
+		return fmt.Errorf("append %s: %w", e.Subject(), err)
+	}
+	return fmt.Errorf("append %s: %w: %v", e.Subject(), ErrUnavailable, err)
+}
+
+// LastSeq is the stream's last sequence.
+func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
+	info, err := s.stream.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s info: %w", StreamName, err)
+	}
+	return info.State.LastSeq, nil
+}
+
+// Stored is an event read back from the stream. Err is set (and Event nil)
+// when the payload could not be decoded: readers log, count and skip it.
+type Stored struct {
+	Seq     uint64
+	Subject string
+	Time    time.Time
+	Event   Event
+	Err     error
+}
+
+// decodeMsg turns a consumed message into a Stored.
+func decodeMsg(msg jetstream.Msg) (Stored, error) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		return Stored{}, fmt.Errorf("message metadata: %w", err)
+	}
+	ev, derr := Decode(msg.Subject(), msg.Data())
+	return Stored{Seq: meta.Sequence.Stream, Subject: msg.Subject(), Time: meta.Timestamp, Event: ev, Err: derr}, nil
+}
+
+// Tail delivers every event from sequence from (1 = the beginning) on, in
+// stream order, until ctx ends: one ordered consumer, recreated by nats.go
+// after a disconnect from the last delivered sequence, so nothing is skipped.
+// filters narrow the subjects (nil = all). fn runs on one goroutine.
+func (s *Store) Tail(ctx context.Context, from uint64, filters []string, fn func(Stored)) error {
+	cons, err := s.orderedFrom(ctx, from, filters)
+	if err != nil {
+		return err
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(4096))
+	if err != nil {
+		return fmt.Errorf("tail %s from %d: %w", StreamName, from, err)
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return ctx.Err()
+			}
+			return fmt.Errorf("tail %s: %w", StreamName, err)
+		}
+		st, err := decodeMsg(msg)
+		if err != nil {
+			s.log.Warn("skip message without metadata", "subject", msg.Subject(), "err", err)
+			continue
+		}
+		fn(st)
+	}
+}
+
+// Read delivers the events with from <= seq <= to in stream order and returns
+// when it has passed to or the stream has nothing more: a bounded read (for
+// resume and replay) with no long-lived consumer behind it.
+func (s *Store) Read(ctx context.Context, from, to uint64, filters []string, fn func(Stored) error) error {
+	if to < from {
+		return nil
+	}
+	cons, err := s.orderedFrom(ctx, from, filters)
+	if err != nil {
+		return err
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("read %s from %d: %w", StreamName, from, err)
+	}
+	if info.NumPending == 0 {
+		return nil
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(4096))
+	if err != nil {
+		return fmt.Errorf("read %s from %d: %w", StreamName, from, err)
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("read %s: %w", StreamName, err)
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			return fmt.Errorf("read %s: message metadata: %w", StreamName, err)
+		}
+		if meta.Sequence.Stream > to {
+			return nil
+		}
+		ev, derr := Decode(msg.Subject(), msg.Data())
+		if err := fn(Stored{Seq: meta.Sequence.Stream, Subject: msg.Subject(), Time: meta.Timestamp, Event: ev, Err: derr}); err != nil {
+			return err
+		}
+		if meta.Sequence.Stream >= to || meta.NumPending == 0 {
+			return nil
+		}
+	}
+}
+
+func (s *Store) orderedFrom(ctx context.Context, from uint64, filters []string) (jetstream.Consumer, error) {
+	if from == 0 {
+		from = 1
+	}
+	cfg := jetstream.OrderedConsumerConfig{
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    from,
+		FilterSubjects: filters,
+	}
+	cons, err := s.js.OrderedConsumer(ctx, StreamName, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("ordered consumer on %s from %d: %w", StreamName, from, err)
+	}
+	return cons, nil
+}
