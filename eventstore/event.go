@@ -175,7 +175,9 @@ func (e *Typing) Subject() string        { return ConvSubject(e.ConversationID, 
 func (e *Read) Subject() string          { return ConvSubject(e.ConversationID, KindRead) }
 func (e *Profile) Subject() string       { return "inbox.user." + e.UserID + ".profile" }
 func (e *Job) Subject() string           { return "inbox.job." + strconv.FormatInt(e.JobID, 10) + ".created" }
-func (e *JobStatus) Subject() string     { return "inbox.job." + strconv.FormatInt(e.JobID, 10) + ".status" }
+func (e *JobStatus) Subject() string {
+	return "inbox.job." + strconv.FormatInt(e.JobID, 10) + ".status"
+}
 
 // ConvSubject is the subject of a conversation event.
 func ConvSubject(id int64, k Kind) string {

@@ -32,6 +32,8 @@ var (
 	// ErrUnavailable: the stream did not acknowledge the append; nothing is
 	// claimed as stored (a retry with the same message id is safe).
 	ErrUnavailable = errors.New("event stream unavailable")
+	// ErrNotFound: no event is stored at that sequence (never was, or it expired).
+	ErrNotFound = errors.New("no event at that sequence")
 )
 
 // Config says where the stream lives and how it is set up.
@@ -105,6 +107,7 @@ func StreamConfig(replicas int, dupWindow time.Duration) jetstream.StreamConfig 
 		Replicas:    replicas,
 		Duplicates:  dupWindow,
 		AllowMsgTTL: true, // typing events expire on their own
+		AllowDirect: true, // message lookups by sequence served by any replica
 	}
 }
 
@@ -189,6 +192,23 @@ func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
 		return 0, fmt.Errorf("stream %s info: %w", StreamName, err)
 	}
 	return info.State.LastSeq, nil
+}
+
+// SubjectOf returns the subject the event at seq was stored under.
+func (s *Store) SubjectOf(ctx context.Context, seq uint64) (string, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.AppendTimeout)
+		defer cancel()
+	}
+	msg, err := s.stream.GetMsg(ctx, seq)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return "", fmt.Errorf("seq %d: %w", seq, ErrNotFound)
+		}
+		return "", fmt.Errorf("get seq %d: %w: %v", seq, ErrUnavailable, err)
+	}
+	return msg.Subject, nil
 }
 
 // Stored is an event read back from the stream. Err is set (and Event nil)

@@ -1,0 +1,329 @@
+package chat
+
+import (
+	"cmp"
+	"context"
+	"maps"
+	"slices"
+	"sync"
+
+	"inbox/eventstore"
+)
+
+// Directory is the in-memory membership state every node keeps, built from a
+// read-model snapshot at start and kept current by the live stream. Sends and
+// deliveries ask it, never SQL. Apply runs on one goroutine (the stream feed);
+// everything else may be called concurrently.
+type Directory struct {
+	mu      sync.RWMutex
+	convs   map[int64]map[string]string // conversation -> user -> role
+	users   map[string]map[int64]struct{}
+	jobs    map[int64]map[string]struct{}
+	profile map[string]Profile
+	maxConv int64
+	maxJob  int64
+	seq     uint64
+	waiters map[uint64][]chan struct{}
+}
+
+// Profile is a user's display name and avatar.
+type Profile struct {
+	Name   string
+	Avatar *string
+}
+
+// NewDirectory returns an empty directory at sequence 0.
+func NewDirectory() *Directory {
+	return &Directory{
+		convs:   make(map[int64]map[string]string),
+		users:   make(map[string]map[int64]struct{}),
+		jobs:    make(map[int64]map[string]struct{}),
+		profile: make(map[string]Profile),
+		waiters: make(map[uint64][]chan struct{}),
+	}
+}
+
+// Seed loads state from a snapshot taken at sequence seq. Call before the feed starts.
+func (d *Directory) Seed(seq uint64, convs map[int64][]eventstore.Member, profiles map[string]Profile, jobs map[int64][]string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for id, ms := range convs {
+		for _, m := range ms {
+			d.addLocked(id, m.UserID, m.Role)
+		}
+		d.maxConv = max(d.maxConv, id)
+	}
+	maps.Copy(d.profile, profiles)
+	for id, ms := range jobs {
+		set := make(map[string]struct{}, len(ms))
+		for _, u := range ms {
+			set[u] = struct{}{}
+		}
+		d.jobs[id] = set
+		d.maxJob = max(d.maxJob, id)
+	}
+	d.seq = seq
+}
+
+// Change says what an applied event did to membership.
+type Change struct {
+	Joined  []string // users added to the conversation by this event
+	Left    []string // users removed from it
+	Members []string // the conversation's (or job's) members after the event
+}
+
+// Apply updates the directory with one stream event and reports the membership change.
+func (d *Directory) Apply(st eventstore.Stored) Change {
+	d.mu.Lock()
+	defer func() {
+		d.seq = max(d.seq, st.Seq)
+		d.wakeLocked()
+		d.mu.Unlock()
+	}()
+	var ch Change
+	switch e := st.Event.(type) {
+	case *eventstore.Created:
+		if _, exists := d.convs[e.ConversationID]; exists {
+			break // a second create cannot be appended; ignore one published by hand
+		}
+		d.convs[e.ConversationID] = make(map[string]string, len(e.Members))
+		for _, m := range e.Members {
+			d.addLocked(e.ConversationID, m.UserID, m.Role)
+			ch.Joined = append(ch.Joined, m.UserID)
+		}
+		d.maxConv = max(d.maxConv, e.ConversationID)
+	case *eventstore.MemberChanged:
+		_, was := d.convs[e.ConversationID][e.UserID]
+		switch e.Op {
+		case eventstore.OpAdd:
+			d.addLocked(e.ConversationID, e.UserID, e.Role)
+			if !was {
+				ch.Joined = []string{e.UserID}
+			}
+		case eventstore.OpRemove:
+			if was {
+				d.removeLocked(e.ConversationID, e.UserID)
+				ch.Left = []string{e.UserID}
+			}
+		}
+		d.maxConv = max(d.maxConv, e.ConversationID)
+	case *eventstore.Profile:
+		d.profile[e.UserID] = Profile{Name: e.Name, Avatar: e.Avatar}
+	case *eventstore.Job:
+		set := make(map[string]struct{}, len(e.Members))
+		for _, u := range e.Members {
+			set[u] = struct{}{}
+		}
+		d.jobs[e.JobID] = set
+		d.maxJob = max(d.maxJob, e.JobID)
+		ch.Members = slices.Sorted(maps.Keys(set))
+		return ch
+	case *eventstore.JobStatus:
+		ch.Members = slices.Sorted(maps.Keys(d.jobs[e.JobID]))
+		return ch
+	default:
+		if st.Event == nil {
+			return ch
+		}
+	}
+	if id := convID(st.Event); id != 0 {
+		ch.Members = d.membersLocked(id)
+	}
+	return ch
+}
+
+func convID(e eventstore.Event) int64 {
+	switch e := e.(type) {
+	case *eventstore.Created:
+		return e.ConversationID
+	case *eventstore.MemberChanged:
+		return e.ConversationID
+	case *eventstore.Message:
+		return e.ConversationID
+	case *eventstore.Typing:
+		return e.ConversationID
+	case *eventstore.Read:
+		return e.ConversationID
+	}
+	return 0
+}
+
+func (d *Directory) addLocked(conv int64, user, role string) {
+	ms := d.convs[conv]
+	if ms == nil {
+		ms = make(map[string]string, 2)
+		d.convs[conv] = ms
+	}
+	ms[user] = role
+	cs := d.users[user]
+	if cs == nil {
+		cs = make(map[int64]struct{}, 1)
+		d.users[user] = cs
+	}
+	cs[conv] = struct{}{}
+}
+
+func (d *Directory) removeLocked(conv int64, user string) {
+	delete(d.convs[conv], user)
+	if cs := d.users[user]; cs != nil {
+		delete(cs, conv)
+		if len(cs) == 0 {
+			delete(d.users, user)
+		}
+	}
+}
+
+func (d *Directory) membersLocked(conv int64) []string {
+	ms := d.convs[conv]
+	if len(ms) == 0 {
+		return nil
+	}
+	return slices.Sorted(maps.Keys(ms))
+}
+
+// Exists reports whether the conversation was created.
+func (d *Directory) Exists(conv int64) bool {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	_, ok := d.convs[conv]
+	return ok
+}
+
+// IsMember reports whether user is a member of conv.
+func (d *Directory) IsMember(conv int64, user string) bool {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	_, ok := d.convs[conv][user]
+	return ok
+}
+
+// Members lists conv's members, sorted.
+func (d *Directory) Members(conv int64) []string {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.membersLocked(conv)
+}
+
+// Roles returns conv's members with their roles.
+func (d *Directory) Roles(conv int64) []eventstore.Member {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	out := make([]eventstore.Member, 0, len(d.convs[conv]))
+	for u, r := range d.convs[conv] {
+		out = append(out, eventstore.Member{UserID: u, Role: r})
+	}
+	slices.SortFunc(out, func(a, b eventstore.Member) int { return cmp.Compare(a.UserID, b.UserID) })
+	return out
+}
+
+// Conversations lists the conversations user belongs to, ascending.
+func (d *Directory) Conversations(user string) []int64 {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return slices.Sorted(maps.Keys(d.users[user]))
+}
+
+// Contacts lists the users who share at least one conversation with user (not user itself).
+func (d *Directory) Contacts(user string) []string {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	set := make(map[string]struct{})
+	for c := range d.users[user] {
+		for u := range d.convs[c] {
+			if u != user {
+				set[u] = struct{}{}
+			}
+		}
+	}
+	return slices.Sorted(maps.Keys(set))
+}
+
+// ShareConversation reports whether a and b are both members of some conversation.
+func (d *Directory) ShareConversation(a, b string) bool {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	ca, cb := d.users[a], d.users[b]
+	if len(cb) < len(ca) {
+		ca, cb = cb, ca
+	}
+	for c := range ca {
+		if _, ok := cb[c]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// Profile returns user's profile, if one was set.
+func (d *Directory) Profile(user string) (Profile, bool) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	p, ok := d.profile[user]
+	return p, ok
+}
+
+// JobExists reports whether the job was created.
+func (d *Directory) JobExists(job int64) bool {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	_, ok := d.jobs[job]
+	return ok
+}
+
+// IsJobMember reports whether user follows job.
+func (d *Directory) IsJobMember(job int64, user string) bool {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	_, ok := d.jobs[job][user]
+	return ok
+}
+
+// MaxConversationID is the highest conversation id seen.
+func (d *Directory) MaxConversationID() int64 {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.maxConv
+}
+
+// MaxJobID is the highest job id seen.
+func (d *Directory) MaxJobID() int64 {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.maxJob
+}
+
+// Seq is the last stream sequence applied.
+func (d *Directory) Seq() uint64 {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.seq
+}
+
+// WaitFor blocks until the directory has applied seq or ctx ends.
+func (d *Directory) WaitFor(ctx context.Context, seq uint64) error {
+	d.mu.Lock()
+	if d.seq >= seq {
+		d.mu.Unlock()
+		return nil
+	}
+	ch := make(chan struct{})
+	d.waiters[seq] = append(d.waiters[seq], ch)
+	d.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (d *Directory) wakeLocked() {
+	for s, chs := range d.waiters {
+		if s <= d.seq {
+			for _, ch := range chs {
+				close(ch)
+			}
+			delete(d.waiters, s)
+		}
+	}
+}

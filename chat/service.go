@@ -1,0 +1,447 @@
+// Package chat holds inbox's domain operations — send, type, read, create and
+// change conversations, profiles and jobs — shared by the WebSocket edge and the
+// HTTP API: one place validates input, checks membership against the in-memory
+// Directory and appends the event.
+package chat
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"inbox/eventstore"
+)
+
+// Error codes, shared by the socket's ERROR frames and the HTTP API's error bodies.
+const (
+	CodeBadRequest  = "bad_request"
+	CodeForbidden   = "forbidden"
+	CodeNotFound    = "not_found"
+	CodeConflict    = "conflict"
+	CodeRateLimited = "rate_limited"
+	CodeTooLarge    = "too_large"
+	CodeUnavailable = "unavailable"
+	CodeInternal    = "internal"
+)
+
+// Error is a coded, client-facing error.
+type Error struct {
+	Code string
+	Msg  string
+	Err  error // cause, not shown to clients
+}
+
+func (e *Error) Error() string { return e.Msg }
+func (e *Error) Unwrap() error { return e.Err }
+
+// Errorf returns a coded error.
+func Errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Msg: fmt.Sprintf(format, args...)}
+}
+
+// CodeOf returns err's code: its own if it is an *Error, else unavailable for
+// an unreachable stream, else internal.
+func CodeOf(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	if errors.Is(err, eventstore.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+		return CodeUnavailable
+	}
+	return CodeInternal
+}
+
+// Appender stores events; *eventstore.Store is one.
+type Appender interface {
+	Append(ctx context.Context, e eventstore.Event, opts ...eventstore.AppendOption) (uint64, error)
+}
+
+// MessageLocator says which subject a stream sequence was stored under, so a
+// read receipt can be checked against the stream itself; *eventstore.Store is one.
+type MessageLocator interface {
+	SubjectOf(ctx context.Context, seq uint64) (string, error)
+}
+
+// Limits bound what a client may send.
+type Limits struct {
+	MaxText        int           // characters in a message (default 4000)
+	MaxReadIDs     int           // message_ids in one receipt (default 100)
+	TypingInterval time.Duration // at most one typing event per user and conversation per interval (default 1s)
+	SettleTimeout  time.Duration // how long an admin change waits to be visible locally (default 5s)
+}
+
+func (l *Limits) defaults() {
+	if l.MaxText <= 0 {
+		l.MaxText = 4000
+	}
+	if l.MaxReadIDs <= 0 {
+		l.MaxReadIDs = 100
+	}
+	if l.TypingInterval <= 0 {
+		l.TypingInterval = time.Second
+	}
+	if l.SettleTimeout <= 0 {
+		l.SettleTimeout = 5 * time.Second
+	}
+}
+
+// Service validates and appends.
+type Service struct {
+	store  Appender
+	locate MessageLocator
+	dir    *Directory
+	limits Limits
+	now    func() time.Time
+
+	typingMu sync.Mutex
+	typing   map[typingKey]typingState
+}
+
+type typingKey struct {
+	user string
+	conv int64
+}
+
+type typingState struct {
+	at time.Time
+	on bool
+}
+
+// NewService returns a Service appending to store and checking membership in dir.
+func NewService(store Appender, locate MessageLocator, dir *Directory, limits Limits) *Service {
+	limits.defaults()
+	return &Service{store: store, locate: locate, dir: dir, limits: limits, now: time.Now, typing: make(map[typingKey]typingState)}
+}
+
+// Directory is the service's membership directory.
+func (s *Service) Directory() *Directory { return s.dir }
+
+// Limits are the service's limits, defaults filled in.
+func (s *Service) Limits() Limits { return s.limits }
+
+// Sender is who sends a message: the authenticated user and the profile from the token.
+type Sender struct {
+	UserID string
+	Name   string  // from the token; a profile set by the service API wins
+	Avatar *string // likewise
+}
+
+// SendRequest is one message to send.
+type SendRequest struct {
+	ConversationID int64
+	Text           string
+	Type           string // TEXT (default), IMAGE, FILE
+	ClientMsgID    string // optional; a retry with the same id is stored once
+}
+
+// Send validates and appends a message, returning its id (stream sequence).
+func (s *Service) Send(ctx context.Context, from Sender, req SendRequest) (uint64, error) {
+	if req.Type == "" {
+		req.Type = eventstore.TypeText
+	}
+	if err := s.checkText(req.Text); err != nil {
+		return 0, err
+	}
+	if !eventstore.ValidMessageType(req.Type) {
+		return 0, Errorf(CodeBadRequest, "unknown message type %q (want TEXT, IMAGE or FILE)", req.Type)
+	}
+	if len(req.ClientMsgID) > 128 {
+		return 0, Errorf(CodeBadRequest, "client_msg_id longer than 128 bytes")
+	}
+	if err := s.checkMember(req.ConversationID, from.UserID); err != nil {
+		return 0, err
+	}
+	name, avatar := from.Name, from.Avatar
+	if p, ok := s.dir.Profile(from.UserID); ok {
+		name, avatar = p.Name, p.Avatar
+	}
+	if name == "" {
+		name = from.UserID
+	}
+	ev := &eventstore.Message{
+		ConversationID: req.ConversationID,
+		SenderID:       from.UserID,
+		SenderName:     name,
+		SenderAvatar:   avatar,
+		Text:           req.Text,
+		MsgType:        req.Type,
+		ClientMsgID:    req.ClientMsgID,
+	}
+	var opts []eventstore.AppendOption
+	if req.ClientMsgID != "" {
+		opts = append(opts, eventstore.WithMsgID(MessageMsgID(from.UserID, req.ClientMsgID)))
+	}
+	return s.append(ctx, ev, opts...)
+}
+
+// MessageMsgID is the Nats-Msg-Id of a message with a client_msg_id: scoped to
+// the sender, so two users' ids never collide.
+func MessageMsgID(user, clientMsgID string) string { return "m:" + user + ":" + clientMsgID }
+
+func (s *Service) checkText(text string) error {
+	if text == "" {
+		return Errorf(CodeBadRequest, "message text is empty")
+	}
+	if !utf8.ValidString(text) {
+		return Errorf(CodeBadRequest, "message text is not valid UTF-8")
+	}
+	if n := utf8.RuneCountInString(text); n > s.limits.MaxText {
+		return Errorf(CodeTooLarge, "message text is %d characters, the limit is %d", n, s.limits.MaxText)
+	}
+	return nil
+}
+
+func (s *Service) checkMember(conv int64, user string) error {
+	if conv <= 0 {
+		return Errorf(CodeBadRequest, "conversation_id must be a positive integer")
+	}
+	if !s.dir.IsMember(conv, user) {
+		if !s.dir.Exists(conv) {
+			return Errorf(CodeNotFound, "conversation %d not found", conv)
+		}
+		return Errorf(CodeForbidden, "not a member of conversation %d", conv)
+	}
+	return nil
+}
+
+// Typing appends a typing event unless the user sent the same state for this
+// conversation less than TypingInterval ago; then it returns 0 and no error.
+// A change of state (started → stopped) is always appended.
+func (s *Service) Typing(ctx context.Context, user string, conv int64, isTyping bool) (uint64, error) {
+	if err := s.checkMember(conv, user); err != nil {
+		return 0, err
+	}
+	k := typingKey{user, conv}
+	now := s.now()
+	s.typingMu.Lock()
+	last, ok := s.typing[k]
+	if ok && last.on == isTyping && now.Sub(last.at) < s.limits.TypingInterval {
+		s.typingMu.Unlock()
+		return 0, nil
+	}
+	s.typing[k] = typingState{at: now, on: isTyping}
+	if len(s.typing) > 100_000 {
+		s.pruneTypingLocked(now)
+	}
+	s.typingMu.Unlock()
+	return s.append(ctx, &eventstore.Typing{ConversationID: conv, UserID: user, IsTyping: isTyping})
+}
+
+func (s *Service) pruneTypingLocked(now time.Time) {
+	for k, st := range s.typing {
+		if now.Sub(st.at) >= s.limits.TypingInterval {
+			delete(s.typing, k)
+		}
+	}
+}
+
+// Read appends a read receipt. upTo and every id in ids must be messages of
+// conv; the receipt's watermark is the highest of them.
+func (s *Service) Read(ctx context.Context, user string, conv int64, upTo int64, ids []int64) (uint64, error) {
+	if err := s.checkMember(conv, user); err != nil {
+		return 0, err
+	}
+	if upTo == 0 && len(ids) == 0 {
+		return 0, Errorf(CodeBadRequest, "a READ needs up_to or message_ids")
+	}
+	if len(ids) > s.limits.MaxReadIDs {
+		return 0, Errorf(CodeBadRequest, "%d message_ids in one receipt, the limit is %d", len(ids), s.limits.MaxReadIDs)
+	}
+	check := append([]int64{}, ids...)
+	if upTo != 0 {
+		check = append(check, upTo)
+	}
+	want := eventstore.ConvSubject(conv, eventstore.KindMessage)
+	mark := upTo
+	for _, id := range check {
+		if id <= 0 {
+			return 0, Errorf(CodeBadRequest, "message id %d is not a positive integer", id)
+		}
+		subj, err := s.locate.SubjectOf(ctx, uint64(id))
+		if errors.Is(err, eventstore.ErrNotFound) {
+			return 0, Errorf(CodeNotFound, "message %d not found", id)
+		}
+		if err != nil {
+			return 0, &Error{Code: CodeUnavailable, Msg: "the event stream did not answer", Err: err}
+		}
+		if subj != want {
+			return 0, Errorf(CodeNotFound, "message %d is not in conversation %d", id, conv)
+		}
+		mark = max(mark, id)
+	}
+	return s.append(ctx, &eventstore.Read{ConversationID: conv, UserID: user, UpTo: mark, MessageIDs: ids})
+}
+
+// CreateConversation creates a conversation with id, or with the next free id
+// when id is 0, and returns the id and the event's sequence. An id that exists
+// is ErrExists (code conflict).
+func (s *Service) CreateConversation(ctx context.Context, id int64, members []eventstore.Member) (int64, uint64, error) {
+	if id < 0 {
+		return 0, 0, Errorf(CodeBadRequest, "conversation id must be a positive integer")
+	}
+	if err := checkMembers(members); err != nil {
+		return 0, 0, err
+	}
+	for attempt := 0; ; attempt++ {
+		cid := id
+		if cid == 0 {
+			cid = s.dir.MaxConversationID() + 1 + int64(attempt)
+		}
+		seq, err := s.appendSettled(ctx, &eventstore.Created{ConversationID: cid, Members: members}, eventstore.ExpectNew())
+		switch {
+		case err == nil:
+			return cid, seq, nil
+		case errors.Is(err, eventstore.ErrExists) && id == 0 && attempt < 20:
+			continue // another node took that id; try the next
+		case errors.Is(err, eventstore.ErrExists):
+			return 0, 0, &Error{Code: CodeConflict, Msg: fmt.Sprintf("conversation %d already exists", cid), Err: err}
+		default:
+			return 0, 0, err
+		}
+	}
+}
+
+func checkMembers(members []eventstore.Member) error {
+	if len(members) == 0 {
+		return Errorf(CodeBadRequest, "a conversation needs at least one member")
+	}
+	seen := make(map[string]bool, len(members))
+	for _, m := range members {
+		if !eventstore.ValidUserID(m.UserID) {
+			return Errorf(CodeBadRequest, "member id %q must match [A-Za-z0-9_-]{1,64}", m.UserID)
+		}
+		if !eventstore.ValidRole(m.Role) {
+			return Errorf(CodeBadRequest, "role %q of %s must be client, worker or member", m.Role, m.UserID)
+		}
+		if seen[m.UserID] {
+			return Errorf(CodeBadRequest, "member %s listed twice", m.UserID)
+		}
+		seen[m.UserID] = true
+	}
+	return nil
+}
+
+// AddMember adds user to conv with role (or changes its role).
+func (s *Service) AddMember(ctx context.Context, conv int64, m eventstore.Member) (uint64, error) {
+	if err := checkMembers([]eventstore.Member{m}); err != nil {
+		return 0, err
+	}
+	if !s.dir.Exists(conv) {
+		return 0, Errorf(CodeNotFound, "conversation %d not found", conv)
+	}
+	return s.appendSettled(ctx, &eventstore.MemberChanged{ConversationID: conv, Op: eventstore.OpAdd, UserID: m.UserID, Role: m.Role})
+}
+
+// RemoveMember removes user from conv.
+func (s *Service) RemoveMember(ctx context.Context, conv int64, user string) (uint64, error) {
+	if !s.dir.Exists(conv) {
+		return 0, Errorf(CodeNotFound, "conversation %d not found", conv)
+	}
+	if !s.dir.IsMember(conv, user) {
+		return 0, Errorf(CodeNotFound, "%s is not a member of conversation %d", user, conv)
+	}
+	return s.appendSettled(ctx, &eventstore.MemberChanged{ConversationID: conv, Op: eventstore.OpRemove, UserID: user})
+}
+
+// SetProfile sets a user's display name and avatar URL.
+func (s *Service) SetProfile(ctx context.Context, user, name string, avatar *string) (uint64, error) {
+	if !eventstore.ValidUserID(user) {
+		return 0, Errorf(CodeBadRequest, "user id %q must match [A-Za-z0-9_-]{1,64}", user)
+	}
+	if name == "" || utf8.RuneCountInString(name) > 200 || !utf8.ValidString(name) {
+		return 0, Errorf(CodeBadRequest, "name must be 1 to 200 characters")
+	}
+	if avatar != nil && len(*avatar) > 2048 {
+		return 0, Errorf(CodeBadRequest, "avatar URL longer than 2048 bytes")
+	}
+	return s.appendSettled(ctx, &eventstore.Profile{UserID: user, Name: name, Avatar: avatar})
+}
+
+// PostSystem appends a system message (sender "system", type SYSTEM) to conv.
+func (s *Service) PostSystem(ctx context.Context, conv int64, text string) (uint64, error) {
+	if err := s.checkText(text); err != nil {
+		return 0, err
+	}
+	if !s.dir.Exists(conv) {
+		return 0, Errorf(CodeNotFound, "conversation %d not found", conv)
+	}
+	return s.append(ctx, &eventstore.Message{
+		ConversationID: conv, SenderID: eventstore.SystemSender, SenderName: "System",
+		Text: text, MsgType: eventstore.TypeSystem,
+	})
+}
+
+// CreateJob creates a job followed by members, with id or the next free one.
+func (s *Service) CreateJob(ctx context.Context, id int64, members []string) (int64, uint64, error) {
+	if id < 0 {
+		return 0, 0, Errorf(CodeBadRequest, "job id must be a positive integer")
+	}
+	for _, u := range members {
+		if !eventstore.ValidUserID(u) {
+			return 0, 0, Errorf(CodeBadRequest, "member id %q must match [A-Za-z0-9_-]{1,64}", u)
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		jid := id
+		if jid == 0 {
+			jid = s.dir.MaxJobID() + 1 + int64(attempt)
+		}
+		seq, err := s.appendSettled(ctx, &eventstore.Job{JobID: jid, Members: members}, eventstore.ExpectNew())
+		switch {
+		case err == nil:
+			return jid, seq, nil
+		case errors.Is(err, eventstore.ErrExists) && id == 0 && attempt < 20:
+			continue
+		case errors.Is(err, eventstore.ErrExists):
+			return 0, 0, &Error{Code: CodeConflict, Msg: fmt.Sprintf("job %d already exists", jid), Err: err}
+		default:
+			return 0, 0, err
+		}
+	}
+}
+
+// PostJobStatus appends a job status update.
+func (s *Service) PostJobStatus(ctx context.Context, job int64, status string, detail json.RawMessage) (uint64, error) {
+	if !s.dir.JobExists(job) {
+		return 0, Errorf(CodeNotFound, "job %d not found", job)
+	}
+	if status == "" || len(status) > 64 {
+		return 0, Errorf(CodeBadRequest, "status must be 1 to 64 bytes")
+	}
+	if len(detail) > 0 && !json.Valid(detail) {
+		return 0, Errorf(CodeBadRequest, "detail is not valid JSON")
+	}
+	return s.append(ctx, &eventstore.JobStatus{JobID: job, Status: status, Detail: detail})
+}
+
+func (s *Service) append(ctx context.Context, ev eventstore.Event, opts ...eventstore.AppendOption) (uint64, error) {
+	seq, err := s.store.Append(ctx, ev, opts...)
+	if err != nil {
+		if errors.Is(err, eventstore.ErrExists) {
+			return 0, err
+		}
+		return 0, &Error{Code: CodeUnavailable, Msg: "the event stream did not acknowledge; nothing was stored", Err: err}
+	}
+	return seq, nil
+}
+
+// appendSettled appends a membership-like event and waits (bounded) until this
+// node's directory has applied it, so the caller's next request sees it.
+func (s *Service) appendSettled(ctx context.Context, ev eventstore.Event, opts ...eventstore.AppendOption) (uint64, error) {
+	seq, err := s.append(ctx, ev, opts...)
+	if err != nil {
+		return 0, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, s.limits.SettleTimeout)
+	defer cancel()
+	if err := s.dir.WaitFor(wctx, seq); err != nil {
+		return seq, &Error{Code: CodeUnavailable, Msg: "stored at seq " + strconv.FormatUint(seq, 10) + " but not yet visible on this node", Err: err}
+	}
+	return seq, nil
+}
