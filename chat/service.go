@@ -101,6 +101,8 @@ type Service struct {
 
 	typingMu sync.Mutex
 	typing   map[typingKey]typingState
+
+	lastWrite sync.Map // user id -> uint64: the user's latest acknowledged append on this node
 }
 
 type typingKey struct {
@@ -177,7 +179,30 @@ func (s *Service) Send(ctx context.Context, from Sender, req SendRequest) (uint6
 	if req.ClientMsgID != "" {
 		opts = append(opts, eventstore.WithMsgID(MessageMsgID(from.UserID, req.ClientMsgID)))
 	}
-	return s.append(ctx, ev, opts...)
+	seq, err := s.append(ctx, ev, opts...)
+	if err == nil {
+		s.noteWrite(from.UserID, seq)
+	}
+	return seq, err
+}
+
+// LastWrite is the sequence of user's latest acknowledged message or receipt on
+// this node (0 if none): a read that must see the user's own writes waits for
+// the read model to reach it.
+func (s *Service) LastWrite(user string) uint64 {
+	if v, ok := s.lastWrite.Load(user); ok {
+		return v.(uint64)
+	}
+	return 0
+}
+
+func (s *Service) noteWrite(user string, seq uint64) {
+	for {
+		old, loaded := s.lastWrite.LoadOrStore(user, seq)
+		if !loaded || old.(uint64) >= seq || s.lastWrite.CompareAndSwap(user, old, seq) {
+			return
+		}
+	}
 }
 
 // MessageMsgID is the Nats-Msg-Id of a message with a client_msg_id: scoped to
@@ -275,7 +300,11 @@ func (s *Service) Read(ctx context.Context, user string, conv int64, upTo int64,
 		}
 		mark = max(mark, id)
 	}
-	return s.append(ctx, &eventstore.Read{ConversationID: conv, UserID: user, UpTo: mark, MessageIDs: ids})
+	seq, err := s.append(ctx, &eventstore.Read{ConversationID: conv, UserID: user, UpTo: mark, MessageIDs: ids})
+	if err == nil {
+		s.noteWrite(user, seq)
+	}
+	return seq, err
 }
 
 // CreateConversation creates a conversation with id, or with the next free id
