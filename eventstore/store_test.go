@@ -1,0 +1,221 @@
+package eventstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"inbox/eventstore"
+	"inbox/internal/testnats"
+)
+
+func msg(conv int64, text string) *eventstore.Message {
+	return &eventstore.Message{ConversationID: conv, SenderID: "alice", SenderName: "Alice", Text: text, MsgType: eventstore.TypeText}
+}
+
+func TestAppendIdempotent(t *testing.T) {
+	st := testnats.Store(t, testnats.Server(t))
+	ctx := context.Background()
+	first, err := st.Append(ctx, msg(1, "hi"), eventstore.WithMsgID("m:alice:c-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := st.Append(ctx, msg(1, "hi"), eventstore.WithMsgID("m:alice:c-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again != first {
+		t.Fatalf("retry with the same Nats-Msg-Id stored at seq %d, first at %d", again, first)
+	}
+	other, err := st.Append(ctx, msg(1, "hi"), eventstore.WithMsgID("m:alice:c-2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if other == first {
+		t.Fatal("a different message id was deduplicated")
+	}
+	last, err := st.LastSeq(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last != 2 {
+		t.Fatalf("stream holds %d events, want 2", last)
+	}
+}
+
+func TestCreateRefusesExistingID(t *testing.T) {
+	st := testnats.Store(t, testnats.Server(t))
+	ctx := context.Background()
+	create := func() error {
+		_, err := st.Append(ctx, &eventstore.Created{ConversationID: 7, Members: []eventstore.Member{{UserID: "a", Role: eventstore.RoleClient}}}, eventstore.ExpectNew())
+		return err
+	}
+	// Concurrent creators: exactly one wins, whatever the interleaving.
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Go(func() { errs <- create() })
+	}
+	wg.Wait()
+	close(errs)
+	var won, refused int
+	for err := range errs {
+		switch {
+		case err == nil:
+			won++
+		case errors.Is(err, eventstore.ErrExists):
+			refused++
+		default:
+			t.Fatalf("unexpected error: %v", err)
+		}
+	}
+	if won != 1 || refused != 7 {
+		t.Fatalf("won=%d refused=%d, want 1 and 7", won, refused)
+	}
+}
+
+func TestTypingExpires(t *testing.T) {
+	s := testnats.Server(t)
+	st, err := eventstore.Open(context.Background(), eventstore.Config{Conn: testnats.Conn(t, s), TypingTTL: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	seq, err := st.Append(ctx, &eventstore.Typing{ConversationID: 1, UserID: "a", IsTyping: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.SubjectOf(ctx, seq); err != nil {
+		t.Fatalf("typing event not stored: %v", err)
+	}
+	checkFor(t, 5*time.Second, 100*time.Millisecond, func() error {
+		_, err := st.SubjectOf(ctx, seq)
+		if errors.Is(err, eventstore.ErrNotFound) {
+			return nil
+		}
+		return fmt.Errorf("typing event still stored (err=%v)", err)
+	})
+}
+
+func TestReadAndTail(t *testing.T) {
+	st := testnats.Store(t, testnats.Server(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for i := range 10 {
+		if _, err := st.Append(ctx, msg(int64(i%2+1), fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []uint64
+	err := st.Read(ctx, 3, 8, []string{eventstore.ConvSubject(1, "*")}, func(s eventstore.Stored) error {
+		if s.Err != nil {
+			return s.Err
+		}
+		got = append(got, s.Seq)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != "[3 5 7]" {
+		t.Fatalf("read conversation 1 in [3,8] = %v, want [3 5 7]", got)
+	}
+
+	seen := make(chan uint64, 100)
+	done := make(chan error, 1)
+	go func() {
+		done <- st.Tail(ctx, 9, nil, func(s eventstore.Stored) { seen <- s.Seq })
+	}()
+	if _, err := st.Append(ctx, msg(1, "live")); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []uint64{9, 10, 11} {
+		select {
+		case got := <-seen:
+			if got != want {
+				t.Fatalf("tail delivered %d, want %d", got, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("tail did not deliver %d", want)
+		}
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("tail ended with %v, want context.Canceled", err)
+	}
+}
+
+func TestDecodeRejectsBadEvents(t *testing.T) {
+	good, err := eventstore.Encode(msg(5, "hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		subject string
+		data    string
+	}{
+		{"junk", "inbox.conv.5.msg", "not json"},
+		{"unknown kind", "inbox.conv.5.party", string(good)},
+		{"future version", "inbox.conv.5.msg", `{"v":99,"type":"msg","conversation_id":5,"sender_id":"a","message":"x"}`},
+		{"no version", "inbox.conv.5.msg", `{"type":"msg","conversation_id":5,"sender_id":"a","message":"x"}`},
+		{"kind mismatch", "inbox.conv.5.msg", `{"v":1,"type":"read","conversation_id":5,"sender_id":"a"}`},
+		{"id mismatch", "inbox.conv.6.msg", string(good)},
+		{"bad user", "inbox.conv.5.msg", `{"v":1,"type":"msg","conversation_id":5,"sender_id":"a b","message":"x"}`},
+		{"not inbox", "other.conv.5.msg", string(good)},
+		{"wrong type", "inbox.conv.5.msg", `{"v":1,"type":"msg","conversation_id":"5"}`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := eventstore.Decode(tc.subject, []byte(tc.data)); !errors.Is(err, eventstore.ErrBadEvent) {
+				t.Fatalf("Decode = %v, want ErrBadEvent", err)
+			}
+		})
+	}
+}
+
+func TestEncodeDecodeRoundTrip(t *testing.T) {
+	avatar := "https://example.test/a.png"
+	events := []eventstore.Event{
+		&eventstore.Created{ConversationID: 3, Members: []eventstore.Member{{UserID: "a", Role: "client"}, {UserID: "b", Role: "worker"}}},
+		&eventstore.MemberChanged{ConversationID: 3, Op: eventstore.OpAdd, UserID: "c", Role: "member"},
+		&eventstore.Message{ConversationID: 3, SenderID: "a", SenderName: "A", SenderAvatar: &avatar, Text: "hé", MsgType: "TEXT", ClientMsgID: "c1"},
+		&eventstore.Typing{ConversationID: 3, UserID: "a", IsTyping: true},
+		&eventstore.Read{ConversationID: 3, UserID: "b", UpTo: 9, MessageIDs: []int64{8, 9}},
+		&eventstore.Profile{UserID: "a", Name: "Alice", Avatar: &avatar},
+		&eventstore.Job{JobID: 4, Members: []string{"a"}},
+		&eventstore.JobStatus{JobID: 4, Status: "accepted", Detail: []byte(`{"eta":5}`)},
+	}
+	for _, e := range events {
+		data, err := eventstore.Encode(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := eventstore.Decode(e.Subject(), data)
+		if err != nil {
+			t.Fatalf("%s: %v", e.Subject(), err)
+		}
+		again, _ := eventstore.Encode(back)
+		if string(again) != string(data) {
+			t.Fatalf("%s: round trip changed\n%s\n%s", e.Subject(), data, again)
+		}
+	}
+}
+
+func checkFor(t *testing.T, total, every time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(total)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(every)
+	}
+}
