@@ -1,0 +1,446 @@
+package projections
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"inbox/eventstore"
+)
+
+// UnreadChange is a member's unread count after a batch changed it.
+type UnreadChange struct {
+	ConversationID int64
+	UserID         string
+	Unread         int64
+}
+
+// maxCachedConversations bounds the conversation state kept between batches.
+const maxCachedConversations = 100_000
+
+// memberState is a member row as the batch sees it.
+type memberState struct {
+	role      string
+	joinedSeq uint64
+	readUpTo  int64
+	unread    int64
+	reported  int64 // unread as last committed: a difference is an UnreadChange
+	dirty     bool
+	removed   bool // delete the row at flush
+}
+
+// convState is a conversation and its members as the batch sees it. A
+// conversation that was never created can still have messages (the stream is
+// the truth); exists says whether its row is written.
+type convState struct {
+	id           int64
+	exists       bool
+	createdSeq   uint64
+	createdAt    string
+	lastMsg      int64
+	lastActivity uint64
+	members      map[string]*memberState
+	dirty        bool
+	touched      bool // in applier.touched
+}
+
+// member returns uid's state unless uid is not (or no longer) a member.
+func (c *convState) member(uid string) *memberState {
+	if m := c.members[uid]; m != nil && !m.removed {
+		return m
+	}
+	return nil
+}
+
+// applier applies events to the projection, one transaction per batch. It
+// caches conversation state between batches: it must be the DB's only writer.
+type applier struct {
+	db      *DB
+	log     *slog.Logger
+	convs   map[int64]*convState
+	touched []*convState
+	st      stmts
+}
+
+func newApplier(db *DB, log *slog.Logger) *applier {
+	return &applier{db: db, log: log, convs: make(map[int64]*convState)}
+}
+
+// stmts are the statements of one batch transaction.
+type stmts struct {
+	insMsg, selConv, selLastMsg, selMembers, upConv, upMember, delMember,
+	countOthers, markRead, msgConv, upProfile, insJob, insJobMember,
+	upJobStatus, setMeta *sql.Stmt
+}
+
+func (s *stmts) prepare(ctx context.Context, tx *sql.Tx) error {
+	for p, q := range map[**sql.Stmt]string{
+		&s.insMsg: `INSERT INTO messages (id, conversation_id, sender_id, sender_name, sender_avatar, text, type, client_msg_id, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		&s.selConv:    `SELECT created_seq, created_at, last_message_id, last_activity_seq FROM conversations WHERE id = ?`,
+		&s.selLastMsg: `SELECT coalesce(max(id), 0) FROM messages WHERE conversation_id = ?`,
+		&s.selMembers: `SELECT user_id, role, joined_seq, read_up_to, unread FROM members WHERE conversation_id = ?`,
+		&s.upConv: `INSERT INTO conversations (id, created_seq, created_at, last_message_id, last_activity_seq) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (id) DO UPDATE SET last_message_id = excluded.last_message_id, last_activity_seq = excluded.last_activity_seq`,
+		&s.upMember: `INSERT INTO members (conversation_id, user_id, role, joined_seq, read_up_to, unread) VALUES (?, ?, ?, ?, ?, ?)
+			ON CONFLICT (conversation_id, user_id) DO UPDATE SET role = excluded.role, joined_seq = excluded.joined_seq,
+			read_up_to = excluded.read_up_to, unread = excluded.unread`,
+		&s.delMember:   `DELETE FROM members WHERE conversation_id = ? AND user_id = ?`,
+		&s.countOthers: `SELECT count(*) FROM messages WHERE conversation_id = ? AND id > ? AND id <= ? AND sender_id <> ?`,
+		&s.markRead:    `UPDATE messages SET is_read = 1 WHERE conversation_id = ? AND id > ? AND id <= ? AND sender_id <> ? AND is_read = 0`,
+		&s.msgConv:     `SELECT conversation_id FROM messages WHERE id = ?`,
+		&s.upProfile: `INSERT INTO profiles (user_id, name, avatar, updated_seq) VALUES (?, ?, ?, ?)
+			ON CONFLICT (user_id) DO UPDATE SET name = excluded.name, avatar = excluded.avatar, updated_seq = excluded.updated_seq`,
+		&s.insJob:       `INSERT OR IGNORE INTO jobs (id, created_seq, created_at) VALUES (?, ?, ?)`,
+		&s.insJobMember: `INSERT OR IGNORE INTO job_members (job_id, user_id) VALUES (?, ?)`,
+		&s.upJobStatus: `INSERT INTO job_status (job_id, status, detail, seq, updated_at) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (job_id) DO UPDATE SET status = excluded.status, detail = excluded.detail, seq = excluded.seq, updated_at = excluded.updated_at`,
+		&s.setMeta: `UPDATE meta SET applied_seq = ?, skipped = ? WHERE id = 1`,
+	} {
+		st, err := tx.PrepareContext(ctx, q)
+		if err != nil {
+			return fmt.Errorf("prepare %q: %w", strings.Join(strings.Fields(q)[:3], " "), err)
+		}
+		*p = st
+	}
+	return nil
+}
+
+// apply applies events in one transaction that also stores the last
+// sequence. Events at or below the applied sequence are skipped, so applying
+// a batch twice changes nothing. It returns the members whose unread count
+// changed. The transaction is not cancelled by ctx: a started batch finishes.
+func (a *applier) apply(ctx context.Context, events []eventstore.Stored) ([]UnreadChange, error) {
+	changes, err := a.applyTx(context.WithoutCancel(ctx), events)
+	if err != nil {
+		clear(a.convs) // the cache may hold rolled-back state
+		a.touched = a.touched[:0]
+		return nil, err
+	}
+	if len(a.convs) > maxCachedConversations {
+		clear(a.convs)
+	}
+	return changes, nil
+}
+
+func (a *applier) applyTx(ctx context.Context, events []eventstore.Stored) (changes []UnreadChange, err error) {
+	tx, err := a.db.w.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("begin batch: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			tx.Rollback()
+		}
+	}()
+	if err := a.st.prepare(ctx, tx); err != nil {
+		return nil, err
+	}
+	var applied, skipped uint64
+	if err := tx.QueryRowContext(ctx, "SELECT applied_seq, skipped FROM meta WHERE id = 1").Scan(&applied, &skipped); err != nil {
+		return nil, fmt.Errorf("read applied sequence: %w", err)
+	}
+	if applied != a.db.applied.Load() {
+		clear(a.convs) // someone else wrote the database
+	}
+	start := applied
+	for i := range events {
+		st := &events[i]
+		if st.Seq <= applied {
+			continue
+		}
+		if st.Err != nil {
+			a.log.Warn("skip undecodable event", "seq", st.Seq, "subject", st.Subject, "err", st.Err)
+			skipped++
+		} else if err := a.applyEvent(ctx, st); err != nil {
+			return nil, fmt.Errorf("apply event %d (%s): %w", st.Seq, st.Subject, err)
+		}
+		applied = st.Seq
+	}
+	if applied == start {
+		tx.Rollback()
+		return nil, nil
+	}
+	if changes, err = a.flush(ctx); err != nil {
+		return nil, err
+	}
+	if _, err := a.st.setMeta.ExecContext(ctx, applied, skipped); err != nil {
+		return nil, fmt.Errorf("store applied sequence: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("commit batch up to %d: %w", applied, err)
+	}
+	a.db.applied.Store(applied)
+	a.db.skipped.Store(skipped)
+	return changes, nil
+}
+
+// at is the event's creation time as stored: RFC3339 in UTC, whole seconds.
+func at(h *eventstore.Header, st *eventstore.Stored) string {
+	t := h.At
+	if t.IsZero() {
+		t = st.Time
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// nullable maps a nil pointer to SQL NULL.
+func nullable(p *string) any {
+	if p == nil {
+		return nil
+	}
+	return *p
+}
+
+func (a *applier) applyEvent(ctx context.Context, st *eventstore.Stored) error {
+	seq := st.Seq
+	switch e := st.Event.(type) {
+	case *eventstore.Message:
+		c, err := a.conv(ctx, e.ConversationID)
+		if err != nil {
+			return err
+		}
+		typ := e.MsgType
+		if typ == "" {
+			typ = eventstore.TypeText
+		}
+		if _, err := a.st.insMsg.ExecContext(ctx, int64(seq), e.ConversationID, e.SenderID, e.SenderName,
+			nullable(e.SenderAvatar), e.Text, typ, e.ClientMsgID, at(&e.Header, st)); err != nil {
+			return fmt.Errorf("insert message: %w", err)
+		}
+		c.lastMsg, c.lastActivity = int64(seq), seq
+		a.touch(c, true)
+		for uid, m := range c.members {
+			if uid != e.SenderID && !m.removed {
+				m.unread++
+				m.dirty = true
+			}
+		}
+	case *eventstore.Created:
+		c, err := a.conv(ctx, e.ConversationID)
+		if err != nil {
+			return err
+		}
+		if c.exists {
+			a.log.Warn("ignore second creation of a conversation", "seq", seq, "conversation_id", c.id, "created_seq", c.createdSeq)
+			return nil
+		}
+		c.exists, c.createdSeq, c.createdAt, c.lastActivity = true, seq, at(&e.Header, st), seq
+		for _, m := range e.Members {
+			a.join(c, m.UserID, m.Role, seq)
+		}
+		a.touch(c, true)
+	case *eventstore.MemberChanged:
+		c, err := a.conv(ctx, e.ConversationID)
+		if err != nil {
+			return err
+		}
+		if !c.exists {
+			a.log.Warn("ignore member change of an unknown conversation", "seq", seq, "conversation_id", c.id)
+			return nil
+		}
+		m := c.member(e.UserID)
+		switch {
+		case e.Op == eventstore.OpRemove && m != nil:
+			m.removed = true
+		case e.Op == eventstore.OpAdd && m != nil:
+			m.dirty = m.dirty || m.role != e.Role
+			m.role = e.Role
+		case e.Op == eventstore.OpAdd:
+			a.join(c, e.UserID, e.Role, seq)
+		}
+		a.touch(c, false)
+	case *eventstore.Read:
+		return a.read(ctx, e)
+	case *eventstore.Profile:
+		if _, err := a.st.upProfile.ExecContext(ctx, e.UserID, e.Name, nullable(e.Avatar), int64(seq)); err != nil {
+			return fmt.Errorf("upsert profile: %w", err)
+		}
+	case *eventstore.Job:
+		res, err := a.st.insJob.ExecContext(ctx, e.JobID, int64(seq), at(&e.Header, st))
+		if err != nil {
+			return fmt.Errorf("insert job: %w", err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			a.log.Warn("ignore second creation of a job", "seq", seq, "job_id", e.JobID)
+			return nil
+		}
+		for _, uid := range e.Members {
+			if _, err := a.st.insJobMember.ExecContext(ctx, e.JobID, uid); err != nil {
+				return fmt.Errorf("insert job member: %w", err)
+			}
+		}
+	case *eventstore.JobStatus:
+		var detail any
+		if len(e.Detail) > 0 {
+			detail = string(e.Detail)
+		}
+		if _, err := a.st.upJobStatus.ExecContext(ctx, e.JobID, e.Status, detail, int64(seq), at(&e.Header, st)); err != nil {
+			return fmt.Errorf("upsert job status: %w", err)
+		}
+	case *eventstore.Typing:
+		// Ephemeral: delivered live, never stored.
+	default:
+		return fmt.Errorf("no projection for event kind %q", st.Event.Kind())
+	}
+	return nil
+}
+
+// join makes uid a member from seq on. Its read watermark starts at the
+// conversation's last message: history from before joining (or re-joining)
+// is visible but never unread.
+func (a *applier) join(c *convState, uid, role string, seq uint64) {
+	c.members[uid] = &memberState{role: role, joinedSeq: seq, readUpTo: c.lastMsg, dirty: true}
+}
+
+// read moves a member's watermark forward: to the highest of up_to and the
+// named message ids that belong to the conversation, never past its last
+// message (so a watermark from the future cannot pre-read what comes later).
+// Others' messages it passes get is_read=1 and leave the reader's unread count.
+func (a *applier) read(ctx context.Context, e *eventstore.Read) error {
+	c, err := a.conv(ctx, e.ConversationID)
+	if err != nil {
+		return err
+	}
+	m := c.member(e.UserID)
+	if m == nil {
+		return nil
+	}
+	target := max(e.UpTo, m.readUpTo)
+	ids := slices.Clone(e.MessageIDs)
+	slices.Sort(ids)
+	for _, id := range slices.Backward(ids) {
+		if id <= target {
+			break
+		}
+		if id > c.lastMsg {
+			continue
+		}
+		var conv int64
+		err := a.st.msgConv.QueryRowContext(ctx, id).Scan(&conv)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("look up read message %d: %w", id, err)
+		}
+		if conv == c.id {
+			target = id
+			break
+		}
+	}
+	target = min(target, c.lastMsg)
+	if target <= m.readUpTo {
+		return nil
+	}
+	var n int64
+	if err := a.st.countOthers.QueryRowContext(ctx, c.id, m.readUpTo, target, e.UserID).Scan(&n); err != nil {
+		return fmt.Errorf("count read messages: %w", err)
+	}
+	if _, err := a.st.markRead.ExecContext(ctx, c.id, m.readUpTo, target, e.UserID); err != nil {
+		return fmt.Errorf("mark messages read: %w", err)
+	}
+	m.unread -= n
+	m.readUpTo = target
+	m.dirty = true
+	a.touch(c, false)
+	return nil
+}
+
+// touch records that c has state to flush; dirty marks its own row.
+func (a *applier) touch(c *convState, dirty bool) {
+	c.dirty = c.dirty || dirty
+	if !c.touched {
+		c.touched = true
+		a.touched = append(a.touched, c)
+	}
+}
+
+// conv returns the state of conversation id, loading it on first use.
+func (a *applier) conv(ctx context.Context, id int64) (*convState, error) {
+	if c := a.convs[id]; c != nil {
+		return c, nil
+	}
+	c := &convState{id: id, members: make(map[string]*memberState)}
+	err := a.st.selConv.QueryRowContext(ctx, id).Scan(&c.createdSeq, &c.createdAt, &c.lastMsg, &c.lastActivity)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		if err := a.st.selLastMsg.QueryRowContext(ctx, id).Scan(&c.lastMsg); err != nil {
+			return nil, fmt.Errorf("load last message of conversation %d: %w", id, err)
+		}
+	case err != nil:
+		return nil, fmt.Errorf("load conversation %d: %w", id, err)
+	default:
+		c.exists = true
+		if err := a.loadMembers(ctx, c); err != nil {
+			return nil, err
+		}
+	}
+	a.convs[id] = c
+	return c, nil
+}
+
+func (a *applier) loadMembers(ctx context.Context, c *convState) error {
+	rows, err := a.st.selMembers.QueryContext(ctx, c.id)
+	if err != nil {
+		return fmt.Errorf("load members of conversation %d: %w", c.id, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var uid string
+		m := &memberState{}
+		if err := rows.Scan(&uid, &m.role, &m.joinedSeq, &m.readUpTo, &m.unread); err != nil {
+			return fmt.Errorf("load members of conversation %d: %w", c.id, err)
+		}
+		m.reported = m.unread
+		c.members[uid] = m
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("load members of conversation %d: %w", c.id, err)
+	}
+	return nil
+}
+
+// flush writes the touched conversations and members and returns the unread
+// changes, in conversation then user order.
+func (a *applier) flush(ctx context.Context) ([]UnreadChange, error) {
+	var changes []UnreadChange
+	for _, c := range a.touched {
+		if c.exists && c.dirty {
+			if _, err := a.st.upConv.ExecContext(ctx, c.id, int64(c.createdSeq), c.createdAt, c.lastMsg, int64(c.lastActivity)); err != nil {
+				return nil, fmt.Errorf("store conversation %d: %w", c.id, err)
+			}
+		}
+		for uid, m := range c.members {
+			switch {
+			case m.removed:
+				if _, err := a.st.delMember.ExecContext(ctx, c.id, uid); err != nil {
+					return nil, fmt.Errorf("remove member %s of conversation %d: %w", uid, c.id, err)
+				}
+				delete(c.members, uid)
+				continue
+			case m.dirty:
+				if _, err := a.st.upMember.ExecContext(ctx, c.id, uid, m.role, int64(m.joinedSeq), m.readUpTo, m.unread); err != nil {
+					return nil, fmt.Errorf("store member %s of conversation %d: %w", uid, c.id, err)
+				}
+			}
+			if m.unread != m.reported {
+				changes = append(changes, UnreadChange{ConversationID: c.id, UserID: uid, Unread: m.unread})
+				m.reported = m.unread
+			}
+			m.dirty = false
+		}
+		c.dirty, c.touched = false, false
+	}
+	a.touched = a.touched[:0]
+	slices.SortFunc(changes, func(x, y UnreadChange) int {
+		return cmp.Or(cmp.Compare(x.ConversationID, y.ConversationID), strings.Compare(x.UserID, y.UserID))
+	})
+	return changes, nil
+}

@@ -1,0 +1,171 @@
+// Package projections keeps inbox's SQLite read models — conversations,
+// members with read watermarks and unread counts, message history, profiles
+// and jobs — derived from the INBOX event stream. The stream is the truth: a
+// projection can be deleted and rebuilt from sequence 1 at any time.
+package projections
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"sync/atomic"
+
+	_ "github.com/mattn/go-sqlite3" // database/sql driver "sqlite3"
+)
+
+// schemaVersion is stored in PRAGMA user_version.
+const schemaVersion = 1
+
+// ErrNotFound is returned by lookups of a row that does not exist.
+var ErrNotFound = errors.New("not found")
+
+const schema = `
+CREATE TABLE IF NOT EXISTS conversations (
+	id                INTEGER PRIMARY KEY,
+	created_seq       INTEGER NOT NULL,
+	created_at        TEXT    NOT NULL,
+	last_message_id   INTEGER NOT NULL DEFAULT 0,
+	last_activity_seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS members (
+	conversation_id INTEGER NOT NULL,
+	user_id         TEXT    NOT NULL,
+	role            TEXT    NOT NULL,
+	joined_seq      INTEGER NOT NULL,
+	read_up_to      INTEGER NOT NULL DEFAULT 0,
+	unread          INTEGER NOT NULL DEFAULT 0,
+	PRIMARY KEY (conversation_id, user_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS members_by_user ON members (user_id, conversation_id);
+CREATE TABLE IF NOT EXISTS messages (
+	id              INTEGER PRIMARY KEY,
+	conversation_id INTEGER NOT NULL,
+	sender_id       TEXT    NOT NULL,
+	sender_name     TEXT    NOT NULL,
+	sender_avatar   TEXT,
+	text            TEXT    NOT NULL,
+	type            TEXT    NOT NULL,
+	client_msg_id   TEXT    NOT NULL DEFAULT '',
+	created_at      TEXT    NOT NULL,
+	is_read         INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages (conversation_id, id);
+CREATE TABLE IF NOT EXISTS profiles (
+	user_id     TEXT PRIMARY KEY,
+	name        TEXT NOT NULL,
+	avatar      TEXT,
+	updated_seq INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS jobs (
+	id          INTEGER PRIMARY KEY,
+	created_seq INTEGER NOT NULL,
+	created_at  TEXT    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS job_members (
+	job_id  INTEGER NOT NULL,
+	user_id TEXT    NOT NULL,
+	PRIMARY KEY (job_id, user_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS job_status (
+	job_id     INTEGER PRIMARY KEY,
+	status     TEXT    NOT NULL,
+	detail     TEXT,
+	seq        INTEGER NOT NULL,
+	updated_at TEXT    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+	id          INTEGER PRIMARY KEY CHECK (id = 1),
+	applied_seq INTEGER NOT NULL,
+	skipped     INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO meta (id, applied_seq, skipped) VALUES (1, 0, 0);
+`
+
+// DB is an open projection database: one writer connection (the projector's)
+// and a pool of readers that see committed state through WAL.
+type DB struct {
+	path string
+	w    *sql.DB // single connection, BEGIN IMMEDIATE
+	r    *sql.DB // readers, deferred transactions
+
+	applied atomic.Uint64 // last applied stream sequence, as committed
+	skipped atomic.Uint64 // undecodable events skipped, as committed
+}
+
+// Open opens (creating if missing) the projection database at path in WAL
+// mode with synchronous=NORMAL. A file that is not a usable SQLite database,
+// or a folder that cannot be written, fails with an error naming path.
+func Open(path string) (*DB, error) {
+	return open(path, "WAL", "NORMAL")
+}
+
+// open opens path with the given journal mode and sync level (the rebuild
+// loads a fresh file without a journal, then switches it to WAL).
+func open(path, journal, sync string) (*DB, error) {
+	if path == "" {
+		return nil, errors.New("open projection database: empty path")
+	}
+	dsn := func(txlock string) string {
+		q := url.Values{}
+		q.Set("_journal_mode", journal)
+		q.Set("_synchronous", sync)
+		q.Set("_busy_timeout", "5000")
+		q.Set("_txlock", txlock)
+		return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
+	}
+	w, err := sql.Open("sqlite3", dsn("immediate"))
+	if err != nil {
+		return nil, fmt.Errorf("open projection database %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	db := &DB{path: path, w: w}
+	if err := db.init(); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open projection database %s: %w", path, err)
+	}
+	r, err := sql.Open("sqlite3", dsn("deferred")+"&_query_only=1")
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open projection database %s: %w", path, err)
+	}
+	r.SetMaxIdleConns(4)
+	db.r = r
+	return db, nil
+}
+
+// init checks the file, creates the schema if missing and loads the meta row.
+func (db *DB) init() error {
+	ctx := context.Background()
+	var v int
+	if err := db.w.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+		return err
+	}
+	if v > schemaVersion {
+		return fmt.Errorf("schema version %d is newer than this build's %d", v, schemaVersion)
+	}
+	if _, err := db.w.ExecContext(ctx, schema); err != nil {
+		return fmt.Errorf("create schema: %w", err)
+	}
+	if _, err := db.w.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", schemaVersion)); err != nil {
+		return fmt.Errorf("set schema version: %w", err)
+	}
+	var applied, skipped uint64
+	if err := db.w.QueryRowContext(ctx, "SELECT applied_seq, skipped FROM meta WHERE id = 1").Scan(&applied, &skipped); err != nil {
+		return fmt.Errorf("read meta: %w", err)
+	}
+	db.applied.Store(applied)
+	db.skipped.Store(skipped)
+	return nil
+}
+
+// Path is the database file's path.
+func (db *DB) Path() string { return db.path }
+
+// Close closes the database.
+func (db *DB) Close() error {
+	return errors.Join(db.r.Close(), db.w.Close())
+}

@@ -1,0 +1,248 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"inbox/eventstore"
+)
+
+// MaxBatch is the most events the projector applies in one transaction.
+const MaxBatch = 1000
+
+// Projector keeps a DB up to date with the INBOX stream through a durable
+// JetStream pull consumer, inbox-proj-<name>, one per projection database.
+type Projector struct {
+	// OnApplied, when set, is called after each committed batch with the last
+	// applied sequence and the members whose unread count changed. It runs on
+	// the projector's goroutine: it must not block for long.
+	OnApplied func(seq uint64, changes []UnreadChange)
+
+	db      *DB
+	store   *eventstore.Store
+	durable string
+	log     *slog.Logger
+	apl     *applier
+	running atomic.Bool
+
+	mu       sync.Mutex
+	advanced chan struct{} // closed and replaced whenever applied moves
+}
+
+// NewProjector returns a projector that applies the INBOX stream to db under
+// the durable consumer inbox-proj-<name>. name must be unique per database
+// (e.g. the node name) and a valid consumer name token.
+func NewProjector(db *DB, store *eventstore.Store, name string, logger *slog.Logger) *Projector {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	durable := "inbox-proj-" + name
+	logger = logger.With("component", "projector", "consumer", durable)
+	return &Projector{
+		db:       db,
+		store:    store,
+		durable:  durable,
+		log:      logger,
+		apl:      newApplier(db, logger),
+		advanced: make(chan struct{}),
+	}
+}
+
+// Applied is the last stream sequence applied to the database.
+func (p *Projector) Applied() uint64 { return p.db.applied.Load() }
+
+// Skipped is how many undecodable events the database has skipped.
+func (p *Projector) Skipped() uint64 { return p.db.skipped.Load() }
+
+// WaitFor blocks until the projection has applied seq (read-your-writes) or
+// ctx ends.
+func (p *Projector) WaitFor(ctx context.Context, seq uint64) error {
+	for {
+		p.mu.Lock()
+		ch := p.advanced
+		p.mu.Unlock()
+		if p.Applied() >= seq {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for sequence %d (applied %d): %w", seq, p.Applied(), ctx.Err())
+		}
+	}
+}
+
+// broadcast wakes every WaitFor.
+func (p *Projector) broadcast() {
+	p.mu.Lock()
+	close(p.advanced)
+	p.advanced = make(chan struct{})
+	p.mu.Unlock()
+}
+
+// Run applies the stream until ctx ends, then finishes the batch in hand and
+// returns nil; any other failure is returned. One Run at a time.
+func (p *Projector) Run(ctx context.Context) error {
+	if !p.running.CompareAndSwap(false, true) {
+		return errors.New("projector is already running")
+	}
+	defer p.running.Store(false)
+	cons, err := p.consumer(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(2 * MaxBatch))
+	if err != nil {
+		return fmt.Errorf("consume %s: %w", p.durable, err)
+	}
+	msgs := make(chan jetstream.Msg, MaxBatch)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	var readErr error
+	wg.Go(func() {
+		defer close(msgs)
+		for {
+			msg, err := it.Next()
+			if err != nil {
+				if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+					readErr = fmt.Errorf("consume %s: %w", p.durable, err)
+				}
+				return
+			}
+			select {
+			case msgs <- msg:
+			case <-done:
+				return
+			}
+		}
+	})
+	defer func() {
+		close(done)
+		it.Stop()
+		wg.Wait()
+	}()
+
+	batch := make([]eventstore.Stored, 0, MaxBatch)
+	for {
+		var msg jetstream.Msg
+		var ok bool
+		select {
+		case msg, ok = <-msgs:
+		case <-ctx.Done():
+			return nil
+		}
+		if !ok {
+			return readErr
+		}
+		batch = batch[:0]
+		last := msg
+		batch = append(batch, p.stored(msg))
+	drain:
+		for len(batch) < MaxBatch {
+			select {
+			case m, ok := <-msgs:
+				if !ok {
+					break drain
+				}
+				last = m
+				batch = append(batch, p.stored(m))
+			default:
+				break drain
+			}
+		}
+		if err := p.applyBatch(ctx, batch); err != nil {
+			return err
+		}
+		if err := last.Ack(); err != nil {
+			p.log.Warn("acknowledge batch", "seq", batch[len(batch)-1].Seq, "err", err)
+		}
+	}
+}
+
+// stored decodes a consumed message; a message without JetStream metadata
+// cannot be placed in the stream and is a programming error upstream.
+func (p *Projector) stored(msg jetstream.Msg) eventstore.Stored {
+	meta, err := msg.Metadata()
+	if err != nil {
+		return eventstore.Stored{Subject: msg.Subject(), Err: fmt.Errorf("message metadata: %w", err)}
+	}
+	ev, derr := eventstore.Decode(msg.Subject(), msg.Data())
+	return eventstore.Stored{Seq: meta.Sequence.Stream, Subject: msg.Subject(), Time: meta.Timestamp, Event: ev, Err: derr}
+}
+
+// applyBatch applies one batch, retrying a failing database a few times
+// before giving up, and notifies waiters and OnApplied.
+func (p *Projector) applyBatch(ctx context.Context, batch []eventstore.Stored) error {
+	var changes []UnreadChange
+	var err error
+	for attempt := range 5 {
+		if changes, err = p.apl.apply(ctx, batch); err == nil {
+			break
+		}
+		p.log.Error("apply batch", "first_seq", batch[0].Seq, "events", len(batch), "attempt", attempt+1, "err", err)
+		select {
+		case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
+		case <-ctx.Done():
+			return nil
+		}
+	}
+	if err != nil {
+		return err
+	}
+	p.broadcast()
+	if p.OnApplied != nil {
+		p.OnApplied(p.Applied(), changes)
+	}
+	return nil
+}
+
+// consumer returns the durable consumer positioned right after the database's
+// applied sequence, recreating it when its acknowledged position differs
+// (the database was rebuilt, restored or deleted).
+func (p *Projector) consumer(ctx context.Context) (jetstream.Consumer, error) {
+	js := p.store.JetStream()
+	applied := p.Applied()
+	cons, err := js.Consumer(ctx, eventstore.StreamName, p.durable)
+	switch {
+	case err == nil:
+		info := cons.CachedInfo()
+		if info.AckFloor.Stream == applied && info.Delivered.Stream == applied {
+			p.log.Info("resume projection", "applied", applied)
+			return cons, nil
+		}
+		p.log.Info("reposition projection consumer", "applied", applied,
+			"ack_floor", info.AckFloor.Stream, "delivered", info.Delivered.Stream)
+		if err := js.DeleteConsumer(ctx, eventstore.StreamName, p.durable); err != nil {
+			return nil, fmt.Errorf("delete consumer %s: %w", p.durable, err)
+		}
+	case !errors.Is(err, jetstream.ErrConsumerNotFound):
+		return nil, fmt.Errorf("look up consumer %s: %w", p.durable, err)
+	}
+	cfg := jetstream.ConsumerConfig{
+		Durable:       p.durable,
+		Description:   "inbox SQLite projection",
+		AckPolicy:     jetstream.AckAllPolicy,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		MaxAckPending: 4 * MaxBatch,
+		AckWait:       time.Minute,
+	}
+	if applied > 0 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = applied + 1
+	}
+	cons, err = js.CreateOrUpdateConsumer(ctx, eventstore.StreamName, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("create consumer %s from %d: %w", p.durable, applied+1, err)
+	}
+	return cons, nil
+}

@@ -1,0 +1,306 @@
+package projections
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+)
+
+// Member is a conversation member and its role.
+type Member struct {
+	UserID string `json:"user_id"`
+	Role   string `json:"role"`
+}
+
+// Message is a stored message in the wire shape of the socket's message
+// frame; ID, MessageID and Seq are all its stream sequence.
+type Message struct {
+	ID             int64   `json:"id"`
+	ConversationID int64   `json:"conversation_id"`
+	SenderID       string  `json:"sender_id"`
+	SenderName     string  `json:"sender_name"`
+	SenderAvatar   *string `json:"sender_avatar"`
+	Text           string  `json:"message"`
+	Type           string  `json:"type"`
+	CreatedAt      string  `json:"created_at"` // RFC3339 UTC, "2025-01-15T10:30:00Z"
+	MessageID      int64   `json:"message_id"`
+	Seq            int64   `json:"seq"`
+	ClientMsgID    string  `json:"client_msg_id,omitempty"`
+	IsRead         bool    `json:"is_read"` // read by a recipient
+}
+
+// Conversation is one entry of a user's conversation list.
+type Conversation struct {
+	ID          int64    `json:"id"`
+	Members     []Member `json:"members"`
+	LastMessage *Message `json:"last_message"`
+	Unread      int64    `json:"unread"`
+}
+
+// Profile is a user's display name and avatar.
+type Profile struct {
+	UserID string  `json:"user_id"`
+	Name   string  `json:"name"`
+	Avatar *string `json:"avatar"`
+}
+
+// Snapshot is the membership directory at one applied sequence.
+type Snapshot struct {
+	Seq           uint64
+	Conversations map[int64][]Member
+	Profiles      map[string]Profile
+	Jobs          map[int64][]string
+}
+
+const messageColumns = `m.id, m.conversation_id, m.sender_id, m.sender_name, m.sender_avatar, m.text, m.type, m.client_msg_id, m.created_at, m.is_read`
+
+func scanMessage(sc interface{ Scan(...any) error }) (Message, error) {
+	var m Message
+	var avatar sql.NullString
+	err := sc.Scan(&m.ID, &m.ConversationID, &m.SenderID, &m.SenderName, &avatar, &m.Text, &m.Type, &m.ClientMsgID, &m.CreatedAt, &m.IsRead)
+	if avatar.Valid {
+		m.SenderAvatar = &avatar.String
+	}
+	m.MessageID, m.Seq = m.ID, m.ID
+	return m, err
+}
+
+// Conversations returns userID's conversations with their members, last
+// message and the user's unread count, newest activity first.
+func (db *DB) Conversations(ctx context.Context, userID string) ([]Conversation, error) {
+	tx, err := db.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("conversations of %s: %w", userID, err)
+	}
+	defer tx.Rollback()
+	convs, err := queryConversations(ctx, tx, userID)
+	if err != nil {
+		return nil, fmt.Errorf("conversations of %s: %w", userID, err)
+	}
+	return convs, nil
+}
+
+func queryConversations(ctx context.Context, tx *sql.Tx, userID string) ([]Conversation, error) {
+	rows, err := tx.QueryContext(ctx, `
+		SELECT c.id, me.unread FROM members me JOIN conversations c ON c.id = me.conversation_id
+		WHERE me.user_id = ? ORDER BY c.last_activity_seq DESC, c.id DESC`, userID)
+	if err != nil {
+		return nil, err
+	}
+	var convs []Conversation
+	index := make(map[int64]int)
+	for rows.Next() {
+		var c Conversation
+		if err := rows.Scan(&c.ID, &c.Unread); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		index[c.ID] = len(convs)
+		convs = append(convs, c)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if len(convs) == 0 {
+		return []Conversation{}, nil
+	}
+	rows, err = tx.QueryContext(ctx, `
+		SELECT o.conversation_id, o.user_id, o.role FROM members me JOIN members o ON o.conversation_id = me.conversation_id
+		WHERE me.user_id = ? ORDER BY o.conversation_id, o.joined_seq, o.user_id`, userID)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		var id int64
+		var m Member
+		if err := rows.Scan(&id, &m.UserID, &m.Role); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		if i, ok := index[id]; ok {
+			convs[i].Members = append(convs[i].Members, m)
+		}
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	rows, err = tx.QueryContext(ctx, `
+		SELECT `+messageColumns+` FROM members me JOIN conversations c ON c.id = me.conversation_id
+		JOIN messages m ON m.id = c.last_message_id WHERE me.user_id = ?`, userID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		msg, err := scanMessage(rows)
+		if err != nil {
+			return nil, err
+		}
+		if i, ok := index[msg.ConversationID]; ok {
+			convs[i].LastMessage = &msg
+		}
+	}
+	return convs, rows.Err()
+}
+
+// Messages returns up to limit messages of a conversation, newest first,
+// with ids below before (0: from the latest). limit <= 0 means 50.
+func (db *DB) Messages(ctx context.Context, convID, before int64, limit int) ([]Message, error) {
+	if limit <= 0 {
+		limit = 50
+	}
+	if before <= 0 {
+		before = 1<<63 - 1
+	}
+	rows, err := db.r.QueryContext(ctx, `SELECT `+messageColumns+` FROM messages m
+		WHERE m.conversation_id = ? AND m.id < ? ORDER BY m.id DESC LIMIT ?`, convID, before, limit)
+	if err != nil {
+		return nil, fmt.Errorf("messages of conversation %d: %w", convID, err)
+	}
+	defer rows.Close()
+	msgs := []Message{}
+	for rows.Next() {
+		m, err := scanMessage(rows)
+		if err != nil {
+			return nil, fmt.Errorf("messages of conversation %d: %w", convID, err)
+		}
+		msgs = append(msgs, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("messages of conversation %d: %w", convID, err)
+	}
+	return msgs, nil
+}
+
+// IsMember reports whether userID is a member of conversation convID.
+func (db *DB) IsMember(ctx context.Context, convID int64, userID string) (bool, error) {
+	_, err := db.Unread(ctx, convID, userID)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return true, nil
+}
+
+// Unread is userID's unread count in conversation convID; ErrNotFound if
+// userID is not a member.
+func (db *DB) Unread(ctx context.Context, convID int64, userID string) (int64, error) {
+	var n int64
+	err := db.r.QueryRowContext(ctx, `SELECT unread FROM members WHERE conversation_id = ? AND user_id = ?`, convID, userID).Scan(&n)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return 0, fmt.Errorf("member %s of conversation %d: %w", userID, convID, ErrNotFound)
+	case err != nil:
+		return 0, fmt.Errorf("member %s of conversation %d: %w", userID, convID, err)
+	}
+	return n, nil
+}
+
+// Profile is userID's profile; ErrNotFound if none was set.
+func (db *DB) Profile(ctx context.Context, userID string) (Profile, error) {
+	p := Profile{UserID: userID}
+	var avatar sql.NullString
+	err := db.r.QueryRowContext(ctx, `SELECT name, avatar FROM profiles WHERE user_id = ?`, userID).Scan(&p.Name, &avatar)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return Profile{}, fmt.Errorf("profile of %s: %w", userID, ErrNotFound)
+	case err != nil:
+		return Profile{}, fmt.Errorf("profile of %s: %w", userID, err)
+	}
+	if avatar.Valid {
+		p.Avatar = &avatar.String
+	}
+	return p, nil
+}
+
+// AppliedSeq is the last stream sequence committed to the database.
+func (db *DB) AppliedSeq(ctx context.Context) (uint64, error) {
+	var seq uint64
+	if err := db.r.QueryRowContext(ctx, `SELECT applied_seq FROM meta WHERE id = 1`).Scan(&seq); err != nil {
+		return 0, fmt.Errorf("applied sequence: %w", err)
+	}
+	return seq, nil
+}
+
+// Snapshot reads, in one transaction, the applied sequence with every
+// conversation's members, every profile and every job's members: the edge
+// loads its directory from it, then tails the stream from Seq+1.
+func (db *DB) Snapshot(ctx context.Context) (*Snapshot, error) {
+	tx, err := db.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	defer tx.Rollback()
+	s := &Snapshot{
+		Conversations: make(map[int64][]Member),
+		Profiles:      make(map[string]Profile),
+		Jobs:          make(map[int64][]string),
+	}
+	if err := tx.QueryRowContext(ctx, `SELECT applied_seq FROM meta WHERE id = 1`).Scan(&s.Seq); err != nil {
+		return nil, fmt.Errorf("snapshot: applied sequence: %w", err)
+	}
+	if err := each(ctx, tx, `SELECT c.id, m.user_id, m.role FROM conversations c LEFT JOIN members m ON m.conversation_id = c.id
+		ORDER BY c.id, m.joined_seq, m.user_id`, func(rows *sql.Rows) error {
+		var id int64
+		var uid, role sql.NullString
+		if err := rows.Scan(&id, &uid, &role); err != nil {
+			return err
+		}
+		ms := s.Conversations[id]
+		if uid.Valid {
+			ms = append(ms, Member{UserID: uid.String, Role: role.String})
+		}
+		s.Conversations[id] = ms
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("snapshot: members: %w", err)
+	}
+	if err := each(ctx, tx, `SELECT user_id, name, avatar FROM profiles`, func(rows *sql.Rows) error {
+		var p Profile
+		var avatar sql.NullString
+		if err := rows.Scan(&p.UserID, &p.Name, &avatar); err != nil {
+			return err
+		}
+		if avatar.Valid {
+			p.Avatar = &avatar.String
+		}
+		s.Profiles[p.UserID] = p
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("snapshot: profiles: %w", err)
+	}
+	if err := each(ctx, tx, `SELECT j.id, m.user_id FROM jobs j LEFT JOIN job_members m ON m.job_id = j.id ORDER BY j.id, m.user_id`, func(rows *sql.Rows) error {
+		var id int64
+		var uid sql.NullString
+		if err := rows.Scan(&id, &uid); err != nil {
+			return err
+		}
+		ms := s.Jobs[id]
+		if uid.Valid {
+			ms = append(ms, uid.String)
+		}
+		s.Jobs[id] = ms
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("snapshot: jobs: %w", err)
+	}
+	return s, nil
+}
+
+// each runs fn on every row of query.
+func each(ctx context.Context, tx *sql.Tx, query string, fn func(*sql.Rows) error) error {
+	rows, err := tx.QueryContext(ctx, query)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := fn(rows); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
