@@ -1,0 +1,52 @@
+package auth_test
+
+import (
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"inbox/auth"
+)
+
+func TestAdminToken(t *testing.T) {
+	const token = "s3cret-admin-token"
+	a, err := auth.NewAdminToken(token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		header    string
+		withError error
+	}{
+		{name: "right", header: "Bearer " + token},
+		{name: "right, any case", header: "BEARER " + token},
+		{name: "missing", header: "", withError: auth.ErrUnauthorized},
+		{name: "empty bearer", header: "Bearer ", withError: auth.ErrUnauthorized},
+		{name: "other scheme", header: "Basic " + token, withError: auth.ErrUnauthorized},
+		{name: "bare token", header: token, withError: auth.ErrUnauthorized},
+		{name: "wrong", header: "Bearer nope", withError: auth.ErrForbidden},
+		{name: "prefix", header: "Bearer " + token[:len(token)-1], withError: auth.ErrForbidden},
+		{name: "longer", header: "Bearer " + token + "x", withError: auth.ErrForbidden},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodPost, "/api/admin/conversations", nil)
+			if tt.header != "" {
+				r.Header.Set("Authorization", tt.header)
+			}
+			err := a.Check(r)
+			if !errors.Is(err, tt.withError) {
+				t.Fatalf("Check error = %v, want %v", err, tt.withError)
+			}
+			if tt.withError == auth.ErrUnauthorized && errors.Is(err, auth.ErrForbidden) ||
+				tt.withError == auth.ErrForbidden && errors.Is(err, auth.ErrUnauthorized) {
+				t.Fatalf("Check error %v wraps both ErrUnauthorized and ErrForbidden", err)
+			}
+		})
+	}
+	if _, err := auth.NewAdminToken(""); err == nil {
+		t.Fatal("NewAdminToken(\"\") succeeded, want an error")
+	}
+}

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"inbox/auth"
+)
+
+// tokenCmd mints a user token that inboxd accepts and prints it on stdout:
+//
+//	inbox token [--data DIR] [--ttl 24h] [--name "Display Name"] [--key FILE] <user>
+//
+// It signs with INBOX_JWT_SECRET if set, with --key (a PEM private key) if
+// given, and otherwise with the development secret inboxd generated into the
+// data folder.
+func tokenCmd(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("inbox token", flag.ContinueOnError)
+	dataDir := os.Getenv("INBOX_DATA")
+	if dataDir == "" {
+		dataDir = "./data"
+	}
+	fs.StringVar(&dataDir, "data", dataDir, "data folder whose development secret signs the token (INBOX_DATA)")
+	ttl := fs.Duration("ttl", 24*time.Hour, "how long the token is valid")
+	name := fs.String("name", "", "display name (the token's name claim)")
+	keyFile := fs.String("key", "", "PEM private key (RSA or Ed25519) to sign with, when inboxd verifies with INBOX_JWT_PUBLIC_KEY")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: inbox token [flags] <user>\n\n"+
+			"Mint a JWT for <user> and print it. The secret is INBOX_JWT_SECRET if set,\n"+
+			"else the development secret inboxd generated into the data folder.\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+
+	// Flags may come before or after the user.
+	var users []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		users = append(users, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(users) != 1 {
+		fs.Usage()
+		return errors.New("want exactly one user id")
+	}
+
+	cfg, err := tokenSigner(dataDir, *keyFile)
+	if err != nil {
+		return err
+	}
+	m, err := auth.NewMinter(cfg)
+	if err != nil {
+		return err
+	}
+	token, err := m.Mint(users[0], *name, *ttl)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(os.Stdout, token)
+	return err
+}
+
+// tokenSigner picks the key inboxd verifies with: --key, INBOX_JWT_SECRET, or
+// the data folder's development secret.
+func tokenSigner(dataDir, keyFile string) (auth.MinterConfig, error) {
+	secret := os.Getenv("INBOX_JWT_SECRET")
+	switch {
+	case keyFile != "":
+		return auth.MinterConfig{PrivateKeyFile: keyFile}, nil
+	case secret != "":
+		return auth.MinterConfig{Secret: secret}, nil
+	case os.Getenv("INBOX_JWT_PUBLIC_KEY") != "":
+		return auth.MinterConfig{}, errors.New("INBOX_JWT_PUBLIC_KEY is set, so inboxd accepts only tokens signed by its private key: pass it with --key FILE")
+	}
+	s, err := auth.LoadDevSecrets(dataDir)
+	if errors.Is(err, auth.ErrNoDevSecrets) {
+		return auth.MinterConfig{}, fmt.Errorf("%w (start inboxd with --data %s first, or set INBOX_JWT_SECRET)", err, dataDir)
+	}
+	if err != nil {
+		return auth.MinterConfig{}, err
+	}
+	return auth.MinterConfig{Secret: s.JWTSecret}, nil
+}
