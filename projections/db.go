@@ -147,11 +147,13 @@ func (db *DB) init() error {
 	if v > schemaVersion {
 		return fmt.Errorf("schema version %d is newer than this build's %d", v, schemaVersion)
 	}
-	if _, err := db.w.ExecContext(ctx, schema); err != nil {
-		return fmt.Errorf("create schema: %w", err)
-	}
-	if _, err := db.w.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", schemaVersion)); err != nil {
-		return fmt.Errorf("set schema version: %w", err)
+	if v < schemaVersion {
+		if _, err := db.w.ExecContext(ctx, schema); err != nil {
+			return fmt.Errorf("create schema: %w", err)
+		}
+		if _, err := db.w.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", schemaVersion)); err != nil {
+			return fmt.Errorf("set schema version: %w", err)
+		}
 	}
 	var applied, skipped uint64
 	if err := db.w.QueryRowContext(ctx, "SELECT applied_seq, skipped FROM meta WHERE id = 1").Scan(&applied, &skipped); err != nil {

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+
+	"inbox/eventstore"
+	"inbox/projections"
+)
+
+// replayCmd rebuilds the read model from stream sequence 1:
+//
+//	inbox replay [--data DIR] [--nats-url URL] [--out FILE]
+//
+// Without --out the new database replaces <data>/inbox.db, which requires
+// inboxd to be stopped.
+func replayCmd(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("inbox replay", flag.ContinueOnError)
+	dataDir := fs.String("data", cmp.Or(os.Getenv("INBOX_DATA"), "./data"), "data folder holding inbox.db (INBOX_DATA)")
+	natsURL := fs.String("nats-url", cmp.Or(os.Getenv("INBOX_NATS_URL"), "nats://127.0.0.1:4222"), "NATS server holding the INBOX stream (INBOX_NATS_URL)")
+	out := fs.String("out", "", "write the rebuilt database to this new file instead of replacing <data>/inbox.db")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	live := filepath.Join(*dataDir, "inbox.db")
+	lock := filepath.Join(*dataDir, "inboxd.lock")
+	target := *out
+	if target == "" {
+		if projections.Locked(lock) {
+			return fmt.Errorf("inboxd is running on %s (it holds %s): stop it first, or write elsewhere with --out", *dataDir, lock)
+		}
+		if err := os.MkdirAll(*dataDir, 0o755); err != nil {
+			return fmt.Errorf("create data folder: %w", err)
+		}
+		target = fmt.Sprintf("%s.replay-%d", live, os.Getpid())
+	}
+	store, closeStore, err := openStore(ctx, *natsURL, "inbox-replay")
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+
+	bar := newBar("replay")
+	stats, err := projections.Rebuild(ctx, store, target, barProgress(bar))
+	bar.Finish()
+	fmt.Fprintln(os.Stderr)
+	if err != nil {
+		return err
+	}
+	if *out == "" {
+		if projections.Locked(lock) {
+			os.Remove(target)
+			return fmt.Errorf("inboxd started on %s during the replay: stop it and replay again", *dataDir)
+		}
+		if err := projections.Install(target, live); err != nil {
+			os.Remove(target)
+			return err
+		}
+		target = live
+	}
+	fmt.Printf("rebuilt %s: %d events up to sequence %d (%d skipped) in %s, %.0f events/s\n",
+		target, stats.Events, stats.LastSeq, stats.Skipped, stats.Duration.Round(time.Millisecond),
+		float64(stats.Events)/stats.Duration.Seconds())
+	return nil
+}
+
+// openStore connects to NATS and opens the INBOX stream.
+func openStore(ctx context.Context, url, name string) (*eventstore.Store, func(), error) {
+	nc, err := eventstore.Connect(url, name, slog.Default())
+	if err != nil {
+		return nil, nil, err
+	}
+	store, err := eventstore.Open(ctx, eventstore.Config{Conn: nc})
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return store, nc.Close, nil
+}
+
+// newBar is a progress bar on stderr with rate and ETA; its maximum is set
+// by the first progress report.
+func newBar(what string) *progressbar.ProgressBar {
+	return progressbar.NewOptions64(-1,
+		progressbar.OptionSetDescription(what),
+		progressbar.OptionSetWriter(os.Stderr),
+		progressbar.OptionShowCount(),
+		progressbar.OptionShowIts(),
+		progressbar.OptionSetItsString("events"),
+		progressbar.OptionSetPredictTime(true),
+		progressbar.OptionThrottle(100*time.Millisecond),
+	)
+}
+
+// barProgress adapts a bar to a rebuild's progress callback.
+func barProgress(bar *progressbar.ProgressBar) func(done, total uint64) {
+	return func(done, total uint64) {
+		if bar.GetMax64() != int64(total) {
+			bar.ChangeMax64(int64(total))
+		}
+		bar.Set64(int64(done))
+	}
+}

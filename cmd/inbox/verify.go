@@ -1,0 +1,66 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"inbox/projections"
+)
+
+// errDifferences is returned by verify when the databases differ.
+var errDifferences = errors.New("the live read model differs from a rebuild")
+
+// verifyCmd rebuilds the read model into a temporary file and compares it
+// with the live one, table by table:
+//
+//	inbox verify [--data DIR] [--nats-url URL]
+//
+// It prints every difference and fails when there is any.
+func verifyCmd(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("inbox verify", flag.ContinueOnError)
+	dataDir := fs.String("data", cmp.Or(os.Getenv("INBOX_DATA"), "./data"), "data folder holding inbox.db (INBOX_DATA)")
+	natsURL := fs.String("nats-url", cmp.Or(os.Getenv("INBOX_NATS_URL"), "nats://127.0.0.1:4222"), "NATS server holding the INBOX stream (INBOX_NATS_URL)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	live := filepath.Join(*dataDir, "inbox.db")
+	if _, err := os.Stat(live); err != nil {
+		return fmt.Errorf("live read model: %w", err)
+	}
+	db, err := projections.Open(live)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	store, closeStore, err := openStore(ctx, *natsURL, "inbox-verify")
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	scratch, err := os.MkdirTemp("", "inbox-verify-*")
+	if err != nil {
+		return fmt.Errorf("create scratch folder: %w", err)
+	}
+	defer os.RemoveAll(scratch)
+
+	bar := newBar("verify")
+	diffs, err := projections.Verify(ctx, store, db, filepath.Join(scratch, "inbox.db"), barProgress(bar))
+	bar.Finish()
+	fmt.Fprintln(os.Stderr)
+	if err != nil {
+		return err
+	}
+	for _, d := range diffs {
+		fmt.Println(d)
+	}
+	if len(diffs) > 0 {
+		return fmt.Errorf("%w (%s)", errDifferences, live)
+	}
+	fmt.Printf("%s matches a rebuild from the stream\n", live)
+	return nil
+}

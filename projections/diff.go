@@ -1,0 +1,228 @@
+package projections
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+)
+
+// maxDiffs caps the differences Diff lists.
+const maxDiffs = 50
+
+// diffTables lists every table with its key columns, in key order.
+var diffTables = []struct {
+	name string
+	keys []string
+}{
+	{"meta", []string{"id"}},
+	{"conversations", []string{"id"}},
+	{"members", []string{"conversation_id", "user_id"}},
+	{"messages", []string{"id"}},
+	{"profiles", []string{"user_id"}},
+	{"jobs", []string{"id"}},
+	{"job_members", []string{"job_id", "user_id"}},
+	{"job_status", []string{"job_id"}},
+}
+
+// Diff compares two projection databases table by table, row by row in key
+// order, and describes each difference; nil means identical. At most 50 are
+// listed, then a line says how many more there were.
+func Diff(ctx context.Context, a, b *DB) ([]string, error) {
+	ta, err := a.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("diff: read %s: %w", a.path, err)
+	}
+	defer ta.Rollback()
+	tb, err := b.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("diff: read %s: %w", b.path, err)
+	}
+	defer tb.Rollback()
+	d := &differ{a: a.path, b: b.path}
+	for _, t := range diffTables {
+		if err := d.table(ctx, ta, tb, t.name, t.keys); err != nil {
+			return nil, fmt.Errorf("diff table %s: %w", t.name, err)
+		}
+	}
+	if d.more > 0 {
+		d.out = append(d.out, fmt.Sprintf("... and %d more differences", d.more))
+	}
+	return d.out, nil
+}
+
+type differ struct {
+	a, b string
+	out  []string
+	more int
+}
+
+func (d *differ) add(format string, args ...any) {
+	if len(d.out) < maxDiffs {
+		d.out = append(d.out, fmt.Sprintf(format, args...))
+		return
+	}
+	d.more++
+}
+
+// tableRows iterates over a table's rows in key order.
+type tableRows struct {
+	rows *sql.Rows
+	cols []string
+	cur  []any
+	ok   bool
+}
+
+func scanTable(ctx context.Context, tx *sql.Tx, table string, keys []string) (*tableRows, error) {
+	rows, err := tx.QueryContext(ctx, "SELECT * FROM "+table+" ORDER BY "+strings.Join(keys, ", "))
+	if err != nil {
+		return nil, err
+	}
+	cols, err := rows.Columns()
+	if err != nil {
+		rows.Close()
+		return nil, err
+	}
+	t := &tableRows{rows: rows, cols: cols}
+	return t, t.next()
+}
+
+func (t *tableRows) next() error {
+	t.ok = t.rows.Next()
+	if !t.ok {
+		return t.rows.Err()
+	}
+	t.cur = make([]any, len(t.cols))
+	ptrs := make([]any, len(t.cols))
+	for i := range t.cur {
+		ptrs[i] = &t.cur[i]
+	}
+	return t.rows.Scan(ptrs...)
+}
+
+func (d *differ) table(ctx context.Context, ta, tb *sql.Tx, table string, keys []string) error {
+	ra, err := scanTable(ctx, ta, table, keys)
+	if err != nil {
+		return err
+	}
+	defer ra.rows.Close()
+	rb, err := scanTable(ctx, tb, table, keys)
+	if err != nil {
+		return err
+	}
+	defer rb.rows.Close()
+	if strings.Join(ra.cols, ",") != strings.Join(rb.cols, ",") {
+		d.add("%s: columns %v in %s, %v in %s", table, ra.cols, d.a, rb.cols, d.b)
+		return nil
+	}
+	nk := len(keys)
+	for ra.ok || rb.ok {
+		c := 0
+		switch {
+		case !ra.ok:
+			c = 1
+		case !rb.ok:
+			c = -1
+		default:
+			for i := 0; i < nk && c == 0; i++ {
+				c = compareValues(ra.cur[i], rb.cur[i])
+			}
+		}
+		switch {
+		case c < 0:
+			d.add("%s %s: only in %s", table, describeKey(keys, ra.cur), d.a)
+			err = ra.next()
+		case c > 0:
+			d.add("%s %s: only in %s", table, describeKey(keys, rb.cur), d.b)
+			err = rb.next()
+		default:
+			for i := nk; i < len(ra.cols); i++ {
+				if compareValues(ra.cur[i], rb.cur[i]) != 0 {
+					d.add("%s %s: %s is %s in %s, %s in %s", table, describeKey(keys, ra.cur), ra.cols[i],
+						describe(ra.cur[i]), d.a, describe(rb.cur[i]), d.b)
+				}
+			}
+			if err = ra.next(); err == nil {
+				err = rb.next()
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func describeKey(keys []string, row []any) string {
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + describe(row[i])
+	}
+	return strings.Join(parts, " ")
+}
+
+func describe(v any) string {
+	switch v := v.(type) {
+	case nil:
+		return "NULL"
+	case string:
+		return fmt.Sprintf("%q", v)
+	case []byte:
+		return fmt.Sprintf("%q", v)
+	}
+	return fmt.Sprint(v)
+}
+
+// compareValues orders SQLite values as SQLite does: NULL, numbers, text/blob.
+func compareValues(a, b any) int {
+	rank := func(v any) int {
+		switch v.(type) {
+		case nil:
+			return 0
+		case int64, float64, bool:
+			return 1
+		}
+		return 2
+	}
+	if c := cmp.Compare(rank(a), rank(b)); c != 0 {
+		return c
+	}
+	switch a := a.(type) {
+	case nil:
+		return 0
+	case int64:
+		if b, ok := b.(int64); ok {
+			return cmp.Compare(a, b)
+		}
+		return cmp.Compare(number(a), number(b))
+	case float64, bool:
+		return cmp.Compare(number(a), number(b))
+	}
+	return bytes.Compare(raw(a), raw(b))
+}
+
+func number(v any) float64 {
+	switch v := v.(type) {
+	case int64:
+		return float64(v)
+	case float64:
+		return v
+	case bool:
+		if v {
+			return 1
+		}
+	}
+	return 0
+}
+
+func raw(v any) []byte {
+	switch v := v.(type) {
+	case string:
+		return []byte(v)
+	case []byte:
+		return v
+	}
+	return []byte(fmt.Sprint(v))
+}
