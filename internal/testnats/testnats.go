@@ -3,6 +3,10 @@ package testnats
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,4 +48,95 @@ func Store(t testing.TB, s *server.Server) *eventstore.Store {
 		t.Fatalf("open event store: %v", err)
 	}
 	return st
+}
+
+// Cluster runs n JetStream servers clustered over loopback routes, each storing
+// in its own t.TempDir(), and waits until they have elected a meta leader.
+// Servers can be shut down and restarted (Restart) to test failures.
+type Cluster struct {
+	t       testing.TB
+	Servers []*server.Server
+	opts    []*server.Options
+}
+
+// NewCluster starts the cluster.
+func NewCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
+	ports := freePorts(t, 2*n)
+	var routes []*url.URL
+	for i := range n {
+		routes = append(routes, &url.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", ports[n+i])})
+	}
+	c := &Cluster{t: t}
+	for i := range n {
+		opts := natsserver.DefaultTestOptions
+		opts.ServerName = fmt.Sprintf("n%d", i+1)
+		opts.Port = ports[i]
+		opts.JetStream = true
+		opts.StoreDir = t.TempDir()
+		opts.Cluster.Name = "inbox-test"
+		opts.Cluster.Host = "127.0.0.1"
+		opts.Cluster.Port = ports[n+i]
+		opts.Routes = routes
+		c.opts = append(c.opts, &opts)
+		c.Servers = append(c.Servers, natsserver.RunServer(&opts))
+	}
+	t.Cleanup(func() {
+		for _, s := range c.Servers {
+			s.Shutdown()
+		}
+	})
+	c.WaitReady()
+	return c
+}
+
+// URL is the comma-separated client URL list of every server.
+func (c *Cluster) URL() string {
+	var urls []string
+	for _, o := range c.opts {
+		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", o.Port))
+	}
+	return strings.Join(urls, ",")
+}
+
+// Restart starts server i again on its ports and storage after a Shutdown.
+func (c *Cluster) Restart(i int) {
+	c.Servers[i] = natsserver.RunServer(c.opts[i])
+}
+
+// WaitReady waits until every running server sees a JetStream meta leader.
+func (c *Cluster) WaitReady() {
+	c.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		ready := true
+		for _, s := range c.Servers {
+			if s.Running() && !s.JetStreamIsCurrent() {
+				ready = false
+			}
+		}
+		if ready {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.t.Fatal("JetStream cluster did not elect a meta leader within 30s")
+}
+
+func freePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var ports []int
+	var lns []net.Listener
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("find a free port: %v", err)
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return ports
 }
