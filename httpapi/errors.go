@@ -1,0 +1,207 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"inbox/chat"
+	"inbox/eventstore"
+)
+
+// CodeUnauthorized is the error code of a missing or invalid credential. The
+// other codes are chat's (chat.CodeBadRequest, …), shared with the socket.
+const CodeUnauthorized = "unauthorized"
+
+// CodeMethodNotAllowed is the error code of a request whose path exists but
+// not under its method (HTTP 405, with an Allow header).
+const CodeMethodNotAllowed = "method_not_allowed"
+
+// statusOf is the HTTP status of each error code.
+var statusOf = map[string]int{
+	chat.CodeBadRequest:  http.StatusBadRequest,
+	CodeUnauthorized:     http.StatusUnauthorized,
+	chat.CodeForbidden:   http.StatusForbidden,
+	chat.CodeNotFound:    http.StatusNotFound,
+	chat.CodeConflict:    http.StatusConflict,
+	chat.CodeTooLarge:    http.StatusRequestEntityTooLarge,
+	chat.CodeRateLimited: http.StatusTooManyRequests,
+	chat.CodeUnavailable: http.StatusServiceUnavailable,
+	chat.CodeInternal:    http.StatusInternalServerError,
+}
+
+// errorBody is every error response: {"error": "...", "code": "..."}.
+type errorBody struct {
+	Error string `json:"error"`
+	Code  string `json:"code"`
+}
+
+// badRequest returns a bad_request error with a message.
+func badRequest(format string, args ...any) error {
+	return chat.Errorf(chat.CodeBadRequest, format, args...)
+}
+
+// writeError answers with err's code and status. Only a *chat.Error's own
+// message reaches the client; any other error is logged by the caller and
+// shown as its code's generic text.
+func (a *api) writeError(w http.ResponseWriter, err error) {
+	code := chat.CodeOf(err)
+	var ce *chat.Error
+	var msg string
+	switch {
+	case errors.As(err, &ce):
+		msg = ce.Msg
+	case code == chat.CodeUnavailable:
+		msg = "the service is temporarily unavailable; retry later"
+	default:
+		msg = "internal error"
+	}
+	status, ok := statusOf[code]
+	if !ok {
+		status, code = http.StatusInternalServerError, chat.CodeInternal
+	}
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="inbox"`)
+	}
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeJSON(w, status, errorBody{Error: msg, Code: code})
+}
+
+// errorText is err for the log: a chat.Error's cause too, when it has one.
+func errorText(err error) string {
+	var ce *chat.Error
+	if errors.As(err, &ce) && ce.Err != nil && ce.Err.Error() != ce.Msg {
+		return ce.Msg + ": " + ce.Err.Error()
+	}
+	return err.Error()
+}
+
+// writeJSON writes v as the JSON response with status.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v) // the client went away; nothing to do
+}
+
+// decode reads r's JSON body into dst: at most MaxBodyBytes, one value, no
+// unknown fields, nothing after it. Its errors name what is wrong.
+func (a *api) decode(w http.ResponseWriter, r *http.Request, dst any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, _ := strings.Cut(ct, ";")
+		if mt = strings.TrimSpace(strings.ToLower(mt)); mt != "application/json" && !strings.HasSuffix(mt, "+json") {
+			return badRequest("Content-Type %q is not JSON (want application/json)", mt)
+		}
+	}
+	body := http.MaxBytesReader(w, r.Body, a.cfg.MaxBodyBytes)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		return a.jsonError(err)
+	}
+	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return a.jsonError(err)
+		}
+		return badRequest("request body has data after the JSON object")
+	}
+	return nil
+}
+
+// jsonError describes a decoding error for the client.
+func (a *api) jsonError(err error) error {
+	var (
+		mbe    *http.MaxBytesError
+		syntax *json.SyntaxError
+		typ    *json.UnmarshalTypeError
+	)
+	switch {
+	case errors.As(err, &mbe):
+		return chat.Errorf(chat.CodeTooLarge, "request body is larger than the limit of %d bytes", mbe.Limit)
+	case errors.Is(err, io.EOF):
+		return badRequest("request body is empty (want a JSON object)")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return badRequest("request body is not valid JSON: it ends too early")
+	case errors.As(err, &syntax):
+		return badRequest("request body is not valid JSON at byte %d: %s", syntax.Offset, strings.TrimPrefix(syntax.Error(), "json: "))
+	case errors.As(err, &typ):
+		if typ.Field == "" {
+			return badRequest("request body must be a JSON object, not %s", typ.Value)
+		}
+		return badRequest("field %q must be %s, not %s", typ.Field, jsonType(typ.Type.Kind().String()), typ.Value)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return badRequest("unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
+	}
+	return &chat.Error{Code: chat.CodeBadRequest, Msg: "request body is not valid JSON", Err: err}
+}
+
+// jsonType names a Go kind the way a JSON client thinks of it.
+func jsonType(kind string) string {
+	switch kind {
+	case "int", "int8", "int16", "int32", "int64", "uint", "uint8", "uint16", "uint32", "uint64":
+		return "an integer"
+	case "float32", "float64":
+		return "a number"
+	case "string":
+		return "a string"
+	case "bool":
+		return "a boolean"
+	case "slice", "array":
+		return "an array"
+	case "struct", "map":
+		return "an object"
+	}
+	return "of another type"
+}
+
+// pathID parses the positive integer path value name ("id").
+func pathID(r *http.Request, name, what string) (int64, error) {
+	s := r.PathValue(name)
+	if s == "" || len(s) > 19 || strings.TrimLeft(s, "0123456789") != "" {
+		return 0, badRequest("%s id %q in the path must be a positive integer", what, s)
+	}
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || id <= 0 {
+		return 0, badRequest("%s id %q in the path must be a positive integer", what, s)
+	}
+	annotate(r, what+"_id", id)
+	return id, nil
+}
+
+// pathUser returns the user id path value, which must be a valid user id.
+func pathUser(r *http.Request) (string, error) {
+	u := r.PathValue("user_id")
+	if !eventstore.ValidUserID(u) {
+		return "", badRequest("user id %q in the path must match [A-Za-z0-9_-]{1,64}", u)
+	}
+	annotate(r, "target_user_id", u)
+	return u, nil
+}
+
+// queryInt parses an optional integer query parameter within [lo, hi]; def
+// when it is absent.
+func queryInt(r *http.Request, name string, def, lo, hi int64) (int64, error) {
+	q := r.URL.Query()
+	if !q.Has(name) {
+		return def, nil
+	}
+	s := q.Get(name)
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < lo || n > hi {
+		if hi == maxInt64 {
+			return 0, badRequest("query parameter %s=%q must be an integer of at least %d", name, s, lo)
+		}
+		return 0, badRequest("query parameter %s=%q must be an integer from %d to %d", name, s, lo, hi)
+	}
+	return n, nil
+}
+
+const maxInt64 = 1<<63 - 1
