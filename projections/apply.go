@@ -294,9 +294,10 @@ func (a *applier) applyEvent(ctx context.Context, st *eventstore.Stored) error {
 
 // join makes uid a member from seq on. Its read watermark starts at the
 // conversation's last message: history from before joining (or re-joining)
-// is visible but never unread.
+// is visible but never unread. A new member's count (0) is reported as a
+// change, so a client that joins sees its badge reset.
 func (a *applier) join(c *convState, uid, role string, seq uint64) {
-	c.members[uid] = &memberState{role: role, joinedSeq: seq, readUpTo: c.lastMsg, dirty: true}
+	c.members[uid] = &memberState{role: role, joinedSeq: seq, readUpTo: c.lastMsg, reported: -1, dirty: true}
 }
 
 // read moves a member's watermark forward: to the highest of up_to and the

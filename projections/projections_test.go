@@ -1,0 +1,478 @@
+package projections
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"inbox/eventstore"
+)
+
+func TestOpenErrors(t *testing.T) {
+	dir := t.TempDir()
+	corrupt := filepath.Join(dir, "corrupt.db")
+	if err := os.WriteFile(corrupt, []byte(strings.Repeat("this is not sqlite ", 512)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		path string
+	}{
+		{"corrupt file", corrupt},
+		{"missing folder", filepath.Join(dir, "missing", "inbox.db")},
+		{"folder", dir},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			db, err := Open(tc.path)
+			if err == nil {
+				db.Close()
+				t.Fatal("Open succeeded")
+			}
+			if !strings.Contains(err.Error(), tc.path) {
+				t.Fatalf("error %q does not name %s", err, tc.path)
+			}
+		})
+	}
+}
+
+// readAll reads the whole stream.
+func readAll(t *testing.T, e *env) []eventstore.Stored {
+	t.Helper()
+	var all []eventstore.Stored
+	err := e.store.Read(context.Background(), 1, e.lastSeq(t), nil, func(st eventstore.Stored) error {
+		all = append(all, st)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return all
+}
+
+func TestApplyTwiceSameState(t *testing.T) {
+	e := newEnv(t)
+	e.append(t, created(1, "alice", "bob"))
+	for i := range 50 {
+		e.append(t, msg(1, []string{"alice", "bob"}[i%2], fmt.Sprint("m", i)))
+	}
+	e.append(t, &eventstore.Read{ConversationID: 1, UserID: "bob", UpTo: 20})
+	e.append(t, &eventstore.MemberChanged{ConversationID: 1, Op: eventstore.OpAdd, UserID: "carol", Role: eventstore.RoleMember})
+	e.append(t, msg(1, "alice", "hi carol"))
+	e.append(t, &eventstore.Profile{UserID: "alice", Name: "Alice"})
+	if err := e.nc.Publish("inbox.conv.1.msg", []byte("junk")); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if n := e.lastSeq(t); n != 56 {
+			return fmt.Errorf("last seq %d", n)
+		}
+		return nil
+	})
+	events := readAll(t, e)
+
+	once, twice := openDB(t, "once.db"), openDB(t, "twice.db")
+	ctx := context.Background()
+	if _, err := newApplier(once, testLogger(t)).apply(ctx, events); err != nil {
+		t.Fatal(err)
+	}
+	a := newApplier(twice, testLogger(t))
+	for range 2 {
+		if _, err := a.apply(ctx, events); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A fresh applier (no cache) replaying half of it again changes nothing either.
+	if _, err := newApplier(twice, testLogger(t)).apply(ctx, events[:30]); err != nil {
+		t.Fatal(err)
+	}
+	requireSame(t, once, twice)
+	if got := twice.skipped.Load(); got != 1 {
+		t.Errorf("skipped %d, want 1", got)
+	}
+	if n, err := twice.Unread(ctx, 1, "bob"); err != nil || n != 16 {
+		t.Errorf("bob unread %d (%v), want 16", n, err)
+	}
+	if n, err := twice.Unread(ctx, 1, "carol"); err != nil || n != 1 {
+		t.Errorf("carol unread %d (%v), want 1", n, err)
+	}
+}
+
+func TestProjectorResumesAfterCancel(t *testing.T) {
+	e := newEnv(t)
+	db := openDB(t, "live.db")
+	const convs, perConv = 20, 150
+	for c := range int64(convs) {
+		e.append(t, created(c+1, "alice", fmt.Sprint("u", c)))
+	}
+	var wg sync.WaitGroup
+	appendErr := make(chan error, 1)
+	wg.Go(func() {
+		for i := range convs * perConv {
+			c := int64(i%convs) + 1
+			if _, err := e.store.Append(context.Background(), msg(c, "alice", fmt.Sprint(i))); err != nil {
+				appendErr <- err
+				return
+			}
+		}
+	})
+	// Stop and restart the projector a few times while the messages pour in.
+	for range 5 {
+		p := NewProjector(db, e.store, "node1", testLogger(t))
+		stop := startProjector(t, p)
+		before := p.Applied()
+		checkFor(t, 10*time.Second, time.Millisecond, func() error {
+			if p.Applied() == before {
+				return errors.New("no progress")
+			}
+			return nil
+		})
+		stop()
+	}
+	wg.Wait()
+	close(appendErr)
+	if err := <-appendErr; err != nil {
+		t.Fatal(err)
+	}
+	p := NewProjector(db, e.store, "node1", testLogger(t))
+	startProjector(t, p)
+	waitApplied(t, e, p)
+	requireSame(t, db, rebuild(t, e))
+	for c := range int64(convs) {
+		n, err := db.Unread(context.Background(), c+1, fmt.Sprint("u", c))
+		if err != nil || n != perConv {
+			t.Errorf("conversation %d: unread %d (%v), want %d", c+1, n, err, perConv)
+		}
+	}
+}
+
+func TestProjectorRepositionsAfterRebuiltDB(t *testing.T) {
+	e := newEnv(t)
+	e.append(t, created(1, "alice", "bob"))
+	e.append(t, msg(1, "alice", "one"))
+	first := openDB(t, "first.db")
+	p := NewProjector(first, e.store, "n", testLogger(t))
+	stop := startProjector(t, p)
+	waitApplied(t, e, p)
+	stop()
+	// A brand-new database under the same consumer name starts from sequence 1.
+	fresh := openDB(t, "fresh.db")
+	p = NewProjector(fresh, e.store, "n", testLogger(t))
+	startProjector(t, p)
+	e.append(t, msg(1, "bob", "two"))
+	waitApplied(t, e, p)
+	requireSame(t, fresh, rebuild(t, e))
+	if n, _ := fresh.Unread(context.Background(), 1, "bob"); n != 1 {
+		t.Errorf("bob unread %d, want 1", n)
+	}
+}
+
+// model is a brute-force projection of the unread counts.
+type model struct {
+	convs map[int64]*modelConv
+}
+
+type modelConv struct {
+	exists  bool
+	members map[string]int64 // user → watermark
+	msgs    []modelMsg
+}
+
+type modelMsg struct {
+	id     int64
+	sender string
+}
+
+func (m *model) conv(id int64) *modelConv {
+	c := m.convs[id]
+	if c == nil {
+		c = &modelConv{members: map[string]int64{}}
+		m.convs[id] = c
+	}
+	return c
+}
+
+func (c *modelConv) last() int64 {
+	if len(c.msgs) == 0 {
+		return 0
+	}
+	return c.msgs[len(c.msgs)-1].id
+}
+
+func (m *model) apply(seq uint64, ev eventstore.Event) {
+	switch ev := ev.(type) {
+	case *eventstore.Created:
+		c := m.conv(ev.ConversationID)
+		if c.exists {
+			return
+		}
+		c.exists = true
+		for _, mb := range ev.Members {
+			c.members[mb.UserID] = c.last()
+		}
+	case *eventstore.MemberChanged:
+		c := m.conv(ev.ConversationID)
+		if !c.exists {
+			return
+		}
+		_, ok := c.members[ev.UserID]
+		switch {
+		case ev.Op == eventstore.OpRemove:
+			delete(c.members, ev.UserID)
+		case !ok:
+			c.members[ev.UserID] = c.last()
+		}
+	case *eventstore.Message:
+		c := m.conv(ev.ConversationID)
+		c.msgs = append(c.msgs, modelMsg{int64(seq), ev.SenderID})
+	case *eventstore.Read:
+		c := m.conv(ev.ConversationID)
+		wm, ok := c.members[ev.UserID]
+		if !ok {
+			return
+		}
+		target := max(wm, ev.UpTo)
+		for _, id := range ev.MessageIDs {
+			if slices.ContainsFunc(c.msgs, func(mm modelMsg) bool { return mm.id == id }) {
+				target = max(target, id)
+			}
+		}
+		c.members[ev.UserID] = max(wm, min(target, c.last()))
+	}
+}
+
+func (m *model) unread(conv int64, user string) int64 {
+	c := m.convs[conv]
+	var n int64
+	for _, mm := range c.msgs {
+		if mm.id > c.members[user] && mm.sender != user {
+			n++
+		}
+	}
+	return n
+}
+
+func TestRandomWorkloadReplayMatchesLive(t *testing.T) {
+	events := 10_000
+	if testing.Short() {
+		events = 2_000
+	}
+	e := newEnv(t)
+	live := openDB(t, "live.db")
+	p := NewProjector(live, e.store, "live", testLogger(t))
+	var (
+		mu      sync.Mutex
+		changes = map[[2]string]int64{}
+	)
+	p.OnApplied = func(_ uint64, cs []UnreadChange) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range cs {
+			changes[[2]string{fmt.Sprint(c.ConversationID), c.UserID}] = c.Unread
+		}
+	}
+	startProjector(t, p)
+
+	rng := rand.New(rand.NewPCG(1, uint64(time.Now().UnixNano())))
+	users := []string{"u1", "u2", "u3", "u4", "u5", "u6"}
+	pick := func() string { return users[rng.IntN(len(users))] }
+	m := &model{convs: map[int64]*modelConv{}}
+	var msgIDs []int64
+	junk := 0
+	const nconv = 12
+	for i := 0; i < events; i++ {
+		conv := int64(rng.IntN(nconv) + 1)
+		var ev eventstore.Event
+		switch r := rng.IntN(100); {
+		case r < 3:
+			if m.convs[conv] != nil && m.convs[conv].exists && rng.IntN(20) > 0 {
+				continue // a second creation is refused by the edge; let a few through
+			}
+			ev = created(conv, pick(), pick(), pick())
+		case r < 8:
+			ev = &eventstore.MemberChanged{ConversationID: conv, Op: eventstore.OpAdd, UserID: pick(), Role: eventstore.RoleMember}
+		case r < 11:
+			ev = &eventstore.MemberChanged{ConversationID: conv, Op: eventstore.OpRemove, UserID: pick()}
+		case r < 20:
+			rd := &eventstore.Read{ConversationID: conv, UserID: pick()}
+			if len(msgIDs) > 0 && rng.IntN(2) == 0 {
+				for range rng.IntN(3) + 1 {
+					rd.MessageIDs = append(rd.MessageIDs, msgIDs[rng.IntN(len(msgIDs))]) // often stale or foreign
+				}
+				rd.MessageIDs = append(rd.MessageIDs, int64(e.lastSeq(t))+1000) // from the future
+			} else if len(msgIDs) > 0 {
+				rd.UpTo = msgIDs[max(0, len(msgIDs)-1-rng.IntN(40))]
+			}
+			ev = rd
+		case r < 22:
+			ev = &eventstore.Profile{UserID: pick(), Name: fmt.Sprint("name ", i)}
+		case r < 23:
+			ev = &eventstore.Typing{ConversationID: conv, UserID: pick(), IsTyping: true}
+		case r < 25:
+			junk++
+			subj, data := "inbox.conv.1.msg", []byte("not json")
+			switch rng.IntN(3) {
+			case 1:
+				subj = "inbox.conv.2.bogus"
+				data = []byte(`{"v":1,"type":"bogus"}`)
+			case 2:
+				data = []byte(`{"v":99,"type":"msg","conversation_id":1,"sender_id":"u1","message":"from the future"}`)
+			}
+			if err := e.nc.Publish(subj, data); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.nc.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		default:
+			ev = msg(conv, pick(), fmt.Sprint("text ", i))
+		}
+		seq := e.append(t, ev)
+		if _, ok := ev.(*eventstore.Message); ok {
+			msgIDs = append(msgIDs, int64(seq))
+		}
+		m.apply(seq, ev)
+	}
+	waitApplied(t, e, p)
+	rebuilt := rebuild(t, e)
+	requireSame(t, live, rebuilt)
+	if got := p.Skipped(); got != uint64(junk) {
+		t.Errorf("skipped %d, want %d junk events", got, junk)
+	}
+
+	ctx := context.Background()
+	checked := 0
+	for id, c := range m.convs {
+		if !c.exists {
+			continue
+		}
+		for u := range c.members {
+			checked++
+			got, err := live.Unread(ctx, id, u)
+			if want := m.unread(id, u); err != nil || got != want {
+				t.Errorf("conversation %d user %s: unread %d (%v), brute force %d", id, u, got, err, want)
+			}
+			mu.Lock()
+			reported, ok := changes[[2]string{fmt.Sprint(id), u}]
+			mu.Unlock()
+			if ok && reported != got {
+				t.Errorf("conversation %d user %s: last UNREAD change %d, unread %d", id, u, reported, got)
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no members to check")
+	}
+}
+
+func TestQueries(t *testing.T) {
+	e := newEnv(t)
+	db := openDB(t, "q.db")
+	p := NewProjector(db, e.store, "q", testLogger(t))
+	startProjector(t, p)
+	avatar := "https://example.com/a.png"
+	e.append(t, created(1, "alice", "bob"))
+	e.append(t, created(2, "alice", "carol"))
+	e.append(t, &eventstore.Profile{UserID: "alice", Name: "Alice", Avatar: &avatar})
+	m1 := e.append(t, &eventstore.Message{Header: eventstore.Header{At: time.Date(2025, 1, 15, 10, 30, 0, 123, time.UTC)},
+		ConversationID: 1, SenderID: "alice", SenderName: "Alice", SenderAvatar: &avatar, Text: "Hello", MsgType: "TEXT", ClientMsgID: "c-1"})
+	m2 := e.append(t, msg(2, "carol", "hey"))
+	m3 := e.append(t, msg(1, "bob", "yo"))
+	e.append(t, &eventstore.Job{JobID: 7, Members: []string{"alice", "bob"}})
+	e.append(t, &eventstore.JobStatus{JobID: 7, Status: "accepted", Detail: json.RawMessage(`{"x":1}`)})
+	waitApplied(t, e, p)
+	ctx := context.Background()
+
+	convs, err := db.Conversations(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(convs) != 2 || convs[0].ID != 1 || convs[1].ID != 2 {
+		t.Fatalf("conversations %+v", convs)
+	}
+	if convs[0].Unread != 1 || convs[1].Unread != 1 || convs[0].LastMessage.ID != int64(m3) || convs[1].LastMessage.ID != int64(m2) {
+		t.Errorf("conversations %+v", convs)
+	}
+	if want := []Member{{"alice", "client"}, {"bob", "worker"}}; !slices.Equal(convs[0].Members, want) {
+		t.Errorf("members %+v, want %+v", convs[0].Members, want)
+	}
+
+	msgs, err := db.Messages(ctx, 1, 0, 10)
+	if err != nil || len(msgs) != 2 || msgs[0].ID != int64(m3) {
+		t.Fatalf("messages %+v (%v)", msgs, err)
+	}
+	older, err := db.Messages(ctx, 1, int64(m3), 10)
+	if err != nil || len(older) != 1 || older[0].ID != int64(m1) {
+		t.Fatalf("messages before %d: %+v (%v)", m3, older, err)
+	}
+	got, _ := json.Marshal(older[0])
+	want := fmt.Sprintf(`{"id":%d,"conversation_id":1,"sender_id":"alice","sender_name":"Alice","sender_avatar":"https://example.com/a.png",`+
+		`"message":"Hello","type":"TEXT","created_at":"2025-01-15T10:30:00Z","message_id":%[1]d,"seq":%[1]d,"client_msg_id":"c-1","is_read":false}`, m1)
+	if string(got) != want {
+		t.Errorf("wire shape\n got %s\nwant %s", got, want)
+	}
+	got, _ = json.Marshal(msgs[0])
+	if !strings.Contains(string(got), `"sender_avatar":null`) || strings.Contains(string(got), "client_msg_id") {
+		t.Errorf("wire shape %s", got)
+	}
+
+	// bob reads by id; alice's message becomes read, his count drops.
+	e.append(t, &eventstore.Read{ConversationID: 1, UserID: "bob", MessageIDs: []int64{int64(m1)}})
+	waitApplied(t, e, p)
+	if n, err := db.Unread(ctx, 1, "bob"); err != nil || n != 0 {
+		t.Errorf("bob unread %d (%v)", n, err)
+	}
+	if msgs, _ := db.Messages(ctx, 1, 0, 10); !msgs[1].IsRead || msgs[0].IsRead {
+		t.Errorf("is_read %v %v", msgs[1].IsRead, msgs[0].IsRead)
+	}
+	if ok, _ := db.IsMember(ctx, 1, "carol"); ok {
+		t.Error("carol is a member of 1")
+	}
+	if _, err := db.Unread(ctx, 1, "carol"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("carol unread: %v", err)
+	}
+	if pr, err := db.Profile(ctx, "alice"); err != nil || pr.Name != "Alice" || *pr.Avatar != avatar {
+		t.Errorf("profile %+v (%v)", pr, err)
+	}
+	snap, err := db.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.Seq != p.Applied() || len(snap.Conversations) != 2 || len(snap.Conversations[2]) != 2 ||
+		!slices.Equal(snap.Jobs[7], []string{"alice", "bob"}) || snap.Profiles["alice"].Name != "Alice" {
+		t.Errorf("snapshot %+v", snap)
+	}
+	if seq, err := db.AppliedSeq(ctx); err != nil || seq != snap.Seq {
+		t.Errorf("applied %d (%v)", seq, err)
+	}
+}
+
+func TestDiffReportsDifferences(t *testing.T) {
+	a, b := openDB(t, "a.db"), openDB(t, "b.db")
+	ctx := context.Background()
+	for i := range 60 {
+		if _, err := a.w.ExecContext(ctx, `INSERT INTO profiles VALUES (?, 'x', NULL, 1)`, fmt.Sprint("u", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := b.w.ExecContext(ctx, `INSERT INTO profiles VALUES ('u0', 'y', NULL, 1)`); err != nil {
+		t.Fatal(err)
+	}
+	diffs, err := Diff(ctx, a, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(diffs) != maxDiffs+1 || !strings.Contains(diffs[0], `name is "x"`) || !strings.Contains(diffs[maxDiffs], "10 more") {
+		t.Errorf("diffs: %q", diffs)
+	}
+}
