@@ -476,3 +476,32 @@ func TestDiffReportsDifferences(t *testing.T) {
 		t.Errorf("diffs: %q", diffs)
 	}
 }
+
+func TestVerify(t *testing.T) {
+	e := newEnv(t)
+	live := openDB(t, "live.db")
+	p := NewProjector(live, e.store, "v", testLogger(t))
+	stop := startProjector(t, p)
+	e.append(t, created(1, "alice", "bob"))
+	for i := range 20 {
+		e.append(t, msg(1, "alice", fmt.Sprint(i)))
+	}
+	waitApplied(t, e, p)
+	stop()
+	ctx := context.Background()
+	scratch := filepath.Join(t.TempDir(), "scratch.db")
+	diffs, err := Verify(ctx, e.store, live, scratch, nil)
+	if err != nil || len(diffs) != 0 {
+		t.Fatalf("verify: %q (%v)", diffs, err)
+	}
+	if _, err := os.Stat(scratch); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("scratch database left behind: %v", err)
+	}
+	if _, err := live.w.ExecContext(ctx, `UPDATE members SET unread = 3 WHERE user_id = 'bob'`); err != nil {
+		t.Fatal(err)
+	}
+	diffs, err = Verify(ctx, e.store, live, scratch, nil)
+	if err != nil || len(diffs) != 1 || !strings.Contains(diffs[0], "unread is 3") {
+		t.Fatalf("verify after tampering: %q (%v)", diffs, err)
+	}
+}
