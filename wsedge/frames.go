@@ -1,0 +1,351 @@
+package wsedge
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gobwas/ws"
+
+	"inbox/chat"
+	"inbox/eventstore"
+)
+
+// kind labels a server frame for metrics (inbox_frames_out_total{type}).
+type kind uint8
+
+const (
+	kMessage kind = iota
+	kAck
+	kError
+	kTyping
+	kRead
+	kJoined
+	kLeft
+	kUnread
+	kJobStatus
+	kSynced
+	kPong
+	kWSPing // WebSocket control frames
+	kWSPong
+	kWSClose
+	numKinds
+)
+
+var kindLabels = [numKinds]string{
+	kMessage: "MESSAGE", kAck: "ACK", kError: "ERROR", kTyping: "TYPING", kRead: "READ",
+	kJoined: "CONVERSATION_JOINED", kLeft: "CONVERSATION_LEFT", kUnread: "UNREAD",
+	kJobStatus: "JOB_STATUS", kSynced: "SYNCED", kPong: "PONG",
+	kWSPing: "ws_ping", kWSPong: "ws_pong", kWSClose: "ws_close",
+}
+
+// frame is one server frame ready for the wire: the WebSocket header and the
+// payload in one slice, shared read-only by every socket it is queued to.
+type frame struct {
+	wire []byte
+	seq  uint64 // the event's stream sequence; 0 for frames that are not events
+	kind kind
+	at   time.Time // the event's stream time, for delivery latency; zero if none
+}
+
+// wireFrame compiles an unmasked, final server frame.
+func wireFrame(op ws.OpCode, payload []byte) []byte {
+	h := ws.Header{Fin: true, OpCode: op, Length: int64(len(payload))}
+	var buf bytes.Buffer
+	buf.Grow(ws.HeaderSize(h) + len(payload))
+	_ = ws.WriteHeader(&buf, h) // a bytes.Buffer does not fail
+	buf.Write(payload)
+	return buf.Bytes()
+}
+
+// textFrame marshals v into a text frame.
+func textFrame(k kind, seq uint64, v any) frame {
+	p, err := json.Marshal(v)
+	if err != nil {
+		// Every value marshalled here is a plain struct of strings and numbers.
+		panic(fmt.Sprintf("wsedge: marshal %s frame: %v", kindLabels[k], err))
+	}
+	return frame{wire: wireFrame(ws.OpText, p), seq: seq, kind: k}
+}
+
+func closeFrame(code ws.StatusCode, reason string) frame {
+	return frame{wire: wireFrame(ws.OpClose, ws.NewCloseFrameBody(code, reason)), kind: kWSClose}
+}
+
+var (
+	pingFrame = frame{wire: wireFrame(ws.OpPing, nil), kind: kWSPing}
+	pongFrame = textFrame(kPong, 0, struct {
+		Type string `json:"type"`
+	}{"PONG"})
+)
+
+// Close codes beyond RFC 6455's.
+const (
+	// CloseSlowConsumer: the socket did not read its queue (or overflowed its
+	// resume buffer); the client may reconnect with ?since.
+	CloseSlowConsumer ws.StatusCode = 4013
+)
+
+// Server frames. Field order follows DESIGN.md.
+
+// messageFrame is the seed's message shape plus seq and client_msg_id.
+type messageFrame struct {
+	ID             uint64  `json:"id"`
+	ConversationID int64   `json:"conversation_id"`
+	SenderID       string  `json:"sender_id"`
+	SenderName     string  `json:"sender_name"`
+	SenderAvatar   *string `json:"sender_avatar"`
+	Message        string  `json:"message"`
+	Type           string  `json:"type"`
+	CreatedAt      string  `json:"created_at"`
+	MessageID      uint64  `json:"message_id"`
+	Seq            uint64  `json:"seq"`
+	ClientMsgID    string  `json:"client_msg_id,omitempty"`
+}
+
+type ref struct {
+	ConversationID int64 `json:"conversation_id"`
+}
+
+type ackFrame struct {
+	Type        string `json:"type"`
+	ClientMsgID string `json:"client_msg_id"`
+	Ref         ref    `json:"ref"`
+	MessageID   uint64 `json:"message_id"`
+	Seq         uint64 `json:"seq"`
+}
+
+type errorFrame struct {
+	Type        string `json:"type"`
+	Code        string `json:"code"`
+	Error       string `json:"error"`
+	ClientMsgID string `json:"client_msg_id,omitempty"`
+	Ref         *ref   `json:"ref,omitempty"`
+}
+
+type typingFrame struct {
+	Type           string `json:"type"`
+	ConversationID int64  `json:"conversation_id"`
+	UserID         string `json:"user_id"`
+	IsTyping       bool   `json:"is_typing"`
+	Seq            uint64 `json:"seq"`
+}
+
+type readFrame struct {
+	Type           string  `json:"type"`
+	ConversationID int64   `json:"conversation_id"`
+	UserID         string  `json:"user_id"`
+	UpTo           int64   `json:"up_to"`
+	MessageIDs     []int64 `json:"message_ids,omitempty"`
+	Seq            uint64  `json:"seq"`
+}
+
+type joinedFrame struct {
+	Type           string   `json:"type"`
+	ConversationID int64    `json:"conversation_id"`
+	Members        []string `json:"members"`
+	Seq            uint64   `json:"seq"`
+}
+
+type leftFrame struct {
+	Type           string `json:"type"`
+	ConversationID int64  `json:"conversation_id"`
+	Seq            uint64 `json:"seq"`
+}
+
+type unreadFrame struct {
+	Type           string `json:"type"`
+	ConversationID int64  `json:"conversation_id"`
+	Unread         int64  `json:"unread"`
+}
+
+type jobStatusFrame struct {
+	Type   string          `json:"type"`
+	JobID  int64           `json:"job_id"`
+	Status string          `json:"status"`
+	Detail json.RawMessage `json:"detail"`
+	Seq    uint64          `json:"seq"`
+}
+
+type syncedFrame struct {
+	Type string `json:"type"`
+	Seq  uint64 `json:"seq"`
+}
+
+// createdAt formats an event time like the seed: RFC 3339, UTC, whole seconds.
+func createdAt(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+func encodeMessage(seq uint64, e *eventstore.Message) frame {
+	return textFrame(kMessage, seq, messageFrame{
+		ID: seq, ConversationID: e.ConversationID, SenderID: e.SenderID, SenderName: e.SenderName,
+		SenderAvatar: e.SenderAvatar, Message: e.Text, Type: e.MsgType, CreatedAt: createdAt(e.At),
+		MessageID: seq, Seq: seq, ClientMsgID: e.ClientMsgID,
+	})
+}
+
+func encodeTyping(seq uint64, e *eventstore.Typing) frame {
+	return textFrame(kTyping, seq, typingFrame{"TYPING", e.ConversationID, e.UserID, e.IsTyping, seq})
+}
+
+func encodeRead(seq uint64, e *eventstore.Read) frame {
+	return textFrame(kRead, seq, readFrame{"READ", e.ConversationID, e.UserID, e.UpTo, e.MessageIDs, seq})
+}
+
+func encodeJoined(seq uint64, conv int64, members []string) frame {
+	if members == nil {
+		members = []string{}
+	}
+	return textFrame(kJoined, seq, joinedFrame{"CONVERSATION_JOINED", conv, members, seq})
+}
+
+func encodeLeft(seq uint64, conv int64) frame {
+	return textFrame(kLeft, seq, leftFrame{"CONVERSATION_LEFT", conv, seq})
+}
+
+func encodeJobStatus(seq uint64, e *eventstore.JobStatus) frame {
+	detail := e.Detail
+	if len(detail) == 0 {
+		detail = json.RawMessage("{}")
+	}
+	return textFrame(kJobStatus, seq, jobStatusFrame{"JOB_STATUS", e.JobID, e.Status, detail, seq})
+}
+
+func encodeUnread(conv, unread int64) frame {
+	return textFrame(kUnread, 0, unreadFrame{"UNREAD", conv, unread})
+}
+
+func encodeSynced(seq uint64) frame {
+	return textFrame(kSynced, 0, syncedFrame{"SYNCED", seq})
+}
+
+func encodeAck(clientMsgID string, conv int64, seq uint64) frame {
+	return textFrame(kAck, 0, ackFrame{"ACK", clientMsgID, ref{conv}, seq, seq})
+}
+
+func encodeError(err error, clientMsgID string, conv int64) frame {
+	f := errorFrame{Type: "ERROR", Code: chat.CodeOf(err), Error: err.Error(), ClientMsgID: clientMsgID}
+	if f.Code == chat.CodeInternal || f.Code == chat.CodeUnavailable {
+		var ce *chat.Error
+		if !errors.As(err, &ce) {
+			f.Error = "internal error" // never show a cause that is not a coded message
+		}
+	}
+	if conv > 0 {
+		f.Ref = &ref{conv}
+	}
+	return textFrame(kError, 0, f)
+}
+
+// Client frames.
+
+// Client frame types (inbox_frames_in_total{type} labels).
+const (
+	inMessage = "MESSAGE" // TEXT, IMAGE, FILE or no type
+	inTyping  = "TYPING"
+	inRead    = "READ"
+	inPing    = "PING"
+	inResume  = "RESUME"
+	inInvalid = "invalid"
+)
+
+// clientFrame is every field a client frame may carry. Unknown fields are
+// ignored (older and newer frontends send extras); known fields must have
+// their type: ids are JSON integers, anything else is bad_request.
+type clientFrame struct {
+	Type           string  `json:"type"`
+	ConversationID int64   `json:"conversation_id"`
+	Message        *string `json:"message"`
+	ClientMsgID    string  `json:"client_msg_id"`
+	IsTyping       *bool   `json:"is_typing"`
+	MessageIDs     []int64 `json:"message_ids"`
+	UpTo           int64   `json:"up_to"`
+	Since          *uint64 `json:"since"`
+}
+
+// request is a decoded, checked client frame.
+type request struct {
+	op string // one of the in* constants
+	clientFrame
+}
+
+// badRequest is a bad_request error.
+func badRequest(format string, args ...any) error {
+	return chat.Errorf(chat.CodeBadRequest, format, args...)
+}
+
+// decodeFrame parses one client text frame. The shape is checked here; text,
+// membership and ids are checked by chat.Service. The returned request is
+// usable (for client_msg_id and conversation_id in the ERROR frame) even when
+// err is set.
+func decodeFrame(data []byte) (request, error) {
+	var r request
+	r.op = inInvalid
+	if !utf8.Valid(data) {
+		return r, badRequest("frame is not valid UTF-8")
+	}
+	trimmed := bytes.TrimLeft(data, " \t\r\n")
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return r, badRequest("frame must be a JSON object")
+	}
+	if err := json.Unmarshal(data, &r.clientFrame); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			return r, badRequest("field %s must be %s, not a JSON %s", te.Field, jsonKind(te.Type.Kind().String()), te.Value)
+		}
+		return r, badRequest("malformed JSON")
+	}
+	switch r.Type {
+	case "", eventstore.TypeText, eventstore.TypeImage, eventstore.TypeFile:
+		r.op = inMessage
+		if r.Type == "" {
+			r.Type = eventstore.TypeText
+		}
+		if r.Message == nil {
+			return r, badRequest("a message frame needs message")
+		}
+	case "TYPING":
+		r.op = inTyping
+		if r.IsTyping == nil {
+			return r, badRequest("a TYPING frame needs is_typing")
+		}
+	case "READ":
+		r.op = inRead
+	case "PING":
+		r.op = inPing
+	case "RESUME":
+		r.op = inResume
+		if r.Since == nil {
+			return r, badRequest("a RESUME frame needs since")
+		}
+	default:
+		return r, badRequest("unknown frame type %q", truncate(r.Type, 32))
+	}
+	return r, nil
+}
+
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "int64", "uint64", "int", "uint":
+		return "an integer"
+	case "string":
+		return "a string"
+	case "bool":
+		return "a boolean"
+	case "slice":
+		return "an array"
+	}
+	return goKind
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}

@@ -1,0 +1,450 @@
+// Package wsedge is inbox's WebSocket edge (github.com/gobwas/ws): it
+// authenticates before the upgrade, keeps a bounded per-socket state, routes
+// the node's single stream feed to the sockets in memory (user → sockets),
+// turns client frames into chat.Service calls, and resumes a reconnecting
+// client from a stream sequence with no gap and no duplicate.
+//
+// Goroutines: one reader per socket (started by ServeHTTP, it owns the socket's
+// lifecycle and closes the net.Conn when it ends), a writer per socket that
+// exists only while the socket's queue is non-empty (the one owner of writes),
+// and one hub-wide pinger. Dispatch never blocks on a socket: a socket whose
+// queue is full is closed with 4013.
+//
+// Too many sockets for one user are refused before the upgrade with HTTP 429
+// (code rate_limited), so a client never sees a socket open and shut at once.
+package wsedge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"inbox/auth"
+	"inbox/chat"
+	"inbox/eventstore"
+	"inbox/metrics"
+)
+
+// Reader reads a bounded range of the stream; *eventstore.Store is one.
+type Reader interface {
+	Read(ctx context.Context, from, to uint64, filters []string, fn func(eventstore.Stored) error) error
+}
+
+// Authenticator verifies the token a request carries; *auth.Verifier is one.
+type Authenticator interface {
+	Authenticate(r *http.Request) (auth.Claims, error)
+}
+
+// Presence hears when a user's first socket on this node opens and the last
+// closes. Calls are made in order, one at a time, outside the hub's routing
+// lock; they must return quickly (hand slow work to a goroutine).
+type Presence interface {
+	Online(user string)
+	Offline(user string)
+}
+
+var (
+	_ Reader        = (*eventstore.Store)(nil)
+	_ Authenticator = (*auth.Verifier)(nil)
+)
+
+// endpoint is what a socket carries.
+type endpoint uint8
+
+const (
+	epInbox endpoint = iota // /ws/inbox/: every conversation of the user
+	epChat                  // /ws/chat/<id>/: one conversation (legacy)
+	epJob                   // /ws/job/<id>/: one job's status
+)
+
+var endpointNames = [...]string{epInbox: "inbox", epChat: "chat", epJob: "job"}
+
+// Hub serves the WebSocket endpoints and fans the stream out to sockets.
+type Hub struct {
+	cfg    Config
+	svc    *chat.Service
+	dir    *chat.Directory
+	authn  Authenticator
+	reader Reader
+	m      *metrics.Metrics
+	log    *slog.Logger
+
+	framesOut [numKinds]prometheus.Counter
+	framesIn  map[string]prometheus.Counter
+
+	ctx    context.Context // ends at Shutdown: aborts sends and catch-ups
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // readers, writers, the pinger
+
+	// lastSeq is the last sequence Dispatch was called with. It is written
+	// with mu read-held by the one feed goroutine and read with mu held, so
+	// a socket registered under mu knows exactly which events it will get live.
+	lastSeq atomic.Uint64
+
+	mu     sync.RWMutex
+	users  map[string]*userSockets
+	closed bool
+
+	presMu sync.Mutex // orders Presence calls
+}
+
+// userSockets are one user's sockets on this node.
+type userSockets struct {
+	conns    []*conn
+	reserved int // upgrades in progress, counted against MaxSocketsPerUser
+}
+
+// New returns a Hub. svc appends and its Directory answers membership; reader
+// serves catch-up reads; m and log must not be nil.
+func New(cfg Config, svc *chat.Service, authn Authenticator, reader Reader, m *metrics.Metrics, log *slog.Logger) *Hub {
+	cfg = cfg.withDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &Hub{
+		cfg: cfg, svc: svc, dir: svc.Directory(), authn: authn, reader: reader, m: m,
+		log:      log.With("component", "wsedge"),
+		framesIn: make(map[string]prometheus.Counter),
+		ctx:      ctx, cancel: cancel,
+		users: make(map[string]*userSockets),
+	}
+	for k := range numKinds {
+		h.framesOut[k] = m.FramesOut.WithLabelValues(kindLabels[k])
+	}
+	for _, t := range []string{inMessage, inTyping, inRead, inPing, inResume, inInvalid} {
+		h.framesIn[t] = m.FramesIn.WithLabelValues(t)
+	}
+	h.wg.Add(1)
+	go h.pinger()
+	return h
+}
+
+// ServeHTTP upgrades /ws/inbox/, /ws/chat/<id>/ and /ws/job/<id>/ after
+// authenticating the request and checking membership; ?since=<seq> resumes.
+func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ep, id, ok := route(r.URL.Path)
+	if !ok {
+		httpError(w, http.StatusNotFound, chat.CodeNotFound, "no WebSocket endpoint at "+r.URL.Path)
+		return
+	}
+	claims, err := h.authn.Authenticate(r)
+	if err != nil {
+		h.m.AuthFailures.WithLabelValues(authReason(err)).Inc()
+		h.log.Debug("socket refused: authentication", "endpoint", endpointNames[ep], "remote", r.RemoteAddr, "err", err)
+		httpError(w, http.StatusUnauthorized, "unauthorized", err.Error())
+		return
+	}
+	user := claims.UserID
+	switch {
+	case ep == epChat && !h.dir.IsMember(id, user):
+		httpError(w, http.StatusForbidden, chat.CodeForbidden, "not a member of conversation "+strconv.FormatInt(id, 10))
+		return
+	case ep == epJob && !h.dir.IsJobMember(id, user):
+		httpError(w, http.StatusForbidden, chat.CodeForbidden, "not a member of job "+strconv.FormatInt(id, 10))
+		return
+	}
+	var since uint64
+	resume := r.URL.Query().Has("since")
+	if resume {
+		since, err = strconv.ParseUint(r.URL.Query().Get("since"), 10, 64)
+		if err != nil {
+			httpError(w, http.StatusBadRequest, chat.CodeBadRequest, "since must be a stream sequence (a non-negative integer)")
+			return
+		}
+	}
+	if status, code, msg := h.reserve(user); status != 0 {
+		httpError(w, status, code, msg)
+		return
+	}
+	nc, rw, _, err := ws.HTTPUpgrader{Timeout: h.cfg.WriteTimeout}.Upgrade(r, w)
+	if err != nil {
+		h.unreserve(user)
+		if nc != nil {
+			nc.Close() // the upgrader has answered with an HTTP error
+		}
+		h.log.Debug("upgrade failed", "user_id", user, "err", err)
+		return
+	}
+	c := newConn(h, nc, claims, ep, id)
+	// The request's reader may hold bytes the client sent right after the
+	// handshake; they come first. net/http's buffers are then dropped.
+	if n := rw.Reader.Buffered(); n > 0 {
+		p, _ := rw.Reader.Peek(n)
+		c.pre = append([]byte(nil), p...)
+	}
+	if !h.register(c, resume, since) {
+		return
+	}
+	go c.run(resume, since)
+}
+
+// route parses an endpoint path; the trailing slash is optional.
+func route(path string) (endpoint, int64, bool) {
+	rest, ok := strings.CutPrefix(path, "/ws/")
+	if !ok {
+		return 0, 0, false
+	}
+	rest = strings.TrimSuffix(rest, "/")
+	if rest == "inbox" {
+		return epInbox, 0, true
+	}
+	kind, idStr, ok := strings.Cut(rest, "/")
+	if !ok || idStr == "" || idStr[0] == '+' || idStr[0] == '-' {
+		return 0, 0, false
+	}
+	id, err := strconv.ParseInt(idStr, 10, 64)
+	if err != nil || id <= 0 {
+		return 0, 0, false
+	}
+	switch kind {
+	case "chat":
+		return epChat, id, true
+	case "job":
+		return epJob, id, true
+	}
+	return 0, 0, false
+}
+
+func authReason(err error) string {
+	switch {
+	case errors.Is(err, auth.ErrNoToken):
+		return "missing"
+	case errors.Is(err, auth.ErrTokenExpired):
+		return "expired"
+	}
+	return "invalid"
+}
+
+func httpError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(struct {
+		Error string `json:"error"`
+		Code  string `json:"code"`
+	}{msg, code})
+}
+
+// reserve counts an upgrade in progress against the user's socket limit. It
+// returns a non-zero HTTP status if the socket must be refused.
+func (h *Hub) reserve(user string) (status int, code, msg string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return http.StatusServiceUnavailable, chat.CodeUnavailable, "server shutting down"
+	}
+	us := h.users[user]
+	if us == nil {
+		us = &userSockets{}
+		h.users[user] = us
+	}
+	if len(us.conns)+us.reserved >= h.cfg.MaxSocketsPerUser {
+		return http.StatusTooManyRequests, chat.CodeRateLimited,
+			"too many sockets: at most " + strconv.Itoa(h.cfg.MaxSocketsPerUser) + " per user"
+	}
+	us.reserved++
+	h.wg.Add(1) // the socket's reader, or undone by unreserve
+	return 0, "", ""
+}
+
+func (h *Hub) unreserve(user string) {
+	h.mu.Lock()
+	if us := h.users[user]; us != nil {
+		us.reserved--
+		if len(us.conns) == 0 && us.reserved == 0 {
+			delete(h.users, user)
+		}
+	}
+	h.mu.Unlock()
+	h.wg.Done()
+}
+
+// register turns a reservation into a live socket. Under the routing lock it
+// notes the last dispatched sequence, so a resuming socket buffers exactly the
+// events after it. It reports false if the hub shut down meanwhile (the socket
+// is then closed with 1001).
+func (h *Hub) register(c *conn, resume bool, since uint64) bool {
+	h.presMu.Lock()
+	defer h.presMu.Unlock()
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		c.nc.SetWriteDeadline(time.Now().Add(h.cfg.WriteTimeout))
+		c.nc.Write(closeFrame(ws.StatusGoingAway, "server shutting down").wire)
+		c.nc.Close()
+		h.unreserve(c.user)
+		return false
+	}
+	us := h.users[c.user]
+	us.reserved--
+	us.conns = append(us.conns, c)
+	first := len(us.conns) == 1
+	c.liveFrom = h.lastSeq.Load()
+	if resume {
+		c.syncing = true
+		c.writing = true // the reader writes the catch-up itself
+		c.minSeq = since
+	}
+	h.mu.Unlock()
+
+	h.m.OpenSockets.Inc()
+	h.log.Debug("socket open", "user_id", c.user, "endpoint", endpointNames[c.ep], "id", c.id, "seq", c.liveFrom)
+	if first && h.cfg.Presence != nil {
+		h.cfg.Presence.Online(c.user)
+	}
+	return true
+}
+
+func (h *Hub) unregister(c *conn) {
+	h.presMu.Lock()
+	defer h.presMu.Unlock()
+	h.mu.Lock()
+	us := h.users[c.user]
+	for i, o := range us.conns {
+		if o == c {
+			us.conns[i] = us.conns[len(us.conns)-1]
+			us.conns[len(us.conns)-1] = nil
+			us.conns = us.conns[:len(us.conns)-1]
+			break
+		}
+	}
+	last := len(us.conns) == 0
+	if last && us.reserved == 0 {
+		delete(h.users, c.user)
+	}
+	h.mu.Unlock()
+
+	h.m.OpenSockets.Dec()
+	h.log.Debug("socket closed", "user_id", c.user, "endpoint", endpointNames[c.ep], "id", c.id)
+	if last && h.cfg.Presence != nil {
+		h.cfg.Presence.Offline(c.user)
+	}
+}
+
+// Dispatch routes one stream event to the sockets it concerns. The node's
+// single feed goroutine calls it in stream order, right after dir.Apply(st)
+// returned ch. Each frame is encoded once and its bytes shared by every
+// recipient; Dispatch never blocks on a socket.
+func (h *Hub) Dispatch(st eventstore.Stored, ch chat.Change) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	h.lastSeq.Store(st.Seq)
+	seq := st.Seq
+	switch e := st.Event.(type) {
+	case *eventstore.Message:
+		h.deliverLocked(st.Time, ch.Members, "", e.ConversationID, 0, func() frame { return encodeMessage(seq, e) })
+	case *eventstore.Typing:
+		h.deliverLocked(st.Time, ch.Members, e.UserID, e.ConversationID, 0, func() frame { return encodeTyping(seq, e) })
+	case *eventstore.Read:
+		h.deliverLocked(st.Time, ch.Members, "", e.ConversationID, 0, func() frame { return encodeRead(seq, e) })
+	case *eventstore.Created:
+		h.membershipLocked(st, e.ConversationID, ch)
+	case *eventstore.MemberChanged:
+		h.membershipLocked(st, e.ConversationID, ch)
+	case *eventstore.JobStatus:
+		h.deliverLocked(st.Time, ch.Members, "", 0, e.JobID, func() frame { return encodeJobStatus(seq, e) })
+	}
+}
+
+func (h *Hub) membershipLocked(st eventstore.Stored, conv int64, ch chat.Change) {
+	if len(ch.Joined) > 0 {
+		h.deliverLocked(st.Time, ch.Joined, "", conv, 0, func() frame { return encodeJoined(st.Seq, conv, ch.Members) })
+	}
+	if len(ch.Left) > 0 {
+		h.deliverLocked(st.Time, ch.Left, "", conv, 0, func() frame { return encodeLeft(st.Seq, conv) })
+	}
+}
+
+// deliverLocked queues the frame enc makes (once, on the first recipient) to
+// every socket of users, except skip's, that carries conversation conv or job
+// job. h.mu must be held.
+func (h *Hub) deliverLocked(at time.Time, users []string, skip string, conv, job int64, enc func() frame) {
+	var f frame
+	made := false
+	for _, u := range users {
+		us := h.users[u]
+		if us == nil || u == skip {
+			continue
+		}
+		for _, c := range us.conns {
+			if !c.carries(conv, job) {
+				continue
+			}
+			if !made {
+				f, made = enc(), true
+				f.at = at
+			}
+			c.enqueue(f)
+		}
+	}
+}
+
+// PushUnread sends an UNREAD frame to user's sockets that carry conv.
+func (h *Hub) PushUnread(conv int64, user string, unread int64) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	h.deliverLocked(time.Time{}, []string{user}, "", conv, 0, func() frame { return encodeUnread(conv, unread) })
+}
+
+// pinger pings every socket every PingInterval: one ticker for the node. A
+// socket that answers nothing hits its read deadline; one that does not read
+// fills its queue and is closed as slow.
+func (h *Hub) pinger() {
+	defer h.wg.Done()
+	t := time.NewTicker(h.cfg.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.ctx.Done():
+			return
+		case <-t.C:
+		}
+		h.mu.RLock()
+		for _, us := range h.users {
+			for _, c := range us.conns {
+				c.enqueue(pingFrame)
+			}
+		}
+		h.mu.RUnlock()
+	}
+}
+
+// Shutdown stops accepting sockets and closes every open one with 1001, then
+// waits for their goroutines until ctx ends (then it cuts the rest off).
+// It may be called more than once.
+func (h *Hub) Shutdown(ctx context.Context) error {
+	h.mu.Lock()
+	h.closed = true
+	var conns []*conn
+	for _, us := range h.users {
+		conns = append(conns, us.conns...)
+	}
+	h.mu.Unlock()
+	h.cancel()
+	for _, c := range conns {
+		c.closeWith(ws.StatusGoingAway, "server shutting down")
+	}
+	done := make(chan struct{})
+	go func() {
+		h.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		for _, c := range conns {
+			c.nc.Close()
+		}
+		<-done
+		return ctx.Err()
+	}
+}
