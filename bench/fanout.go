@@ -1,0 +1,312 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// senders is the number of goroutines writing frames; each owns a fixed share
+// of the sockets so that one sender's frames stay in order.
+const senders = 4
+
+// inFrame is what the bench reads from a server frame.
+type inFrame struct {
+	Type           string  `json:"type"`
+	ConversationID int64   `json:"conversation_id"`
+	Message        *string `json:"message"`
+	Seq            int64   `json:"seq"`
+	ClientMsgID    string  `json:"client_msg_id"`
+	Code           string  `json:"code"`
+}
+
+// stepState is the ramp step the receivers attribute frames to.
+type stepState struct {
+	n  int
+	tr *Tracker
+}
+
+// fanoutRun is the state shared by the receivers of a fan-out run.
+type fanoutRun struct {
+	convIdx map[int64]int // conversation id -> plan index (read-only)
+	cur     atomic.Pointer[stepState]
+
+	frames, bytes, stale, undecodable atomic.Int64
+	types                             *typeCounter
+}
+
+// onText handles one server frame.
+func (f *fanoutRun) onText(s *socket, b []byte) {
+	now := time.Now().UnixNano()
+	f.frames.Add(1)
+	f.bytes.Add(int64(len(b)))
+	var fr inFrame
+	if err := json.Unmarshal(b, &fr); err != nil {
+		f.undecodable.Add(1)
+		f.types.add("undecodable")
+		return
+	}
+	st := f.cur.Load()
+	switch {
+	case fr.Message != nil: // a message frame
+		f.types.add("message")
+		step, seq, nanos, ok := parseMessageText(*fr.Message)
+		conv, known := f.convIdx[fr.ConversationID]
+		switch {
+		case st == nil || !ok || !known:
+			if st != nil {
+				st.tr.Unknown()
+			}
+		case step != st.n:
+			f.stale.Add(1)
+		default:
+			st.tr.Deliver(conv, seq, s.idx, fr.Seq, time.Duration(now-nanos))
+		}
+	case fr.Type == "ACK":
+		f.types.add(fr.Type)
+		step, conv, seq, nanos, ok := parseClientMsgID(fr.ClientMsgID)
+		if st != nil && ok && step == st.n {
+			st.tr.Ack(conv, seq, time.Duration(now-nanos))
+		}
+	case fr.Type == "ERROR":
+		f.types.add(fr.Type)
+		if st == nil {
+			return
+		}
+		st.tr.Error(fr.Code)
+		// The message was refused: nothing was stored, nothing will come.
+		if step, conv, seq, _, ok := parseClientMsgID(fr.ClientMsgID); ok && step == st.n {
+			st.tr.SendFailed(conv, seq)
+		}
+	default:
+		f.types.add(fr.Type)
+	}
+}
+
+// fanout seeds two-member conversations, connects every user, then sends at
+// the target rate (or each ramp rate in turn) and accounts for every
+// delivery.
+func (r *runner) fanout(ctx context.Context, rep *Report) error {
+	cfg := r.cfg
+	plan := seedPlan(ModeFanout, cfg.Users, cfg.Conversations, 0, cfg.ConvSize, cfg.Seed)
+	r.logf("seeding %d conversations of %d members for %d users", len(plan), cfg.ConvSize, cfg.Users)
+	ids, seedDur, err := r.seed(ctx, plan)
+	if err != nil {
+		return err
+	}
+	rep.Conversations, rep.SeedSeconds = len(plan), round3(seedDur.Seconds())
+
+	f := &fanoutRun{convIdx: make(map[int64]int, len(ids)), types: newTypeCounter()}
+	for i, id := range ids {
+		f.convIdx[id] = i
+	}
+	p := newPool(cfg.Users)
+	r.logf("opening %d sockets", cfg.Users)
+	connDur, err := r.connect(ctx, p, f.onText)
+	finish := func() {
+		rep.AliveAtEnd = p.aliveCount()
+		rep.CloseSeconds = round3(r.closeAll(p).Seconds())
+		rep.FramesIn, rep.BytesIn = f.frames.Load(), f.bytes.Load()
+		rep.FramesByType = f.types.snapshot()
+		rep.Disconnects = p.disconnectCounts()
+	}
+	if err != nil {
+		finish()
+		return err
+	}
+	rep.Sockets, rep.ConnectSeconds = cfg.Users, round3(connDur.Seconds())
+	rep.ConnectPerSec = round3(float64(cfg.Users) / connDur.Seconds())
+	sleep(ctx, cfg.Settle)
+
+	rates := cfg.Ramp
+	if len(rates) == 0 {
+		rates = []float64{cfg.Rate}
+	} else {
+		rep.RampP99MS = ms(cfg.RampP99)
+	}
+	for i, rate := range rates {
+		if ctx.Err() != nil {
+			break
+		}
+		r.logf("step %d: %.0f msg/s for %v (warm-up %v)", i+1, rate, cfg.Duration, cfg.Warmup)
+		sr, err := r.step(ctx, f, p, plan, ids, i+1, rate)
+		if err != nil {
+			finish()
+			return err
+		}
+		if len(cfg.Ramp) == 0 {
+			rep.Fanout = &sr
+			break
+		}
+		rep.Ramp = append(rep.Ramp, sr)
+		if !sr.Pass {
+			r.logf("step %d failed: %s; stopping the ramp", i+1, sr.Fail)
+			break
+		}
+		rep.MaxRateOK = rate
+		rep.Fanout = &rep.Ramp[len(rep.Ramp)-1]
+	}
+	f.cur.Store(nil)
+	finish()
+	if ctx.Err() != nil && rep.Fanout == nil && len(rep.Ramp) == 0 {
+		return ctx.Err()
+	}
+	return nil
+}
+
+// sendJob is one message for a sender goroutine.
+type sendJob struct {
+	sock *socket
+	conv int
+	seq  int
+	due  int64 // scheduled send time, unix nanos
+}
+
+// step sends at rate for warm-up plus duration, waits for the deliveries to
+// drain (bounded), and accounts.
+func (r *runner) step(ctx context.Context, f *fanoutRun, p *pool, plan [][]int, ids []int64, n int, rate float64) (StepReport, error) {
+	cfg := r.cfg
+	tr := NewTracker(plan)
+	f.cur.Store(&stepState{n: n, tr: tr})
+
+	m0, err := scrape(ctx, r.http, r.base+"/metrics")
+	if err != nil {
+		return StepReport{}, err
+	}
+	cpu0, t0 := cpuTime(), time.Now()
+
+	var lag Recorder
+	var wg sync.WaitGroup
+	jobs := make([]chan sendJob, senders)
+	for w := range jobs {
+		jobs[w] = make(chan sendJob, 4096)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var buf []byte
+			for j := range jobs[w] {
+				now := time.Now().UnixNano()
+				lag.Add(j.conv, time.Duration(now-j.due))
+				buf = appendMessageFrame(buf[:0], ids[j.conv], n, j.conv, j.seq, now)
+				if err := j.sock.writeText(buf); err != nil {
+					tr.SendFailed(j.conv, j.seq)
+				}
+			}
+		}()
+	}
+
+	rng := rand.New(rand.NewPCG(cfg.Seed, uint64(n)))
+	total := int64(rate * (cfg.Warmup + cfg.Duration).Seconds())
+	measureFrom := t0.Add(cfg.Warmup)
+	var scheduled, measuredSent int64
+	ticker := time.NewTicker(time.Millisecond)
+	interval := float64(time.Second) / rate
+pace:
+	for scheduled < total {
+		select {
+		case <-ctx.Done():
+			break pace
+		case <-ticker.C:
+		}
+		now := time.Now()
+		due := min(total, int64(float64(now.Sub(t0))/interval)+1)
+		for ; scheduled < due; scheduled++ {
+			conv, member, sock := pickSender(rng, plan, p)
+			if sock == nil {
+				continue // nobody left to send from: counted by the missing sends
+			}
+			at := t0.Add(time.Duration(float64(scheduled) * interval))
+			measured := !at.Before(measureFrom)
+			if measured {
+				measuredSent++
+			}
+			seq := tr.Send(conv, member, measured)
+			jobs[sock.idx%senders] <- sendJob{sock: sock, conv: conv, seq: seq, due: at.UnixNano()}
+		}
+	}
+	ticker.Stop()
+	for _, c := range jobs {
+		close(c)
+	}
+	wg.Wait()
+	sendEnd := time.Now()
+
+	// Drain: until every expected delivery and ACK came, or the bound.
+	deadline := time.Now().Add(cfg.Drain)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		c := tr.Counts()
+		if c.Delivered >= c.Expected && c.Acked >= c.Sent-c.SendFailed {
+			break
+		}
+		sleep(ctx, 20*time.Millisecond)
+	}
+	drainEnd := time.Now()
+	m1, err := scrape(context.WithoutCancel(ctx), r.http, r.base+"/metrics")
+	if err != nil {
+		return StepReport{}, err
+	}
+	cpu1 := cpuTime()
+
+	sr := StepReport{
+		RateTarget:    rate,
+		WarmupSeconds: cfg.Warmup.Seconds(),
+		Seconds:       round3(sendEnd.Sub(measureFrom).Seconds()),
+		DrainSeconds:  round3(drainEnd.Sub(sendEnd).Seconds()),
+		Counts:        tr.Counts(),
+		Stale:         f.stale.Swap(0),
+		Latency:       tr.Latency(),
+		AckLatency:    tr.AckLatency(),
+		SendLag:       lag.Summary(),
+		BenchCPUPct:   cpuPct(cpu1-cpu0, drainEnd.Sub(t0), runtimeCores()),
+		ServerCPUPct:  serverCPUPct(m0, m1, drainEnd.Sub(t0), runtimeCores()),
+		ServerRSS:     gauge(m1, "process_resident_memory_bytes"),
+	}
+	if sr.Seconds > 0 {
+		sr.RateAchieved = round3(float64(measuredSent) / sr.Seconds)
+		sr.DeliveredPerS = round3(float64(sr.MeasuredDelivered) / sr.Seconds)
+	}
+	sr.Pass, sr.Fail = judge(sr, cfg.RampP99)
+	if ctx.Err() != nil {
+		sr.Pass, sr.Fail = false, "interrupted"
+	}
+	return sr, nil
+}
+
+// judge says whether a step passed: everything delivered, nothing refused,
+// p99 within bound, and the bench kept up with the target rate.
+func judge(s StepReport, p99 time.Duration) (bool, string) {
+	var errs int64
+	for _, n := range s.Errors {
+		errs += n
+	}
+	switch {
+	case s.Sent == 0:
+		return false, "nothing sent"
+	case s.Lost > 0:
+		return false, fmt.Sprintf("%d deliveries lost", s.Lost)
+	case errs > 0 || s.SendFailed > 0:
+		return false, fmt.Sprintf("%d sends refused or failed", max(errs, s.SendFailed))
+	case s.Latency.P99 > ms(p99):
+		return false, fmt.Sprintf("p99 %.1f ms > %.0f ms", s.Latency.P99, ms(p99))
+	case s.RateAchieved < 0.95*s.RateTarget:
+		return false, fmt.Sprintf("bench sent only %.0f msg/s", s.RateAchieved)
+	}
+	return true, ""
+}
+
+// pickSender chooses a random conversation and a random member with an open
+// socket.
+func pickSender(rng *rand.Rand, plan [][]int, p *pool) (conv, member int, sock *socket) {
+	for range 8 {
+		conv = rng.IntN(len(plan))
+		member = rng.IntN(len(plan[conv]))
+		if s := p.socks[plan[conv][member]]; s != nil && s.alive() {
+			return conv, member, s
+		}
+	}
+	return 0, 0, nil
+}
