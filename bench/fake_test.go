@@ -1,0 +1,282 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// fakeInbox is a minimal stand-in for inboxd speaking the documented
+// contract: admin conversations, /metrics, and /ws/inbox/ delivering each
+// message (with ACK) to every member. It exercises the bench's plumbing
+// without the real server.
+type fakeInbox struct {
+	secret, admin string
+
+	mu      sync.Mutex // orders appends and fan-out
+	nextID  int64
+	seq     int64
+	members map[int64][]string
+	conns   map[string]*fakeConn
+	open    atomic.Int64
+	created atomic.Int64
+}
+
+type fakeConn struct {
+	mu   sync.Mutex
+	conn net.Conn
+}
+
+func (c *fakeConn) send(v any) {
+	b, _ := json.Marshal(v)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_ = wsutil.WriteServerText(c.conn, b)
+}
+
+func newFakeInbox(t *testing.T) (*fakeInbox, *httptest.Server) {
+	t.Helper()
+	f := &fakeInbox{secret: "s3cret", admin: "adm1n", nextID: 1000, members: map[int64][]string{}, conns: map[string]*fakeConn{}}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/admin/conversations", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+f.admin {
+			http.Error(w, `{"error":"no","code":"unauthorized"}`, http.StatusUnauthorized)
+			return
+		}
+		var body struct {
+			ID      int64 `json:"id"`
+			Members []struct {
+				UserID string `json:"user_id"`
+			} `json:"members"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil || len(body.Members) == 0 {
+			http.Error(w, `{"error":"bad","code":"bad_request"}`, http.StatusBadRequest)
+			return
+		}
+		f.mu.Lock()
+		id := body.ID
+		if id == 0 {
+			f.nextID++
+			id = f.nextID
+		}
+		if _, ok := f.members[id]; ok {
+			f.mu.Unlock()
+			http.Error(w, `{"error":"exists","code":"conflict"}`, http.StatusConflict)
+			return
+		}
+		for _, m := range body.Members {
+			f.members[id] = append(f.members[id], m.UserID)
+		}
+		f.mu.Unlock()
+		f.created.Add(1)
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprintf(w, `{"id":%d}`, id)
+	})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		n := f.open.Load()
+		fmt.Fprintf(w, "# HELP process_resident_memory_bytes x\nprocess_resident_memory_bytes %d\nprocess_cpu_seconds_total 1.5\ngo_goroutines %d\ninbox_open_sockets %d\n", 1e8+n*1000, 10+n, n)
+	})
+	mux.HandleFunc("GET /ws/inbox/", func(w http.ResponseWriter, r *http.Request) {
+		tok, err := jwt.Parse(r.URL.Query().Get("token"), func(*jwt.Token) (any, error) { return []byte(f.secret), nil },
+			jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired())
+		if err != nil {
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		user, _ := tok.Claims.GetSubject()
+		conn, _, _, err := ws.UpgradeHTTP(r, w)
+		if err != nil {
+			return
+		}
+		c := &fakeConn{conn: conn}
+		f.mu.Lock()
+		f.conns[user] = c
+		f.mu.Unlock()
+		f.open.Add(1)
+		go func() {
+			defer func() {
+				f.open.Add(-1)
+				f.mu.Lock()
+				delete(f.conns, user)
+				f.mu.Unlock()
+				conn.Close()
+			}()
+			for {
+				data, op, err := wsutil.ReadClientData(conn)
+				if err != nil {
+					return
+				}
+				if op != ws.OpText {
+					continue
+				}
+				f.handle(c, user, data)
+			}
+		}()
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return f, srv
+}
+
+func (f *fakeInbox) handle(c *fakeConn, user string, data []byte) {
+	var in struct {
+		ConversationID int64  `json:"conversation_id"`
+		Message        string `json:"message"`
+		Type           string `json:"type"`
+		ClientMsgID    string `json:"client_msg_id"`
+	}
+	if err := json.Unmarshal(data, &in); err != nil {
+		c.send(map[string]any{"type": "ERROR", "code": "bad_request", "error": err.Error()})
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	members := f.members[in.ConversationID]
+	if !contains(members, user) {
+		c.send(map[string]any{"type": "ERROR", "code": "forbidden", "client_msg_id": in.ClientMsgID})
+		return
+	}
+	f.seq++
+	c.send(map[string]any{"type": "ACK", "client_msg_id": in.ClientMsgID, "message_id": f.seq, "seq": f.seq})
+	msg := map[string]any{"id": f.seq, "conversation_id": in.ConversationID, "sender_id": user, "message": in.Message,
+		"type": "TEXT", "message_id": f.seq, "seq": f.seq, "client_msg_id": in.ClientMsgID}
+	for _, m := range members {
+		if mc := f.conns[m]; mc != nil {
+			mc.send(msg)
+		}
+	}
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func writeDevSecrets(t *testing.T, secret, admin string) string {
+	t.Helper()
+	dir := t.TempDir()
+	data := fmt.Sprintf(`{"jwt_secret":%q,"admin_token":%q}`, secret, admin)
+	if err := os.WriteFile(filepath.Join(dir, "dev-secrets.json"), []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func TestRunAgainstFake(t *testing.T) {
+	f, srv := newFakeInbox(t)
+	dir := writeDevSecrets(t, f.secret, f.admin)
+
+	t.Run("fanout", func(t *testing.T) {
+		rep, err := Run(t.Context(), Config{
+			URL: srv.URL, Mode: ModeFanout, Users: 20, Rate: 400, Duration: 1e9, Warmup: 2e8,
+			Settle: 1e8, Drain: 5e9, DataDir: dir, Seed: 1,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := rep.Fanout
+		if s == nil || s.Sent < 300 || s.Lost != 0 || s.Duplicated != 0 || s.OutOfOrder != 0 || s.Acked != s.Sent ||
+			s.Expected != 2*s.Sent || s.Delivered != s.Expected || s.Unknown != 0 || !s.Pass {
+			t.Fatalf("fanout step = %+v", s)
+		}
+		if s.Latency.Count == 0 || s.Latency.P99 <= 0 || s.Latency.P99 > 1000 || s.ServerCPUPct != 0 {
+			t.Fatalf("latency %+v, server cpu %v", s.Latency, s.ServerCPUPct)
+		}
+		if rep.Sockets != 20 || rep.Conversations != 10 || rep.AliveAtEnd != 20 || len(rep.Disconnects) != 0 {
+			t.Fatalf("report = %+v", rep)
+		}
+		var out strings.Builder
+		if err := rep.WriteTable(&out); err != nil || !strings.Contains(out.String(), "delivered") {
+			t.Fatalf("table: %v\n%s", err, out.String())
+		}
+		out.Reset()
+		if err := rep.WriteJSON(&out); err != nil || strings.Count(out.String(), "\n") != 1 || !strings.Contains(out.String(), `"lost":0`) {
+			t.Fatalf("json: %v\n%s", err, out.String())
+		}
+	})
+
+	t.Run("ramp", func(t *testing.T) {
+		rep, err := Run(t.Context(), Config{
+			URL: srv.URL, Mode: ModeFanout, Conversations: 5, Ramp: []float64{100, 200}, Duration: 3e8,
+			Settle: 1e7, DataDir: dir, RampP99: 1e9,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Ramp) != 2 || rep.MaxRateOK != 200 || rep.Users != 10 {
+			t.Fatalf("ramp = %+v, max %v", rep.Ramp, rep.MaxRateOK)
+		}
+	})
+
+	t.Run("idle", func(t *testing.T) {
+		before := f.created.Load()
+		rep, err := Run(t.Context(), Config{
+			URL: srv.URL, Mode: ModeIdle, Users: 50, ConvsPerUser: 3, Settle: 1e8, DataDir: dir, IDBase: 500000,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := f.created.Load() - before; got != 75 {
+			t.Fatalf("created %d conversations, want 75", got)
+		}
+		i := rep.Idle
+		if i == nil || i.RSSPerSocket != 1000 || i.GoroutinesPerSock != 1 || i.ServerOpenSockets != 50 || rep.Sockets != 50 {
+			t.Fatalf("idle = %+v", i)
+		}
+		checkFor(t, func() bool { return f.open.Load() == 0 })
+	})
+
+	t.Run("id collision", func(t *testing.T) {
+		_, err := Run(t.Context(), Config{URL: srv.URL, Mode: ModeIdle, Users: 4, ConvsPerUser: 1, DataDir: dir, IDBase: 500000})
+		if err == nil || !strings.Contains(err.Error(), "--id-base") {
+			t.Fatalf("err = %v", err)
+		}
+	})
+
+	t.Run("bad token", func(t *testing.T) {
+		_, err := Run(t.Context(), Config{URL: srv.URL, Mode: ModeIdle, Users: 3, ConvsPerUser: 0, DataDir: dir, JWTSecret: "wrong", AdminToken: f.admin})
+		if err == nil || !strings.Contains(err.Error(), "401") {
+			t.Fatalf("err = %v", err)
+		}
+	})
+}
+
+func TestRunRefuses(t *testing.T) {
+	dir := writeDevSecrets(t, "a", "b")
+	tests := []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"remote", Config{URL: "http://10.1.2.3:8000"}, "loopback"},
+		{"mode", Config{Mode: "storm"}, "--mode"},
+		{"too many sockets", Config{Users: 1 << 30}, "open files"},
+		{"rate", Config{Rate: -1}, "--rate"},
+		{"unreachable", Config{URL: "http://127.0.0.1:1", DataDir: dir}, "not reachable"},
+		{"no secrets", Config{URL: "http://127.0.0.1:1", DataDir: t.TempDir()}, "development secrets"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Run(t.Context(), tc.cfg)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Run = %v, want an error mentioning %q", err, tc.want)
+			}
+		})
+	}
+}
