@@ -343,7 +343,7 @@ func (r *runner) bar(n int, what string) *progressbar.ProgressBar {
 		progressbar.OptionSetDescription(what),
 		progressbar.OptionShowCount(),
 		progressbar.OptionShowIts(),
-		progressbar.OptionSetItsString("/s"),
+		progressbar.OptionSetItsString(strings.TrimSuffix(what, "s")),
 		progressbar.OptionThrottle(200*time.Millisecond),
 		progressbar.OptionSetWidth(30),
 		progressbar.OptionOnCompletion(func() { fmt.Fprintln(r.cfg.Log) }),
