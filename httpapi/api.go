@@ -43,7 +43,6 @@ type Config struct {
 	// ConsistencyWait bounds how long a request waits for the projection to
 	// reach the caller's latest write.
 	ConsistencyWait time.Duration
-	Logger          *slog.Logger
 }
 
 func (c *Config) defaults() {
@@ -52,9 +51,6 @@ func (c *Config) defaults() {
 	}
 	if c.ConsistencyWait <= 0 {
 		c.ConsistencyWait = DefaultConsistencyWait
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
 	}
 }
 
@@ -88,19 +84,21 @@ var (
 	_ Projection    = (*projections.Projector)(nil)
 )
 
-// Deps are the parts the API is built on. Service, Users, Admin, Reads and
+// Deps are the parts the API is built on. Service, Verifier, Admin, DB and
 // Projection are required.
 type Deps struct {
 	Service    *chat.Service
-	Users      Authenticator
+	Verifier   Authenticator
 	Admin      AdminChecker
-	Reads      ReadModel
+	DB         ReadModel
 	Projection Projection
 	// Metrics receives the request counts and serves /metrics; nil: a
 	// registry of the API's own.
 	Metrics *metrics.Metrics
 	// Ready reports whether the node can serve (GET /readyz); nil: always.
 	Ready func(ctx context.Context) error
+	// Logger gets one line per request; nil: discard.
+	Logger *slog.Logger
 }
 
 // api holds what the handlers share.
@@ -125,11 +123,11 @@ func New(cfg Config, d Deps) http.Handler {
 	switch {
 	case d.Service == nil:
 		panic("httpapi: no chat service")
-	case d.Users == nil:
-		panic("httpapi: no user authenticator")
+	case d.Verifier == nil:
+		panic("httpapi: no user token verifier")
 	case d.Admin == nil:
 		panic("httpapi: no admin token checker")
-	case d.Reads == nil:
+	case d.DB == nil:
 		panic("httpapi: no read model")
 	case d.Projection == nil:
 		panic("httpapi: no projection")
@@ -137,13 +135,15 @@ func New(cfg Config, d Deps) http.Handler {
 	if d.Metrics == nil {
 		d.Metrics = metrics.New(metrics.Sources{})
 	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
 	if d.Ready == nil {
 		d.Ready = func(context.Context) error { return nil }
 	}
 	a := &api{
-		cfg: cfg, svc: d.Service, dir: d.Service.Directory(), users: d.Users, admin: d.Admin,
-		reads: d.Reads, proj: d.Projection, m: d.Metrics, ready: d.Ready,
-		log: cfg.Logger.With("component", "httpapi"), mux: http.NewServeMux(),
+		cfg: cfg, svc: d.Service, dir: d.Service.Directory(), users: d.Verifier, admin: d.Admin,
+		reads: d.DB, proj: d.Projection, m: d.Metrics, ready: d.Ready, log: d.Logger, mux: http.NewServeMux(),
 	}
 	for _, rt := range routes {
 		a.mux.Handle(rt.pattern(), a.wrap(rt.pattern(), rt))

@@ -92,11 +92,9 @@ func newNode(t *testing.T, opt nodeOptions) *node {
 	}
 	n := &node{t: t, svc: svc, store: st, db: db, proj: proj, minter: minter,
 		metrics: metrics.New(metrics.Sources{})}
-	h := New(Config{
-		ConsistencyWait: opt.wait,
-		Logger:          slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})),
-	}, Deps{
-		Service: svc, Users: verifier, Admin: admin, Reads: db, Projection: proj, Metrics: n.metrics,
+	h := New(Config{ConsistencyWait: opt.wait}, Deps{
+		Service: svc, Verifier: verifier, Admin: admin, DB: db, Projection: proj, Metrics: n.metrics,
+		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Ready: func(context.Context) error {
 			if p := n.notReady.Load(); p != nil {
 				return *p
