@@ -1,0 +1,139 @@
+// Command inboxd is the inbox server: embedded (or external) NATS JetStream,
+// the SQLite read model, the WebSocket edge and the HTTP API.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"inbox/auth"
+	"inbox/internal/cli"
+	"inbox/node"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(2)
+		}
+		fmt.Fprintf(os.Stderr, "inboxd: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	var (
+		cfg       node.Config
+		origins   string
+		logFormat string
+		logLevel  slog.Level
+		demo      bool
+		grace     time.Duration
+	)
+	fs := flag.NewFlagSet("inboxd", flag.ContinueOnError)
+	fs.StringVar(&cfg.DataDir, "data", "./data", "data folder: read model, embedded NATS storage, development secrets")
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8000", "HTTP API and WebSocket address")
+	fs.StringVar(&cfg.NATSListen, "nats-listen", "127.0.0.1:4222", "embedded NATS client address, for the nats CLI (empty: in-process only)")
+	fs.StringVar(&cfg.NATSURL, "nats-url", "", "use this NATS server or cluster (comma-separated URLs) instead of embedding one")
+	fs.IntVar(&cfg.Replicas, "replicas", 1, "stream replicas (3 on a three-node cluster)")
+	fs.StringVar(&cfg.NodeID, "node", "inboxd", "node id: names this node's durable projection consumer; unique per node sharing a stream")
+	fs.BoolVar(&cfg.SyncAlways, "sync-always", false, "embedded NATS fsyncs every write before acknowledging (survives an OS crash; slower)")
+	fs.StringVar(&cfg.JWTSecret, "jwt-secret", "", "HS256 secret for user tokens (default: a development secret generated into the data folder)")
+	fs.StringVar(&cfg.JWTPublicKey, "jwt-public-key", "", "PEM public key file for RS256 or EdDSA user tokens")
+	fs.StringVar(&cfg.AdminToken, "admin-token", "", "bearer token of the service API (default: generated into the data folder)")
+	fs.StringVar(&origins, "allowed-origins", "", "comma-separated origins allowed to authenticate with the inbox_token cookie")
+	fs.IntVar(&cfg.Limits.MaxText, "max-text", 4000, "longest message text, in characters")
+	fs.IntVar(&cfg.Edge.MaxSocketsPerUser, "max-sockets-per-user", 16, "open sockets one user may hold on this node")
+	fs.IntVar(&cfg.Edge.QueueFrames, "socket-queue", 256, "frames queued for one socket before it is closed as too slow (4013)")
+	fs.Float64Var(&cfg.Edge.RatePerSecond, "rate", 20, "frames per second one socket may send (burst: twice that)")
+	fs.DurationVar(&cfg.Edge.PingInterval, "ping-interval", 30*time.Second, "WebSocket ping interval; a socket silent for two intervals is closed")
+	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	fs.TextVar(&logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
+	fs.BoolVar(&demo, "demo", false, "create demo users and conversations and print ready-to-paste wscat commands")
+	fs.DurationVar(&grace, "shutdown-timeout", 10*time.Second, "how long shutdown waits for sockets and the projector")
+	if err := cli.Parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	switch {
+	case cfg.Replicas < 1 || cfg.Replicas > 5:
+		return fmt.Errorf("--replicas %d: must be 1 to 5", cfg.Replicas)
+	case cfg.Limits.MaxText < 1:
+		return fmt.Errorf("--max-text %d: must be positive", cfg.Limits.MaxText)
+	case cfg.Edge.MaxSocketsPerUser < 1:
+		return fmt.Errorf("--max-sockets-per-user %d: must be positive", cfg.Edge.MaxSocketsPerUser)
+	case cfg.Edge.QueueFrames < 1:
+		return fmt.Errorf("--socket-queue %d: must be positive", cfg.Edge.QueueFrames)
+	case cfg.Edge.RatePerSecond <= 0:
+		return fmt.Errorf("--rate %g: must be positive", cfg.Edge.RatePerSecond)
+	case cfg.Edge.PingInterval < time.Second:
+		return fmt.Errorf("--ping-interval %s: must be at least 1s", cfg.Edge.PingInterval)
+	}
+	cfg.Edge.RateBurst = int(2 * cfg.Edge.RatePerSecond)
+	cfg.AllowedOrigins = auth.SplitOrigins(origins)
+
+	opts := &slog.HandlerOptions{Level: logLevel}
+	switch logFormat {
+	case "text":
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, opts))
+	case "json":
+		cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	default:
+		return fmt.Errorf("--log-format %q: want text or json", logFormat)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	n, err := node.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if demo {
+		d, err := n.SeedDemo(ctx)
+		if err != nil {
+			n.Shutdown(context.Background())
+			return fmt.Errorf("demo: %w", err)
+		}
+		printDemo(n, d)
+	}
+	var failure error
+	select {
+	case <-ctx.Done():
+		cfg.Logger.Info("shutting down", "grace", grace)
+	case failure = <-n.Failed():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	if err := n.Shutdown(sctx); err != nil {
+		cfg.Logger.Warn("shutdown", "err", err)
+	}
+	return failure
+}
+
+func printDemo(n *node.Node, d node.Demo) {
+	host := n.HTTPAddr()
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nDemo ready. Users and conversations:\n")
+	for _, c := range d.Conversations {
+		fmt.Fprintf(&b, "  conversation %d: %s\n", c.ID, strings.Join(c.Members, ", "))
+	}
+	fmt.Fprintf(&b, "\nIn one terminal per user (npm install -g wscat):\n")
+	for _, u := range d.Users {
+		fmt.Fprintf(&b, "  # %s\n  wscat -c \"ws://%s/ws/inbox/\" -H \"Authorization: Bearer %s\"\n", u.ID, host, u.Token)
+	}
+	if len(d.Conversations) > 0 {
+		fmt.Fprintf(&b, "\nThen type, for example:\n  {\"conversation_id\": %d, \"message\": \"Hello\", \"type\": \"TEXT\", \"client_msg_id\": \"c-1\"}\n", d.Conversations[0].ID)
+	}
+	fmt.Fprintf(&b, "\nInspect the stream: nats --server %s stream view INBOX\n\n", n.NATSURL())
+	fmt.Print(b.String())
+}

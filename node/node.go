@@ -1,0 +1,358 @@
+// Package node assembles one inboxd: NATS (embedded or external), the event
+// store, the SQLite projection, the in-memory directory fed by the stream, the
+// WebSocket edge and the HTTP API, and stops them in reverse order.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"inbox/auth"
+	"inbox/chat"
+	"inbox/eventstore"
+	"inbox/httpapi"
+	"inbox/metrics"
+	"inbox/projections"
+	"inbox/wsedge"
+)
+
+// Config is everything inboxd is configured with.
+type Config struct {
+	DataDir        string // read model, embedded NATS storage, development secrets
+	HTTPAddr       string // HTTP API and WebSockets
+	NATSListen     string // embedded server's client port ("" = in-process only)
+	NATSURL        string // external NATS server or cluster; empty = embed one
+	Replicas       int    // stream replicas on an external cluster
+	NodeID         string // names this node's durable projection consumer
+	SyncAlways     bool   // embedded NATS fsyncs every write before acknowledging
+	JWTSecret      string
+	JWTPublicKey   string // PEM file (RS256 or EdDSA)
+	AdminToken     string
+	AllowedOrigins []string
+	ReadyMaxLag    uint64 // /readyz fails when the projection is further behind
+	Limits         chat.Limits
+	Edge           wsedge.Config
+	Logger         *slog.Logger
+}
+
+// Node is a running inboxd.
+type Node struct {
+	cfg      Config
+	log      *slog.Logger
+	lock     *os.File
+	ns       *server.Server // nil with an external NATS
+	nc       *nats.Conn
+	store    *eventstore.Store
+	db       *projections.DB
+	proj     *projections.Projector
+	dir      *chat.Directory
+	svc      *chat.Service
+	hub      *wsedge.Hub
+	metrics  *metrics.Metrics
+	http     *http.Server
+	ln       net.Listener
+	secrets  auth.DevSecrets
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	stopOnce sync.Once
+	stopErr  error
+	failed   chan error // a background part that stopped on its own
+}
+
+// Start brings a node up; on error everything started so far is stopped again.
+func Start(ctx context.Context, cfg Config) (n *Node, err error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.NodeID == "" {
+		cfg.NodeID = "inboxd"
+	}
+	if cfg.ReadyMaxLag == 0 {
+		cfg.ReadyMaxLag = 1000
+	}
+	n = &Node{cfg: cfg, log: cfg.Logger, failed: make(chan error, 4)}
+	defer func() {
+		if err != nil {
+			n.stop(context.Background())
+			n = nil
+		}
+	}()
+	if err := n.openData(); err != nil {
+		return nil, err
+	}
+	if err := n.openNATS(ctx); err != nil {
+		return nil, err
+	}
+	if n.store, err = eventstore.Open(ctx, eventstore.Config{Conn: n.nc, Replicas: cfg.Replicas, Logger: n.log.With("component", "eventstore")}); err != nil {
+		return nil, err
+	}
+	if n.db, err = projections.Open(filepath.Join(cfg.DataDir, "inbox.db")); err != nil {
+		return nil, err
+	}
+	snap, err := n.db.Snapshot(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("load membership snapshot: %w", err)
+	}
+	n.dir = chat.NewDirectory()
+	n.dir.Seed(snap.Seq, convMembers(snap), profiles(snap), snap.Jobs)
+	n.svc = chat.NewService(n.store, n.store, n.dir, cfg.Limits)
+	n.proj = projections.NewProjector(n.db, n.store, cfg.NodeID, n.log.With("component", "projector"))
+	n.metrics = metrics.New(metrics.Sources{
+		Skipped: func() float64 { return float64(n.proj.Skipped()) },
+		Lag:     func() float64 { return float64(n.lag(context.Background())) },
+	})
+	verifier, admin, err := n.authConfig()
+	if err != nil {
+		return nil, err
+	}
+	n.hub = wsedge.New(cfg.Edge, n.svc, verifier, n.store, n.metrics, n.log.With("component", "wsedge"))
+	n.proj.OnApplied = func(_ uint64, changes []projections.UnreadChange) {
+		for _, c := range changes {
+			n.hub.PushUnread(c.ConversationID, c.UserID, c.Unread)
+		}
+	}
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	n.goRun("projector", func() error { return n.proj.Run(runCtx) })
+	n.goRun("stream feed", func() error {
+		return n.store.Tail(runCtx, snap.Seq+1, nil, func(st eventstore.Stored) {
+			n.hub.Dispatch(st, n.dir.Apply(st))
+		})
+	})
+	if err := n.catchUp(ctx); err != nil {
+		return nil, err
+	}
+
+	api := httpapi.New(httpapi.Config{}, httpapi.Deps{
+		Service: n.svc, DB: n.db, Projection: n.proj, Verifier: verifier, Admin: admin,
+		Metrics: n.metrics, Ready: n.ready, Logger: n.log.With("component", "httpapi"),
+	})
+	mux := http.NewServeMux()
+	mux.Handle("/ws/", n.hub)
+	mux.Handle("/", api)
+	n.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelWarn)}
+	if n.ln, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("HTTP listen address %s: %w", cfg.HTTPAddr, err)
+	}
+	n.goRun("http server", func() error {
+		if err := n.http.Serve(n.ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	n.log.Info("inboxd ready", "http", n.HTTPAddr(), "nats", n.NATSURL(), "node", cfg.NodeID, "applied_seq", n.proj.Applied())
+	return n, nil
+}
+
+func convMembers(s *projections.Snapshot) map[int64][]eventstore.Member {
+	out := make(map[int64][]eventstore.Member, len(s.Conversations))
+	for id, ms := range s.Conversations {
+		list := make([]eventstore.Member, len(ms))
+		for i, m := range ms {
+			list[i] = eventstore.Member{UserID: m.UserID, Role: m.Role}
+		}
+		out[id] = list
+	}
+	return out
+}
+
+func profiles(s *projections.Snapshot) map[string]chat.Profile {
+	out := make(map[string]chat.Profile, len(s.Profiles))
+	for id, p := range s.Profiles {
+		out[id] = chat.Profile{Name: p.Name, Avatar: p.Avatar}
+	}
+	return out
+}
+
+// openData creates the data folder and locks it against a second inboxd.
+func (n *Node) openData() error {
+	if n.cfg.DataDir == "" {
+		return errors.New("no data folder configured")
+	}
+	if err := os.MkdirAll(n.cfg.DataDir, 0o755); err != nil {
+		return fmt.Errorf("data folder: %w", err)
+	}
+	lock, err := lockFile(filepath.Join(n.cfg.DataDir, "inboxd.lock"))
+	if err != nil {
+		return fmt.Errorf("data folder %s: %w", n.cfg.DataDir, err)
+	}
+	n.lock = lock
+	return nil
+}
+
+func (n *Node) openNATS(ctx context.Context) error {
+	var err error
+	if n.cfg.NATSURL != "" {
+		n.nc, err = eventstore.Connect(n.cfg.NATSURL, "inboxd-"+n.cfg.NodeID, n.log.With("component", "nats"))
+		return err
+	}
+	n.ns, err = eventstore.RunEmbedded(eventstore.EmbeddedConfig{
+		Dir:        filepath.Join(n.cfg.DataDir, "nats"),
+		Listen:     n.cfg.NATSListen,
+		SyncAlways: n.cfg.SyncAlways,
+		ServerName: n.cfg.NodeID,
+		Logger:     n.log.With("component", "nats-server"),
+	})
+	if err != nil {
+		return err
+	}
+	n.nc, err = eventstore.ConnectEmbedded(n.ns, "inboxd-"+n.cfg.NodeID)
+	return err
+}
+
+// authConfig builds the token verifier and admin token, generating development
+// secrets into the data folder when none are configured.
+func (n *Node) authConfig() (*auth.Verifier, *auth.AdminToken, error) {
+	secret, adminToken := n.cfg.JWTSecret, n.cfg.AdminToken
+	if (secret == "" && n.cfg.JWTPublicKey == "") || adminToken == "" {
+		dev, err := auth.LoadOrCreateDevSecrets(n.cfg.DataDir)
+		if err != nil {
+			return nil, nil, err
+		}
+		n.secrets = dev
+		if secret == "" && n.cfg.JWTPublicKey == "" {
+			secret = dev.JWTSecret
+		}
+		if adminToken == "" {
+			adminToken = dev.AdminToken
+		}
+		n.log.Warn("DEVELOPMENT MODE: using generated secrets; set INBOX_JWT_SECRET (or INBOX_JWT_PUBLIC_KEY) and INBOX_ADMIN_TOKEN in production", "file", dev.Path)
+	}
+	v, err := auth.NewVerifier(auth.Config{Secret: secret, PublicKeyFile: n.cfg.JWTPublicKey, AllowedOrigins: n.cfg.AllowedOrigins})
+	if err != nil {
+		return nil, nil, err
+	}
+	admin, err := auth.NewAdminToken(adminToken)
+	if err != nil {
+		return nil, nil, err
+	}
+	return v, admin, nil
+}
+
+// catchUp waits until the directory has applied everything stored before start,
+// so the first socket sees current membership and no stale event goes live.
+func (n *Node) catchUp(ctx context.Context) error {
+	last, err := n.store.LastSeq(ctx)
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if err := n.dir.WaitFor(wctx, last); err != nil {
+		return fmt.Errorf("catch up with the stream to seq %d: %w", last, err)
+	}
+	return nil
+}
+
+// lag is the stream's last sequence minus the projection's applied sequence.
+func (n *Node) lag(ctx context.Context) uint64 {
+	last, err := n.store.LastSeq(ctx)
+	if err != nil {
+		return 0
+	}
+	return last - min(last, n.proj.Applied())
+}
+
+// ready fails when the stream cannot be reached or the projection lags too far.
+func (n *Node) ready(ctx context.Context) error {
+	last, err := n.store.LastSeq(ctx)
+	if err != nil {
+		return fmt.Errorf("stream unreachable: %w", err)
+	}
+	if applied := n.proj.Applied(); last > applied+n.cfg.ReadyMaxLag {
+		return fmt.Errorf("projection %d events behind the stream (limit %d)", last-applied, n.cfg.ReadyMaxLag)
+	}
+	return nil
+}
+
+// goRun runs f on a goroutine owned by the node; an error ends the node.
+func (n *Node) goRun(name string, f func() error) {
+	n.wg.Go(func() {
+		if err := f(); err != nil && !errors.Is(err, context.Canceled) {
+			n.log.Error("stopped", "part", name, "err", err)
+			select {
+			case n.failed <- fmt.Errorf("%s: %w", name, err):
+			default:
+			}
+		}
+	})
+}
+
+// Failed reports a background part that stopped by itself.
+func (n *Node) Failed() <-chan error { return n.failed }
+
+// HTTPAddr is the address the HTTP server listens on.
+func (n *Node) HTTPAddr() string {
+	if n.ln == nil {
+		return ""
+	}
+	return n.ln.Addr().String()
+}
+
+// NATSURL is the client URL of the embedded server, or the external URL.
+func (n *Node) NATSURL() string {
+	if n.ns != nil {
+		if n.cfg.NATSListen == "" {
+			return "(in-process only)"
+		}
+		return n.ns.ClientURL()
+	}
+	return n.cfg.NATSURL
+}
+
+// DevSecrets are the generated development secrets (zero when configured).
+func (n *Node) DevSecrets() auth.DevSecrets { return n.secrets }
+
+// Service is the node's domain service (for seeding demos and tests).
+func (n *Node) Service() *chat.Service { return n.svc }
+
+// Shutdown stops accepting, closes sockets with 1001, lets the projector finish
+// its batch and closes NATS and SQLite, in that order.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.stop(ctx)
+	return n.stopErr
+}
+
+func (n *Node) stop(ctx context.Context) {
+	n.stopOnce.Do(func() {
+		var errs []error
+		if n.http != nil {
+			errs = append(errs, n.http.Shutdown(ctx))
+		} else if n.ln != nil {
+			n.ln.Close()
+		}
+		if n.hub != nil {
+			errs = append(errs, n.hub.Shutdown(ctx))
+		}
+		if n.cancel != nil {
+			n.cancel()
+		}
+		n.wg.Wait()
+		if n.nc != nil {
+			n.nc.Close()
+		}
+		if n.ns != nil {
+			n.ns.Shutdown()
+			n.ns.WaitForShutdown()
+		}
+		if n.db != nil {
+			errs = append(errs, n.db.Close())
+		}
+		if n.lock != nil {
+			n.lock.Close()
+		}
+		n.stopErr = errors.Join(errs...)
+	})
+}
