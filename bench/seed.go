@@ -117,9 +117,19 @@ func (a *admin) createConversation(ctx context.Context, id int64, members []memb
 			ID int64 `json:"id"`
 		} `json:"conversation"`
 	}
-	err := retry(ctx, func() error { return a.do(ctx, http.MethodPost, "/api/admin/conversations", body, &out) })
+	var err error
 	var ae *apiError
+	for range 8 {
+		err = retry(ctx, func() error { return a.do(ctx, http.MethodPost, "/api/admin/conversations", body, &out) })
+		// A server-assigned id can race with concurrent creations: ask again.
+		if id != 0 || !errors.As(err, &ae) || ae.Status != http.StatusConflict {
+			break
+		}
+	}
 	if errors.As(err, &ae) && ae.Status == http.StatusConflict {
+		if id == 0 {
+			return 0, fmt.Errorf("create conversation: %w: the server keeps answering 409 for assigned ids (try --seed-concurrency 1 or --id-base)", ErrConversationExists)
+		}
 		return 0, fmt.Errorf("create conversation %d: %w (choose another --id-base, or 0 to let the server assign ids)", id, ErrConversationExists)
 	}
 	if err != nil {
