@@ -1,0 +1,68 @@
+package bench_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"inbox/bench"
+	"inbox/node"
+)
+
+// TestBenchSmoke drives a real in-process inboxd (embedded NATS, SQLite,
+// edge, API) with a short fan-out run and a small idle run.
+func TestBenchSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a node")
+	}
+	dir := t.TempDir()
+	n, err := node.Start(t.Context(), node.Config{DataDir: dir, HTTPAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = n.Shutdown(ctx)
+	})
+	url := "http://" + n.HTTPAddr()
+
+	t.Run("fanout", func(t *testing.T) {
+		rep, err := bench.Run(t.Context(), bench.Config{
+			URL: url, Mode: bench.ModeFanout, Users: 20, Rate: 100, Duration: 2 * time.Second,
+			Warmup: 200 * time.Millisecond, Settle: 200 * time.Millisecond, Drain: 10 * time.Second, DataDir: dir,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := rep.Fanout
+		if s == nil {
+			t.Fatal("no fan-out figures")
+		}
+		t.Logf("sent %d delivered %d p50 %.2fms p99 %.2fms server cpu %.1f%%", s.Sent, s.Delivered, s.Latency.P50, s.Latency.P99, s.ServerCPUPct)
+		if s.Sent < 150 || s.Lost != 0 || s.Duplicated != 0 || s.OutOfOrder != 0 || s.Acked != s.Sent ||
+			s.Expected != 2*s.Sent || s.Delivered != s.Expected || s.SendFailed != 0 || len(s.Errors) != 0 {
+			t.Fatalf("fan-out figures = %+v", s)
+		}
+		if s.Latency.Count == 0 || s.Latency.P50 <= 0 || s.Latency.Max > 10_000 || s.ServerCPUPct <= 0 {
+			t.Fatalf("latency %+v, server cpu %v%%", s.Latency, s.ServerCPUPct)
+		}
+		if rep.Sockets != 20 || rep.AliveAtEnd != 20 || len(rep.Disconnects) != 0 {
+			t.Fatalf("sockets %d, alive %d, disconnects %v", rep.Sockets, rep.AliveAtEnd, rep.Disconnects)
+		}
+	})
+
+	t.Run("idle", func(t *testing.T) {
+		rep, err := bench.Run(t.Context(), bench.Config{
+			URL: url, Mode: bench.ModeIdle, Users: 50, ConvsPerUser: 2, Settle: 500 * time.Millisecond, DataDir: dir,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := rep.Idle
+		if i == nil || rep.Sockets != 50 || i.RSSBefore <= 0 || i.RSSAfter <= 0 || i.ServerOpenSockets < 50 || len(rep.Disconnects) != 0 {
+			t.Fatalf("idle report = %+v, %+v", rep, i)
+		}
+		t.Logf("RSS %d -> %d (%.0f B/socket), heap %.0f B/socket, goroutines %.2f/socket", i.RSSBefore, i.RSSAfter, i.RSSPerSocket, i.HeapPerSocket, i.GoroutinesPerSock)
+	})
+}
