@@ -31,20 +31,31 @@ type node struct {
 
 func startNode(t *testing.T, s *server.Server, id string, hb, ttl time.Duration) *node {
 	t.Helper()
+	return start(t, s, Config{NodeID: id, Heartbeat: hb, NodeTTL: ttl})
+}
+
+// startNodeR starts a node with short timings and a replicated bucket.
+func startNodeR(t *testing.T, s *server.Server, id string, replicas int) *node {
+	t.Helper()
+	return start(t, s, Config{NodeID: id, Replicas: replicas, Heartbeat: testHeartbeat, NodeTTL: testNodeTTL})
+}
+
+func start(t *testing.T, s *server.Server, cfg Config) *node {
+	t.Helper()
 	js, err := jetstream.New(testnats.Conn(t, s))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &node{cancel: cancel}
-	n.Tracker, err = Start(ctx, js, Config{NodeID: id, Heartbeat: hb, NodeTTL: ttl}, func(c Change) {
+	n.Tracker, err = Start(ctx, js, cfg, func(c Change) {
 		n.mu.Lock()
 		n.changes = append(n.changes, c)
 		n.mu.Unlock()
 	})
 	if err != nil {
 		cancel()
-		t.Fatalf("start node %s: %v", id, err)
+		t.Fatalf("start node %s: %v", cfg.NodeID, err)
 	}
 	t.Cleanup(func() {
 		n.Close()
@@ -386,4 +397,32 @@ func TestConfig(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestStartPurgesKeysOfDeadNodes(t *testing.T) {
+	s := testnats.Server(t)
+	a := startNode(t, s, "a", testHeartbeat, testNodeTTL)
+	a.Online("lena")
+	waitStatus(t, a, "lena", true, 2*time.Second)
+	a.crash() // nobody watches: its user key outlives its node key
+	checkFor(t, testNodeTTL+2*time.Second, 20*time.Millisecond, func() error {
+		if _, err := a.kv.Get(context.Background(), a.nodeKey); err == nil {
+			return errors.New("node key of a still alive")
+		}
+		return nil
+	})
+	if keys := userKeysOf(t, s, "a"); len(keys) != 1 {
+		t.Fatalf("keys of a: %v, want lena's", keys)
+	}
+
+	b := startNode(t, s, "b", testHeartbeat, testNodeTTL)
+	if on, _ := b.Status("lena"); on {
+		t.Fatal("user of a dead node loaded as online")
+	}
+	checkFor(t, 2*time.Second, 20*time.Millisecond, func() error {
+		if keys := userKeysOf(t, s, "a"); len(keys) != 0 {
+			return fmt.Errorf("keys of the dead node left: %v", keys)
+		}
+		return nil
+	})
 }
