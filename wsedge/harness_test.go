@@ -1,0 +1,439 @@
+package wsedge
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/gobwas/ws"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"inbox/auth"
+	"inbox/chat"
+	"inbox/eventstore"
+	"inbox/internal/testnats"
+	"inbox/metrics"
+)
+
+// The harness wires real parts: a nats-server with JetStream, the event
+// store, the chat Directory and Service, the hub, one feed goroutine
+// (store.Tail → dir.Apply → hub.Dispatch) and an httptest server.
+
+const testSecret = "wsedge-test-secret-0123456789abcdef0123"
+
+type node struct {
+	store  *eventstore.Store
+	dir    *chat.Directory
+	svc    *chat.Service
+	hub    *Hub
+	m      *metrics.Metrics
+	srv    *httptest.Server
+	minter *auth.Minter
+}
+
+type nodeOptions struct {
+	cfg    Config
+	limits chat.Limits
+	// listen wraps the server's listener (the slow-consumer test shrinks
+	// the server's send buffers).
+	listen func(net.Listener) net.Listener
+}
+
+func testLogger() *slog.Logger {
+	if os.Getenv("WSEDGE_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func newNode(t testing.TB, o nodeOptions) *node {
+	t.Helper()
+	s := testnats.Server(t)
+	store := testnats.Store(t, s)
+	dir := chat.NewDirectory()
+	if o.limits.TypingInterval == 0 {
+		o.limits.TypingInterval = time.Millisecond
+	}
+	svc := chat.NewService(store, store, dir, o.limits)
+	verifier, err := auth.NewVerifier(auth.Config{Secret: testSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	minter, err := auth.NewMinter(auth.MinterConfig{Secret: testSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := metrics.New(metrics.Sources{})
+	hub := New(o.cfg, svc, verifier, store, m, testLogger())
+
+	ctx, cancel := context.WithCancel(context.Background())
+	feedDone := make(chan struct{})
+	go func() {
+		defer close(feedDone)
+		err := store.Tail(ctx, 1, nil, func(st eventstore.Stored) {
+			ch := dir.Apply(st)
+			hub.Dispatch(st, ch)
+		})
+		if err != nil && ctx.Err() == nil {
+			t.Errorf("feed: %v", err)
+		}
+	}()
+
+	srv := httptest.NewUnstartedServer(hub)
+	if o.listen != nil {
+		srv.Listener = o.listen(srv.Listener)
+	}
+	srv.Start()
+	t.Cleanup(func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer scancel()
+		if err := hub.Shutdown(sctx); err != nil {
+			t.Errorf("hub shutdown: %v", err)
+		}
+		srv.Close()
+		cancel()
+		<-feedDone
+	})
+	return &node{store: store, dir: dir, svc: svc, hub: hub, m: m, srv: srv, minter: minter}
+}
+
+func (n *node) token(t testing.TB, user string) string {
+	t.Helper()
+	tok, err := n.minter.Mint(user, strings.ToUpper(user[:1])+user[1:], time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func (n *node) wsURL(path string) string { return "ws" + strings.TrimPrefix(n.srv.URL, "http") + path }
+
+// create makes a conversation with the given members (role member).
+func (n *node) create(t testing.TB, id int64, users ...string) {
+	t.Helper()
+	ms := make([]eventstore.Member, len(users))
+	for i, u := range users {
+		ms[i] = eventstore.Member{UserID: u, Role: eventstore.RoleMember}
+	}
+	_, seq, err := n.svc.CreateConversation(context.Background(), id, ms)
+	if err != nil {
+		t.Fatalf("create conversation %d: %v", id, err)
+	}
+	n.settle(t, seq)
+}
+
+// settle waits until the hub has dispatched seq, so a socket opened next
+// does not get it live.
+func (n *node) settle(t testing.TB, seq uint64) {
+	t.Helper()
+	checkFor(t, frameWait, time.Millisecond, func() error {
+		if got := n.hub.lastSeq.Load(); got < seq {
+			return fmt.Errorf("hub dispatched up to %d, want %d", got, seq)
+		}
+		return nil
+	})
+}
+
+// send appends a message as user, bypassing any socket.
+func (n *node) send(t testing.TB, user string, conv int64, text string) uint64 {
+	t.Helper()
+	seq, err := n.svc.Send(context.Background(), chat.Sender{UserID: user}, chat.SendRequest{ConversationID: conv, Text: text})
+	if err != nil {
+		t.Fatalf("send to %d as %s: %v", conv, user, err)
+	}
+	n.settle(t, seq)
+	return seq
+}
+
+// checkFor polls f until it returns nil or total passes.
+func checkFor(t testing.TB, total, every time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(total)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(every)
+	}
+	t.Fatalf("condition not met after %v: %v", total, err)
+}
+
+// client is a real WebSocket client (coder/websocket) with a reader
+// goroutine collecting every frame it receives.
+type client struct {
+	t      testing.TB
+	name   string
+	conn   *websocket.Conn
+	frames chan []byte
+	done   chan struct{}
+	err    error // set before done closes
+}
+
+const frameWait = 10 * time.Second
+
+func (n *node) dial(t testing.TB, user, path string) *client {
+	t.Helper()
+	c, resp, err := n.tryDial(t, n.token(t, user), path)
+	if err != nil {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		t.Fatalf("dial %s as %s: %v (HTTP %d)", path, user, err, status)
+	}
+	return c
+}
+
+func (n *node) tryDial(t testing.TB, token, path string) (*client, *http.Response, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), frameWait)
+	defer cancel()
+	h := http.Header{}
+	if token != "" {
+		h.Set("Authorization", "Bearer "+token)
+	}
+	conn, resp, err := websocket.Dial(ctx, n.wsURL(path), &websocket.DialOptions{HTTPHeader: h})
+	if err != nil {
+		return nil, resp, err
+	}
+	conn.SetReadLimit(1 << 20)
+	c := &client{t: t, name: path, conn: conn, frames: make(chan []byte, 1<<14), done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		for {
+			_, b, err := conn.Read(context.Background())
+			if err != nil {
+				c.err = err
+				return
+			}
+			c.frames <- b
+		}
+	}()
+	t.Cleanup(func() { conn.CloseNow() })
+	return c, resp, nil
+}
+
+func (c *client) sendRaw(s string) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), frameWait)
+	defer cancel()
+	if err := c.conn.Write(ctx, websocket.MessageText, []byte(s)); err != nil {
+		c.t.Fatalf("write: %v", err)
+	}
+}
+
+func (c *client) sendJSON(v any) {
+	c.t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.sendRaw(string(b))
+}
+
+// next returns the next frame, decoded with json.Number for numbers.
+func (c *client) next() map[string]any {
+	c.t.Helper()
+	select {
+	case b := <-c.frames:
+		return decodeJSON(c.t, b)
+	case <-c.done:
+		c.t.Fatalf("%s: socket ended waiting for a frame: %v", c.name, c.err)
+	case <-time.After(frameWait):
+		c.t.Fatalf("%s: no frame within %v", c.name, frameWait)
+	}
+	return nil
+}
+
+// expect returns the next frame and checks its type ("" is a message frame).
+func (c *client) expect(typ string) map[string]any {
+	c.t.Helper()
+	f := c.next()
+	if got := frameType(f); got != typ {
+		c.t.Fatalf("%s: want a %q frame, got %v", c.name, typ, f)
+	}
+	return f
+}
+
+// frameType is a frame's control type, or "" for a message frame.
+func frameType(f map[string]any) string {
+	if _, ok := f["message_id"]; ok && f["message"] != nil {
+		return ""
+	}
+	s, _ := f["type"].(string)
+	return s
+}
+
+// ping sends a PING and waits for its PONG: every frame queued to this
+// socket before the PING was handled has been received by then, and the
+// socket is registered.
+func (c *client) ping() {
+	c.t.Helper()
+	c.sendRaw(`{"type":"PING"}`)
+	c.expect("PONG")
+}
+
+// closeStatus waits for the socket to end and returns the close code.
+func (c *client) closeStatus() websocket.StatusCode {
+	c.t.Helper()
+	for {
+		select {
+		case <-c.frames:
+			continue
+		case <-c.done:
+			return websocket.CloseStatus(c.err)
+		case <-time.After(frameWait):
+			c.t.Fatalf("%s: socket still open after %v", c.name, frameWait)
+		}
+	}
+}
+
+func decodeJSON(t testing.TB, b []byte) map[string]any {
+	t.Helper()
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
+	var m map[string]any
+	if err := d.Decode(&m); err != nil {
+		t.Fatalf("server sent a frame that is not a JSON object: %q: %v", b, err)
+	}
+	return m
+}
+
+func num(t testing.TB, f map[string]any, key string) int64 {
+	t.Helper()
+	n, ok := f[key].(json.Number)
+	if !ok {
+		t.Fatalf("%s is %T (%v), want a JSON number in %v", key, f[key], f[key], f)
+	}
+	i, err := n.Int64()
+	if err != nil {
+		t.Fatalf("%s = %s is not an integer", key, n)
+	}
+	return i
+}
+
+// rawClient speaks WebSocket through gobwas/ws with no checks of its own,
+// for protocol violations.
+type rawClient struct {
+	t    testing.TB
+	conn net.Conn
+	r    io.Reader
+}
+
+func (n *node) rawDial(t testing.TB, token, path string, netDial func(ctx context.Context, network, addr string) (net.Conn, error)) (*rawClient, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), frameWait)
+	defer cancel()
+	d := ws.Dialer{NetDial: netDial, Header: ws.HandshakeHeaderHTTP(http.Header{"Authorization": {"Bearer " + token}})}
+	conn, br, _, err := d.Dial(ctx, n.wsURL(path))
+	if err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { conn.Close() })
+	rc := &rawClient{t: t, conn: conn, r: conn}
+	if br != nil {
+		rc.r = io.MultiReader(br, conn)
+	}
+	return rc, nil
+}
+
+// writeFrame writes one masked frame.
+func (r *rawClient) writeFrame(fin bool, op ws.OpCode, payload []byte) {
+	r.t.Helper()
+	f := ws.NewFrame(op, fin, append([]byte(nil), payload...))
+	f = ws.MaskFrameInPlace(f)
+	r.conn.SetWriteDeadline(time.Now().Add(frameWait))
+	if err := ws.WriteFrame(r.conn, f); err != nil {
+		r.t.Fatalf("raw write: %v", err)
+	}
+}
+
+// readFrame reads the next frame, answering nothing.
+func (r *rawClient) readFrame() (ws.Frame, error) {
+	r.conn.SetReadDeadline(time.Now().Add(frameWait))
+	return ws.ReadFrame(r.r)
+}
+
+// closeCode reads until the server's close frame and returns its code.
+func (r *rawClient) closeCode() (ws.StatusCode, error) {
+	for {
+		f, err := r.readFrame()
+		if err != nil {
+			return 0, err
+		}
+		if f.Header.OpCode == ws.OpClose {
+			code, _ := ws.ParseCloseFrameData(f.Payload)
+			return code, nil
+		}
+	}
+}
+
+// nextText reads until the next text frame.
+func (r *rawClient) nextText() (map[string]any, error) {
+	for {
+		f, err := r.readFrame()
+		if err != nil {
+			return nil, err
+		}
+		switch f.Header.OpCode {
+		case ws.OpText:
+			return decodeJSON(r.t, f.Payload), nil
+		case ws.OpClose:
+			code, reason := ws.ParseCloseFrameData(f.Payload)
+			return nil, fmt.Errorf("closed %d %s", code, reason)
+		}
+	}
+}
+
+// smallSendBuffers shrinks the server's socket send buffers, so a client
+// that stops reading fills them after a few frames.
+type smallSendBuffers struct{ net.Listener }
+
+func (l smallSendBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetWriteBuffer(4096)
+	}
+	return c, err
+}
+
+// smallReceiveBuffer dials with a small receive buffer (set before connect,
+// so the advertised window is small too).
+func smallReceiveBuffer(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	return d.DialContext(ctx, network, addr)
+}
+
+// metricValue reads a counter or gauge.
+func metricValue(m prometheus.Metric) float64 {
+	var pb dto.Metric
+	if err := m.Write(&pb); err != nil {
+		panic(err)
+	}
+	if c := pb.GetCounter(); c != nil {
+		return c.GetValue()
+	}
+	return pb.GetGauge().GetValue()
+}
