@@ -284,7 +284,9 @@ func (t *Tracker) set(user string, online bool) {
 }
 
 // Status reports whether user is online on any node and, if not, when it was
-// last seen (zero if unknown). It reads the watched state: no NATS round trip.
+// last seen (zero if unknown). It reads the watched state: no NATS round trip,
+// so this node's own Online/Offline show up once their write has come back
+// through the watch (milliseconds).
 func (t *Tracker) Status(user string) (online bool, lastSeen time.Time) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
