@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -103,6 +104,10 @@ type Service struct {
 	typing   map[typingKey]typingState
 
 	lastWrite sync.Map // user id -> uint64: the user's latest acknowledged append on this node
+
+	// Ids handed out by this node, so concurrent creations here never race for
+	// the same id; another node's claim is caught by ExpectNew and retried.
+	nextConv, nextJob atomic.Int64
 }
 
 type typingKey struct {
@@ -320,7 +325,7 @@ func (s *Service) CreateConversation(ctx context.Context, id int64, members []ev
 	for attempt := 0; ; attempt++ {
 		cid := id
 		if cid == 0 {
-			cid = s.dir.MaxConversationID() + 1 + int64(attempt)
+			cid = nextID(&s.nextConv, s.dir.MaxConversationID())
 		}
 		seq, err := s.appendSettled(ctx, &eventstore.Created{ConversationID: cid, Members: members}, eventstore.ExpectNew())
 		switch {
@@ -332,6 +337,18 @@ func (s *Service) CreateConversation(ctx context.Context, id int64, members []ev
 			return 0, 0, &Error{Code: CodeConflict, Msg: fmt.Sprintf("conversation %d already exists", cid), Err: err}
 		default:
 			return 0, 0, err
+		}
+	}
+}
+
+// nextID hands out an id above both seen (the highest id in the directory) and
+// every id this node handed out before.
+func nextID(next *atomic.Int64, seen int64) int64 {
+	for {
+		cur := next.Load()
+		id := max(cur, seen) + 1
+		if next.CompareAndSwap(cur, id) {
+			return id
 		}
 	}
 }
@@ -419,7 +436,7 @@ func (s *Service) CreateJob(ctx context.Context, id int64, members []string) (in
 	for attempt := 0; ; attempt++ {
 		jid := id
 		if jid == 0 {
-			jid = s.dir.MaxJobID() + 1 + int64(attempt)
+			jid = nextID(&s.nextJob, s.dir.MaxJobID())
 		}
 		seq, err := s.appendSettled(ctx, &eventstore.Job{JobID: jid, Members: members}, eventstore.ExpectNew())
 		switch {

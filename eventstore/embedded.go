@@ -132,7 +132,9 @@ func checkWritable(dir string) error {
 // slogAdapter is nats-server's Logger on top of slog.
 type slogAdapter struct{ l *slog.Logger }
 
-func (a slogAdapter) Noticef(format string, v ...any) { a.l.Info(fmt.Sprintf(format, v...)) }
+// Noticef is nats-server's chatter (banner, listen addresses): debug level here,
+// since inboxd logs what matters itself.
+func (a slogAdapter) Noticef(format string, v ...any) { a.l.Debug(fmt.Sprintf(format, v...)) }
 func (a slogAdapter) Warnf(format string, v ...any)   { a.l.Warn(fmt.Sprintf(format, v...)) }
 func (a slogAdapter) Fatalf(format string, v ...any)  { a.l.Error(fmt.Sprintf(format, v...)) }
 func (a slogAdapter) Errorf(format string, v ...any)  { a.l.Error(fmt.Sprintf(format, v...)) }

@@ -71,7 +71,7 @@ type Node struct {
 }
 
 // Start brings a node up; on error everything started so far is stopped again.
-func Start(ctx context.Context, cfg Config) (n *Node, err error) {
+func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -81,11 +81,10 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if cfg.ReadyMaxLag == 0 {
 		cfg.ReadyMaxLag = 1000
 	}
-	n = &Node{cfg: cfg, log: cfg.Logger, failed: make(chan error, 4)}
+	n := &Node{cfg: cfg, log: cfg.Logger, failed: make(chan error, 4)}
 	defer func() {
 		if err != nil {
 			n.stop(context.Background())
-			n = nil
 		}
 	}()
 	if err := n.openData(); err != nil {
@@ -203,7 +202,7 @@ func (n *Node) openNATS(ctx context.Context) error {
 		Listen:     n.cfg.NATSListen,
 		SyncAlways: n.cfg.SyncAlways,
 		ServerName: n.cfg.NodeID,
-		Logger:     n.log.With("component", "nats-server"),
+		Logger:     n.log,
 	})
 	if err != nil {
 		return err

@@ -1,0 +1,239 @@
+package chat_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"inbox/chat"
+	"inbox/eventstore"
+	"inbox/internal/testnats"
+)
+
+// newService wires a Service to a real stream with its directory fed by Tail,
+// as a node does.
+func newService(t *testing.T) (*chat.Service, *eventstore.Store) {
+	t.Helper()
+	st := testnats.Store(t, testnats.Server(t))
+	dir := chat.NewDirectory()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		st.Tail(ctx, 1, nil, func(s eventstore.Stored) { dir.Apply(s) })
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return chat.NewService(st, st, dir, chat.Limits{MaxText: 10}), st
+}
+
+func members(ids ...string) []eventstore.Member {
+	var ms []eventstore.Member
+	for _, id := range ids {
+		ms = append(ms, eventstore.Member{UserID: id, Role: eventstore.RoleMember})
+	}
+	return ms
+}
+
+func TestSendValidation(t *testing.T) {
+	svc, _ := newService(t)
+	ctx := context.Background()
+	if _, _, err := svc.CreateConversation(ctx, 1, members("a", "b")); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		from string
+		req  chat.SendRequest
+		code string
+	}{
+		{"ok", "a", chat.SendRequest{ConversationID: 1, Text: "hi"}, ""},
+		{"empty", "a", chat.SendRequest{ConversationID: 1, Text: ""}, chat.CodeBadRequest},
+		{"too long", "a", chat.SendRequest{ConversationID: 1, Text: strings.Repeat("é", 11)}, chat.CodeTooLarge},
+		{"max length in characters", "a", chat.SendRequest{ConversationID: 1, Text: strings.Repeat("é", 10)}, ""},
+		{"bad utf8", "a", chat.SendRequest{ConversationID: 1, Text: "\xff"}, chat.CodeBadRequest},
+		{"bad type", "a", chat.SendRequest{ConversationID: 1, Text: "x", Type: "SYSTEM"}, chat.CodeBadRequest},
+		{"not a member", "c", chat.SendRequest{ConversationID: 1, Text: "x"}, chat.CodeForbidden},
+		{"no conversation", "a", chat.SendRequest{ConversationID: 99, Text: "x"}, chat.CodeNotFound},
+		{"zero conversation", "a", chat.SendRequest{ConversationID: 0, Text: "x"}, chat.CodeBadRequest},
+		{"negative conversation", "a", chat.SendRequest{ConversationID: -1, Text: "x"}, chat.CodeBadRequest},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			seq, err := svc.Send(ctx, chat.Sender{UserID: tc.from}, tc.req)
+			if tc.code == "" {
+				if err != nil || seq == 0 {
+					t.Fatalf("Send = %d, %v; want stored", seq, err)
+				}
+				return
+			}
+			if got := chat.CodeOf(err); got != tc.code {
+				t.Fatalf("Send error %v has code %q, want %q", err, got, tc.code)
+			}
+		})
+	}
+}
+
+func TestSendIdempotentPerSender(t *testing.T) {
+	svc, _ := newService(t)
+	ctx := context.Background()
+	if _, _, err := svc.CreateConversation(ctx, 1, members("a", "b")); err != nil {
+		t.Fatal(err)
+	}
+	req := chat.SendRequest{ConversationID: 1, Text: "hi", ClientMsgID: "c-1"}
+	first, err := svc.Send(ctx, chat.Sender{UserID: "a"}, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := svc.Send(ctx, chat.Sender{UserID: "a"}, req)
+	if err != nil || again != first {
+		t.Fatalf("retry = %d, %v; want %d", again, err, first)
+	}
+	other, err := svc.Send(ctx, chat.Sender{UserID: "b"}, req)
+	if err != nil || other == first {
+		t.Fatalf("another sender's c-1 = %d, %v; want a new message", other, err)
+	}
+	if got := svc.LastWrite("a"); got != first {
+		t.Fatalf("LastWrite(a) = %d, want %d", got, first)
+	}
+}
+
+func TestCreateConversationIDs(t *testing.T) {
+	svc, _ := newService(t)
+	ctx := context.Background()
+	if _, _, err := svc.CreateConversation(ctx, 5, members("a")); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := svc.CreateConversation(ctx, 5, members("b"))
+	if chat.CodeOf(err) != chat.CodeConflict || !errors.Is(err, eventstore.ErrExists) {
+		t.Fatalf("second create of 5: %v, want conflict", err)
+	}
+	// Concurrent creations with assigned ids all succeed, each with its own id above 5.
+	var mu sync.Mutex
+	seen := map[int64]bool{}
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Go(func() {
+			id, _, err := svc.CreateConversation(ctx, 0, members("a", "b"))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if seen[id] || id <= 5 {
+				t.Errorf("assigned id %d twice or not above 5", id)
+			}
+			seen[id] = true
+		})
+	}
+	wg.Wait()
+	if len(seen) != 32 {
+		t.Fatalf("%d distinct ids, want 32", len(seen))
+	}
+}
+
+func TestMembershipChangesAreVisibleOnReturn(t *testing.T) {
+	svc, _ := newService(t)
+	ctx := context.Background()
+	dir := svc.Directory()
+	if _, _, err := svc.CreateConversation(ctx, 1, members("a")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.AddMember(ctx, 1, eventstore.Member{UserID: "b", Role: eventstore.RoleWorker}); err != nil {
+		t.Fatal(err)
+	}
+	if !dir.IsMember(1, "b") || !dir.ShareConversation("a", "b") {
+		t.Fatal("added member not visible when AddMember returned")
+	}
+	if got := dir.Contacts("a"); len(got) != 1 || got[0] != "b" {
+		t.Fatalf("Contacts(a) = %v, want [b]", got)
+	}
+	if _, err := svc.RemoveMember(ctx, 1, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if dir.IsMember(1, "b") || len(dir.Conversations("b")) != 0 {
+		t.Fatal("removed member still visible when RemoveMember returned")
+	}
+	if _, err := svc.RemoveMember(ctx, 1, "b"); chat.CodeOf(err) != chat.CodeNotFound {
+		t.Fatalf("removing a non-member: %v, want not_found", err)
+	}
+	if _, err := svc.AddMember(ctx, 1, eventstore.Member{UserID: "b c", Role: "member"}); chat.CodeOf(err) != chat.CodeBadRequest {
+		t.Fatalf("bad user id: %v, want bad_request", err)
+	}
+	if _, err := svc.AddMember(ctx, 1, eventstore.Member{UserID: "b", Role: "owner"}); chat.CodeOf(err) != chat.CodeBadRequest {
+		t.Fatalf("bad role: %v, want bad_request", err)
+	}
+}
+
+func TestReadChecksMessagesAgainstTheStream(t *testing.T) {
+	svc, _ := newService(t)
+	ctx := context.Background()
+	for _, id := range []int64{1, 2} {
+		if _, _, err := svc.CreateConversation(ctx, id, members("a", "b")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m1, err := svc.Send(ctx, chat.Sender{UserID: "a"}, chat.SendRequest{ConversationID: 1, Text: "one"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m2, err := svc.Send(ctx, chat.Sender{UserID: "a"}, chat.SendRequest{ConversationID: 2, Text: "two"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		upTo int64
+		ids  []int64
+		code string
+	}{
+		{"up_to", int64(m1), nil, ""},
+		{"message_ids", 0, []int64{int64(m1)}, ""},
+		{"other conversation's message", 0, []int64{int64(m2)}, chat.CodeNotFound},
+		{"other conversation's up_to", int64(m2), nil, chat.CodeNotFound},
+		{"not a message", 1, nil, chat.CodeNotFound},
+		{"beyond the stream", 1 << 40, nil, chat.CodeNotFound},
+		{"negative", 0, []int64{-3}, chat.CodeBadRequest},
+		{"nothing", 0, nil, chat.CodeBadRequest},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := svc.Read(ctx, "b", 1, tc.upTo, tc.ids)
+			if got := chat.CodeOf(err); (tc.code == "" && err != nil) || (tc.code != "" && got != tc.code) {
+				t.Fatalf("Read = %v (code %q), want code %q", err, got, tc.code)
+			}
+		})
+	}
+}
+
+func TestTypingThrottle(t *testing.T) {
+	svc, _ := newService(t)
+	ctx := context.Background()
+	if _, _, err := svc.CreateConversation(ctx, 1, members("a", "b")); err != nil {
+		t.Fatal(err)
+	}
+	var appended int
+	start := time.Now()
+	for range 50 {
+		seq, err := svc.Typing(ctx, "a", 1, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seq != 0 {
+			appended++
+		}
+	}
+	// 50 calls within well under a second (or a little over on a slow machine).
+	if limit := 1 + int(time.Since(start)/time.Second); appended > limit {
+		t.Fatalf("%d typing events appended in %s, want at most %d", appended, time.Since(start), limit)
+	}
+	if seq, err := svc.Typing(ctx, "a", 1, false); err != nil || seq == 0 {
+		t.Fatalf("stop after start = %d, %v; a change of state is always appended", seq, err)
+	}
+	if _, err := svc.Typing(ctx, "c", 1, true); chat.CodeOf(err) != chat.CodeForbidden {
+		t.Fatalf("typing by a non-member: %v, want forbidden", err)
+	}
+}
