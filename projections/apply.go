@@ -65,51 +65,83 @@ type applier struct {
 	log     *slog.Logger
 	convs   map[int64]*convState
 	touched []*convState
-	st      stmts
+	st      stmts // bound to the current batch's transaction
+	base    stmts // prepared on the writer connection, on first use
 }
 
 func newApplier(db *DB, log *slog.Logger) *applier {
 	return &applier{db: db, log: log, convs: make(map[int64]*convState)}
 }
 
-// stmts are the statements of one batch transaction.
-type stmts struct {
-	insMsg, selConv, selLastMsg, selMembers, upConv, upMember, delMember,
-	countOthers, markRead, msgConv, upProfile, insJob, insJobMember,
-	upJobStatus, setMeta *sql.Stmt
-}
+// The applier's statements: prepared once on the writer connection and bound
+// to each batch's transaction with Tx.StmtContext, which reuses the
+// connection's prepared statement instead of preparing it again.
+type stmtID int
 
-func (s *stmts) prepare(ctx context.Context, tx *sql.Tx) error {
-	for p, q := range map[**sql.Stmt]string{
-		&s.insMsg: `INSERT INTO messages (id, conversation_id, sender_id, sender_name, sender_avatar, text, type, client_msg_id, created_at)
+const (
+	qInsMsg stmtID = iota
+	qSelConv
+	qSelLastMsg
+	qSelMembers
+	qUpConv
+	qUpMember
+	qDelMember
+	qCountOthers
+	qMarkRead
+	qMsgConv
+	qUpProfile
+	qInsJob
+	qInsJobMember
+	qUpJobStatus
+	qSetMeta
+	numStmts
+)
+
+var queries = [numStmts]string{
+	qInsMsg: `INSERT INTO messages (id, conversation_id, sender_id, sender_name, sender_avatar, text, type, client_msg_id, created_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		&s.selConv:    `SELECT created_seq, created_at, last_message_id, last_activity_seq FROM conversations WHERE id = ?`,
-		&s.selLastMsg: `SELECT coalesce(max(id), 0) FROM messages WHERE conversation_id = ?`,
-		&s.selMembers: `SELECT user_id, role, joined_seq, read_up_to, unread FROM members WHERE conversation_id = ?`,
-		&s.upConv: `INSERT INTO conversations (id, created_seq, created_at, last_message_id, last_activity_seq) VALUES (?, ?, ?, ?, ?)
+	qSelConv:    `SELECT created_seq, created_at, last_message_id, last_activity_seq FROM conversations WHERE id = ?`,
+	qSelLastMsg: `SELECT coalesce(max(id), 0) FROM messages WHERE conversation_id = ?`,
+	qSelMembers: `SELECT user_id, role, joined_seq, read_up_to, unread FROM members WHERE conversation_id = ?`,
+	qUpConv: `INSERT INTO conversations (id, created_seq, created_at, last_message_id, last_activity_seq) VALUES (?, ?, ?, ?, ?)
 			ON CONFLICT (id) DO UPDATE SET last_message_id = excluded.last_message_id, last_activity_seq = excluded.last_activity_seq`,
-		&s.upMember: `INSERT INTO members (conversation_id, user_id, role, joined_seq, read_up_to, unread) VALUES (?, ?, ?, ?, ?, ?)
+	qUpMember: `INSERT INTO members (conversation_id, user_id, role, joined_seq, read_up_to, unread) VALUES (?, ?, ?, ?, ?, ?)
 			ON CONFLICT (conversation_id, user_id) DO UPDATE SET role = excluded.role, joined_seq = excluded.joined_seq,
 			read_up_to = excluded.read_up_to, unread = excluded.unread`,
-		&s.delMember:   `DELETE FROM members WHERE conversation_id = ? AND user_id = ?`,
-		&s.countOthers: `SELECT count(*) FROM messages WHERE conversation_id = ? AND id > ? AND id <= ? AND sender_id <> ?`,
-		&s.markRead:    `UPDATE messages SET is_read = 1 WHERE conversation_id = ? AND id > ? AND id <= ? AND sender_id <> ? AND is_read = 0`,
-		&s.msgConv:     `SELECT conversation_id FROM messages WHERE id = ?`,
-		&s.upProfile: `INSERT INTO profiles (user_id, name, avatar, updated_seq) VALUES (?, ?, ?, ?)
+	qDelMember:   `DELETE FROM members WHERE conversation_id = ? AND user_id = ?`,
+	qCountOthers: `SELECT count(*) FROM messages WHERE conversation_id = ? AND id > ? AND id <= ? AND sender_id <> ?`,
+	qMarkRead:    `UPDATE messages SET is_read = 1 WHERE conversation_id = ? AND id > ? AND id <= ? AND sender_id <> ? AND is_read = 0`,
+	qMsgConv:     `SELECT conversation_id FROM messages WHERE id = ?`,
+	qUpProfile: `INSERT INTO profiles (user_id, name, avatar, updated_seq) VALUES (?, ?, ?, ?)
 			ON CONFLICT (user_id) DO UPDATE SET name = excluded.name, avatar = excluded.avatar, updated_seq = excluded.updated_seq`,
-		&s.insJob:       `INSERT OR IGNORE INTO jobs (id, created_seq, created_at) VALUES (?, ?, ?)`,
-		&s.insJobMember: `INSERT OR IGNORE INTO job_members (job_id, user_id) VALUES (?, ?)`,
-		&s.upJobStatus: `INSERT INTO job_status (job_id, status, detail, seq, updated_at) VALUES (?, ?, ?, ?, ?)
+	qInsJob:       `INSERT OR IGNORE INTO jobs (id, created_seq, created_at) VALUES (?, ?, ?)`,
+	qInsJobMember: `INSERT OR IGNORE INTO job_members (job_id, user_id) VALUES (?, ?)`,
+	qUpJobStatus: `INSERT INTO job_status (job_id, status, detail, seq, updated_at) VALUES (?, ?, ?, ?, ?)
 			ON CONFLICT (job_id) DO UPDATE SET status = excluded.status, detail = excluded.detail, seq = excluded.seq, updated_at = excluded.updated_at`,
-		&s.setMeta: `UPDATE meta SET applied_seq = ?, skipped = ? WHERE id = 1`,
-	} {
-		st, err := tx.PrepareContext(ctx, q)
+	qSetMeta: `UPDATE meta SET applied_seq = ?, skipped = ? WHERE id = 1`,
+}
+
+type stmts [numStmts]*sql.Stmt
+
+// prepare prepares every statement on db.
+func (s *stmts) prepare(ctx context.Context, db *sql.DB) error {
+	for i, q := range queries {
+		st, err := db.PrepareContext(ctx, q)
 		if err != nil {
 			return fmt.Errorf("prepare %q: %w", strings.Join(strings.Fields(q)[:3], " "), err)
 		}
-		*p = st
+		s[i] = st
 	}
 	return nil
+}
+
+// bind returns prepared's statements bound to tx.
+func (s *stmts) bind(ctx context.Context, tx *sql.Tx) stmts {
+	var b stmts
+	for i, st := range s {
+		b[i] = tx.StmtContext(ctx, st)
+	}
+	return b
 }
 
 // apply applies events in one transaction that also stores the last
@@ -130,6 +162,11 @@ func (a *applier) apply(ctx context.Context, events []eventstore.Stored) ([]Unre
 }
 
 func (a *applier) applyTx(ctx context.Context, events []eventstore.Stored) (changes []UnreadChange, err error) {
+	if a.base[0] == nil { // before BeginTx: the writer has one connection
+		if err := a.base.prepare(ctx, a.db.w); err != nil {
+			return nil, err
+		}
+	}
 	tx, err := a.db.w.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("begin batch: %w", err)
@@ -139,9 +176,7 @@ func (a *applier) applyTx(ctx context.Context, events []eventstore.Stored) (chan
 			tx.Rollback()
 		}
 	}()
-	if err := a.st.prepare(ctx, tx); err != nil {
-		return nil, err
-	}
+	a.st = a.base.bind(ctx, tx)
 	var applied, skipped uint64
 	if err := tx.QueryRowContext(ctx, "SELECT applied_seq, skipped FROM meta WHERE id = 1").Scan(&applied, &skipped); err != nil {
 		return nil, fmt.Errorf("read applied sequence: %w", err)
@@ -170,7 +205,7 @@ func (a *applier) applyTx(ctx context.Context, events []eventstore.Stored) (chan
 	if changes, err = a.flush(ctx); err != nil {
 		return nil, err
 	}
-	if _, err := a.st.setMeta.ExecContext(ctx, applied, skipped); err != nil {
+	if _, err := a.st[qSetMeta].ExecContext(ctx, applied, skipped); err != nil {
 		return nil, fmt.Errorf("store applied sequence: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -210,7 +245,7 @@ func (a *applier) applyEvent(ctx context.Context, st *eventstore.Stored) error {
 		if typ == "" {
 			typ = eventstore.TypeText
 		}
-		if _, err := a.st.insMsg.ExecContext(ctx, int64(seq), e.ConversationID, e.SenderID, e.SenderName,
+		if _, err := a.st[qInsMsg].ExecContext(ctx, int64(seq), e.ConversationID, e.SenderID, e.SenderName,
 			nullable(e.SenderAvatar), e.Text, typ, e.ClientMsgID, at(&e.Header, st)); err != nil {
 			return fmt.Errorf("insert message: %w", err)
 		}
@@ -259,11 +294,11 @@ func (a *applier) applyEvent(ctx context.Context, st *eventstore.Stored) error {
 	case *eventstore.Read:
 		return a.read(ctx, e)
 	case *eventstore.Profile:
-		if _, err := a.st.upProfile.ExecContext(ctx, e.UserID, e.Name, nullable(e.Avatar), int64(seq)); err != nil {
+		if _, err := a.st[qUpProfile].ExecContext(ctx, e.UserID, e.Name, nullable(e.Avatar), int64(seq)); err != nil {
 			return fmt.Errorf("upsert profile: %w", err)
 		}
 	case *eventstore.Job:
-		res, err := a.st.insJob.ExecContext(ctx, e.JobID, int64(seq), at(&e.Header, st))
+		res, err := a.st[qInsJob].ExecContext(ctx, e.JobID, int64(seq), at(&e.Header, st))
 		if err != nil {
 			return fmt.Errorf("insert job: %w", err)
 		}
@@ -272,7 +307,7 @@ func (a *applier) applyEvent(ctx context.Context, st *eventstore.Stored) error {
 			return nil
 		}
 		for _, uid := range e.Members {
-			if _, err := a.st.insJobMember.ExecContext(ctx, e.JobID, uid); err != nil {
+			if _, err := a.st[qInsJobMember].ExecContext(ctx, e.JobID, uid); err != nil {
 				return fmt.Errorf("insert job member: %w", err)
 			}
 		}
@@ -281,7 +316,7 @@ func (a *applier) applyEvent(ctx context.Context, st *eventstore.Stored) error {
 		if len(e.Detail) > 0 {
 			detail = string(e.Detail)
 		}
-		if _, err := a.st.upJobStatus.ExecContext(ctx, e.JobID, e.Status, detail, int64(seq), at(&e.Header, st)); err != nil {
+		if _, err := a.st[qUpJobStatus].ExecContext(ctx, e.JobID, e.Status, detail, int64(seq), at(&e.Header, st)); err != nil {
 			return fmt.Errorf("upsert job status: %w", err)
 		}
 	case *eventstore.Typing:
@@ -324,7 +359,7 @@ func (a *applier) read(ctx context.Context, e *eventstore.Read) error {
 			continue
 		}
 		var conv int64
-		err := a.st.msgConv.QueryRowContext(ctx, id).Scan(&conv)
+		err := a.st[qMsgConv].QueryRowContext(ctx, id).Scan(&conv)
 		if errors.Is(err, sql.ErrNoRows) {
 			continue
 		}
@@ -341,10 +376,10 @@ func (a *applier) read(ctx context.Context, e *eventstore.Read) error {
 		return nil
 	}
 	var n int64
-	if err := a.st.countOthers.QueryRowContext(ctx, c.id, m.readUpTo, target, e.UserID).Scan(&n); err != nil {
+	if err := a.st[qCountOthers].QueryRowContext(ctx, c.id, m.readUpTo, target, e.UserID).Scan(&n); err != nil {
 		return fmt.Errorf("count read messages: %w", err)
 	}
-	if _, err := a.st.markRead.ExecContext(ctx, c.id, m.readUpTo, target, e.UserID); err != nil {
+	if _, err := a.st[qMarkRead].ExecContext(ctx, c.id, m.readUpTo, target, e.UserID); err != nil {
 		return fmt.Errorf("mark messages read: %w", err)
 	}
 	m.unread -= n
@@ -369,10 +404,10 @@ func (a *applier) conv(ctx context.Context, id int64) (*convState, error) {
 		return c, nil
 	}
 	c := &convState{id: id, members: make(map[string]*memberState)}
-	err := a.st.selConv.QueryRowContext(ctx, id).Scan(&c.createdSeq, &c.createdAt, &c.lastMsg, &c.lastActivity)
+	err := a.st[qSelConv].QueryRowContext(ctx, id).Scan(&c.createdSeq, &c.createdAt, &c.lastMsg, &c.lastActivity)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		if err := a.st.selLastMsg.QueryRowContext(ctx, id).Scan(&c.lastMsg); err != nil {
+		if err := a.st[qSelLastMsg].QueryRowContext(ctx, id).Scan(&c.lastMsg); err != nil {
 			return nil, fmt.Errorf("load last message of conversation %d: %w", id, err)
 		}
 	case err != nil:
@@ -388,7 +423,7 @@ func (a *applier) conv(ctx context.Context, id int64) (*convState, error) {
 }
 
 func (a *applier) loadMembers(ctx context.Context, c *convState) error {
-	rows, err := a.st.selMembers.QueryContext(ctx, c.id)
+	rows, err := a.st[qSelMembers].QueryContext(ctx, c.id)
 	if err != nil {
 		return fmt.Errorf("load members of conversation %d: %w", c.id, err)
 	}
@@ -414,20 +449,20 @@ func (a *applier) flush(ctx context.Context) ([]UnreadChange, error) {
 	var changes []UnreadChange
 	for _, c := range a.touched {
 		if c.exists && c.dirty {
-			if _, err := a.st.upConv.ExecContext(ctx, c.id, int64(c.createdSeq), c.createdAt, c.lastMsg, int64(c.lastActivity)); err != nil {
+			if _, err := a.st[qUpConv].ExecContext(ctx, c.id, int64(c.createdSeq), c.createdAt, c.lastMsg, int64(c.lastActivity)); err != nil {
 				return nil, fmt.Errorf("store conversation %d: %w", c.id, err)
 			}
 		}
 		for uid, m := range c.members {
 			switch {
 			case m.removed:
-				if _, err := a.st.delMember.ExecContext(ctx, c.id, uid); err != nil {
+				if _, err := a.st[qDelMember].ExecContext(ctx, c.id, uid); err != nil {
 					return nil, fmt.Errorf("remove member %s of conversation %d: %w", uid, c.id, err)
 				}
 				delete(c.members, uid)
 				continue
 			case m.dirty:
-				if _, err := a.st.upMember.ExecContext(ctx, c.id, uid, m.role, int64(m.joinedSeq), m.readUpTo, m.unread); err != nil {
+				if _, err := a.st[qUpMember].ExecContext(ctx, c.id, uid, m.role, int64(m.joinedSeq), m.readUpTo, m.unread); err != nil {
 					return nil, fmt.Errorf("store member %s of conversation %d: %w", uid, c.id, err)
 				}
 			}
