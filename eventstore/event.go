@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	gojson "github.com/goccy/go-json"
 )
 
 // SchemaVersion is the payload version this build writes and the highest it reads.
@@ -205,9 +207,17 @@ func Encode(e Event) ([]byte, error) {
 	return json.Marshal(e)
 }
 
-// Decode parses a stored event. The subject picks the payload's type; the payload's
+// Decode parses a stored event (with goccy/go-json: replay spends much of its
+// time here, and it decodes about twice as fast as encoding/json). The subject picks the payload's type; the payload's
 // version, kind and ids must agree with it. Anything else is an ErrBadEvent.
-func Decode(subject string, data []byte) (Event, error) {
+func Decode(subject string, data []byte) (_ Event, err error) {
+	// The payload is untrusted (anyone with stream access can publish): a
+	// decoder bug must cost one skipped event, never the projector.
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: decoder panic on %s: %v", ErrBadEvent, subject, r)
+		}
+	}()
 	scope, id, kind, ok := splitSubject(subject)
 	if !ok {
 		return nil, fmt.Errorf("%w: subject %q is not an inbox subject", ErrBadEvent, subject)
@@ -233,7 +243,7 @@ func Decode(subject string, data []byte) (Event, error) {
 	default:
 		return nil, fmt.Errorf("%w %q on %s", ErrUnknownKind, kind, subject)
 	}
-	if err := json.Unmarshal(data, e); err != nil {
+	if err := gojson.Unmarshal(data, e); err != nil {
 		return nil, fmt.Errorf("%w: decode %s: %v", ErrBadEvent, subject, err)
 	}
 	h := e.header()
