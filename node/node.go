@@ -40,6 +40,7 @@ type Config struct {
 	JWTPublicKey   string // PEM file (RS256 or EdDSA)
 	AdminToken     string
 	AllowedOrigins []string
+	DebugAddr      string // net/http/pprof listener (empty: none); keep it on loopback
 	ReadyMaxLag    uint64 // /readyz fails when the projection is further behind
 	Limits         chat.Limits
 	Edge           wsedge.Config
@@ -61,6 +62,7 @@ type Node struct {
 	hub      *wsedge.Hub
 	metrics  *metrics.Metrics
 	http     *http.Server
+	debug    *http.Server
 	ln       net.Listener
 	secrets  auth.DevSecrets
 	cancel   context.CancelFunc
@@ -151,6 +153,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 		return nil
 	})
+	if cfg.DebugAddr != "" {
+		if err := n.serveDebug(cfg.DebugAddr); err != nil {
+			return nil, err
+		}
+	}
 	n.log.Info("inboxd ready", "http", n.HTTPAddr(), "nats", n.NATSURL(), "node", cfg.NodeID, "applied_seq", n.proj.Applied())
 	return n, nil
 }
@@ -331,6 +338,9 @@ func (n *Node) stop(ctx context.Context) {
 			errs = append(errs, n.http.Shutdown(ctx))
 		} else if n.ln != nil {
 			n.ln.Close()
+		}
+		if n.debug != nil {
+			n.debug.Close()
 		}
 		if n.hub != nil {
 			errs = append(errs, n.hub.Shutdown(ctx))

@@ -55,6 +55,7 @@ func run(args []string) error {
 	fs.IntVar(&cfg.Edge.QueueFrames, "socket-queue", 256, "frames queued for one socket before it is closed as too slow (4013)")
 	fs.Float64Var(&cfg.Edge.RatePerSecond, "rate", 20, "frames per second one socket may send (burst: twice that)")
 	fs.DurationVar(&cfg.Edge.PingInterval, "ping-interval", 30*time.Second, "WebSocket ping interval; a socket silent for two intervals is closed")
+	fs.StringVar(&cfg.DebugAddr, "debug-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060; empty: off)")
 	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	fs.TextVar(&logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	fs.BoolVar(&demo, "demo", false, "create demo users and conversations and print ready-to-paste wscat commands")
