@@ -17,6 +17,12 @@ import (
 // MaxBatch is the most events the projector applies in one transaction.
 const MaxBatch = 1000
 
+// Linger is how long a small batch waits for more events before it is applied:
+// under load, one commit per few milliseconds instead of one per event keeps
+// SQLite's per-transaction cost off the critical path; idle, an event waits at
+// most this long.
+const Linger = 2 * time.Millisecond
+
 // Projector keeps a DB up to date with the INBOX stream through a durable
 // JetStream pull consumer, inbox-proj-<name>, one per projection database.
 type Projector struct {
@@ -133,6 +139,8 @@ func (p *Projector) Run(ctx context.Context) error {
 	}()
 
 	batch := make([]eventstore.Stored, 0, MaxBatch)
+	linger := time.NewTimer(Linger)
+	linger.Stop()
 	for {
 		var msg jetstream.Msg
 		var ok bool
@@ -147,6 +155,7 @@ func (p *Projector) Run(ctx context.Context) error {
 		batch = batch[:0]
 		last := msg
 		batch = append(batch, p.stored(msg))
+		linger.Reset(Linger)
 	drain:
 		for len(batch) < MaxBatch {
 			select {
@@ -156,10 +165,13 @@ func (p *Projector) Run(ctx context.Context) error {
 				}
 				last = m
 				batch = append(batch, p.stored(m))
-			default:
+			case <-linger.C:
+				break drain
+			case <-ctx.Done():
 				break drain
 			}
 		}
+		linger.Stop()
 		if err := p.applyBatch(ctx, batch); err != nil {
 			return err
 		}
