@@ -1,18 +1,18 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/schollz/progressbar/v3"
 
 	"inbox/eventstore"
+	"inbox/internal/cli"
 	"inbox/projections"
 )
 
@@ -24,10 +24,9 @@ import (
 // inboxd to be stopped.
 func replayCmd(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("inbox replay", flag.ContinueOnError)
-	dataDir := fs.String("data", cmp.Or(os.Getenv("INBOX_DATA"), "./data"), "data folder holding inbox.db (INBOX_DATA)")
-	natsURL := fs.String("nats-url", cmp.Or(os.Getenv("INBOX_NATS_URL"), "nats://127.0.0.1:4222"), "NATS server holding the INBOX stream (INBOX_NATS_URL)")
+	dataDir, natsURL := storeFlags(fs)
 	out := fs.String("out", "", "write the rebuilt database to this new file instead of replacing <data>/inbox.db")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	live := filepath.Join(*dataDir, "inbox.db")
@@ -42,7 +41,7 @@ func replayCmd(ctx context.Context, args []string) error {
 		}
 		target = fmt.Sprintf("%s.replay-%d", live, os.Getpid())
 	}
-	store, closeStore, err := openStore(ctx, *natsURL, "inbox-replay")
+	store, closeStore, err := openStore(ctx, *dataDir, *natsURL, "inbox-replay")
 	if err != nil {
 		return err
 	}
@@ -72,18 +71,48 @@ func replayCmd(ctx context.Context, args []string) error {
 	return nil
 }
 
-// openStore connects to NATS and opens the INBOX stream.
-func openStore(ctx context.Context, url, name string) (*eventstore.Store, func(), error) {
-	nc, err := eventstore.Connect(url, name, slog.Default())
+// storeFlags are the flags of commands that read the stream.
+func storeFlags(fs *flag.FlagSet) (dataDir, natsURL *string) {
+	dataDir = fs.String("data", "./data", "data folder holding inbox.db and, with embedded NATS, the stream")
+	natsURL = fs.String("nats-url", "", "NATS server holding the INBOX stream (default: inboxd's embedded server at nats://127.0.0.1:4222 while it runs, else the stream in <data>/nats, opened in-process)")
+	return dataDir, natsURL
+}
+
+// openStore opens the INBOX stream: on url if given; else on a running
+// inboxd's embedded server; else, inboxd being stopped, on the data folder's
+// own JetStream storage with an in-process nats-server.
+func openStore(ctx context.Context, dataDir, url, name string) (*eventstore.Store, func(), error) {
+	var (
+		nc      *nats.Conn
+		cleanup = func() {}
+		err     error
+	)
+	natsDir := filepath.Join(dataDir, "nats")
+	_, statErr := os.Stat(natsDir)
+	switch {
+	case url != "":
+		nc, err = eventstore.Connect(url, name, nil)
+	case projections.Locked(filepath.Join(dataDir, "inboxd.lock")) || statErr != nil:
+		nc, err = eventstore.Connect("nats://127.0.0.1:4222", name, nil)
+	default:
+		ns, rerr := eventstore.RunEmbedded(eventstore.EmbeddedConfig{Dir: natsDir, ServerName: name})
+		if rerr != nil {
+			return nil, nil, rerr
+		}
+		cleanup = ns.Shutdown
+		nc, err = eventstore.ConnectEmbedded(ns, name)
+	}
 	if err != nil {
+		cleanup()
 		return nil, nil, err
 	}
 	store, err := eventstore.Open(ctx, eventstore.Config{Conn: nc})
 	if err != nil {
 		nc.Close()
+		cleanup()
 		return nil, nil, err
 	}
-	return store, nc.Close, nil
+	return store, func() { nc.Close(); cleanup() }, nil
 }
 
 // newBar is a progress bar on stderr with rate and ETA; its maximum is set

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -9,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"inbox/internal/cli"
 	"inbox/projections"
 )
 
@@ -23,9 +23,8 @@ var errDifferences = errors.New("the live read model differs from a rebuild")
 // It prints every difference and fails when there is any.
 func verifyCmd(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("inbox verify", flag.ContinueOnError)
-	dataDir := fs.String("data", cmp.Or(os.Getenv("INBOX_DATA"), "./data"), "data folder holding inbox.db (INBOX_DATA)")
-	natsURL := fs.String("nats-url", cmp.Or(os.Getenv("INBOX_NATS_URL"), "nats://127.0.0.1:4222"), "NATS server holding the INBOX stream (INBOX_NATS_URL)")
-	if err := fs.Parse(args); err != nil {
+	dataDir, natsURL := storeFlags(fs)
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	live := filepath.Join(*dataDir, "inbox.db")
@@ -37,7 +36,7 @@ func verifyCmd(ctx context.Context, args []string) error {
 		return err
 	}
 	defer db.Close()
-	store, closeStore, err := openStore(ctx, *natsURL, "inbox-verify")
+	store, closeStore, err := openStore(ctx, *dataDir, *natsURL, "inbox-verify")
 	if err != nil {
 		return err
 	}
