@@ -108,7 +108,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.dir = chat.NewDirectory()
 	n.dir.Seed(snap.Seq, convMembers(snap), profiles(snap), snap.Jobs)
 	n.svc = chat.NewService(n.store, n.store, n.dir, cfg.Limits)
-	n.proj = projections.NewProjector(n.db, n.store, cfg.NodeID, n.log.With("component", "projector"))
+	n.proj = projections.NewProjector(n.db, n.store, cfg.NodeID, n.log)
 	n.metrics = metrics.New(metrics.Sources{
 		Skipped: func() float64 { return float64(n.proj.Skipped()) },
 		Lag:     func() float64 { return float64(n.lag(context.Background())) },
@@ -117,7 +117,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	n.hub = wsedge.New(cfg.Edge, n.svc, verifier, n.store, n.metrics, n.log.With("component", "wsedge"))
+	n.hub = wsedge.New(cfg.Edge, n.svc, verifier, n.store, n.metrics, n.log)
 	n.proj.OnApplied = func(_ uint64, changes []projections.UnreadChange) {
 		for _, c := range changes {
 			n.hub.PushUnread(c.ConversationID, c.UserID, c.Unread)
