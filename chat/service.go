@@ -74,6 +74,7 @@ type Limits struct {
 	MaxText        int           // characters in a message (default 4000)
 	MaxReadIDs     int           // message_ids in one receipt (default 100)
 	TypingInterval time.Duration // at most one typing event per user and conversation per interval (default 1s)
+	TypingTTL      time.Duration // a typing start expires this long after it was sent (default eventstore.DefaultTypingTTL; the stream's per-message TTL)
 	SettleTimeout  time.Duration // how long an admin change waits to be visible locally (default 5s)
 }
 
@@ -86,6 +87,9 @@ func (l *Limits) defaults() {
 	}
 	if l.TypingInterval <= 0 {
 		l.TypingInterval = time.Second
+	}
+	if l.TypingTTL <= 0 {
+		l.TypingTTL = eventstore.DefaultTypingTTL
 	}
 	if l.SettleTimeout <= 0 {
 		l.SettleTimeout = 5 * time.Second
@@ -242,7 +246,11 @@ func (s *Service) checkMember(conv int64, user string) error {
 
 // Typing appends a typing event unless the user sent the same state for this
 // conversation less than TypingInterval ago; then it returns 0 and no error.
-// A change of state (started → stopped) is always appended.
+// A change of state (started → stopped) is always appended. A start carries
+// ExpiresAt (now + TypingTTL): receivers treat the user as stopped from then
+// on unless a later start extends it, so a start with no follow-up ends by
+// itself. A client that keeps typing re-sends starts; one per TypingInterval
+// is appended, each pushing the expiry forward.
 func (s *Service) Typing(ctx context.Context, user string, conv int64, isTyping bool) (uint64, error) {
 	if err := s.checkMember(conv, user); err != nil {
 		return 0, err
@@ -260,7 +268,11 @@ func (s *Service) Typing(ctx context.Context, user string, conv int64, isTyping 
 		s.pruneTypingLocked(now)
 	}
 	s.typingMu.Unlock()
-	return s.append(ctx, &eventstore.Typing{ConversationID: conv, UserID: user, IsTyping: isTyping})
+	ev := &eventstore.Typing{ConversationID: conv, UserID: user, IsTyping: isTyping}
+	if isTyping {
+		ev.ExpiresAt = now.Add(s.limits.TypingTTL).UTC()
+	}
+	return s.append(ctx, ev)
 }
 
 func (s *Service) pruneTypingLocked(now time.Time) {

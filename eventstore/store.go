@@ -120,6 +120,9 @@ func (s *Store) JetStream() jetstream.JetStream { return s.js }
 // Stream is the INBOX stream handle.
 func (s *Store) Stream() jetstream.Stream { return s.stream }
 
+// TypingTTL is the per-message TTL typing events are appended with.
+func (s *Store) TypingTTL() time.Duration { return s.cfg.TypingTTL }
+
 // appendOptions are set by AppendOption.
 type appendOptions struct {
 	msgID     string

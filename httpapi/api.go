@@ -77,6 +77,12 @@ type Projection interface {
 	WaitFor(ctx context.Context, seq uint64) error
 }
 
+// Presence answers whether a user is online on any node and, if not, when it
+// was last seen (zero: unknown); *presence.Tracker is one.
+type Presence interface {
+	Status(user string) (online bool, lastSeen time.Time)
+}
+
 var (
 	_ Authenticator = (*auth.Verifier)(nil)
 	_ AdminChecker  = (*auth.AdminToken)(nil)
@@ -92,6 +98,8 @@ type Deps struct {
 	Admin      AdminChecker
 	DB         ReadModel
 	Projection Projection
+	// Presence answers GET /api/presence; nil: that route answers 503.
+	Presence Presence
 	// Metrics receives the request counts and serves /metrics; nil: a
 	// registry of the API's own.
 	Metrics *metrics.Metrics
@@ -110,6 +118,7 @@ type api struct {
 	admin AdminChecker
 	reads ReadModel
 	proj  Projection
+	pres  Presence
 	m     *metrics.Metrics
 	ready func(ctx context.Context) error
 	log   *slog.Logger
@@ -143,7 +152,7 @@ func New(cfg Config, d Deps) http.Handler {
 	}
 	a := &api{
 		cfg: cfg, svc: d.Service, dir: d.Service.Directory(), users: d.Verifier, admin: d.Admin,
-		reads: d.DB, proj: d.Projection, m: d.Metrics, ready: d.Ready, log: d.Logger, mux: http.NewServeMux(),
+		reads: d.DB, proj: d.Projection, pres: d.Presence, m: d.Metrics, ready: d.Ready, log: d.Logger, mux: http.NewServeMux(),
 	}
 	for _, rt := range routes {
 		a.mux.Handle(rt.pattern(), a.wrap(rt.pattern(), rt))
@@ -180,6 +189,7 @@ var routes = []route{
 	{method: "GET", path: "/api/conversations", access: user, handle: (*api).listConversations},
 	{method: "GET", path: "/api/conversations/{id}/messages", access: user, handle: (*api).listMessages},
 	{method: "POST", path: "/api/conversations/{id}/messages", access: user, handle: (*api).sendMessage},
+	{method: "GET", path: "/api/presence", access: user, handle: (*api).getPresence},
 
 	{method: "POST", path: "/api/admin/conversations", access: admin, handle: (*api).createConversation},
 	{method: "POST", path: "/api/admin/conversations/{id}/members", access: admin, handle: (*api).addMember},

@@ -49,6 +49,7 @@ type node struct {
 type nodeOptions struct {
 	noProjector bool          // never start the projector: every read is stale
 	wait        time.Duration // Config.ConsistencyWait
+	presence    Presence      // Deps.Presence
 }
 
 func newNode(t *testing.T, opt nodeOptions) *node {
@@ -93,7 +94,7 @@ func newNode(t *testing.T, opt nodeOptions) *node {
 	n := &node{t: t, svc: svc, store: st, db: db, proj: proj, minter: minter,
 		metrics: metrics.New(metrics.Sources{})}
 	h := New(Config{ConsistencyWait: opt.wait}, Deps{
-		Service: svc, Verifier: verifier, Admin: admin, DB: db, Projection: proj, Metrics: n.metrics,
+		Service: svc, Verifier: verifier, Admin: admin, DB: db, Projection: proj, Metrics: n.metrics, Presence: opt.presence,
 		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Ready: func(context.Context) error {
 			if p := n.notReady.Load(); p != nil {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -23,6 +24,7 @@ import (
 	"inbox/eventstore"
 	"inbox/httpapi"
 	"inbox/metrics"
+	"inbox/presence"
 	"inbox/projections"
 	"inbox/wsedge"
 )
@@ -44,7 +46,12 @@ type Config struct {
 	ReadyMaxLag    uint64 // /readyz fails when the projection is further behind
 	Limits         chat.Limits
 	Edge           wsedge.Config
-	Logger         *slog.Logger
+	// PresenceHeartbeat and PresenceNodeTTL tune cross-node presence (zero:
+	// presence's defaults, 5s and 3 heartbeats): a node that dies takes its
+	// users offline on every other node within about PresenceNodeTTL.
+	PresenceHeartbeat time.Duration
+	PresenceNodeTTL   time.Duration
+	Logger            *slog.Logger
 }
 
 // Node is a running inboxd.
@@ -60,6 +67,9 @@ type Node struct {
 	dir      *chat.Directory
 	svc      *chat.Service
 	hub      *wsedge.Hub
+	pres     *presence.Tracker
+	presStop context.CancelFunc         // halts the tracker as a crash would (keys stay)
+	presHub  atomic.Pointer[wsedge.Hub] // where presence changes go, once the hub exists
 	metrics  *metrics.Metrics
 	http     *http.Server
 	debug    *http.Server
@@ -107,7 +117,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	n.dir = chat.NewDirectory()
 	n.dir.Seed(snap.Seq, convMembers(snap), profiles(snap), snap.Jobs)
-	n.svc = chat.NewService(n.store, n.store, n.dir, cfg.Limits)
+	limits := cfg.Limits
+	if limits.TypingTTL <= 0 {
+		limits.TypingTTL = n.store.TypingTTL() // a typing start expires with its event
+	}
+	n.svc = chat.NewService(n.store, n.store, n.dir, limits)
 	n.proj = projections.NewProjector(n.db, n.store, cfg.NodeID, n.log)
 	n.metrics = metrics.New(metrics.Sources{
 		Skipped: func() float64 { return float64(n.proj.Skipped()) },
@@ -117,7 +131,13 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	n.hub = wsedge.New(cfg.Edge, n.svc, verifier, n.store, n.metrics, n.log)
+	if err := n.startPresence(ctx); err != nil {
+		return nil, err
+	}
+	edge := cfg.Edge
+	edge.Presence = n.pres
+	n.hub = wsedge.New(edge, n.svc, verifier, n.store, n.metrics, n.log)
+	n.presHub.Store(n.hub)
 	n.proj.OnApplied = func(_ uint64, changes []projections.UnreadChange) {
 		for _, c := range changes {
 			n.hub.PushUnread(c.ConversationID, c.UserID, c.Unread)
@@ -138,7 +158,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 
 	api := httpapi.New(httpapi.Config{}, httpapi.Deps{
 		Service: n.svc, DB: n.db, Projection: n.proj, Verifier: verifier, Admin: admin,
-		Metrics: n.metrics, Ready: n.ready, Logger: n.log.With("component", "httpapi"),
+		Presence: n.pres, Metrics: n.metrics, Ready: n.ready, Logger: n.log.With("component", "httpapi"),
 	})
 	mux := http.NewServeMux()
 	mux.Handle("/ws/", n.hub)
@@ -216,6 +236,27 @@ func (n *Node) openNATS(ctx context.Context) error {
 	}
 	n.nc, err = eventstore.ConnectEmbedded(n.ns, "inboxd-"+n.cfg.NodeID)
 	return err
+}
+
+// startPresence joins the cluster-wide presence bucket. Changes go to the
+// hub, which tells the users who share a conversation with the subject.
+func (n *Node) startPresence(ctx context.Context) error {
+	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	t, err := presence.Start(pctx, n.store.JetStream(), presence.Config{
+		NodeID: n.cfg.NodeID, Replicas: n.cfg.Replicas,
+		Heartbeat: n.cfg.PresenceHeartbeat, NodeTTL: n.cfg.PresenceNodeTTL,
+		Logger: n.log,
+	}, func(c presence.Change) {
+		if h := n.presHub.Load(); h != nil {
+			h.PushPresence(c.UserID, c.Online, c.LastSeen)
+		}
+	})
+	if err != nil {
+		cancel()
+		return fmt.Errorf("start presence: %w", err)
+	}
+	n.pres, n.presStop = t, cancel
+	return nil
 }
 
 // authConfig builds the token verifier and admin token, generating development
@@ -344,6 +385,12 @@ func (n *Node) stop(ctx context.Context) {
 		}
 		if n.hub != nil {
 			errs = append(errs, n.hub.Shutdown(ctx))
+		}
+		if n.pres != nil {
+			// After the sockets (their Offline calls are moot: Close removes
+			// every key of this node), before NATS.
+			errs = append(errs, n.pres.Close())
+			n.presStop()
 		}
 		if n.cancel != nil {
 			n.cancel()

@@ -27,6 +27,7 @@ const (
 	kLeft
 	kUnread
 	kJobStatus
+	kPresence
 	kSynced
 	kPong
 	kWSPing // WebSocket control frames
@@ -38,7 +39,7 @@ const (
 var kindLabels = [numKinds]string{
 	kMessage: "MESSAGE", kAck: "ACK", kError: "ERROR", kTyping: "TYPING", kRead: "READ",
 	kJoined: "CONVERSATION_JOINED", kLeft: "CONVERSATION_LEFT", kUnread: "UNREAD",
-	kJobStatus: "JOB_STATUS", kSynced: "SYNCED", kPong: "PONG",
+	kJobStatus: "JOB_STATUS", kPresence: "PRESENCE", kSynced: "SYNCED", kPong: "PONG",
 	kWSPing: "ws_ping", kWSPong: "ws_pong", kWSClose: "ws_close",
 }
 
@@ -126,12 +127,26 @@ type errorFrame struct {
 	Ref         *ref   `json:"ref,omitempty"`
 }
 
+// typingFrame is DESIGN's TYPING frame plus, on a start, expires_at: the
+// moment (RFC 3339, UTC, milliseconds) after which the receiver shows the
+// user as no longer typing unless another start came (docs/protocol.md).
 type typingFrame struct {
 	Type           string `json:"type"`
 	ConversationID int64  `json:"conversation_id"`
 	UserID         string `json:"user_id"`
 	IsTyping       bool   `json:"is_typing"`
 	Seq            uint64 `json:"seq"`
+	ExpiresAt      string `json:"expires_at,omitempty"`
+}
+
+// presenceFrame says a contact came online or went offline. last_seen is
+// always present: null while online (or never seen), else when the user's
+// last socket closed or its node was last known alive (RFC 3339, UTC).
+type presenceFrame struct {
+	Type     string  `json:"type"`
+	UserID   string  `json:"user_id"`
+	Online   bool    `json:"online"`
+	LastSeen *string `json:"last_seen"`
 }
 
 type readFrame struct {
@@ -186,8 +201,24 @@ func encodeMessage(seq uint64, e *eventstore.Message) frame {
 	})
 }
 
+// expiresAtLayout is RFC 3339 with exactly three fractional digits.
+const expiresAtLayout = "2006-01-02T15:04:05.000Z07:00"
+
 func encodeTyping(seq uint64, e *eventstore.Typing) frame {
-	return textFrame(kTyping, seq, typingFrame{"TYPING", e.ConversationID, e.UserID, e.IsTyping, seq})
+	f := typingFrame{Type: "TYPING", ConversationID: e.ConversationID, UserID: e.UserID, IsTyping: e.IsTyping, Seq: seq}
+	if e.IsTyping && !e.ExpiresAt.IsZero() {
+		f.ExpiresAt = e.ExpiresAt.UTC().Format(expiresAtLayout)
+	}
+	return textFrame(kTyping, seq, f)
+}
+
+func encodePresence(user string, online bool, lastSeen time.Time) frame {
+	f := presenceFrame{Type: "PRESENCE", UserID: user, Online: online}
+	if !online && !lastSeen.IsZero() {
+		s := createdAt(lastSeen)
+		f.LastSeen = &s
+	}
+	return textFrame(kPresence, 0, f)
 }
 
 func encodeRead(seq uint64, e *eventstore.Read) frame {

@@ -394,6 +394,43 @@ func (h *Hub) PushUnread(conv int64, user string, unread int64) {
 	h.deliverLocked(time.Time{}, []string{user}, "", conv, 0, func() frame { return encodeUnread(conv, unread) })
 }
 
+// PushPresence tells the users who share a conversation with user that it
+// came online or went offline (lastSeen: when, if known). The frame goes to
+// their inbox sockets and to their legacy chat sockets of a conversation user
+// is in; never to user's own sockets, never to anyone else. It is encoded once.
+// The presence tracker calls it on its own goroutine; it does not block.
+func (h *Hub) PushPresence(user string, online bool, lastSeen time.Time) {
+	contacts := h.dir.Contacts(user)
+	if len(contacts) == 0 {
+		return
+	}
+	var f frame
+	made := false
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for _, u := range contacts {
+		us := h.users[u]
+		if us == nil {
+			continue
+		}
+		for _, c := range us.conns {
+			switch c.ep {
+			case epInbox:
+			case epChat:
+				if !h.dir.IsMember(c.id, user) {
+					continue
+				}
+			default:
+				continue
+			}
+			if !made {
+				f, made = encodePresence(user, online, lastSeen), true
+			}
+			c.enqueue(f)
+		}
+	}
+}
+
 // pinger pings every socket every PingInterval: one ticker for the node. A
 // socket that answers nothing hits its read deadline; one that does not read
 // fills its queue and is closed as slow.
