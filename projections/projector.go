@@ -94,20 +94,56 @@ func (p *Projector) broadcast() {
 }
 
 // Run applies the stream until ctx ends, then finishes the batch in hand and
-// returns nil; any other failure is returned. One Run at a time.
+// returns nil. When the consumer fails (deleted by an operator, lost with a
+// NATS server, unreachable) Run creates it again from the applied sequence,
+// backing off up to 5 s, for as long as ctx lasts; only a database
+// that keeps failing ends it with an error. One Run at a time.
 func (p *Projector) Run(ctx context.Context) error {
 	if !p.running.CompareAndSwap(false, true) {
 		return errors.New("projector is already running")
 	}
 	defer p.running.Store(false)
-	cons, err := p.consumer(ctx)
-	if err != nil {
+	wait := minRetryWait
+	for {
+		started := time.Now()
+		err := p.consume(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
+		if errors.Is(err, errApply) {
+			return err
+		}
+		if time.Since(started) > time.Minute {
+			wait = minRetryWait // it ran well for a while: a new failure
+		}
+		p.log.Warn("projection consumer failed; recreating it", "applied", p.Applied(), "retry_in", wait, "err", err)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return nil
+		}
+		wait = min(2*wait, maxRetryWait)
+	}
+}
+
+// Backoff between attempts to recreate a failed consumer.
+const (
+	minRetryWait = 100 * time.Millisecond
+	maxRetryWait = 5 * time.Second
+)
+
+// errApply marks a batch the database would not take: Run gives up on it.
+var errApply = errors.New("apply to the read model")
+
+// consume runs one consumer until ctx ends (nil) or it fails.
+func (p *Projector) consume(ctx context.Context) error {
+	cons, err := p.consumer(ctx)
+	if err != nil {
 		return err
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(2 * MaxBatch))
+	// Missing heartbeats are reported (the consumer is gone) and end this
+	// consumer; Run creates it again.
+	it, err := cons.Messages(jetstream.PullMaxMessages(2*MaxBatch), jetstream.WithMessagesErrOnMissingHeartbeat(true))
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", p.durable, err)
 	}
@@ -120,9 +156,7 @@ func (p *Projector) Run(ctx context.Context) error {
 		for {
 			msg, err := it.Next()
 			if err != nil {
-				if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-					readErr = fmt.Errorf("consume %s: %w", p.durable, err)
-				}
+				readErr = fmt.Errorf("consume %s: %w", p.durable, err)
 				return
 			}
 			select {
@@ -173,7 +207,7 @@ func (p *Projector) Run(ctx context.Context) error {
 		}
 		linger.Stop()
 		if err := p.applyBatch(ctx, batch); err != nil {
-			return err
+			return fmt.Errorf("%w: %w", errApply, err)
 		}
 		if err := last.Ack(); err != nil {
 			p.log.Warn("acknowledge batch", "seq", batch[len(batch)-1].Seq, "err", err)
