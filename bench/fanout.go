@@ -179,6 +179,15 @@ func (r *runner) step(ctx context.Context, f *fanoutRun, p *pool, plan [][]int, 
 	}
 	cpu0, t0 := cpuTime(), time.Now()
 
+	var st *storm
+	stormCtx, stopStorm := context.WithCancel(ctx)
+	defer stopStorm()
+	var stormDone sync.WaitGroup
+	if cfg.TypingSockets > 0 {
+		st = newStorm(p, plan, ids, cfg.TypingSockets, cfg.TypingEvery)
+		stormDone.Go(func() { st.run(stormCtx) })
+	}
+
 	var lag Recorder
 	var wg sync.WaitGroup
 	jobs := make([]chan sendJob, senders)
@@ -234,6 +243,8 @@ pace:
 	}
 	wg.Wait()
 	sendEnd := time.Now()
+	stopStorm()
+	stormDone.Wait()
 
 	// Drain: until every expected delivery and ACK came, or the bound.
 	deadline := time.Now().Add(cfg.Drain)
@@ -264,6 +275,12 @@ pace:
 		BenchCPUPct:   cpuPct(cpu1-cpu0, drainEnd.Sub(t0), runtimeCores()),
 		ServerCPUPct:  serverCPUPct(m0, m1, drainEnd.Sub(t0), runtimeCores()),
 		ServerRSS:     gauge(m1, "process_resident_memory_bytes"),
+	}
+	if st != nil {
+		sr.TypingSockets, sr.TypingSent, sr.TypingFailed = len(st.typers), st.sent.Load(), st.fails.Load()
+		if d := sendEnd.Sub(t0).Seconds(); d > 0 {
+			sr.TypingPerS = round3(float64(sr.TypingSent) / d)
+		}
 	}
 	if sr.Seconds > 0 {
 		sr.RateAchieved = round3(float64(measuredSent) / sr.Seconds)

@@ -78,6 +78,10 @@ type StepReport struct {
 	BenchCPUPct   float64     `json:"bench_cpu_pct"`
 	ServerCPUPct  float64     `json:"server_cpu_pct"`
 	ServerRSS     int64       `json:"server_rss,omitempty"`
+	TypingSockets int         `json:"typing_sockets,omitempty"` // sockets storming TYPING during the step
+	TypingSent    int64       `json:"typing_sent,omitempty"`    // TYPING frames they sent
+	TypingPerS    float64     `json:"typing_per_s,omitempty"`
+	TypingFailed  int64       `json:"typing_failed,omitempty"` // writes that failed
 	Pass          bool        `json:"pass"`
 	Fail          string      `json:"fail,omitempty"` // why it did not pass
 }
@@ -140,6 +144,12 @@ func (r *Report) WriteTable(w io.Writer) error {
 		}
 		if err := tw.Flush(); err != nil {
 			return err
+		}
+		for _, s := range steps {
+			if s.TypingSockets > 0 {
+				fmt.Fprintf(w, "typing storm at %.0f msg/s: %d sockets sent %d TYPING starts (%.0f/s, %d failed)\n",
+					s.RateTarget, s.TypingSockets, s.TypingSent, s.TypingPerS, s.TypingFailed)
+			}
 		}
 		if len(r.Ramp) > 0 {
 			if r.MaxRateOK > 0 {

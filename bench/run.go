@@ -56,6 +56,12 @@ type Config struct {
 	Warmup   time.Duration
 	Drain    time.Duration
 
+	// TypingSockets (fanout) of the users each send a TYPING start every
+	// TypingEvery in one of their conversations while messages are sent and
+	// measured: a typing storm. 0: none.
+	TypingSockets int
+	TypingEvery   time.Duration
+
 	Settle time.Duration // idle: wait after connecting before measuring
 	Hold   time.Duration // idle: keep the sockets open after measuring
 
@@ -109,6 +115,9 @@ func (c *Config) setDefaults() {
 	if c.Drain == 0 {
 		c.Drain = 10 * time.Second
 	}
+	if c.TypingEvery == 0 {
+		c.TypingEvery = DefaultTypingEvery
+	}
 	if c.Settle == 0 {
 		c.Settle = 3 * time.Second
 	}
@@ -160,6 +169,12 @@ func (c *Config) validate() error {
 	case c.Duration <= 0 || c.Duration > maxDuration, c.Warmup < 0 || c.Warmup > maxDuration,
 		c.Drain <= 0 || c.Drain > maxDuration, c.Settle < 0 || c.Settle > maxDuration, c.Hold < 0 || c.Hold > maxDuration:
 		return fmt.Errorf("durations must be positive and at most %v", maxDuration)
+	case c.TypingSockets < 0 || c.TypingSockets > c.Users:
+		return fmt.Errorf("--typing-sockets %d: want 0..%d (the users)", c.TypingSockets, c.Users)
+	case c.TypingSockets > 0 && c.Mode != ModeFanout:
+		return errors.New("--typing-sockets needs --mode fanout")
+	case c.TypingEvery < time.Millisecond || c.TypingEvery > time.Minute:
+		return fmt.Errorf("--typing-every %v: want 1ms..1m", c.TypingEvery)
 	case c.IDBase < 0:
 		return fmt.Errorf("--id-base %d: want 0 (server assigns ids) or a positive id", c.IDBase)
 	case c.ConnectConcurrency < 1 || c.SeedConcurrency < 1:

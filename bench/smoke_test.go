@@ -52,6 +52,26 @@ func TestBenchSmoke(t *testing.T) {
 		}
 	})
 
+	t.Run("typing storm", func(t *testing.T) {
+		rep, err := bench.Run(t.Context(), bench.Config{
+			URL: url, Mode: bench.ModeFanout, Users: 20, Rate: 100, Duration: 1500 * time.Millisecond,
+			Warmup: 200 * time.Millisecond, Settle: 200 * time.Millisecond, Drain: 10 * time.Second, DataDir: dir,
+			TypingSockets: 10, TypingEvery: 100 * time.Millisecond,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := rep.Fanout
+		if s == nil || s.TypingSockets != 10 || s.TypingSent < 100 || s.TypingFailed != 0 || len(s.Errors) != 0 || s.Lost != 0 || s.Delivered != s.Expected {
+			t.Fatalf("typing storm figures = %+v", s)
+		}
+		// The server appends at most one start per user and conversation per
+		// second: about 10/s here, each delivered to the typer's partner.
+		if got := rep.FramesByType["TYPING"]; got < 10 || got > 40 {
+			t.Errorf("%d TYPING frames received for %d sent in %.1fs, want about one per typer per second", got, s.TypingSent, s.Seconds+s.WarmupSeconds)
+		}
+	})
+
 	t.Run("idle", func(t *testing.T) {
 		rep, err := bench.Run(t.Context(), bench.Config{
 			URL: url, Mode: bench.ModeIdle, Users: 50, ConvsPerUser: 2, Settle: 500 * time.Millisecond, DataDir: dir,

@@ -16,6 +16,7 @@ import (
 //
 //	inbox bench --mode fanout --users 10000 --rate 5000 --duration 30s
 //	inbox bench --mode fanout --ramp auto
+//	inbox bench --mode fanout --users 10000 --rate 5000 --typing-sockets 5000
 //	inbox bench --mode idle --users 19000 --convs-per-user 10 --hold 30s
 //
 // The table goes to stderr, one JSON line with every figure to stdout.
@@ -39,6 +40,8 @@ func benchCmd(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "fanout: measured sending time per rate")
 	fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "fanout: sending time before measuring, per rate")
 	fs.DurationVar(&cfg.Drain, "drain", 10*time.Second, "fanout: longest wait for outstanding deliveries after sending")
+	fs.IntVar(&cfg.TypingSockets, "typing-sockets", 0, "fanout: this many of the users each keep sending TYPING starts (a typing storm) while messages are measured")
+	fs.DurationVar(&cfg.TypingEvery, "typing-every", bench.DefaultTypingEvery, "fanout: how often each storming socket sends a TYPING start")
 	fs.DurationVar(&cfg.Settle, "settle", 3*time.Second, "wait after connecting before measuring")
 	fs.DurationVar(&cfg.Hold, "hold", 0, "idle: keep the sockets open this long after measuring")
 	fs.StringVar(&cfg.AdminToken, "admin-token", "", "service API token (default: the data folder's development token)")
