@@ -51,13 +51,16 @@ func TestClusterStreamReplicated(t *testing.T) {
 		t.Fatalf("stream replicas %d, cluster %+v", info.Config.Replicas, info.Cluster)
 	}
 	for _, name := range []string{"inbox-proj-n1", "inbox-proj-n2"} {
-		ci, err := st.JetStream().Consumer(context.Background(), eventstore.StreamName, name)
-		if err != nil {
-			t.Fatalf("consumer %s: %v", name, err)
-		}
-		if r := ci.CachedInfo().Config.Replicas; r != 0 && r != 3 {
-			t.Fatalf("consumer %s has %d replicas", name, r)
-		}
+		checkFor(t, 30*time.Second, func() error { // a JS API call may time out on a busy cluster
+			ci, err := st.JetStream().Consumer(context.Background(), eventstore.StreamName, name)
+			if err != nil {
+				return fmt.Errorf("consumer %s: %w", name, err)
+			}
+			if r := ci.CachedInfo().Config.Replicas; r != 0 && r != 3 {
+				t.Fatalf("consumer %s has %d replicas", name, r)
+			}
+			return nil
+		})
 	}
 }
 
