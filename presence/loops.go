@@ -309,9 +309,9 @@ type write struct {
 // remains.
 func (t *Tracker) flush() (more bool, err error) {
 	t.wmu.Lock()
-	purges := t.purges
-	if len(purges) > 0 {
-		t.purges = make(map[string]uint64)
+	var purges map[string]uint64 // taken over, never shared: requestPurge writes t.purges unlocked from here
+	if len(t.purges) > 0 {
+		purges, t.purges = t.purges, make(map[string]uint64)
 	}
 	n := min(len(t.dirty), writeBatch)
 	writes := make([]write, n)
