@@ -309,7 +309,7 @@ type write struct {
 // remains.
 func (t *Tracker) flush() (more bool, err error) {
 	t.wmu.Lock()
-	var purges map[string]uint64 // taken over, never shared: requestPurge writes t.purges unlocked from here
+	var purges map[string]uint64 // taken over, never shared: requestPurge writes t.purges once wmu is released
 	if len(t.purges) > 0 {
 		purges, t.purges = t.purges, make(map[string]uint64)
 	}
