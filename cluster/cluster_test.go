@@ -398,3 +398,19 @@ func TestNATSServerKilledUnderLoad(t *testing.T) {
 	default:
 	}
 }
+
+// TestNodesStartTogether starts two nodes at the same moment on a cluster
+// that has just formed: both create-or-update the replicated stream at once.
+func TestNodesStartTogether(t *testing.T) {
+	c := testnats.NewCluster(t, 3)
+	var wg sync.WaitGroup
+	nodes := make([]*node.Node, 2)
+	for i := range nodes {
+		wg.Go(func() { nodes[i] = startNode(t, c.URL(), 3, fmt.Sprintf("n%d", i+1)) })
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	createConv(t, nodes[0], 1, []eventstore.Member{{UserID: "alice", Role: "client"}, {UserID: "bob", Role: "worker"}}, nodes[1])
+}

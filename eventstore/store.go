@@ -89,11 +89,53 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 	}
-	stream, err := js.CreateOrUpdateStream(ctx, StreamConfig(cfg.Replicas, cfg.DuplicateWindow))
+	stream, err := createStream(ctx, js, StreamConfig(cfg.Replicas, cfg.DuplicateWindow), cfg.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("create or update stream %s: %w", StreamName, err)
 	}
 	return &Store{nc: cfg.Conn, js: js, stream: stream, cfg: cfg, log: cfg.Logger}, nil
+}
+
+// apiAttempt bounds one JetStream API request made by RetryAPI.
+const apiAttempt = 5 * time.Second
+
+// createStream creates or updates the stream (see RetryAPI).
+func createStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, log *slog.Logger) (stream jetstream.Stream, err error) {
+	err = RetryAPI(ctx, log, "create or update stream "+cfg.Name, func(ctx context.Context) error {
+		stream, err = js.CreateOrUpdateStream(ctx, cfg)
+		return err
+	})
+	return stream, err
+}
+
+// RetryAPI runs a JetStream API call (create or update a stream, a bucket)
+// with 5 s per attempt, again while ctx lasts, when it goes unanswered or
+// JetStream answers that it is not ready. On a cluster that has just formed,
+// or with several inboxd nodes creating the same replicated stream at once, a
+// request can be dropped: one long wait would only time out. An answer
+// refusing the request (a 4xx API error) is returned at once.
+func RetryAPI(ctx context.Context, log *slog.Logger, what string, call func(ctx context.Context) error) error {
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, apiAttempt)
+		err := call(actx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.Code < 500 {
+			return err
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+		log.Warn("JetStream request failed; retrying", "request", what, "attempt", attempt, "err", err)
+		select {
+		case <-time.After(min(time.Duration(attempt)*100*time.Millisecond, time.Second)):
+		case <-ctx.Done():
+			return err
+		}
+	}
 }
 
 // StreamConfig is the INBOX stream's configuration.

@@ -211,7 +211,11 @@ func (t *Tracker) start() error {
 		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 	}
-	kv, err := t.js.CreateOrUpdateKeyValue(ctx, BucketConfig(t.cfg.Replicas))
+	var kv jetstream.KeyValue
+	err := eventstore.RetryAPI(ctx, t.log, "create or update bucket "+Bucket, func(ctx context.Context) (err error) {
+		kv, err = t.js.CreateOrUpdateKeyValue(ctx, BucketConfig(t.cfg.Replicas))
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("create or update bucket %s: %w", Bucket, err)
 	}
