@@ -102,6 +102,15 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.openData(); err != nil {
 		return nil, err
 	}
+	// What a newcomer gets wrong fails first, before anything starts or logs:
+	// a taken HTTP port, an unreadable key file.
+	if n.ln, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("HTTP listen address %s: %w", cfg.HTTPAddr, err)
+	}
+	verifier, admin, err := n.authConfig()
+	if err != nil {
+		return nil, err
+	}
 	if err := n.openNATS(ctx); err != nil {
 		return nil, err
 	}
@@ -127,10 +136,6 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Skipped: func() float64 { return float64(n.proj.Skipped()) },
 		Lag:     func() float64 { return float64(n.lag(context.Background())) },
 	})
-	verifier, admin, err := n.authConfig()
-	if err != nil {
-		return nil, err
-	}
 	if err := n.startPresence(ctx); err != nil {
 		return nil, err
 	}
@@ -164,9 +169,6 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	mux.Handle("/ws/", n.hub)
 	mux.Handle("/", api)
 	n.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelWarn)}
-	if n.ln, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
-		return nil, fmt.Errorf("HTTP listen address %s: %w", cfg.HTTPAddr, err)
-	}
 	n.goRun("http server", func() error {
 		if err := n.http.Serve(n.ln); !errors.Is(err, http.ErrServerClosed) {
 			return err
@@ -177,6 +179,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		if err := n.serveDebug(cfg.DebugAddr); err != nil {
 			return nil, err
 		}
+	}
+	if n.secrets.Path != "" { // said once everything started, so a failed start stays one line
+		n.log.Warn("DEVELOPMENT MODE: using generated secrets; set INBOX_JWT_SECRET (or INBOX_JWT_PUBLIC_KEY) and INBOX_ADMIN_TOKEN in production", "file", n.secrets.Path)
 	}
 	n.log.Info("inboxd ready", "http", n.HTTPAddr(), "nats", n.NATSURL(), "node", cfg.NodeID, "applied_seq", n.proj.Applied())
 	return n, nil
@@ -263,6 +268,12 @@ func (n *Node) startPresence(ctx context.Context) error {
 // secrets into the data folder when none are configured.
 func (n *Node) authConfig() (*auth.Verifier, *auth.AdminToken, error) {
 	secret, adminToken := n.cfg.JWTSecret, n.cfg.AdminToken
+	if secret != "" || n.cfg.JWTPublicKey != "" {
+		// A configured key that cannot be used fails before any development secret is made.
+		if _, err := auth.NewVerifier(auth.Config{Secret: secret, PublicKeyFile: n.cfg.JWTPublicKey, AllowedOrigins: n.cfg.AllowedOrigins}); err != nil {
+			return nil, nil, err
+		}
+	}
 	if (secret == "" && n.cfg.JWTPublicKey == "") || adminToken == "" {
 		dev, err := auth.LoadOrCreateDevSecrets(n.cfg.DataDir)
 		if err != nil {
@@ -275,7 +286,6 @@ func (n *Node) authConfig() (*auth.Verifier, *auth.AdminToken, error) {
 		if adminToken == "" {
 			adminToken = dev.AdminToken
 		}
-		n.log.Warn("DEVELOPMENT MODE: using generated secrets; set INBOX_JWT_SECRET (or INBOX_JWT_PUBLIC_KEY) and INBOX_ADMIN_TOKEN in production", "file", dev.Path)
 	}
 	v, err := auth.NewVerifier(auth.Config{Secret: secret, PublicKeyFile: n.cfg.JWTPublicKey, AllowedOrigins: n.cfg.AllowedOrigins})
 	if err != nil {

@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -94,8 +93,8 @@ func run(args []string) error {
 		return fmt.Errorf("--log-format %q: want text or json", logFormat)
 	}
 
-	if err := preflight(cfg, demo); err != nil {
-		return err
+	if demo && cfg.JWTPublicKey != "" && cfg.JWTSecret == "" {
+		return errors.New("--demo mints tokens and needs an HS256 secret; unset --jwt-public-key or set --jwt-secret")
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -124,26 +123,6 @@ func run(args []string) error {
 		cfg.Logger.Warn("shutdown", "err", err)
 	}
 	return failure
-}
-
-// preflight checks the settings a newcomer most often gets wrong (a key file
-// that cannot be read, an HTTP port already taken, --demo without an HS256
-// secret) before anything starts or logs, so each stops the start with one
-// line. node.Start checks them again; this only moves the failure earlier.
-func preflight(cfg node.Config, demo bool) error {
-	if demo && cfg.JWTPublicKey != "" && cfg.JWTSecret == "" {
-		return errors.New("--demo mints tokens and needs an HS256 secret; unset --jwt-public-key or set --jwt-secret")
-	}
-	if cfg.JWTSecret != "" || cfg.JWTPublicKey != "" {
-		if _, err := auth.NewVerifier(auth.Config{Secret: cfg.JWTSecret, PublicKeyFile: cfg.JWTPublicKey, AllowedOrigins: cfg.AllowedOrigins}); err != nil {
-			return err
-		}
-	}
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("HTTP listen address %s: %w", cfg.HTTPAddr, err)
-	}
-	return ln.Close()
 }
 
 func printDemo(n *node.Node, d node.Demo) {
