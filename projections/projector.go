@@ -132,6 +132,9 @@ const (
 	maxRetryWait = 5 * time.Second
 )
 
+// errDeliveryGap: the consumer skipped or repeated a delivery.
+var errDeliveryGap = errors.New("delivery out of order")
+
 // errApply marks a batch the database would not take: Run gives up on it.
 var errApply = errors.New("apply to the read model")
 
@@ -151,6 +154,12 @@ func (p *Projector) consume(ctx context.Context) error {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	var readErr error
+	// A durable pull consumer does not promise order across a leader change:
+	// deliveries in flight can be lost and come back later as redeliveries,
+	// after newer events were applied (and acknowledged with AckAll). So every
+	// delivery must be the consumer's next one; on a gap the events before it
+	// are applied and the consumer is created again from the applied sequence.
+	nextDelivery := cons.CachedInfo().Delivered.Consumer + 1
 	wg.Go(func() {
 		defer close(msgs)
 		for {
@@ -158,6 +167,14 @@ func (p *Projector) consume(ctx context.Context) error {
 			if err != nil {
 				readErr = fmt.Errorf("consume %s: %w", p.durable, err)
 				return
+			}
+			if meta, err := msg.Metadata(); err == nil {
+				if meta.Sequence.Consumer != nextDelivery {
+					readErr = fmt.Errorf("consume %s: delivery %d (stream seq %d, delivered %d times) where %d was next: %w",
+						p.durable, meta.Sequence.Consumer, meta.Sequence.Stream, meta.NumDelivered, nextDelivery, errDeliveryGap)
+					return
+				}
+				nextDelivery++
 			}
 			select {
 			case msgs <- msg:
