@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"inbox/eventstore"
 )
@@ -14,15 +15,22 @@ import (
 // read-model snapshot at start and kept current by the live stream. Sends and
 // deliveries ask it, never SQL. Apply runs on one goroutine (the stream feed);
 // everything else may be called concurrently.
+//
+// Only membership, profile and job events take the write lock; the hot ones
+// (messages, typing, receipts) read the conversation's member list, which is
+// kept sorted and replaced (never changed in place) on every membership change.
 type Directory struct {
 	mu      sync.RWMutex
 	convs   map[int64]map[string]string // conversation -> user -> role
+	sorted  map[int64][]string          // conversation -> members, sorted; read-only slices
 	users   map[string]map[int64]struct{}
 	jobs    map[int64]map[string]struct{}
 	profile map[string]Profile
 	maxConv int64
 	maxJob  int64
-	seq     uint64
+
+	seq     atomic.Uint64
+	wmu     sync.Mutex
 	waiters map[uint64][]chan struct{}
 }
 
@@ -36,6 +44,7 @@ type Profile struct {
 func NewDirectory() *Directory {
 	return &Directory{
 		convs:   make(map[int64]map[string]string),
+		sorted:  make(map[int64][]string),
 		users:   make(map[string]map[int64]struct{}),
 		jobs:    make(map[int64]map[string]struct{}),
 		profile: make(map[string]Profile),
@@ -51,6 +60,7 @@ func (d *Directory) Seed(seq uint64, convs map[int64][]eventstore.Member, profil
 		for _, m := range ms {
 			d.addLocked(id, m.UserID, m.Role)
 		}
+		d.sortLocked(id)
 		d.maxConv = max(d.maxConv, id)
 	}
 	maps.Copy(d.profile, profiles)
@@ -62,7 +72,7 @@ func (d *Directory) Seed(seq uint64, convs map[int64][]eventstore.Member, profil
 		d.jobs[id] = set
 		d.maxJob = max(d.maxJob, id)
 	}
-	d.seq = seq
+	d.seq.Store(seq)
 }
 
 // Change says what an applied event did to membership.
@@ -72,14 +82,20 @@ type Change struct {
 	Members []string // the conversation's (or job's) members after the event
 }
 
-// Apply updates the directory with one stream event and reports the membership change.
+// Apply updates the directory with one stream event and reports the membership
+// change. Change.Members is shared: callers must not modify it.
 func (d *Directory) Apply(st eventstore.Stored) Change {
+	defer d.advance(st.Seq)
+	switch e := st.Event.(type) {
+	case *eventstore.Message, *eventstore.Typing, *eventstore.Read:
+		d.mu.RLock()
+		defer d.mu.RUnlock()
+		return Change{Members: d.sorted[convID(e)]}
+	case nil:
+		return Change{}
+	}
 	d.mu.Lock()
-	defer func() {
-		d.seq = max(d.seq, st.Seq)
-		d.wakeLocked()
-		d.mu.Unlock()
-	}()
+	defer d.mu.Unlock()
 	var ch Change
 	switch e := st.Event.(type) {
 	case *eventstore.Created:
@@ -91,6 +107,7 @@ func (d *Directory) Apply(st eventstore.Stored) Change {
 			d.addLocked(e.ConversationID, m.UserID, m.Role)
 			ch.Joined = append(ch.Joined, m.UserID)
 		}
+		d.sortLocked(e.ConversationID)
 		d.maxConv = max(d.maxConv, e.ConversationID)
 	case *eventstore.MemberChanged:
 		_, was := d.convs[e.ConversationID][e.UserID]
@@ -106,9 +123,11 @@ func (d *Directory) Apply(st eventstore.Stored) Change {
 				ch.Left = []string{e.UserID}
 			}
 		}
+		d.sortLocked(e.ConversationID)
 		d.maxConv = max(d.maxConv, e.ConversationID)
 	case *eventstore.Profile:
 		d.profile[e.UserID] = Profile{Name: e.Name, Avatar: e.Avatar}
+		return ch
 	case *eventstore.Job:
 		set := make(map[string]struct{}, len(e.Members))
 		for _, u := range e.Members {
@@ -121,15 +140,29 @@ func (d *Directory) Apply(st eventstore.Stored) Change {
 	case *eventstore.JobStatus:
 		ch.Members = slices.Sorted(maps.Keys(d.jobs[e.JobID]))
 		return ch
-	default:
-		if st.Event == nil {
-			return ch
-		}
 	}
 	if id := convID(st.Event); id != 0 {
-		ch.Members = d.membersLocked(id)
+		ch.Members = d.sorted[id]
 	}
 	return ch
+}
+
+// advance records seq as applied and wakes its waiters.
+func (d *Directory) advance(seq uint64) {
+	if seq <= d.seq.Load() {
+		return
+	}
+	d.seq.Store(seq)
+	d.wmu.Lock()
+	defer d.wmu.Unlock()
+	for s, chs := range d.waiters {
+		if s <= seq {
+			for _, ch := range chs {
+				close(ch)
+			}
+			delete(d.waiters, s)
+		}
+	}
 }
 
 func convID(e eventstore.Event) int64 {
@@ -173,12 +206,13 @@ func (d *Directory) removeLocked(conv int64, user string) {
 	}
 }
 
-func (d *Directory) membersLocked(conv int64) []string {
-	ms := d.convs[conv]
-	if len(ms) == 0 {
-		return nil
+// sortLocked replaces conv's sorted member list after a change.
+func (d *Directory) sortLocked(conv int64) {
+	if ms := d.convs[conv]; len(ms) > 0 {
+		d.sorted[conv] = slices.Sorted(maps.Keys(ms))
+	} else {
+		delete(d.sorted, conv)
 	}
-	return slices.Sorted(maps.Keys(ms))
 }
 
 // Exists reports whether the conversation was created.
@@ -201,7 +235,7 @@ func (d *Directory) IsMember(conv int64, user string) bool {
 func (d *Directory) Members(conv int64) []string {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
-	return d.membersLocked(conv)
+	return slices.Clone(d.sorted[conv])
 }
 
 // Roles returns conv's members with their roles.
@@ -293,37 +327,22 @@ func (d *Directory) MaxJobID() int64 {
 }
 
 // Seq is the last stream sequence applied.
-func (d *Directory) Seq() uint64 {
-	d.mu.RLock()
-	defer d.mu.RUnlock()
-	return d.seq
-}
+func (d *Directory) Seq() uint64 { return d.seq.Load() }
 
 // WaitFor blocks until the directory has applied seq or ctx ends.
 func (d *Directory) WaitFor(ctx context.Context, seq uint64) error {
-	d.mu.Lock()
-	if d.seq >= seq {
-		d.mu.Unlock()
+	d.wmu.Lock()
+	if d.seq.Load() >= seq {
+		d.wmu.Unlock()
 		return nil
 	}
 	ch := make(chan struct{})
 	d.waiters[seq] = append(d.waiters[seq], ch)
-	d.mu.Unlock()
+	d.wmu.Unlock()
 	select {
 	case <-ch:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
-	}
-}
-
-func (d *Directory) wakeLocked() {
-	for s, chs := range d.waiters {
-		if s <= d.seq {
-			for _, ch := range chs {
-				close(ch)
-			}
-			delete(d.waiters, s)
-		}
 	}
 }

@@ -73,7 +73,7 @@ type MessageLocator interface {
 type Limits struct {
 	MaxText        int           // characters in a message (default 4000)
 	MaxReadIDs     int           // message_ids in one receipt (default 100)
-	TypingInterval time.Duration // at most one typing event per user and conversation per interval (default 1s)
+	TypingInterval time.Duration // the same typing state is appended at most once per interval (default: half of TypingTTL, at least 1s)
 	TypingTTL      time.Duration // a typing start expires this long after it was sent (default eventstore.DefaultTypingTTL; the stream's per-message TTL)
 	SettleTimeout  time.Duration // how long an admin change waits to be visible locally (default 5s)
 }
@@ -85,11 +85,14 @@ func (l *Limits) defaults() {
 	if l.MaxReadIDs <= 0 {
 		l.MaxReadIDs = 100
 	}
-	if l.TypingInterval <= 0 {
-		l.TypingInterval = time.Second
-	}
 	if l.TypingTTL <= 0 {
 		l.TypingTTL = eventstore.DefaultTypingTTL
+	}
+	if l.TypingInterval <= 0 {
+		// A start holds for TypingTTL: re-announcing it at half of that keeps
+		// the indicator on for a user who keeps typing, at a fraction of the
+		// appends of one per second.
+		l.TypingInterval = max(time.Second, l.TypingTTL/2)
 	}
 	if l.SettleTimeout <= 0 {
 		l.SettleTimeout = 5 * time.Second
@@ -250,7 +253,7 @@ func (s *Service) checkMember(conv int64, user string) error {
 // ExpiresAt (now + TypingTTL): receivers treat the user as stopped from then
 // on unless a later start extends it, so a start with no follow-up ends by
 // itself. A client that keeps typing re-sends starts; one per TypingInterval
-// is appended, each pushing the expiry forward.
+// (by default half the expiry) is appended, each pushing the expiry forward.
 func (s *Service) Typing(ctx context.Context, user string, conv int64, isTyping bool) (uint64, error) {
 	if err := s.checkMember(conv, user); err != nil {
 		return 0, err

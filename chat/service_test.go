@@ -230,6 +230,9 @@ func TestTypingThrottle(t *testing.T) {
 	if limit := 1 + int(time.Since(start)/time.Second); appended > limit {
 		t.Fatalf("%d typing events appended in %s, want at most %d", appended, time.Since(start), limit)
 	}
+	if got, want := svc.Limits().TypingInterval, eventstore.DefaultTypingTTL/2; got != want {
+		t.Fatalf("default typing interval %s, want half the expiry (%s)", got, want)
+	}
 	if seq, err := svc.Typing(ctx, "a", 1, false); err != nil || seq == 0 {
 		t.Fatalf("stop after start = %d, %v; a change of state is always appended", seq, err)
 	}

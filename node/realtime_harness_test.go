@@ -24,6 +24,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"inbox/auth"
+	"inbox/chat"
 	"inbox/eventstore"
 	"inbox/internal/testnats"
 	"inbox/wsedge"
@@ -54,6 +55,7 @@ func rtStart(t testing.TB, s *server.Server, id string, mod func(*Config)) *Node
 		DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", NATSURL: s.ClientURL(), NodeID: id,
 		JWTSecret: rtSecret, AdminToken: rtAdmin, Logger: rtLogger().With("node", id),
 		Edge:              wsedge.Config{RatePerSecond: 100_000, RateBurst: 100_000},
+		Limits:            chat.Limits{TypingInterval: time.Second},
 		PresenceHeartbeat: 250 * time.Millisecond, PresenceNodeTTL: time.Second,
 	}
 	if mod != nil {

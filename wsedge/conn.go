@@ -21,7 +21,8 @@ import (
 type conn struct {
 	hub    *Hub
 	nc     net.Conn
-	pre    []byte // bytes read along with the upgrade request; read first
+	pre    []byte // bytes read but not yet consumed (with the upgrade request, or ahead); read first
+	rbuf   []byte // read-ahead buffer, allocated on the socket's first frame; reader only
 	user   string
 	sender chat.Sender
 	ep     endpoint
@@ -53,6 +54,9 @@ func newConn(h *Hub, nc net.Conn, claims auth.Claims, ep endpoint, id int64) *co
 		lim: rate.NewLimiter(rate.Limit(h.cfg.RatePerSecond), h.cfg.RateBurst),
 	}
 }
+
+// readAhead is the read-ahead buffer's size: a typical client frame fits.
+const readAhead = 512
 
 // carries reports whether the socket receives frames of conversation conv
 // (non-zero) or job job (non-zero). Membership is the caller's business.
@@ -208,7 +212,21 @@ func (c *conn) Read(p []byte) (int, error) {
 		}
 		return n, nil
 	}
-	return c.nc.Read(p)
+	if len(p) >= readAhead {
+		return c.nc.Read(p)
+	}
+	// A frame header is read in small pieces (2 bytes, then length and mask):
+	// one read syscall into a small buffer serves a whole small frame instead
+	// of three. The buffer exists only once the socket has sent something.
+	if c.rbuf == nil {
+		c.rbuf = make([]byte, readAhead)
+	}
+	n, err := c.nc.Read(c.rbuf)
+	if n > 0 {
+		c.pre = c.rbuf[:n]
+		return c.Read(p)
+	}
+	return 0, err
 }
 
 // run is the socket's reader goroutine.

@@ -488,7 +488,9 @@ func TestSocketLimitAndShutdown(t *testing.T) {
 		t.Fatalf("third socket: %v %v", err, resp)
 	}
 	b := n.dial(t, "bob", "/ws/inbox/")
-	b.ping()
+	for _, cl := range []*client{a1, a2, b} {
+		cl.ping() // answered: the server has registered the socket
+	}
 	if got := metricValue(n.m.OpenSockets); got != 3 {
 		t.Fatalf("open sockets %v, want 3", got)
 	}
