@@ -239,6 +239,20 @@ func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
 	return info.State.LastSeq, nil
 }
 
+// LastStoredSeq is the sequence of the newest event still stored (0 if none).
+// Unlike LastSeq it skips a tail of expired typing events, which no reader
+// will ever be delivered.
+func (s *Store) LastStoredSeq(ctx context.Context) (uint64, error) {
+	msg, err := s.stream.GetLastMsgForSubject(ctx, "inbox.>")
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("stream %s last message: %w", StreamName, err)
+	}
+	return msg.Sequence, nil
+}
+
 // SubjectOf returns the subject the event at seq was stored under.
 func (s *Store) SubjectOf(ctx context.Context, seq uint64) (string, error) {
 	if _, ok := ctx.Deadline(); !ok {

@@ -300,17 +300,26 @@ func (n *Node) authConfig() (*auth.Verifier, *auth.AdminToken, error) {
 
 // catchUp waits until the directory has applied everything stored before start,
 // so the first socket sees current membership and no stale event goes live.
+// The target is the newest event still stored, asked again while waiting: an
+// event that expires meanwhile (typing) is never delivered and must not be waited for.
 func (n *Node) catchUp(ctx context.Context) error {
-	last, err := n.store.LastSeq(ctx)
-	if err != nil {
-		return err
-	}
-	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	if err := n.dir.WaitFor(wctx, last); err != nil {
-		return fmt.Errorf("catch up with the stream to seq %d: %w", last, err)
+	for {
+		last, err := n.store.LastStoredSeq(ctx)
+		if err != nil {
+			return fmt.Errorf("catch up with the stream: %w", err)
+		}
+		wctx, wcancel := context.WithTimeout(ctx, time.Second)
+		err = n.dir.WaitFor(wctx, last)
+		wcancel()
+		switch {
+		case err == nil:
+			return nil
+		case ctx.Err() != nil:
+			return fmt.Errorf("catch up with the stream to seq %d: applied %d after 2m", last, n.dir.Seq())
+		}
 	}
-	return nil
 }
 
 // lag is the stream's last sequence minus the projection's applied sequence.

@@ -1,0 +1,46 @@
+package node
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"inbox/eventstore"
+	"inbox/internal/testnats"
+)
+
+// TestRestartAfterExpiredTail: the stream's last events were typing events
+// that have expired since; a node starting on it must not wait for them.
+func TestRestartAfterExpiredTail(t *testing.T) {
+	s := testnats.Server(t)
+	st, err := eventstore.Open(context.Background(), eventstore.Config{Conn: testnats.Conn(t, s), TypingTTL: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := st.Append(ctx, &eventstore.Created{ConversationID: 1, Members: []eventstore.Member{{UserID: "a", Role: "member"}}}); err != nil {
+		t.Fatal(err)
+	}
+	last, err := st.Append(ctx, &eventstore.Typing{ConversationID: 1, UserID: "a", IsTyping: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := st.SubjectOf(ctx, last); err != nil {
+			break // expired
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("typing event did not expire")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	start := time.Now()
+	n := rtStart(t, s, "n1", nil)
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("start took %s", took)
+	}
+	if !n.dir.Exists(1) {
+		t.Fatal("conversation 1 not in the directory after start")
+	}
+}
