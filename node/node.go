@@ -268,34 +268,36 @@ func (n *Node) startPresence(ctx context.Context) error {
 // secrets into the data folder when none are configured.
 func (n *Node) authConfig() (*auth.Verifier, *auth.AdminToken, error) {
 	secret, adminToken := n.cfg.JWTSecret, n.cfg.AdminToken
-	if secret != "" || n.cfg.JWTPublicKey != "" {
-		// A configured key that cannot be used fails before any development secret is made.
-		if _, err := auth.NewVerifier(auth.Config{Secret: secret, PublicKeyFile: n.cfg.JWTPublicKey, AllowedOrigins: n.cfg.AllowedOrigins}); err != nil {
+	keyed := secret != "" || n.cfg.JWTPublicKey != ""
+	var v *auth.Verifier
+	var err error
+	if keyed { // a configured key that cannot be used fails before any development secret is made
+		if v, err = n.verifier(secret); err != nil {
 			return nil, nil, err
 		}
 	}
-	if (secret == "" && n.cfg.JWTPublicKey == "") || adminToken == "" {
-		dev, err := auth.LoadOrCreateDevSecrets(n.cfg.DataDir)
-		if err != nil {
+	if !keyed || adminToken == "" {
+		if n.secrets, err = auth.LoadOrCreateDevSecrets(n.cfg.DataDir); err != nil {
 			return nil, nil, err
 		}
-		n.secrets = dev
-		if secret == "" && n.cfg.JWTPublicKey == "" {
-			secret = dev.JWTSecret
+		if !keyed {
+			if v, err = n.verifier(n.secrets.JWTSecret); err != nil {
+				return nil, nil, err
+			}
 		}
 		if adminToken == "" {
-			adminToken = dev.AdminToken
+			adminToken = n.secrets.AdminToken
 		}
-	}
-	v, err := auth.NewVerifier(auth.Config{Secret: secret, PublicKeyFile: n.cfg.JWTPublicKey, AllowedOrigins: n.cfg.AllowedOrigins})
-	if err != nil {
-		return nil, nil, err
 	}
 	admin, err := auth.NewAdminToken(adminToken)
 	if err != nil {
 		return nil, nil, err
 	}
 	return v, admin, nil
+}
+
+func (n *Node) verifier(secret string) (*auth.Verifier, error) {
+	return auth.NewVerifier(auth.Config{Secret: secret, PublicKeyFile: n.cfg.JWTPublicKey, AllowedOrigins: n.cfg.AllowedOrigins})
 }
 
 // catchUp waits until the directory has applied everything stored before start,
