@@ -268,9 +268,13 @@ func (c *conn) readLoop() {
 		}
 	}()
 	inMsg := false
+	var deadlineSet time.Time
 	for {
-		if !c.isClosing() {
-			c.nc.SetReadDeadline(time.Now().Add(2 * cfg.PingInterval))
+		// The read deadline (two ping intervals) is pushed forward at most
+		// every half interval: a busy socket does not re-arm a timer per frame.
+		if now := time.Now(); now.Sub(deadlineSet) > cfg.PingInterval/2 && !c.isClosing() {
+			c.nc.SetReadDeadline(now.Add(2 * cfg.PingInterval))
+			deadlineSet = now
 		}
 		h, err := ws.ReadHeader(c)
 		if err != nil {
