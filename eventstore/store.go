@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -102,10 +103,24 @@ const apiAttempt = 5 * time.Second
 // createStream creates or updates the stream (see RetryAPI).
 func createStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, log *slog.Logger) (stream jetstream.Stream, err error) {
 	err = RetryAPI(ctx, log, "create or update stream "+cfg.Name, func(ctx context.Context) error {
+		// A node starting on a stream that is already as configured leaves it
+		// alone: no needless update while other nodes use it.
+		if stream, err = js.Stream(ctx, cfg.Name); err == nil && sameConfig(stream.CachedInfo().Config, cfg) {
+			return nil
+		}
 		stream, err = js.CreateOrUpdateStream(ctx, cfg)
 		return err
 	})
 	return stream, err
+}
+
+// sameConfig reports whether have already carries every setting of want (the
+// server fills in defaults for the rest).
+func sameConfig(have, want jetstream.StreamConfig) bool {
+	return slices.Equal(have.Subjects, want.Subjects) && have.Replicas == want.Replicas &&
+		have.Duplicates == want.Duplicates && have.Storage == want.Storage &&
+		have.Retention == want.Retention && have.AllowMsgTTL == want.AllowMsgTTL &&
+		have.AllowDirect == want.AllowDirect && have.Description == want.Description
 }
 
 // RetryAPI runs a JetStream API call (create or update a stream, a bucket)

@@ -268,7 +268,7 @@ func TestPresenceAcrossNodes(t *testing.T) {
 	s := rtNATS(t)
 	n1, n2 := rtStart(t, s, "n1", nil), rtStart(t, s, "n2", nil)
 	rtCreate(t, 1, []string{"watcher", "u"}, n1, n2)
-	rtCreate(t, 2, []string{"watcher", "v", "x"}, n1, n2)
+	rtCreate(t, 2, []string{"watcher", "v", "x", "y"}, n1, n2)
 	w := rtDial(t, n1, "watcher")
 	presence := func(user string, online bool) func(map[string]any) bool {
 		return func(f map[string]any) bool {
@@ -287,6 +287,13 @@ func TestPresenceAcrossNodes(t *testing.T) {
 	u1 := rtDial(t, n1, "u")
 	expect("u", true)
 	u2 := rtDial(t, n2, "u")
+	// Presence is written asynchronously, in order per node: once y (dialled
+	// on n2 after u) is seen online here, n2's key for u has been seen too, so
+	// closing u1 below is not u's last socket.
+	y := rtDial(t, n2, "y")
+	expect("y", true)
+	y.close()
+	expect("y", false)
 
 	// Close the socket on n1; u is still on n2. x coming online on n1 after
 	// that close is written to the bucket after it: the watcher hears of x
