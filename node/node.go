@@ -130,12 +130,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if limits.TypingTTL <= 0 {
 		limits.TypingTTL = n.store.TypingTTL() // a typing start expires with its event
 	}
-	n.svc = chat.NewService(n.store, n.store, n.dir, limits)
 	n.proj = projections.NewProjector(n.db, n.store, cfg.NodeID, n.log)
 	n.metrics = metrics.New(metrics.Sources{
 		Skipped: func() float64 { return float64(n.proj.Skipped()) },
 		Lag:     func() float64 { return float64(n.lag(context.Background())) },
 	})
+	n.svc = chat.NewService(countingAppender{n.store, n.metrics}, n.store, n.dir, limits)
 	if err := n.startPresence(ctx); err != nil {
 		return nil, err
 	}
