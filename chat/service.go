@@ -337,19 +337,28 @@ func (s *Service) CreateConversation(ctx context.Context, id int64, members []ev
 	if err := checkMembers(members); err != nil {
 		return 0, 0, err
 	}
+	return s.claim(ctx, "conversation", id, &s.nextConv, s.dir.MaxConversationID, func(cid int64) eventstore.Event {
+		return &eventstore.Created{ConversationID: cid, Members: members}
+	})
+}
+
+// claim appends the creation event that ev makes for id, or for the next free
+// id when id is 0, with ExpectNew: a taken explicit id is a conflict; a taken
+// assigned id (another node got there first) is retried with the next one.
+func (s *Service) claim(ctx context.Context, what string, id int64, next *atomic.Int64, seen func() int64, ev func(int64) eventstore.Event) (int64, uint64, error) {
 	for attempt := 0; ; attempt++ {
 		cid := id
 		if cid == 0 {
-			cid = nextID(&s.nextConv, s.dir.MaxConversationID())
+			cid = nextID(next, seen())
 		}
-		seq, err := s.appendSettled(ctx, &eventstore.Created{ConversationID: cid, Members: members}, eventstore.ExpectNew())
+		seq, err := s.appendSettled(ctx, ev(cid), eventstore.ExpectNew())
 		switch {
 		case err == nil:
 			return cid, seq, nil
 		case errors.Is(err, eventstore.ErrExists) && id == 0 && attempt < 20:
-			continue // another node took that id; try the next
+			continue
 		case errors.Is(err, eventstore.ErrExists):
-			return 0, 0, &Error{Code: CodeConflict, Msg: fmt.Sprintf("conversation %d already exists", cid), Err: err}
+			return 0, 0, &Error{Code: CodeConflict, Msg: fmt.Sprintf("%s %d already exists", what, cid), Err: err}
 		default:
 			return 0, 0, err
 		}
@@ -448,23 +457,9 @@ func (s *Service) CreateJob(ctx context.Context, id int64, members []string) (in
 			return 0, 0, Errorf(CodeBadRequest, "member id %q must match [A-Za-z0-9_-]{1,64}", u)
 		}
 	}
-	for attempt := 0; ; attempt++ {
-		jid := id
-		if jid == 0 {
-			jid = nextID(&s.nextJob, s.dir.MaxJobID())
-		}
-		seq, err := s.appendSettled(ctx, &eventstore.Job{JobID: jid, Members: members}, eventstore.ExpectNew())
-		switch {
-		case err == nil:
-			return jid, seq, nil
-		case errors.Is(err, eventstore.ErrExists) && id == 0 && attempt < 20:
-			continue
-		case errors.Is(err, eventstore.ErrExists):
-			return 0, 0, &Error{Code: CodeConflict, Msg: fmt.Sprintf("job %d already exists", jid), Err: err}
-		default:
-			return 0, 0, err
-		}
-	}
+	return s.claim(ctx, "job", id, &s.nextJob, s.dir.MaxJobID, func(jid int64) eventstore.Event {
+		return &eventstore.Job{JobID: jid, Members: members}
+	})
 }
 
 // PostJobStatus appends a job status update.
