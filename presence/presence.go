@@ -220,19 +220,35 @@ func (t *Tracker) start() error {
 		return fmt.Errorf("create or update bucket %s: %w", Bucket, err)
 	}
 	t.kv = kv
-	if t.stream, err = t.js.Stream(ctx, "KV_"+Bucket); err != nil {
+	// On a new cluster the bucket's stream may have no leader yet for a
+	// moment: these first requests are retried like the bucket's creation.
+	err = eventstore.RetryAPI(ctx, t.log, "open stream of bucket "+Bucket, func(ctx context.Context) (err error) {
+		t.stream, err = t.js.Stream(ctx, "KV_"+Bucket)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("open stream of bucket %s: %w", Bucket, err)
 	}
 
 	// A previous run of this node id that crashed may still look alive and
 	// hold user keys: end it the way Close would have.
-	if _, err := kv.Get(ctx, t.nodeKey); err == nil {
+	stale := false
+	err = eventstore.RetryAPI(ctx, t.log, "get "+t.nodeKey, func(ctx context.Context) error {
+		_, err := kv.Get(ctx, t.nodeKey)
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+			return nil
+		}
+		stale = err == nil
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("get %s: %w", t.nodeKey, err)
+	}
+	if stale {
 		t.log.Warn("presence: this node id was still registered (restart after a crash?); removing its users")
 		if err := kv.Delete(ctx, t.nodeKey); err != nil {
 			return fmt.Errorf("delete stale key %s: %w", t.nodeKey, err)
 		}
-	} else if !errors.Is(err, jetstream.ErrKeyNotFound) && !errors.Is(err, jetstream.ErrKeyDeleted) {
-		return fmt.Errorf("get %s: %w", t.nodeKey, err)
 	}
 	if err := t.purgeUsersOf(ctx, t.cfg.NodeID, 0); err != nil {
 		return err
