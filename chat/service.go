@@ -249,14 +249,26 @@ func (s *Service) checkMember(conv int64, user string) error {
 
 // Typing appends a typing event unless the user sent the same state for this
 // conversation less than TypingInterval ago; then it returns 0 and no error.
-// A change of state (started → stopped) is always appended. A start carries
-// ExpiresAt (now + TypingTTL): receivers treat the user as stopped from then
-// on unless a later start extends it, so a start with no follow-up ends by
-// itself. A client that keeps typing re-sends starts; one per TypingInterval
-// (by default half the expiry) is appended, each pushing the expiry forward.
+// It is AdmitTyping followed by AppendTyping.
 func (s *Service) Typing(ctx context.Context, user string, conv int64, isTyping bool) (uint64, error) {
-	if err := s.checkMember(conv, user); err != nil {
+	ev, err := s.AdmitTyping(user, conv, isTyping)
+	if ev == nil || err != nil {
 		return 0, err
+	}
+	return s.AppendTyping(ctx, ev)
+}
+
+// AdmitTyping checks a typing frame and applies the throttle without blocking:
+// it returns the event to append, or nil if the user sent the same state for
+// this conversation less than TypingInterval ago. A change of state (started →
+// stopped) is always admitted. A start carries ExpiresAt (now + TypingTTL):
+// receivers treat the user as stopped from then on unless a later start
+// extends it, so a start with no follow-up ends by itself. A client that keeps
+// typing re-sends starts; one per TypingInterval (by default half the expiry)
+// is admitted, each pushing the expiry forward.
+func (s *Service) AdmitTyping(user string, conv int64, isTyping bool) (*eventstore.Typing, error) {
+	if err := s.checkMember(conv, user); err != nil {
+		return nil, err
 	}
 	k := typingKey{user, conv}
 	now := s.now()
@@ -264,7 +276,7 @@ func (s *Service) Typing(ctx context.Context, user string, conv int64, isTyping 
 	last, ok := s.typing[k]
 	if ok && last.on == isTyping && now.Sub(last.at) < s.limits.TypingInterval {
 		s.typingMu.Unlock()
-		return 0, nil
+		return nil, nil
 	}
 	s.typing[k] = typingState{at: now, on: isTyping}
 	if len(s.typing) > 100_000 {
@@ -275,6 +287,11 @@ func (s *Service) Typing(ctx context.Context, user string, conv int64, isTyping 
 	if isTyping {
 		ev.ExpiresAt = now.Add(s.limits.TypingTTL).UTC()
 	}
+	return ev, nil
+}
+
+// AppendTyping appends a typing event AdmitTyping returned.
+func (s *Service) AppendTyping(ctx context.Context, ev *eventstore.Typing) (uint64, error) {
 	return s.append(ctx, ev)
 }
 

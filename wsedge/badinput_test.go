@@ -59,9 +59,11 @@ func signToken(t *testing.T, method jwt.SigningMethod, key any, claims jwt.MapCl
 	return s
 }
 
-func TestBadInputs(t *testing.T) {
+func TestBadInputs(t *testing.T) { eachReader(t, testBadInputs) }
+
+func testBadInputs(t *testing.T, goroutines bool) {
 	const maxFrame = 4096
-	n := newNode(t, nodeOptions{cfg: Config{MaxFrameBytes: maxFrame}, limits: chat.Limits{MaxText: 100}})
+	n := newNode(t, nodeOptions{cfg: Config{MaxFrameBytes: maxFrame, goroutineReaders: goroutines}, limits: chat.Limits{MaxText: 100}})
 	n.create(t, 1, "alice", "bob")
 	n.create(t, 2, "carol", "dave")
 	m1 := n.send(t, "bob", 1, "in one")

@@ -42,6 +42,8 @@ type Config struct {
 	// Presence, if set, hears of a user's first socket opening and last
 	// closing on this node.
 	Presence Presence
+
+	goroutineReaders bool // tests: read every socket on its own goroutine, not the poller
 }
 
 // Defaults for zero Config fields.

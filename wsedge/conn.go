@@ -1,12 +1,10 @@
 package wsedge
 
 import (
-	"errors"
-	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 	"golang.org/x/time/rate"
@@ -21,15 +19,22 @@ import (
 type conn struct {
 	hub    *Hub
 	nc     net.Conn
-	pre    []byte // bytes read but not yet consumed (with the upgrade request, or ahead); read first
-	rbuf   []byte // read-ahead buffer, allocated on the socket's first frame; reader only
 	user   string
 	sender chat.Sender
 	ep     endpoint
 	id     int64 // the conversation (epChat) or job (epJob)
 	lim    *rate.Limiter
 
-	strikes int // rate-limited frames in a row; reader only
+	// Read side (reader.go): owned by the one caller of consume.
+	in      []byte  // bytes of an incomplete frame
+	msg     *[]byte // the fragmented message being reassembled, from msgPool
+	inMsg   bool    // a fragmented message is under way
+	discard bool    // after a violation: input is dropped unparsed
+	strikes int     // rate-limited frames in a row
+	poll    pollReg // the poller's registration, if it reads this socket
+
+	seen    atomic.Int64 // when input last arrived (unix ns): liveness
+	closeBy atomic.Int64 // reading ends at this time (unix ns); 0: no limit
 
 	mu         sync.Mutex
 	pending    []frame // queued for the writer
@@ -41,6 +46,8 @@ type conn struct {
 	handoff    chan struct{} // closed by the writer to hand the write side to a resuming reader
 	liveFrom   uint64        // every event after this was routed to the socket live
 	minSeq     uint64        // event frames at or below this are not sent: the client has them
+	jobs       []job         // frames (and a catch-up) for the worker, in arrival order
+	working    bool          // the worker goroutine runs
 }
 
 func newConn(h *Hub, nc net.Conn, claims auth.Claims, ep endpoint, id int64) *conn {
@@ -55,7 +62,7 @@ func newConn(h *Hub, nc net.Conn, claims auth.Claims, ep endpoint, id int64) *co
 	}
 }
 
-// readAhead is the read-ahead buffer's size: a typical client frame fits.
+// readAhead is the most an idle socket keeps of its input buffer.
 const readAhead = 512
 
 // carries reports whether the socket receives frames of conversation conv
@@ -72,30 +79,70 @@ func (c *conn) carries(conv, job int64) bool {
 }
 
 // enqueue queues f without blocking. A full queue closes the socket with
-// 4013: one slow client never holds up the feed.
+// 4013: one slow client never holds up the feed. When nobody is writing to
+// the socket, f is written right away on the caller's goroutine if the
+// socket's buffer takes it whole (it almost always does), so most frames
+// cost a write(2) and no goroutine; the rest goes to the writer goroutine.
 func (c *conn) enqueue(f frame) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closing || (f.seq != 0 && f.seq <= c.minSeq) {
+		c.mu.Unlock()
 		return
 	}
 	if c.syncing {
 		if len(c.syncBuf) >= c.hub.cfg.SyncBufferFrames {
 			c.slowLocked("resume buffer full")
-			return
+		} else {
+			c.syncBuf = append(c.syncBuf, f)
 		}
-		c.syncBuf = append(c.syncBuf, f)
+		c.mu.Unlock()
 		return
 	}
 	if len(c.pending) >= c.hub.cfg.QueueFrames {
 		c.slowLocked("send queue full")
+		c.mu.Unlock()
 		return
 	}
-	c.pending = append(c.pending, f)
 	if !f.at.IsZero() {
 		c.hub.m.DeliveryLatency.Observe(time.Since(f.at).Seconds())
 	}
+	if !c.writing && c.poll.canWrite() {
+		c.writing = true
+		reg := c.poll
+		c.mu.Unlock()
+		c.writeNow(reg, f)
+		return
+	}
+	c.pending = append(c.pending, f)
 	c.startWriterLocked()
+	c.mu.Unlock()
+}
+
+// writeNow writes f without blocking; the caller owns the write side, which
+// passes to the writer goroutine if anything is left to write.
+func (c *conn) writeNow(reg pollReg, f frame) {
+	n, err := reg.tryWrite(f.wire)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		c.closing = true
+		c.pending = nil
+		c.releaseLocked()
+		c.kill() // reading ends too
+		return
+	}
+	if n == len(f.wire) {
+		c.hub.framesOut[f.kind].Inc()
+		if len(c.pending) == 0 {
+			c.releaseLocked()
+			return
+		}
+	} else {
+		f.wire = f.wire[n:]
+		c.pending = append([]frame{f}, c.pending...)
+	}
+	c.hub.wg.Add(1) // as in startWriterLocked
+	go c.writeLoop()
 }
 
 func (c *conn) slowLocked(why string) {
@@ -150,7 +197,7 @@ func (c *conn) writeLoop() {
 		}
 		c.mu.Unlock()
 		if err := c.write(batch); err != nil {
-			c.nc.Close() // the reader fails and finishes
+			c.kill() // reading ends too
 			c.mu.Lock()
 			c.closing = true
 			c.pending = nil
@@ -197,49 +244,46 @@ func (c *conn) write(frames []frame) error {
 		if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
 			cw.CloseWrite()
 		}
-		c.nc.SetReadDeadline(time.Now().Add(c.hub.cfg.CloseGrace))
+		c.readUntil(time.Now().Add(c.hub.cfg.CloseGrace))
 	}
 	return nil
 }
 
-// Read reads the connection, first the bytes that came with the upgrade.
-func (c *conn) Read(p []byte) (int, error) {
-	if len(c.pre) > 0 {
-		n := copy(p, c.pre)
-		c.pre = c.pre[n:]
-		if len(c.pre) == 0 {
-			c.pre = nil
-		}
-		return n, nil
-	}
-	if len(p) >= readAhead {
-		return c.nc.Read(p)
-	}
-	// A frame header is read in small pieces (2 bytes, then length and mask):
-	// one read syscall into a small buffer serves a whole small frame instead
-	// of three. The buffer exists only once the socket has sent something.
-	if c.rbuf == nil {
-		c.rbuf = make([]byte, readAhead)
-	}
-	n, err := c.nc.Read(c.rbuf)
-	if n > 0 {
-		c.pre = c.rbuf[:n]
-		return c.Read(p)
-	}
-	return 0, err
+// kill closes the connection at once and ends reading.
+func (c *conn) kill() {
+	c.closeBy.Store(1)
+	c.nc.Close()
 }
 
-// run is the socket's reader goroutine.
-func (c *conn) run(resume bool, since uint64) {
-	defer c.finish()
+// start begins reading a registered socket: pre are bytes that came with the
+// upgrade request; with resume, the worker first catches up from since.
+func (c *conn) start(resume bool, since uint64, pre []byte) {
+	c.seen.Store(time.Now().UnixNano())
 	if resume {
-		c.catchUp(since)
+		c.queue(job{catchUp: true, since: since})
 	}
-	c.readLoop()
+	if len(pre) > 0 && !c.consume(pre) {
+		c.finish()
+		return
+	}
+	if c.hub.poll != nil {
+		err := c.hub.poll.add(c)
+		if err == nil {
+			return
+		}
+		c.hub.log.Debug("socket read by a goroutine", "user_id", c.user, "reason", err)
+	}
+	go c.readLoop()
 }
 
-// finish unregisters the socket and closes it once the writer is done.
+// finish unregisters the socket and closes it once the writer is done. The
+// reader calls it once, when reading ends.
 func (c *conn) finish() {
+	c.in = nil
+	if c.msg != nil {
+		putMsg(c.msg)
+		c.msg = nil
+	}
 	c.hub.unregister(c)
 	c.mu.Lock()
 	c.closing = true
@@ -251,183 +295,4 @@ func (c *conn) finish() {
 		c.nc.Close()
 	}
 	c.hub.wg.Done()
-}
-
-// errViolation ends the read loop after a protocol or policy violation.
-var errViolation = errors.New("violation")
-
-// readLoop reads frames until the connection ends: control frames are
-// answered here (gobwas/ws's wsutil helpers would swallow them), data frames
-// are reassembled from their fragments, bounded by MaxFrameBytes, and handled.
-func (c *conn) readLoop() {
-	cfg := &c.hub.cfg
-	var msg *[]byte // the message being reassembled, from msgPool
-	defer func() {
-		if msg != nil {
-			putMsg(msg)
-		}
-	}()
-	inMsg := false
-	var deadlineSet time.Time
-	for {
-		// The read deadline (two ping intervals) is pushed forward at most
-		// every half interval: a busy socket does not re-arm a timer per frame.
-		if now := time.Now(); now.Sub(deadlineSet) > cfg.PingInterval/2 && !c.isClosing() {
-			c.nc.SetReadDeadline(now.Add(2 * cfg.PingInterval))
-			deadlineSet = now
-		}
-		h, err := ws.ReadHeader(c)
-		if err != nil {
-			if errors.Is(err, ws.ErrHeaderLengthMSB) || errors.Is(err, ws.ErrHeaderLengthUnexpected) {
-				c.violate(ws.StatusProtocolError, "bad frame header")
-			}
-			return
-		}
-		switch {
-		case h.Rsv != 0:
-			c.violate(ws.StatusProtocolError, "reserved bits set: no extension was negotiated")
-			return
-		case !h.Masked:
-			c.violate(ws.StatusProtocolError, "client frames must be masked")
-			return
-		}
-		if h.OpCode.IsControl() {
-			if err := c.control(h); err != nil {
-				return
-			}
-			continue
-		}
-		switch h.OpCode {
-		case ws.OpText:
-			if inMsg {
-				c.violate(ws.StatusProtocolError, "new message before the previous one ended")
-				return
-			}
-			inMsg = true
-		case ws.OpContinuation:
-			if !inMsg {
-				c.violate(ws.StatusProtocolError, "continuation frame without a message")
-				return
-			}
-		case ws.OpBinary:
-			c.violate(ws.StatusUnsupportedData, "binary frames are not accepted; send JSON text")
-			return
-		default:
-			c.violate(ws.StatusProtocolError, "unknown opcode")
-			return
-		}
-		size := int64(0)
-		if msg != nil {
-			size = int64(len(*msg))
-		}
-		if size+h.Length > int64(cfg.MaxFrameBytes) {
-			c.violate(ws.StatusMessageTooBig, "message larger than the limit")
-			return
-		}
-		if msg == nil {
-			msg = getMsg()
-		}
-		start := len(*msg)
-		*msg = append(*msg, make([]byte, h.Length)...)
-		p := (*msg)[start:]
-		if _, err := io.ReadFull(c, p); err != nil {
-			return
-		}
-		ws.Cipher(p, h.Mask, 0)
-		if !h.Fin {
-			continue
-		}
-		inMsg = false
-		if c.isClosing() {
-			// After our close frame, data is read only to find the client's close.
-		} else if !utf8.Valid(*msg) {
-			c.violate(ws.StatusInvalidFramePayloadData, "text frame is not valid UTF-8")
-			return
-		} else {
-			c.handle(*msg)
-		}
-		putMsg(msg)
-		msg = nil
-	}
-}
-
-// control handles a ping, pong or close frame. A non-nil error ends the read loop.
-func (c *conn) control(h ws.Header) error {
-	if !h.Fin || h.Length > ws.MaxControlFramePayloadSize {
-		c.violate(ws.StatusProtocolError, "fragmented or oversized control frame")
-		return errViolation
-	}
-	var buf [ws.MaxControlFramePayloadSize]byte
-	p := buf[:h.Length]
-	if _, err := io.ReadFull(c, p); err != nil {
-		return err
-	}
-	ws.Cipher(p, h.Mask, 0)
-	switch h.OpCode {
-	case ws.OpPing:
-		// Pings count against the rate limit; an unanswered ping costs nothing.
-		if c.lim.Allow() {
-			c.enqueue(frame{wire: wireFrame(ws.OpPong, p), kind: kWSPong})
-		}
-	case ws.OpPong:
-		// Liveness only: the read deadline moves on with every frame.
-	case ws.OpClose:
-		code, reason := ws.ParseCloseFrameData(p)
-		switch {
-		case len(p) == 1:
-			c.violate(ws.StatusProtocolError, "close frame payload of one byte")
-		case len(p) >= 2 && !validCloseCode(code):
-			c.violate(ws.StatusProtocolError, "invalid close code")
-		case !utf8.ValidString(reason):
-			c.violate(ws.StatusInvalidFramePayloadData, "close reason is not valid UTF-8")
-		case len(p) == 0:
-			c.closeWith(ws.StatusNormalClosure, "")
-		default:
-			c.closeWith(code, "") // echo the client's code
-		}
-		return io.EOF
-	default:
-		c.violate(ws.StatusProtocolError, "unknown control opcode")
-		return errViolation
-	}
-	return nil
-}
-
-func validCloseCode(code ws.StatusCode) bool {
-	switch {
-	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014:
-		return true
-	case code >= 3000 && code <= 4999:
-		return true
-	}
-	return false
-}
-
-// violate closes the socket for a protocol or policy violation, then reads
-// and drops whatever the client still sends until it closes or CloseGrace
-// (after the close frame is written) passes. The frame stream may be broken
-// mid-frame, so nothing is parsed any more.
-func (c *conn) violate(code ws.StatusCode, reason string) {
-	c.hub.log.Debug("closing socket: violation", "user_id", c.user, "code", int(code), "reason", reason)
-	c.closeWith(code, reason)
-	c.nc.SetReadDeadline(time.Now().Add(c.hub.cfg.WriteTimeout + c.hub.cfg.CloseGrace))
-	var buf [256]byte
-	for {
-		if _, err := c.Read(buf[:]); err != nil {
-			return
-		}
-	}
-}
-
-// msgPool recycles message buffers between messages, so an idle socket holds none.
-var msgPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
-
-func getMsg() *[]byte { return msgPool.Get().(*[]byte) }
-
-func putMsg(b *[]byte) {
-	if cap(*b) > 64<<10 {
-		return
-	}
-	*b = (*b)[:0]
-	msgPool.Put(b)
 }

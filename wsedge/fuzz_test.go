@@ -100,7 +100,13 @@ func runSocket(t *testing.T, m *metrics.Metrics, input []byte) []byte {
 	if !h.register(c, false, 0) {
 		t.Fatal("not registered")
 	}
-	c.run(false, 0)
+	c.seen.Store(time.Now().UnixNano())
+	c.readLoop() // a memConn has no descriptor for the poller
+	for deadline := time.Now().Add(10 * time.Second); !c.idle(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the socket's worker is still busy after 10s")
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := h.Shutdown(ctx); err != nil {

@@ -4,11 +4,14 @@ import (
 	"github.com/gobwas/ws"
 
 	"inbox/chat"
+	"inbox/eventstore"
 )
 
 // handle acts on one complete client text frame. Every failure is answered
 // with an ERROR frame and the socket stays open, except repeated rate-limit
-// violations (1008).
+// violations (1008). A frame that needs the stream (a message, an admitted
+// TYPING, READ, RESUME) goes to the worker; the rest is answered here unless
+// the worker is busy, so replies keep the order of the frames.
 func (c *conn) handle(data []byte) {
 	req, err := decodeFrame(data)
 	c.hub.framesIn[req.op].Inc()
@@ -19,15 +22,96 @@ func (c *conn) handle(data []byte) {
 			c.closeWith(ws.StatusPolicyViolation, "rate limit exceeded repeatedly")
 			return
 		}
-		c.replyError(chat.Errorf(chat.CodeRateLimited, "too many frames: at most %g per second", c.hub.cfg.RatePerSecond), req)
+		err = chat.Errorf(chat.CodeRateLimited, "too many frames: at most %g per second", c.hub.cfg.RatePerSecond)
+	} else {
+		c.strikes = 0
+		if err == nil {
+			err = c.scope(&req)
+		}
+	}
+	j := job{req: req, err: err}
+	idle := c.idle()
+	if err == nil && req.op == inTyping && idle {
+		// Most frames of someone who keeps typing are throttled: they cost
+		// no goroutine and no append.
+		j.typing, j.err = c.hub.svc.AdmitTyping(c.user, req.ConversationID, *req.IsTyping)
+		if j.typing == nil && j.err == nil {
+			return
+		}
+	}
+	if idle && (j.err != nil || req.op == inPing) {
+		c.act(j)
 		return
 	}
-	c.strikes = 0
-	if err == nil {
-		err = c.scope(&req)
+	c.queue(j)
+}
+
+// job is work for the socket's worker: a client frame, or the catch-up of a
+// socket opened with ?since.
+type job struct {
+	req     request
+	err     error              // the frame is refused with this error
+	typing  *eventstore.Typing // an admitted typing event to append
+	catchUp bool
+	since   uint64
+}
+
+// maxJobs is how many frames may wait for one socket's worker; one more
+// closes the socket with 1008 (the rate limit keeps a client well below it).
+const maxJobs = 256
+
+// idle reports whether the socket's worker is not running.
+func (c *conn) idle() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.working
+}
+
+// queue hands j to the socket's worker, starting it if needed.
+func (c *conn) queue(j job) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.jobs) >= maxJobs {
+		c.hub.log.Info("closing socket: too many frames waiting", "user_id", c.user)
+		c.closeLocked(ws.StatusPolicyViolation, "too many frames waiting")
+		return
 	}
-	if err != nil {
-		c.replyError(err, req)
+	c.jobs = append(c.jobs, j)
+	if !c.working {
+		c.working = true
+		c.hub.wg.Add(1) // the socket is being read, so the count is > 0
+		go c.work()
+	}
+}
+
+// work runs the socket's jobs in order until there are none, then exits.
+func (c *conn) work() {
+	defer c.hub.wg.Done()
+	for {
+		c.mu.Lock()
+		if len(c.jobs) == 0 {
+			c.working = false
+			c.jobs = nil
+			c.mu.Unlock()
+			return
+		}
+		j := c.jobs[0]
+		c.jobs[0] = job{}
+		c.jobs = c.jobs[1:]
+		c.mu.Unlock()
+		c.act(j)
+	}
+}
+
+// act does one job; it may block on the stream.
+func (c *conn) act(j job) {
+	req := j.req
+	switch {
+	case j.catchUp:
+		c.catchUp(j.since)
+		return
+	case j.err != nil:
+		c.replyError(j.err, req)
 		return
 	}
 	ctx := c.hub.ctx
@@ -45,7 +129,18 @@ func (c *conn) handle(data []byte) {
 			c.enqueue(encodeAck(req.ClientMsgID, req.ConversationID, seq))
 		}
 	case inTyping:
-		if _, err := svc.Typing(ctx, c.user, req.ConversationID, *req.IsTyping); err != nil {
+		ev := j.typing
+		if ev == nil {
+			var err error
+			if ev, err = svc.AdmitTyping(c.user, req.ConversationID, *req.IsTyping); err != nil {
+				c.replyError(err, req)
+				return
+			}
+			if ev == nil {
+				return // throttled
+			}
+		}
+		if _, err := svc.AppendTyping(ctx, ev); err != nil {
 			c.replyError(err, req)
 		}
 	case inRead:

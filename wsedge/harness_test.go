@@ -52,6 +52,13 @@ type nodeOptions struct {
 	listen func(net.Listener) net.Listener
 }
 
+// eachReader runs test with the poller reading the sockets, then with a
+// reader goroutine per socket (the poller's fallback).
+func eachReader(t *testing.T, test func(t *testing.T, goroutines bool)) {
+	t.Run("poller", func(t *testing.T) { test(t, false) })
+	t.Run("goroutines", func(t *testing.T) { test(t, true) })
+}
+
 func testLogger() *slog.Logger {
 	if os.Getenv("WSEDGE_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))

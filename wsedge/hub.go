@@ -84,7 +84,8 @@ type Hub struct {
 
 	ctx    context.Context // ends at Shutdown: aborts sends and catch-ups
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // readers, writers, the pinger
+	wg     sync.WaitGroup // sockets being read, writers, workers, the pinger
+	poll   *poller        // reads the sockets; nil: a reader goroutine per socket
 
 	// lastSeq is the last sequence Dispatch was called with. It is written
 	// with mu read-held by the one feed goroutine and read with mu held, so
@@ -121,6 +122,15 @@ func New(cfg Config, svc *chat.Service, authn Authenticator, reader Reader, m *m
 	}
 	for _, t := range []string{inMessage, inTyping, inRead, inPing, inResume, inInvalid} {
 		h.framesIn[t] = m.FramesIn.WithLabelValues(t)
+	}
+	if !cfg.goroutineReaders {
+		p, err := newPoller(h)
+		if err != nil {
+			h.log.Info("reading each socket on its own goroutine", "reason", err)
+		} else {
+			h.poll = p
+			go p.run()
+		}
 	}
 	h.wg.Add(1)
 	go h.pinger()
@@ -176,14 +186,15 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := newConn(h, nc, claims, ep, id)
 	// The request's reader may hold bytes the client sent right after the
 	// handshake; they come first. net/http's buffers are then dropped.
+	var pre []byte
 	if n := rw.Reader.Buffered(); n > 0 {
 		p, _ := rw.Reader.Peek(n)
-		c.pre = append([]byte(nil), p...)
+		pre = append([]byte(nil), p...)
 	}
 	if !h.register(c, resume, since) {
 		return
 	}
-	go c.run(resume, since)
+	c.start(resume, since, pre)
 }
 
 // route parses an endpoint path; the trailing slash is optional.
@@ -474,14 +485,18 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		h.wg.Wait()
 		close(done)
 	}()
+	var err error
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
 		for _, c := range conns {
-			c.nc.Close()
+			c.kill()
 		}
 		<-done
-		return ctx.Err()
+		err = ctx.Err()
 	}
+	if h.poll != nil {
+		h.poll.close()
+	}
+	return err
 }

@@ -389,8 +389,10 @@ func TestResumeUnderTraffic(t *testing.T) {
 }
 
 // TestResumeFrame: a RESUME frame on a live socket catches up like ?since.
-func TestResumeFrame(t *testing.T) {
-	n := newNode(t, nodeOptions{})
+func TestResumeFrame(t *testing.T) { eachReader(t, testResumeFrame) }
+
+func testResumeFrame(t *testing.T, goroutines bool) {
+	n := newNode(t, nodeOptions{cfg: Config{goroutineReaders: goroutines}})
 	n.create(t, 1, "alice", "bob")
 	first := n.send(t, "alice", 1, "one")
 	second := n.send(t, "alice", 1, "two")
@@ -433,9 +435,11 @@ func TestResumeLegacyAndEmpty(t *testing.T) {
 
 // TestSlowConsumer: a client that stops reading is closed with 4013 while
 // the others keep receiving.
-func TestSlowConsumer(t *testing.T) {
+func TestSlowConsumer(t *testing.T) { eachReader(t, testSlowConsumer) }
+
+func testSlowConsumer(t *testing.T, goroutines bool) {
 	n := newNode(t, nodeOptions{
-		cfg:    Config{QueueFrames: 64},
+		cfg:    Config{QueueFrames: 64, goroutineReaders: goroutines},
 		limits: chat.Limits{MaxText: 4000},
 		listen: func(l net.Listener) net.Listener { return smallSendBuffers{l} },
 	})
@@ -514,8 +518,10 @@ func TestSocketLimitAndShutdown(t *testing.T) {
 
 // TestFragmentsAndControlFrames: a message in three fragments with a ping
 // in between is reassembled; the ping is answered with a pong.
-func TestFragmentsAndControlFrames(t *testing.T) {
-	n := newNode(t, nodeOptions{})
+func TestFragmentsAndControlFrames(t *testing.T) { eachReader(t, testFragmentsAndControlFrames) }
+
+func testFragmentsAndControlFrames(t *testing.T, goroutines bool) {
+	n := newNode(t, nodeOptions{cfg: Config{goroutineReaders: goroutines}})
 	n.create(t, 1, "alice", "bob")
 	r, err := n.rawDial(t, n.token(t, "alice"), "/ws/inbox/", nil)
 	if err != nil {

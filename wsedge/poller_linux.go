@@ -1,0 +1,221 @@
+//go:build linux
+
+package wsedge
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// poller reads every socket of a hub from one epoll instance on one
+// goroutine. An idle socket costs no goroutine; a frame costs one read(2)
+// and no scheduler wake-up, so thousands of chatty sockets (a typing storm)
+// do not queue up in the Go scheduler ahead of the message path. Frames that
+// block go to the socket's worker (handle.go).
+//
+// The poller also ends reading for sockets that have been silent for two
+// ping intervals or whose close is overdue (closeBy), every sweep interval.
+type poller struct {
+	h     *Hub
+	epfd  int
+	buf   []byte // one read's bytes; consume copies what it keeps
+	sweep time.Duration
+
+	mu    sync.Mutex
+	conns map[uint64]*conn // by registration id: a reused fd number never reaches the wrong socket
+	next  uint64
+
+	stop     chan struct{}
+	done     chan struct{}
+	stopOnce sync.Once
+}
+
+// pollReg is a socket's registration with the poller.
+type pollReg struct {
+	id  uint64
+	raw syscall.RawConn
+}
+
+// canWrite reports whether tryWrite can be used.
+func (r pollReg) canWrite() bool { return r.raw != nil }
+
+// tryWrite writes as much of p as the socket's buffer takes now, without
+// waiting: 0 and no error if it takes nothing.
+func (r pollReg) tryWrite(p []byte) (int, error) {
+	var n int
+	var werr error
+	err := r.raw.Write(func(fd uintptr) bool {
+		for {
+			n, werr = unix.Write(int(fd), p)
+			if werr != unix.EINTR {
+				return true
+			}
+		}
+	})
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return 0, nil // a blocking write's old deadline: the writer sets a new one
+	case err != nil:
+		return 0, err
+	case werr == unix.EAGAIN:
+		return 0, nil
+	case werr != nil:
+		return 0, werr
+	}
+	return n, nil
+}
+
+// pollWait bounds one epoll_wait, so stop and sweeps are noticed.
+const pollWait = 100 * time.Millisecond
+
+func newPoller(h *Hub) (*poller, error) {
+	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll_create1: %w", err)
+	}
+	sweep := min(250*time.Millisecond, h.cfg.PingInterval/4, h.cfg.CloseGrace/4)
+	return &poller{
+		h: h, epfd: fd, buf: make([]byte, 64<<10), sweep: max(sweep, 10*time.Millisecond),
+		conns: make(map[uint64]*conn),
+		stop:  make(chan struct{}), done: make(chan struct{}),
+	}, nil
+}
+
+var errNoFD = errors.New("connection has no file descriptor")
+
+// add starts reading c.
+func (p *poller) add(c *conn) error {
+	sc, ok := c.nc.(syscall.Conn)
+	if !ok {
+		return errNoFD
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("poll socket: %w", err)
+	}
+	p.mu.Lock()
+	p.next++
+	id := p.next
+	c.mu.Lock() // enqueue reads c.poll
+	c.poll = pollReg{id: id, raw: raw}
+	c.mu.Unlock()
+	p.conns[id] = c
+	p.mu.Unlock()
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(uint32(id)), Pad: int32(uint32(id >> 32))}
+	var cerr error
+	if err = raw.Control(func(fd uintptr) { cerr = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev) }); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		p.mu.Lock()
+		delete(p.conns, id)
+		p.mu.Unlock()
+		c.mu.Lock()
+		c.poll = pollReg{}
+		c.mu.Unlock()
+		return fmt.Errorf("epoll_ctl add: %w", err)
+	}
+	return nil
+}
+
+// run is the poller's goroutine; it ends after close.
+func (p *poller) run() {
+	defer close(p.done)
+	defer unix.Close(p.epfd)
+	events := make([]unix.EpollEvent, 256)
+	ready := make([]*conn, 0, len(events))
+	var swept time.Time
+	for {
+		n, err := unix.EpollWait(p.epfd, events, int(pollWait/time.Millisecond))
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			p.h.log.Error("epoll_wait failed; sockets are no longer read", "err", err)
+			return
+		}
+		now := time.Now()
+		ready = ready[:0]
+		p.mu.Lock()
+		for _, ev := range events[:max(n, 0)] {
+			if c := p.conns[uint64(uint32(ev.Fd))|uint64(uint32(ev.Pad))<<32]; c != nil {
+				ready = append(ready, c)
+			}
+		}
+		p.mu.Unlock()
+		for i, c := range ready {
+			p.read(c, now)
+			ready[i] = nil
+		}
+		if now.Sub(swept) >= p.sweep {
+			p.expire(now)
+			swept = now
+		}
+		select {
+		case <-p.stop:
+			return
+		default:
+		}
+	}
+}
+
+// read reads what c has (once: epoll is level-triggered, the rest is read
+// on the next round) and parses it.
+func (p *poller) read(c *conn, now time.Time) {
+	var n int
+	var rerr error
+	err := c.poll.raw.Read(func(fd uintptr) bool {
+		for {
+			n, rerr = unix.Read(int(fd), p.buf)
+			if rerr != unix.EINTR {
+				return true
+			}
+		}
+	})
+	switch {
+	case err == nil && rerr == unix.EAGAIN:
+		return
+	case err != nil || rerr != nil || n <= 0:
+		p.finish(c) // closed, reset or end of input
+		return
+	}
+	c.seen.Store(now.UnixNano())
+	if !c.consume(p.buf[:n]) {
+		p.finish(c)
+	}
+}
+
+// expire ends reading for sockets that are silent too long or past closeBy.
+func (p *poller) expire(now time.Time) {
+	ns := now.UnixNano()
+	var dead []*conn
+	p.mu.Lock()
+	for _, c := range p.conns {
+		if c.expired(ns) {
+			dead = append(dead, c)
+		}
+	}
+	p.mu.Unlock()
+	for _, c := range dead {
+		p.finish(c)
+	}
+}
+
+// finish stops reading c and finishes the socket.
+func (p *poller) finish(c *conn) {
+	p.mu.Lock()
+	delete(p.conns, c.poll.id)
+	p.mu.Unlock()
+	// A closed descriptor has already left the epoll set.
+	c.poll.raw.Control(func(fd uintptr) { unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(fd), nil) })
+	c.finish()
+}
+
+// close stops the poller once every socket it read has finished.
+func (p *poller) close() {
+	p.stopOnce.Do(func() { close(p.stop) })
+	<-p.done
+}

@@ -1,0 +1,51 @@
+package wsedge
+
+import (
+	"testing"
+	"time"
+)
+
+// TestPollerHoldsIdleSockets: on Linux the poller reads every socket, so an
+// open, idle socket costs no goroutine, and it still answers; a socket that
+// sends nothing for two ping intervals is closed by the poller's sweep.
+func TestPollerHoldsIdleSockets(t *testing.T) {
+	n := newNode(t, nodeOptions{cfg: Config{PingInterval: 200 * time.Millisecond, MaxSocketsPerUser: 64}})
+	if n.hub.poll == nil {
+		t.Fatal("no poller on Linux")
+	}
+	n.create(t, 1, "alice", "bob")
+	const sockets = 40
+	clients := make([]*client, sockets)
+	for i := range clients {
+		clients[i] = n.dial(t, "alice", "/ws/inbox/")
+		clients[i].ping()
+	}
+	n.hub.poll.mu.Lock()
+	polled := len(n.hub.poll.conns)
+	n.hub.poll.mu.Unlock()
+	if polled != sockets {
+		t.Fatalf("poller reads %d sockets, want %d", polled, sockets)
+	}
+	b := n.dial(t, "bob", "/ws/inbox/")
+	b.ping()
+	clients[sockets-1].sendJSON(map[string]any{"conversation_id": 1, "message": "still here", "client_msg_id": "p-1"})
+	clients[sockets-1].expect("ACK")
+	if got := b.expect(""); got["message"] != "still here" {
+		t.Fatalf("bob got %v", got)
+	}
+
+	// A client that never answers the pings is cut off by the sweep.
+	mute, err := n.rawDial(t, n.token(t, "bob"), "/ws/inbox/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for {
+		if _, err := mute.readFrame(); err != nil {
+			break // closed by the server (pings and no answer until then)
+		}
+	}
+	if waited := time.Since(start); waited < 300*time.Millisecond || waited > 4*time.Second {
+		t.Fatalf("a mute socket was closed after %v, want about two ping intervals (400ms)", waited)
+	}
+}

@@ -1,0 +1,19 @@
+//go:build !linux
+
+package wsedge
+
+import "errors"
+
+// poller is Linux-only (epoll); elsewhere every socket has a reader goroutine.
+type poller struct{}
+
+type pollReg struct{}
+
+func (pollReg) canWrite() bool               { return false }
+func (pollReg) tryWrite([]byte) (int, error) { return 0, errors.ErrUnsupported }
+
+func newPoller(*Hub) (*poller, error) { return nil, errors.New("no epoll on this system") }
+
+func (*poller) add(*conn) error { return errors.ErrUnsupported }
+func (*poller) run()            {}
+func (*poller) close()          {}
