@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -73,7 +74,8 @@ type MessageLocator interface {
 type Limits struct {
 	MaxText        int           // characters in a message (default 4000)
 	MaxReadIDs     int           // message_ids in one receipt (default 100)
-	TypingInterval time.Duration // the same typing state is appended at most once per interval (default: half of TypingTTL, at least 1s)
+	TypingInterval time.Duration // the same typing state is appended at most once per interval (default: half of TypingTTL, at least TypingGap)
+	TypingGap      time.Duration // at most one typing event per user and conversation per gap; a change of state sooner waits for it (default 1s)
 	TypingTTL      time.Duration // a typing start expires this long after it was sent (default eventstore.DefaultTypingTTL; the stream's per-message TTL)
 	SettleTimeout  time.Duration // how long an admin change waits to be visible locally (default 5s)
 }
@@ -88,11 +90,14 @@ func (l *Limits) defaults() {
 	if l.TypingTTL <= 0 {
 		l.TypingTTL = eventstore.DefaultTypingTTL
 	}
+	if l.TypingGap <= 0 {
+		l.TypingGap = time.Second
+	}
 	if l.TypingInterval <= 0 {
 		// A start holds for TypingTTL: re-announcing it at half of that keeps
 		// the indicator on for a user who keeps typing, at a fraction of the
 		// appends of one per second.
-		l.TypingInterval = max(time.Second, l.TypingTTL/2)
+		l.TypingInterval = max(l.TypingGap, l.TypingTTL/2)
 	}
 	if l.SettleTimeout <= 0 {
 		l.SettleTimeout = 5 * time.Second
@@ -123,9 +128,12 @@ type typingKey struct {
 }
 
 type typingState struct {
-	at time.Time
-	on bool
+	at      time.Time   // when the last event was admitted
+	on      bool        // its state
+	pending *pendingTyping // appends the other state once TypingGap has passed
 }
+
+type pendingTyping struct{ t *time.Timer }
 
 // NewService returns a Service appending to store and checking membership in dir.
 func NewService(store Appender, locate MessageLocator, dir *Directory, limits Limits) *Service {
@@ -259,13 +267,17 @@ func (s *Service) Typing(ctx context.Context, user string, conv int64, isTyping 
 }
 
 // AdmitTyping checks a typing frame and applies the throttle without blocking:
-// it returns the event to append, or nil if the user sent the same state for
-// this conversation less than TypingInterval ago. A change of state (started →
-// stopped) is always admitted. A start carries ExpiresAt (now + TypingTTL):
-// receivers treat the user as stopped from then on unless a later start
-// extends it, so a start with no follow-up ends by itself. A client that keeps
-// typing re-sends starts; one per TypingInterval (by default half the expiry)
-// is admitted, each pushing the expiry forward.
+// it returns the event to append now, or nil. At most one event per user and
+// conversation is admitted per TypingGap, and the same state at most once per
+// TypingInterval. A change of state (started → stopped) sooner than TypingGap
+// is appended by the service itself once the gap has passed, unless the
+// user changes back meanwhile: the latest state wins and none is lost.
+//
+// A start carries ExpiresAt (now + TypingTTL): receivers treat the user as
+// stopped from then on unless a later start extends it, so a start with no
+// follow-up ends by itself. A client that keeps typing re-sends starts; one
+// per TypingInterval (by default half the expiry) is admitted, each pushing
+// the expiry forward.
 func (s *Service) AdmitTyping(user string, conv int64, isTyping bool) (*eventstore.Typing, error) {
 	if err := s.checkMember(conv, user); err != nil {
 		return nil, err
@@ -273,21 +285,55 @@ func (s *Service) AdmitTyping(user string, conv int64, isTyping bool) (*eventsto
 	k := typingKey{user, conv}
 	now := s.now()
 	s.typingMu.Lock()
+	defer s.typingMu.Unlock()
 	last, ok := s.typing[k]
-	if ok && last.on == isTyping && now.Sub(last.at) < s.limits.TypingInterval {
-		s.typingMu.Unlock()
+	switch {
+	case ok && last.pending != nil:
+		if isTyping == last.on { // changed back: nothing to announce
+			last.pending.t.Stop()
+			last.pending = nil
+			s.typing[k] = last
+		}
+		return nil, nil
+	case ok && last.on == isTyping && now.Sub(last.at) < s.limits.TypingInterval:
+		return nil, nil
+	case ok && now.Sub(last.at) < s.limits.TypingGap:
+		p := &pendingTyping{}
+		p.t = time.AfterFunc(s.limits.TypingGap-now.Sub(last.at), func() { s.typingDue(k, p) })
+		last.pending = p
+		s.typing[k] = last
 		return nil, nil
 	}
-	s.typing[k] = typingState{at: now, on: isTyping}
 	if len(s.typing) > 100_000 {
 		s.pruneTypingLocked(now)
 	}
-	s.typingMu.Unlock()
-	ev := &eventstore.Typing{ConversationID: conv, UserID: user, IsTyping: isTyping}
+	return s.admitTypingLocked(k, isTyping, now), nil
+}
+
+func (s *Service) admitTypingLocked(k typingKey, isTyping bool, now time.Time) *eventstore.Typing {
+	s.typing[k] = typingState{at: now, on: isTyping}
+	ev := &eventstore.Typing{ConversationID: k.conv, UserID: k.user, IsTyping: isTyping}
 	if isTyping {
 		ev.ExpiresAt = now.Add(s.limits.TypingTTL).UTC()
 	}
-	return ev, nil
+	return ev
+}
+
+// typingDue appends a change of state that waited for TypingGap (p).
+func (s *Service) typingDue(k typingKey, p *pendingTyping) {
+	s.typingMu.Lock()
+	last, ok := s.typing[k]
+	if !ok || last.pending != p {
+		s.typingMu.Unlock()
+		return // cancelled
+	}
+	ev := s.admitTypingLocked(k, !last.on, s.now())
+	s.typingMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), s.limits.SettleTimeout)
+	defer cancel()
+	if _, err := s.append(ctx, ev); err != nil {
+		slog.Warn("deferred typing event not appended", "user_id", k.user, "conversation_id", k.conv, "is_typing", ev.IsTyping, "err", err)
+	}
 }
 
 // AppendTyping appends a typing event AdmitTyping returned.
@@ -297,7 +343,7 @@ func (s *Service) AppendTyping(ctx context.Context, ev *eventstore.Typing) (uint
 
 func (s *Service) pruneTypingLocked(now time.Time) {
 	for k, st := range s.typing {
-		if now.Sub(st.at) >= s.limits.TypingInterval {
+		if st.pending == nil && now.Sub(st.at) >= s.limits.TypingInterval {
 			delete(s.typing, k)
 		}
 	}

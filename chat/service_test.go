@@ -17,6 +17,11 @@ import (
 // as a node does.
 func newService(t *testing.T) (*chat.Service, *eventstore.Store) {
 	t.Helper()
+	return newServiceWith(t, chat.Limits{MaxText: 10})
+}
+
+func newServiceWith(t *testing.T, limits chat.Limits) (*chat.Service, *eventstore.Store) {
+	t.Helper()
 	st := testnats.Store(t, testnats.Server(t))
 	dir := chat.NewDirectory()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -26,7 +31,7 @@ func newService(t *testing.T) (*chat.Service, *eventstore.Store) {
 		st.Tail(ctx, 1, nil, func(s eventstore.Stored) { dir.Apply(s) })
 	}()
 	t.Cleanup(func() { cancel(); <-done })
-	return chat.NewService(st, st, dir, chat.Limits{MaxText: 10}), st
+	return chat.NewService(st, st, dir, limits), st
 }
 
 func members(ids ...string) []eventstore.Member {
@@ -233,10 +238,69 @@ func TestTypingThrottle(t *testing.T) {
 	if got, want := svc.Limits().TypingInterval, eventstore.DefaultTypingTTL/2; got != want {
 		t.Fatalf("default typing interval %s, want half the expiry (%s)", got, want)
 	}
-	if seq, err := svc.Typing(ctx, "a", 1, false); err != nil || seq == 0 {
-		t.Fatalf("stop after start = %d, %v; a change of state is always appended", seq, err)
-	}
 	if _, err := svc.Typing(ctx, "c", 1, true); chat.CodeOf(err) != chat.CodeForbidden {
 		t.Fatalf("typing by a non-member: %v, want forbidden", err)
+	}
+}
+
+// TestTypingChangeWaitsForGap: a change of state sooner than TypingGap after
+// the last typing event is appended once the gap has passed, the latest state
+// winning; a user who changes back meanwhile causes no event at all.
+func TestTypingChangeWaitsForGap(t *testing.T) {
+	const gap = 200 * time.Millisecond
+	svc, st := newServiceWith(t, chat.Limits{TypingGap: gap})
+	ctx := context.Background()
+	if _, _, err := svc.CreateConversation(ctx, 1, members("a", "b")); err != nil {
+		t.Fatal(err)
+	}
+	start, err := svc.Typing(ctx, "a", 1, true)
+	if err != nil || start == 0 {
+		t.Fatalf("first start = %d, %v", start, err)
+	}
+	for i, on := range []bool{false, true, false, true, false} {
+		if seq, err := svc.Typing(ctx, "a", 1, on); err != nil || seq != 0 {
+			t.Fatalf("change %d within the gap = %d, %v; want it deferred", i, seq, err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		last, err := st.LastSeq(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if last > start {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the deferred stop was never appended")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(2 * gap) // nothing more may follow
+	var got []*eventstore.Typing
+	err = st.Read(ctx, start+1, start+10, nil, func(s eventstore.Stored) error {
+		if ev, ok := s.Event.(*eventstore.Typing); ok {
+			got = append(got, ev)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].IsTyping || got[0].UserID != "a" {
+		t.Fatalf("after the gap: %+v, want one stop by a", got)
+	}
+
+	// Changing back within the gap announces nothing.
+	time.Sleep(gap)
+	if seq, err := svc.Typing(ctx, "a", 1, true); err != nil || seq == 0 {
+		t.Fatalf("start after the gap = %d, %v", seq, err)
+	}
+	last, _ := st.LastSeq(ctx)
+	svc.Typing(ctx, "a", 1, false)
+	svc.Typing(ctx, "a", 1, true)
+	time.Sleep(3 * gap)
+	if now, _ := st.LastSeq(ctx); now != last {
+		t.Fatalf("stream moved from %d to %d after a stop and a start within the gap", last, now)
 	}
 }
