@@ -112,8 +112,9 @@ type Service struct {
 	limits Limits
 	now    func() time.Time
 
-	typingMu sync.Mutex
-	typing   map[typingKey]typingState
+	typingMu     sync.Mutex
+	typing       map[typingKey]typingState
+	typingClosed bool // Close was called: no more deferred typing events
 
 	lastWrite sync.Map // user id -> uint64: the user's latest acknowledged append on this node
 
@@ -128,8 +129,8 @@ type typingKey struct {
 }
 
 type typingState struct {
-	at      time.Time   // when the last event was admitted
-	on      bool        // its state
+	at      time.Time      // when the last event was admitted
+	on      bool           // its state
 	pending *pendingTyping // appends the other state once TypingGap has passed
 }
 
@@ -298,6 +299,9 @@ func (s *Service) AdmitTyping(user string, conv int64, isTyping bool) (*eventsto
 	case ok && last.on == isTyping && now.Sub(last.at) < s.limits.TypingInterval:
 		return nil, nil
 	case ok && now.Sub(last.at) < s.limits.TypingGap:
+		if s.typingClosed {
+			return nil, nil
+		}
 		p := &pendingTyping{}
 		p.t = time.AfterFunc(s.limits.TypingGap-now.Sub(last.at), func() { s.typingDue(k, p) })
 		last.pending = p
@@ -319,11 +323,26 @@ func (s *Service) admitTypingLocked(k typingKey, isTyping bool, now time.Time) *
 	return ev
 }
 
+// Close cancels the typing changes still waiting for their gap. Call it
+// before the store closes; the service stays usable otherwise.
+func (s *Service) Close() {
+	s.typingMu.Lock()
+	defer s.typingMu.Unlock()
+	s.typingClosed = true
+	for k, st := range s.typing {
+		if st.pending != nil {
+			st.pending.t.Stop()
+			st.pending = nil
+			s.typing[k] = st
+		}
+	}
+}
+
 // typingDue appends a change of state that waited for TypingGap (p).
 func (s *Service) typingDue(k typingKey, p *pendingTyping) {
 	s.typingMu.Lock()
 	last, ok := s.typing[k]
-	if !ok || last.pending != p {
+	if !ok || last.pending != p || s.typingClosed {
 		s.typingMu.Unlock()
 		return // cancelled
 	}

@@ -407,6 +407,9 @@ func (n *Node) stop(ctx context.Context) {
 		if n.hub != nil {
 			errs = append(errs, n.hub.Shutdown(ctx))
 		}
+		if n.svc != nil {
+			n.svc.Close() // typing changes still waiting for their second are dropped
+		}
 		if n.pres != nil {
 			// After the sockets (their Offline calls are moot: Close removes
 			// every key of this node), before NATS.

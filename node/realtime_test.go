@@ -15,8 +15,9 @@ import (
 
 // TestTyping: a TYPING start reaches the other member (every socket) and
 // none of the typer's; it carries expires_at = now + the stream's typing TTL;
-// repeated starts within a second are appended once; a change of state
-// always passes; a client that keeps typing is appended once per second.
+// repeated starts are appended once; a change of state within the second
+// after the last event is appended when the second is over, the latest state
+// winning; a client that keeps typing is appended once per interval (1 s here).
 func TestTyping(t *testing.T) {
 	s := rtNATS(t)
 	n := rtStart(t, s, "typing", nil)
@@ -32,8 +33,6 @@ func TestTyping(t *testing.T) {
 		a1.send(typing(true))
 	}
 	a1.send(typing(false))
-	a1.send(typing(true))
-
 	// UNREAD frames (the projector's count for a new member) may come in
 	// between; TYPING frames come in stream order.
 	f := b.untilType("TYPING")
@@ -56,22 +55,30 @@ func TestTyping(t *testing.T) {
 			t.Errorf("TYPING frame has an unexpected field %q: %v", k, f)
 		}
 	}
-	// The four repeated starts were throttled: the stop comes next, then
-	// the new start (a change of state passes).
+	// The four repeated starts were throttled; the stop, sent within the
+	// second, comes when the second is over.
 	if f := b.untilType("TYPING"); f["is_typing"] != false || f["expires_at"] != nil {
 		t.Fatalf("bob got %v, want alice's TYPING stop (no expires_at)", f)
+	} else if waited := time.Since(before); waited < 900*time.Millisecond {
+		t.Errorf("the stop came %v after the start; a change within the second waits for it", waited)
 	}
+	// Start, stop, start within the second: only the latest state is appended.
+	a1.send(typing(true))
+	a1.send(typing(false))
+	a1.send(typing(true))
 	if f := b.untilType("TYPING"); f["is_typing"] != true {
 		t.Fatalf("bob got %v, want alice's second TYPING start", f)
 	}
 	for _, c := range []*rtClient{a1, a2} {
 		c.noneOf(c.ping(), "TYPING", nil)
 	}
+	b.noneOf(b.ping(), "TYPING", nil)
 
 	// Keep typing for 1.5 s (a start every 100 ms): appended at the start
 	// and once more a second later.
 	a2.send(typing(false))
 	b.untilType("TYPING")
+	time.Sleep(1100 * time.Millisecond) // the first start below is admitted at once
 	start := time.Now()
 	for time.Since(start) < 1500*time.Millisecond {
 		a2.send(typing(true))
