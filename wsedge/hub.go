@@ -4,11 +4,13 @@
 // turns client frames into chat.Service calls, and resumes a reconnecting
 // client from a stream sequence with no gap and no duplicate.
 //
-// Goroutines: one reader per socket (started by ServeHTTP, it owns the socket's
-// lifecycle and closes the net.Conn when it ends), a writer per socket that
-// exists only while the socket's queue is non-empty (the one owner of writes),
-// and one hub-wide pinger. Dispatch never blocks on a socket: a socket whose
-// queue is full is closed with 4013.
+// Goroutines: one poller for the hub (Linux: epoll) reads every socket and
+// answers what cannot block; a socket's worker exists only while it has frames
+// that need the stream (a message, an admitted TYPING, READ, RESUME), and its
+// writer only while a write would block; plus one hub-wide pinger. Where the
+// poller cannot be used, each socket has a reader goroutine instead. A socket
+// ends when its reading ends. Dispatch never blocks on a socket: a socket
+// whose queue is full is closed with 4013.
 //
 // Too many sockets for one user are refused before the upgrade with HTTP 429
 // (code rate_limited), so a client never sees a socket open and shut at once.
