@@ -111,6 +111,7 @@ type Service struct {
 	dir    *Directory
 	limits Limits
 	now    func() time.Time
+	log    *slog.Logger
 
 	typingMu     sync.Mutex
 	typing       map[typingKey]typingState
@@ -139,8 +140,15 @@ type pendingTyping struct{ t *time.Timer }
 // NewService returns a Service appending to store and checking membership in dir.
 func NewService(store Appender, locate MessageLocator, dir *Directory, limits Limits) *Service {
 	limits.defaults()
-	return &Service{store: store, locate: locate, dir: dir, limits: limits, now: time.Now, typing: make(map[typingKey]typingState)}
+	return &Service{
+		store: store, locate: locate, dir: dir, limits: limits, now: time.Now,
+		log: slog.New(slog.DiscardHandler), typing: make(map[typingKey]typingState),
+	}
 }
+
+// SetLogger sets where the service logs what no caller hears of (a typing
+// event it appends by itself that fails). Call it before using the service.
+func (s *Service) SetLogger(l *slog.Logger) { s.log = l }
 
 // Directory is the service's membership directory.
 func (s *Service) Directory() *Directory { return s.dir }
@@ -351,7 +359,7 @@ func (s *Service) typingDue(k typingKey, p *pendingTyping) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.limits.SettleTimeout)
 	defer cancel()
 	if _, err := s.append(ctx, ev); err != nil {
-		slog.Warn("deferred typing event not appended", "user_id", k.user, "conversation_id", k.conv, "is_typing", ev.IsTyping, "err", err)
+		s.log.Warn("deferred typing event not appended", "user_id", k.user, "conversation_id", k.conv, "is_typing", ev.IsTyping, "err", err)
 	}
 }
 

@@ -136,6 +136,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Lag:     func() float64 { return float64(n.lag(context.Background())) },
 	})
 	n.svc = chat.NewService(countingAppender{n.store, n.metrics}, n.store, n.dir, limits)
+	n.svc.SetLogger(n.log.With("component", "chat"))
 	if err := n.startPresence(ctx); err != nil {
 		return nil, err
 	}

@@ -71,7 +71,6 @@ func (c *conn) keep(p []byte) {
 		return
 	}
 	c.in = append(c.in[:0], p...) // p may be c.in's own tail: append moves it
-
 }
 
 // parseHeader parses a frame header at the start of p. ok is false while p
