@@ -214,7 +214,7 @@ func (p *poller) finish(c *conn) {
 	c.finish()
 }
 
-// close stops the poller once every socket it read has finished.
+// close stops the poller; the hub calls it once every socket has finished.
 func (p *poller) close() {
 	p.stopOnce.Do(func() { close(p.stop) })
 	<-p.done
