@@ -27,6 +27,12 @@ type poller struct {
 	buf   []byte // one read's bytes; consume copies what it keeps
 	sweep time.Duration
 
+	// The last read's result, and the function that reads into buf: made
+	// once, so a read allocates nothing.
+	n      int
+	rerr   error
+	readFn func(fd uintptr) bool
+
 	mu    sync.Mutex
 	conns map[uint64]*conn // by registration id: a reused fd number never reaches the wrong socket
 	next  uint64
@@ -80,11 +86,20 @@ func newPoller(h *Hub) (*poller, error) {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
 	}
 	sweep := min(250*time.Millisecond, h.cfg.PingInterval/4, h.cfg.CloseGrace/4)
-	return &poller{
+	p := &poller{
 		h: h, epfd: fd, buf: make([]byte, 64<<10), sweep: max(sweep, 10*time.Millisecond),
 		conns: make(map[uint64]*conn),
 		stop:  make(chan struct{}), done: make(chan struct{}),
-	}, nil
+	}
+	p.readFn = func(fd uintptr) bool {
+		for {
+			p.n, p.rerr = unix.Read(int(fd), p.buf)
+			if p.rerr != unix.EINTR {
+				return true // never wait: epoll said it is readable
+			}
+		}
+	}
+	return p, nil
 }
 
 var errNoFD = errors.New("connection has no file descriptor")
@@ -165,16 +180,9 @@ func (p *poller) run() {
 // read reads what c has (once: epoll is level-triggered, the rest is read
 // on the next round) and parses it.
 func (p *poller) read(c *conn, now time.Time) {
-	var n int
-	var rerr error
-	err := c.poll.raw.Read(func(fd uintptr) bool {
-		for {
-			n, rerr = unix.Read(int(fd), p.buf)
-			if rerr != unix.EINTR {
-				return true
-			}
-		}
-	})
+	p.n, p.rerr = 0, nil
+	err := c.poll.raw.Read(p.readFn)
+	n, rerr := p.n, p.rerr
 	switch {
 	case err == nil && rerr == unix.EAGAIN:
 		return
