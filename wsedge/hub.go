@@ -457,13 +457,17 @@ func (h *Hub) pinger() {
 			return
 		case <-t.C:
 		}
+		// The pings are written outside the routing lock: tens of thousands
+		// of writes must not hold up a registration, and Dispatch behind it.
 		h.mu.RLock()
+		conns := make([]*conn, 0, len(h.users))
 		for _, us := range h.users {
-			for _, c := range us.conns {
-				c.enqueue(pingFrame)
-			}
+			conns = append(conns, us.conns...)
 		}
 		h.mu.RUnlock()
+		for _, c := range conns {
+			c.enqueue(pingFrame)
+		}
 	}
 }
 
