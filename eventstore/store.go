@@ -26,6 +26,9 @@ const (
 	DefaultAppendTimeout   = 5 * time.Second
 )
 
+// maxAppendsInFlight bounds the appends awaiting their acknowledgement.
+const maxAppendsInFlight = 1 << 16
+
 // Errors callers branch on.
 var (
 	// ErrExists: a conversation or job with that id was already created.
@@ -81,7 +84,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	js, err := jetstream.New(cfg.Conn)
+	js, err := jetstream.New(cfg.Conn,
+		// An acknowledgement that never comes (a lost connection) frees its
+		// slot after AppendTimeout; the cap on appends in flight is far above
+		// what the sockets' rate limits let through.
+		jetstream.WithPublishAsyncTimeout(cfg.AppendTimeout),
+		jetstream.WithPublishAsyncMaxPending(maxAppendsInFlight))
 	if err != nil {
 		return nil, fmt.Errorf("open jetstream: %w", err)
 	}
@@ -225,11 +233,23 @@ func (s *Store) Append(ctx context.Context, e Event, opts ...AppendOption) (uint
 		ctx, cancel = context.WithTimeout(ctx, s.cfg.AppendTimeout)
 		defer cancel()
 	}
-	ack, err := s.js.PublishMsg(ctx, &nats.Msg{Subject: e.Subject(), Data: data}, pubOpts...)
+	// Published asynchronously and awaited here: the acknowledgement then
+	// reaches this caller through the JetStream publisher's own reply
+	// subscription, not through the connection's lock, which the connection's
+	// flusher holds while it writes. Under load that lock was most of an
+	// append's wait.
+	paf, err := s.js.PublishMsgAsync(&nats.Msg{Subject: e.Subject(), Data: data}, pubOpts...)
 	if err != nil {
 		return 0, classify(e, err)
 	}
-	return ack.Sequence, nil
+	select {
+	case ack := <-paf.Ok():
+		return ack.Sequence, nil
+	case err := <-paf.Err():
+		return 0, classify(e, err)
+	case <-ctx.Done():
+		return 0, classify(e, ctx.Err())
+	}
 }
 
 // classify maps a publish error to ErrExists or ErrUnavailable, keeping the cause.
