@@ -6,10 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"sync"
 	"testing"
@@ -19,6 +17,7 @@ import (
 
 	"inbox/auth"
 	"inbox/eventstore"
+	"inbox/internal/testutil"
 	"inbox/node"
 	"inbox/wsedge"
 )
@@ -29,14 +28,6 @@ const (
 	frameWait  = 15 * time.Second
 )
 
-// testLogger discards unless INBOX_TEST_LOG is set (then warnings go to stderr).
-func testLogger() *slog.Logger {
-	if os.Getenv("INBOX_TEST_LOG") == "" {
-		return slog.New(slog.DiscardHandler)
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
 // startNode starts an in-process inboxd on natsURL with its own data folder.
 func startNode(t testing.TB, natsURL string, replicas int, id string) *node.Node {
 	t.Helper()
@@ -44,7 +35,7 @@ func startNode(t testing.TB, natsURL string, replicas int, id string) *node.Node
 	defer cancel()
 	n, err := node.Start(ctx, node.Config{
 		DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", NATSURL: natsURL, Replicas: replicas, NodeID: id,
-		JWTSecret: jwtSecret, AdminToken: adminToken, Logger: testLogger().With("node", id),
+		JWTSecret: jwtSecret, AdminToken: adminToken, Logger: testutil.Logger().With("node", id),
 		Edge: wsedge.Config{RatePerSecond: 100_000, RateBurst: 100_000},
 	})
 	if err != nil {

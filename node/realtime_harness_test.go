@@ -12,9 +12,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
-	"os"
 	"testing"
 	"time"
 
@@ -27,6 +25,7 @@ import (
 	"inbox/chat"
 	"inbox/eventstore"
 	"inbox/internal/testnats"
+	"inbox/internal/testutil"
 	"inbox/wsedge"
 )
 
@@ -35,13 +34,6 @@ const (
 	rtAdmin     = "node-realtime-test-admin-token"
 	rtFrameWait = 10 * time.Second
 )
-
-func rtLogger() *slog.Logger {
-	if os.Getenv("INBOX_TEST_LOG") == "" {
-		return slog.New(slog.DiscardHandler)
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
 
 // rtNATS runs a JetStream server for the test.
 func rtNATS(t testing.TB) *server.Server { return testnats.Server(t) }
@@ -53,7 +45,7 @@ func rtStart(t testing.TB, s *server.Server, id string, mod func(*Config)) *Node
 	t.Helper()
 	cfg := Config{
 		DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", NATSURL: s.ClientURL(), NodeID: id,
-		JWTSecret: rtSecret, AdminToken: rtAdmin, Logger: rtLogger().With("node", id),
+		JWTSecret: rtSecret, AdminToken: rtAdmin, Logger: testutil.Logger().With("node", id),
 		Edge:              wsedge.Config{RatePerSecond: 100_000, RateBurst: 100_000},
 		Limits:            chat.Limits{TypingInterval: time.Second},
 		PresenceHeartbeat: 250 * time.Millisecond, PresenceNodeTTL: time.Second,
@@ -349,19 +341,6 @@ func (c *rtClient) noneOf(frames []map[string]any, typ string, match func(map[st
 	}
 }
 
-func rtNum(t testing.TB, f map[string]any, key string) int64 {
-	t.Helper()
-	n, ok := f[key].(json.Number)
-	if !ok {
-		t.Fatalf("%s is %T (%v), want a JSON number in %v", key, f[key], f[key], f)
-	}
-	i, err := n.Int64()
-	if err != nil {
-		t.Fatalf("%s = %s is not an integer", key, n)
-	}
-	return i
-}
-
 // sendMessage sends text to conv with a client_msg_id and returns the
 // message id from the ACK (skipping other frames).
 func (c *rtClient) sendMessage(conv int64, text string) int64 {
@@ -374,5 +353,5 @@ func (c *rtClient) sendMessage(conv int64, text string) int64 {
 		}
 		return rtType(f) == "ACK" && f["client_msg_id"] == id
 	})
-	return rtNum(c.t, f, "message_id")
+	return testutil.Int(c.t, f, "message_id")
 }

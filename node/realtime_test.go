@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"inbox/internal/testutil"
 	"inbox/projections"
 )
 
@@ -36,7 +37,7 @@ func TestTyping(t *testing.T) {
 	// UNREAD frames (the projector's count for a new member) may come in
 	// between; TYPING frames come in stream order.
 	f := b.untilType("TYPING")
-	if f["user_id"] != "alice" || f["is_typing"] != true || rtNum(t, f, "conversation_id") != 1 || rtNum(t, f, "seq") == 0 {
+	if f["user_id"] != "alice" || f["is_typing"] != true || testutil.Int(t, f, "conversation_id") != 1 || testutil.Int(t, f, "seq") == 0 {
 		t.Fatalf("bob got %v, want alice's TYPING start", f)
 	}
 	exp, ok := f["expires_at"].(string)
@@ -121,7 +122,7 @@ func TestReadReceipts(t *testing.T) {
 	unread := func(c *rtClient, want int64) {
 		t.Helper()
 		c.until(fmt.Sprintf("UNREAD %d", want), func(f map[string]any) bool {
-			return rtType(f) == "UNREAD" && rtNum(t, f, "conversation_id") == 1 && rtNum(t, f, "unread") == want
+			return rtType(f) == "UNREAD" && testutil.Int(t, f, "conversation_id") == 1 && testutil.Int(t, f, "unread") == want
 		})
 	}
 	unread(b1, 3)
@@ -137,7 +138,7 @@ func TestReadReceipts(t *testing.T) {
 		t.Helper()
 		for _, c := range []*rtClient{a, b1, b2} {
 			f := c.untilType("READ")
-			if f["user_id"] != "bob" || rtNum(t, f, "conversation_id") != 1 || rtNum(t, f, "up_to") != upTo || rtNum(t, f, "seq") == 0 {
+			if f["user_id"] != "bob" || testutil.Int(t, f, "conversation_id") != 1 || testutil.Int(t, f, "up_to") != upTo || testutil.Int(t, f, "seq") == 0 {
 				t.Errorf("%s: READ %v, want bob up to %d", c.name, f, upTo)
 			}
 			if _, has := f["message_ids"]; has != wantIDs {

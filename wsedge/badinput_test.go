@@ -13,6 +13,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"inbox/chat"
+	"inbox/internal/testutil"
 )
 
 // badCase is one bad input and what the server must answer: an ERROR code
@@ -215,7 +216,7 @@ func testBadInputs(t *testing.T, goroutines bool) {
 	a.ping()
 	b.ping()
 	a.sendRaw(`{"conversation_id": 1, "message": "still fine", "client_msg_id": "ok-1"}`)
-	if f := b.expect(""); f["message"] != "still fine" || uint64(num(t, f, "seq")) <= m2 {
+	if f := b.expect(""); f["message"] != "still fine" || uint64(testutil.Int(t, f, "seq")) <= m2 {
 		t.Fatalf("after the table: %v", f)
 	}
 	if got := n.dir.Seq(); got != m2+2 { // the job and the message

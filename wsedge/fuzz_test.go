@@ -17,6 +17,7 @@ import (
 	"inbox/auth"
 	"inbox/chat"
 	"inbox/eventstore"
+	"inbox/internal/testutil"
 	"inbox/metrics"
 )
 
@@ -91,7 +92,7 @@ func runSocket(t *testing.T, m *metrics.Metrics, input []byte) []byte {
 	dir.Seed(0, map[int64][]eventstore.Member{1: {{UserID: "alice", Role: "member"}, {UserID: "bob", Role: "member"}}}, nil, nil)
 	store := &memStore{subjects: map[uint64]string{}}
 	svc := chat.NewService(store, store, dir, chat.Limits{MaxText: 50})
-	h := New(Config{MaxFrameBytes: 256, CloseGrace: time.Millisecond}, svc, nil, nopReader{}, m, testLogger())
+	h := New(Config{MaxFrameBytes: 256, CloseGrace: time.Millisecond}, svc, nil, nopReader{}, m, testutil.Logger())
 	nc := &memConn{in: bytes.NewReader(input)}
 	if status, _, msg := h.reserve("alice"); status != 0 {
 		t.Fatal(msg)

@@ -6,11 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -25,6 +23,7 @@ import (
 	"inbox/chat"
 	"inbox/eventstore"
 	"inbox/internal/testnats"
+	"inbox/internal/testutil"
 	"inbox/metrics"
 )
 
@@ -59,13 +58,6 @@ func eachReader(t *testing.T, test func(t *testing.T, goroutines bool)) {
 	t.Run("goroutines", func(t *testing.T) { test(t, true) })
 }
 
-func testLogger() *slog.Logger {
-	if os.Getenv("WSEDGE_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
-
 func newNode(t testing.TB, o nodeOptions) *node {
 	t.Helper()
 	s := testnats.Server(t)
@@ -84,7 +76,7 @@ func newNode(t testing.TB, o nodeOptions) *node {
 		t.Fatal(err)
 	}
 	m := metrics.New(metrics.Sources{})
-	hub := New(o.cfg, svc, verifier, store, m, testLogger())
+	hub := New(o.cfg, svc, verifier, store, m, testutil.Logger())
 
 	ctx, cancel := context.WithCancel(context.Background())
 	feedDone := make(chan struct{})
@@ -318,19 +310,6 @@ func decodeJSON(t testing.TB, b []byte) map[string]any {
 		t.Fatalf("server sent a frame that is not a JSON object: %q: %v", b, err)
 	}
 	return m
-}
-
-func num(t testing.TB, f map[string]any, key string) int64 {
-	t.Helper()
-	n, ok := f[key].(json.Number)
-	if !ok {
-		t.Fatalf("%s is %T (%v), want a JSON number in %v", key, f[key], f[key], f)
-	}
-	i, err := n.Int64()
-	if err != nil {
-		t.Fatalf("%s = %s is not an integer", key, n)
-	}
-	return i
 }
 
 // rawClient speaks WebSocket through gobwas/ws with no checks of its own,

@@ -19,6 +19,7 @@ import (
 
 	"inbox/chat"
 	"inbox/eventstore"
+	"inbox/internal/testutil"
 )
 
 var createdAtRE = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$`)
@@ -47,11 +48,11 @@ func TestSeedPlan(t *testing.T) {
 	if keys := slices.Sorted(maps.Keys(got)); !slices.Equal(keys, wantKeys) {
 		t.Fatalf("message frame keys %v, want %v", keys, wantKeys)
 	}
-	id := num(t, got, "id")
-	if num(t, got, "message_id") != id || num(t, got, "seq") != id || id <= 0 {
+	id := testutil.Int(t, got, "id")
+	if testutil.Int(t, got, "message_id") != id || testutil.Int(t, got, "seq") != id || id <= 0 {
 		t.Fatalf("id, message_id and seq must be the same positive stream sequence: %v", got)
 	}
-	if num(t, got, "conversation_id") != 1 {
+	if testutil.Int(t, got, "conversation_id") != 1 {
 		t.Fatalf("conversation_id: %v", got)
 	}
 	for k, want := range map[string]string{"sender_id": "alice", "sender_name": "Alice Doe", "sender_avatar": avatar, "message": "Hello", "type": "TEXT"} {
@@ -62,13 +63,13 @@ func TestSeedPlan(t *testing.T) {
 	if s, _ := got["created_at"].(string); !createdAtRE.MatchString(s) {
 		t.Errorf("created_at = %#v, want RFC 3339 UTC seconds", got["created_at"])
 	}
-	if mine := a.expect(""); num(t, mine, "id") != id {
+	if mine := a.expect(""); testutil.Int(t, mine, "id") != id {
 		t.Fatalf("sender's socket got %v", mine)
 	}
 
 	// Barrier: a later event for carol arrives first, so the earlier one never came.
 	later := n.send(t, "dave", 2, "for carol")
-	if f := c.expect(""); uint64(num(t, f, "seq")) != later {
+	if f := c.expect(""); uint64(testutil.Int(t, f, "seq")) != later {
 		t.Fatalf("carol got %v, want only the later message %d", f, later)
 	}
 }
@@ -91,7 +92,7 @@ func TestMultiDevice(t *testing.T) {
 		if f["message"] != "from my phone" || f["sender_avatar"] != nil || f["sender_name"] != "Alice" {
 			t.Fatalf("%s got %v", cl.name, f)
 		}
-		seqs = append(seqs, num(t, f, "seq"))
+		seqs = append(seqs, testutil.Int(t, f, "seq"))
 	}
 	if seqs[0] != seqs[1] || seqs[1] != seqs[2] {
 		t.Fatalf("seqs differ: %v", seqs)
@@ -123,7 +124,7 @@ func TestAckAndRetry(t *testing.T) {
 			t.Fatalf("unexpected %v", f)
 		}
 	}
-	if ack1["client_msg_id"] != "c-1" || num(t, ack1, "message_id") != num(t, delivered, "id") || num(t, ack1, "seq") != num(t, delivered, "id") {
+	if ack1["client_msg_id"] != "c-1" || testutil.Int(t, ack1, "message_id") != testutil.Int(t, delivered, "id") || testutil.Int(t, ack1, "seq") != testutil.Int(t, delivered, "id") {
 		t.Fatalf("ack %v does not match message %v", ack1, delivered)
 	}
 	if ref, _ := ack1["ref"].(map[string]any); ref == nil || ref["conversation_id"] != json.Number("3") {
@@ -135,12 +136,12 @@ func TestAckAndRetry(t *testing.T) {
 
 	a.sendRaw(msg) // the retry
 	ack2 := a.expect("ACK")
-	if num(t, ack2, "message_id") != num(t, ack1, "message_id") {
+	if testutil.Int(t, ack2, "message_id") != testutil.Int(t, ack1, "message_id") {
 		t.Fatalf("retry acked as %v, first as %v", ack2, ack1)
 	}
 	first := b.expect("")
 	later := n.send(t, "alice", 3, "barrier")
-	if f := b.expect(""); uint64(num(t, f, "seq")) != later {
+	if f := b.expect(""); uint64(testutil.Int(t, f, "seq")) != later {
 		t.Fatalf("bob got the retry stored twice: %v then %v", first, f)
 	}
 }
@@ -169,7 +170,7 @@ func TestLegacyChatEndpoint(t *testing.T) {
 	b.ping()
 	b.sendRaw(`{"message": "no conversation_id needed"}`)
 	f := b.expect("")
-	if num(t, f, "conversation_id") != 1 || f["sender_id"] != "bob" {
+	if testutil.Int(t, f, "conversation_id") != 1 || f["sender_id"] != "bob" {
 		t.Fatalf("legacy send: %v", f)
 	}
 	b.sendRaw(`{"conversation_id": 2, "message": "elsewhere"}`)
@@ -178,7 +179,7 @@ func TestLegacyChatEndpoint(t *testing.T) {
 	}
 	n.send(t, "alice", 2, "not on the legacy socket")
 	last := n.send(t, "alice", 1, "on the legacy socket")
-	if f := b.expect(""); uint64(num(t, f, "seq")) != last {
+	if f := b.expect(""); uint64(testutil.Int(t, f, "seq")) != last {
 		t.Fatalf("legacy socket got %v, want only seq %d", f, last)
 	}
 }
@@ -200,7 +201,7 @@ func TestJobEndpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := j.expect("JOB_STATUS")
-	if num(t, f, "job_id") != 55 || f["status"] != "accepted" || uint64(num(t, f, "seq")) != seq {
+	if testutil.Int(t, f, "job_id") != 55 || f["status"] != "accepted" || uint64(testutil.Int(t, f, "seq")) != seq {
 		t.Fatalf("job status frame: %v", f)
 	}
 	if d, _ := f["detail"].(map[string]any); d["by"] != "w1" {
@@ -233,20 +234,20 @@ func TestJoinLeaveWhileConnected(t *testing.T) {
 		t.Fatal(err)
 	}
 	j := c.expect("CONVERSATION_JOINED")
-	if num(t, j, "conversation_id") != 10 || uint64(num(t, j, "seq")) != seq || fmt.Sprint(j["members"]) != "[alice bob carol]" {
+	if testutil.Int(t, j, "conversation_id") != 10 || uint64(testutil.Int(t, j, "seq")) != seq || fmt.Sprint(j["members"]) != "[alice bob carol]" {
 		t.Fatalf("joined: %v", j)
 	}
 	if _, has := j["message"]; has {
 		t.Fatalf("control frames carry no message field: %v", j)
 	}
 	m := n.send(t, "alice", 10, "welcome")
-	if f := c.expect(""); uint64(num(t, f, "seq")) != m {
+	if f := c.expect(""); uint64(testutil.Int(t, f, "seq")) != m {
 		t.Fatalf("carol after joining: %v", f)
 	}
 
 	// A conversation created with carol in it is announced too.
 	n.create(t, 11, "carol", "dave")
-	if j := c.expect("CONVERSATION_JOINED"); num(t, j, "conversation_id") != 11 {
+	if j := c.expect("CONVERSATION_JOINED"); testutil.Int(t, j, "conversation_id") != 11 {
 		t.Fatalf("created: %v", j)
 	}
 
@@ -254,12 +255,12 @@ func TestJoinLeaveWhileConnected(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l := c.expect("CONVERSATION_LEFT"); num(t, l, "conversation_id") != 10 || uint64(num(t, l, "seq")) != left {
+	if l := c.expect("CONVERSATION_LEFT"); testutil.Int(t, l, "conversation_id") != 10 || uint64(testutil.Int(t, l, "seq")) != left {
 		t.Fatalf("left: %v", l)
 	}
 	n.send(t, "alice", 10, "carol must not see this")
 	barrier := n.send(t, "dave", 11, "barrier")
-	if f := c.expect(""); uint64(num(t, f, "seq")) != barrier {
+	if f := c.expect(""); uint64(testutil.Int(t, f, "seq")) != barrier {
 		t.Fatalf("carol got %v after leaving", f)
 	}
 	c.sendRaw(`{"conversation_id": 10, "message": "still here?"}`)
@@ -281,12 +282,12 @@ func TestTypingReadUnread(t *testing.T) {
 	}
 	a1.sendRaw(`{"conversation_id": 4, "type": "TYPING", "is_typing": true}`)
 	ty := b.expect("TYPING")
-	if ty["user_id"] != "alice" || ty["is_typing"] != true || num(t, ty, "conversation_id") != 4 {
+	if ty["user_id"] != "alice" || ty["is_typing"] != true || testutil.Int(t, ty, "conversation_id") != 4 {
 		t.Fatalf("typing: %v", ty)
 	}
 	msg := n.send(t, "bob", 4, "hi alice")
 	for _, cl := range []*client{a1, a2} { // the typer's sockets skip the TYPING frame
-		if f := cl.expect(""); uint64(num(t, f, "seq")) != msg {
+		if f := cl.expect(""); uint64(testutil.Int(t, f, "seq")) != msg {
 			t.Fatalf("%s: %v", cl.name, f)
 		}
 	}
@@ -295,7 +296,7 @@ func TestTypingReadUnread(t *testing.T) {
 	a1.sendJSON(map[string]any{"conversation_id": 4, "type": "READ", "up_to": msg})
 	for _, cl := range []*client{a1, a2, b} {
 		r := cl.expect("READ")
-		if r["user_id"] != "alice" || uint64(num(t, r, "up_to")) != msg {
+		if r["user_id"] != "alice" || uint64(testutil.Int(t, r, "up_to")) != msg {
 			t.Fatalf("%s read: %v", cl.name, r)
 		}
 	}
@@ -305,7 +306,7 @@ func TestTypingReadUnread(t *testing.T) {
 	}
 
 	n.hub.PushUnread(4, "bob", 3)
-	if u := b.expect("UNREAD"); num(t, u, "unread") != 3 || num(t, u, "conversation_id") != 4 {
+	if u := b.expect("UNREAD"); testutil.Int(t, u, "unread") != 3 || testutil.Int(t, u, "conversation_id") != 4 {
 		t.Fatalf("unread: %v", u)
 	}
 }
@@ -345,7 +346,7 @@ func TestResumeUnderTraffic(t *testing.T) {
 
 	var got []uint64
 	for len(got) < 30 {
-		got = append(got, uint64(num(t, b.expect(""), "seq")))
+		got = append(got, uint64(testutil.Int(t, b.expect(""), "seq")))
 	}
 	b.conn.Close(websocket.StatusNormalClosure, "bye")
 	<-b.done
@@ -364,10 +365,10 @@ func TestResumeUnderTraffic(t *testing.T) {
 		f := b2.next()
 		switch frameType(f) {
 		case "":
-			got = append(got, uint64(num(t, f, "seq")))
+			got = append(got, uint64(testutil.Int(t, f, "seq")))
 		case "SYNCED":
 			synced = true
-			if s := uint64(num(t, f, "seq")); s < got[len(got)-1] {
+			if s := uint64(testutil.Int(t, f, "seq")); s < got[len(got)-1] {
 				t.Fatalf("SYNCED %d before %d", s, got[len(got)-1])
 			}
 		default:
@@ -380,7 +381,7 @@ func TestResumeUnderTraffic(t *testing.T) {
 	defer mu.Unlock()
 	last := sent[len(sent)-1]
 	for got[len(got)-1] < last {
-		got = append(got, uint64(num(t, b2.expect(""), "seq")))
+		got = append(got, uint64(testutil.Int(t, b2.expect(""), "seq")))
 	}
 	i := slices.Index(sent, got[0])
 	if i < 0 || !slices.Equal(sent[i:], got) {
@@ -400,15 +401,15 @@ func testResumeFrame(t *testing.T, goroutines bool) {
 	b.ping()
 	b.sendJSON(map[string]any{"type": "RESUME", "since": first - 1})
 	for _, want := range []uint64{first, second} {
-		if f := b.expect(""); uint64(num(t, f, "seq")) != want {
+		if f := b.expect(""); uint64(testutil.Int(t, f, "seq")) != want {
 			t.Fatalf("catch-up: %v, want seq %d", f, want)
 		}
 	}
-	if s := b.expect("SYNCED"); uint64(num(t, s, "seq")) < second {
+	if s := b.expect("SYNCED"); uint64(testutil.Int(t, s, "seq")) < second {
 		t.Fatalf("synced: %v", s)
 	}
 	third := n.send(t, "alice", 1, "three")
-	if f := b.expect(""); uint64(num(t, f, "seq")) != third {
+	if f := b.expect(""); uint64(testutil.Int(t, f, "seq")) != third {
 		t.Fatalf("live after RESUME: %v", f)
 	}
 }
@@ -422,13 +423,13 @@ func TestResumeLegacyAndEmpty(t *testing.T) {
 	s1 := n.send(t, "alice", 1, "in 1")
 	n.send(t, "alice", 2, "in 2")
 	b := n.dial(t, "bob", "/ws/chat/1/?since=1")
-	if f := b.expect(""); uint64(num(t, f, "seq")) != s1 {
+	if f := b.expect(""); uint64(testutil.Int(t, f, "seq")) != s1 {
 		t.Fatalf("legacy catch-up: %v", f)
 	}
 	b.expect("SYNCED")
 	head := n.dir.Seq()
 	c := n.dial(t, "bob", fmt.Sprintf("/ws/inbox/?since=%d", head))
-	if s := c.expect("SYNCED"); uint64(num(t, s, "seq")) != head {
+	if s := c.expect("SYNCED"); uint64(testutil.Int(t, s, "seq")) != head {
 		t.Fatalf("empty catch-up: %v, want SYNCED %d", s, head)
 	}
 }
@@ -464,13 +465,13 @@ func testSlowConsumer(t *testing.T, goroutines bool) {
 			t.Fatal("the slow client was never cut off")
 		}
 		seq := n.send(t, "alice", 1, text)
-		if f := b.expect(""); uint64(num(t, f, "seq")) != seq {
+		if f := b.expect(""); uint64(testutil.Int(t, f, "seq")) != seq {
 			t.Fatalf("bob got %v, want seq %d", f, seq)
 		}
 	}
 	t.Logf("the slow client was cut off after %d messages of %d bytes", i, len(text))
 	after := n.send(t, "alice", 1, "after the slow close")
-	if f := b.expect(""); uint64(num(t, f, "seq")) != after {
+	if f := b.expect(""); uint64(testutil.Int(t, f, "seq")) != after {
 		t.Fatalf("bob after the slow close: %v", f)
 	}
 	code, err := slow.closeCode()
