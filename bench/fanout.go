@@ -35,8 +35,8 @@ type fanoutRun struct {
 	convIdx map[int64]int // conversation id -> plan index (read-only)
 	cur     atomic.Pointer[stepState]
 
-	frames, bytes, stale, undecodable atomic.Int64
-	types                             *typeCounter
+	frameCounts
+	stale, undecodable atomic.Int64
 }
 
 // onText handles one server frame.
@@ -100,26 +100,15 @@ func (r *runner) fanout(ctx context.Context, rep *Report) error {
 	}
 	rep.Conversations, rep.SeedSeconds = len(plan), round3(seedDur.Seconds())
 
-	f := &fanoutRun{convIdx: make(map[int64]int, len(ids)), types: newTypeCounter()}
+	f := &fanoutRun{convIdx: make(map[int64]int, len(ids)), frameCounts: frameCounts{types: newTypeCounter()}}
 	for i, id := range ids {
 		f.convIdx[id] = i
 	}
 	p := newPool(cfg.Users)
-	r.logf("opening %d sockets", cfg.Users)
-	connDur, err := r.connect(ctx, p, f.onText)
-	finish := func() {
-		rep.AliveAtEnd = p.aliveCount()
-		rep.CloseSeconds = round3(r.closeAll(p).Seconds())
-		rep.FramesIn, rep.BytesIn = f.frames.Load(), f.bytes.Load()
-		rep.FramesByType = f.types.snapshot()
-		rep.Disconnects = p.disconnectCounts()
-	}
+	finish, err := r.openSockets(ctx, p, &f.frameCounts, f.onText, rep)
 	if err != nil {
-		finish()
 		return err
 	}
-	rep.Sockets, rep.ConnectSeconds = cfg.Users, round3(connDur.Seconds())
-	rep.ConnectPerSec = round3(float64(cfg.Users) / connDur.Seconds())
 	sleep(ctx, cfg.Settle)
 
 	rates := cfg.Ramp

@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"runtime"
-	"sync/atomic"
 	"time"
 )
 
@@ -31,29 +30,12 @@ func (r *runner) idle(ctx context.Context, rep *Report) error {
 	}
 	cpu0, t0 := cpuTime(), time.Now()
 
-	var frames, bytes atomic.Int64
-	types := newTypeCounter()
+	fc := newFrameCounts()
 	p := newPool(cfg.Users)
-	onText := func(_ *socket, b []byte) {
-		frames.Add(1)
-		bytes.Add(int64(len(b)))
-		types.add(frameType(b))
-	}
-	r.logf("opening %d sockets", cfg.Users)
-	connDur, err := r.connect(ctx, p, onText)
-	finish := func() {
-		rep.AliveAtEnd = p.aliveCount()
-		rep.CloseSeconds = round3(r.closeAll(p).Seconds())
-		rep.FramesIn, rep.BytesIn = frames.Load(), bytes.Load()
-		rep.FramesByType = types.snapshot()
-		rep.Disconnects = p.disconnectCounts()
-	}
+	finish, err := r.openSockets(ctx, p, fc, func(_ *socket, b []byte) { fc.count(b, frameType(b)) }, rep)
 	if err != nil {
-		finish()
 		return err
 	}
-	rep.Sockets, rep.ConnectSeconds = cfg.Users, round3(connDur.Seconds())
-	rep.ConnectPerSec = round3(float64(cfg.Users) / connDur.Seconds())
 
 	r.logf("settling for %v", cfg.Settle)
 	sleep(ctx, cfg.Settle)

@@ -153,6 +153,44 @@ func (r *runner) connect(ctx context.Context, p *pool, onText frameFunc) (time.D
 	return time.Since(start), err
 }
 
+// frameCounts counts what the server sends to a run's sockets.
+type frameCounts struct {
+	frames, bytes atomic.Int64
+	types         *typeCounter
+}
+
+func newFrameCounts() *frameCounts { return &frameCounts{types: newTypeCounter()} }
+
+// count counts one frame of type typ.
+func (fc *frameCounts) count(b []byte, typ string) {
+	fc.frames.Add(1)
+	fc.bytes.Add(int64(len(b)))
+	fc.types.add(typ)
+}
+
+// openSockets connects one socket per user of p and fills in rep's connect
+// figures. finish closes them all and fills in the rest of rep's socket
+// figures from fc; it is due however the run ends, and is called here
+// already if connecting fails.
+func (r *runner) openSockets(ctx context.Context, p *pool, fc *frameCounts, onText frameFunc, rep *Report) (finish func(), err error) {
+	r.logf("opening %d sockets", r.cfg.Users)
+	connDur, err := r.connect(ctx, p, onText)
+	finish = func() {
+		rep.AliveAtEnd = p.aliveCount()
+		rep.CloseSeconds = round3(r.closeAll(p).Seconds())
+		rep.FramesIn, rep.BytesIn = fc.frames.Load(), fc.bytes.Load()
+		rep.FramesByType = fc.types.snapshot()
+		rep.Disconnects = p.disconnectCounts()
+	}
+	if err != nil {
+		finish()
+		return nil, err
+	}
+	rep.Sockets, rep.ConnectSeconds = r.cfg.Users, round3(connDur.Seconds())
+	rep.ConnectPerSec = round3(float64(r.cfg.Users) / connDur.Seconds())
+	return finish, nil
+}
+
 // closeAll closes every open socket (1000, then waits briefly for the
 // server's close) with bounded concurrency.
 func (r *runner) closeAll(p *pool) time.Duration {
