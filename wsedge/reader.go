@@ -83,28 +83,29 @@ func parseHeader(p []byte) (h ws.Header, n int, ok bool) {
 	h.Rsv = (p[0] & 0x70) >> 4
 	h.OpCode = ws.OpCode(p[0] & 0x0f)
 	h.Masked = p[1]&0x80 != 0
-	n = 2
-	switch l := p[1] & 0x7f; l {
+	length := p[1] & 0x7f
+	ext := 0 // bytes of extended length
+	switch length {
 	case 126:
-		n += 2
+		ext = 2
 	case 127:
-		n += 8
-	default:
-		h.Length = int64(l)
+		ext = 8
 	}
+	n = 2 + ext
 	if h.Masked {
 		n += 4
 	}
 	if len(p) < n {
 		return h, 0, false
 	}
-	switch n - 2 - 4*b2i(h.Masked) {
+	switch ext {
+	case 0:
+		h.Length = int64(length)
 	case 2:
 		h.Length = int64(binary.BigEndian.Uint16(p[2:4]))
 	case 8:
-		u := binary.BigEndian.Uint64(p[2:10])
-		h.Length = int64(u)
-		if u>>63 != 0 {
+		h.Length = int64(binary.BigEndian.Uint64(p[2:10]))
+		if p[2]&0x80 != 0 {
 			h.Length = -1 // the most significant bit must be 0 (RFC 6455 5.2)
 		}
 	}
@@ -112,13 +113,6 @@ func parseHeader(p []byte) (h ws.Header, n int, ok bool) {
 		copy(h.Mask[:], p[n-4:n])
 	}
 	return h, n, true
-}
-
-func b2i(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // checkHeader applies the protocol and the size limit to a header; on a
