@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -74,7 +75,7 @@ type MessageLocator interface {
 type Limits struct {
 	MaxText        int           // characters in a message (default 4000)
 	MaxReadIDs     int           // message_ids in one receipt (default 100)
-	TypingInterval time.Duration // the same typing state is appended at most once per interval (default: half of TypingTTL, at least TypingGap)
+	TypingInterval time.Duration // the same typing state is appended about once per interval, ±25% at random (default: half of TypingTTL, at least TypingGap)
 	TypingGap      time.Duration // at most one typing event per user and conversation per gap; a change of state sooner waits for it (default 1s)
 	TypingTTL      time.Duration // a typing start expires this long after it was sent (default eventstore.DefaultTypingTTL; the stream's per-message TTL)
 	SettleTimeout  time.Duration // how long an admin change waits to be visible locally (default 5s)
@@ -111,6 +112,7 @@ type Service struct {
 	dir    *Directory
 	limits Limits
 	now    func() time.Time
+	rand   func() float64 // in [0, 1): spreads typing repeats (repeatAfter)
 	log    *slog.Logger
 
 	typingMu     sync.Mutex
@@ -132,6 +134,7 @@ type typingKey struct {
 type typingState struct {
 	at      time.Time      // when the last event was admitted
 	on      bool           // its state
+	repeat  time.Duration  // the same state again is admitted this long after at
 	pending *pendingTyping // appends the other state once TypingGap has passed
 }
 
@@ -141,7 +144,7 @@ type pendingTyping struct{ t *time.Timer }
 func NewService(store Appender, locate MessageLocator, dir *Directory, limits Limits) *Service {
 	limits.defaults()
 	return &Service{
-		store: store, locate: locate, dir: dir, limits: limits, now: time.Now,
+		store: store, locate: locate, dir: dir, limits: limits, now: time.Now, rand: rand.Float64,
 		log: slog.New(slog.DiscardHandler), typing: make(map[typingKey]typingState),
 	}
 }
@@ -265,7 +268,7 @@ func (s *Service) checkMember(conv int64, user string) error {
 }
 
 // Typing appends a typing event unless the user sent the same state for this
-// conversation less than TypingInterval ago; then it returns 0 and no error.
+// conversation too recently (repeatAfter); then it returns 0 and no error.
 // It is AdmitTyping followed by AppendTyping.
 func (s *Service) Typing(ctx context.Context, user string, conv int64, isTyping bool) (uint64, error) {
 	ev, err := s.AdmitTyping(user, conv, isTyping)
@@ -277,16 +280,17 @@ func (s *Service) Typing(ctx context.Context, user string, conv int64, isTyping 
 
 // AdmitTyping checks a typing frame and applies the throttle without blocking:
 // it returns the event to append now, or nil. At most one event per user and
-// conversation is admitted per TypingGap, and the same state at most once per
-// TypingInterval. A change of state (started → stopped) sooner than TypingGap
-// is appended by the service itself once the gap has passed, unless the
-// user changes back meanwhile: the latest state wins and none is lost.
+// conversation is admitted per TypingGap, and the same state again only after
+// TypingInterval ±25% (repeatAfter). A change of state (started → stopped)
+// sooner than TypingGap is appended by the service itself once the gap has
+// passed, unless the user changes back meanwhile: the latest state wins and
+// none is lost.
 //
 // A start carries ExpiresAt (now + TypingTTL): receivers treat the user as
 // stopped from then on unless a later start extends it, so a start with no
-// follow-up ends by itself. A client that keeps typing re-sends starts; one
-// per TypingInterval (by default half the expiry) is admitted, each pushing
-// the expiry forward.
+// follow-up ends by itself. A client that keeps typing re-sends starts; about
+// one per TypingInterval (by default half the expiry) is admitted, each
+// pushing the expiry forward.
 func (s *Service) AdmitTyping(user string, conv int64, isTyping bool) (*eventstore.Typing, error) {
 	if err := s.checkMember(conv, user); err != nil {
 		return nil, err
@@ -304,7 +308,7 @@ func (s *Service) AdmitTyping(user string, conv int64, isTyping bool) (*eventsto
 			s.typing[k] = last
 		}
 		return nil, nil
-	case ok && last.on == isTyping && now.Sub(last.at) < s.limits.TypingInterval:
+	case ok && last.on == isTyping && now.Sub(last.at) < last.repeat:
 		return nil, nil
 	case ok && now.Sub(last.at) < s.limits.TypingGap:
 		if s.typingClosed {
@@ -323,7 +327,7 @@ func (s *Service) AdmitTyping(user string, conv int64, isTyping bool) (*eventsto
 }
 
 func (s *Service) admitTypingLocked(k typingKey, isTyping bool, now time.Time) *eventstore.Typing {
-	s.typing[k] = typingState{at: now, on: isTyping}
+	s.typing[k] = typingState{at: now, on: isTyping, repeat: s.repeatAfter()}
 	ev := &eventstore.Typing{ConversationID: k.conv, UserID: k.user, IsTyping: isTyping}
 	if isTyping {
 		ev.ExpiresAt = now.Add(s.limits.TypingTTL).UTC()
@@ -344,6 +348,17 @@ func (s *Service) Close() {
 			s.typing[k] = st
 		}
 	}
+}
+
+// repeatAfter is how long after an admitted typing event the same state is
+// admitted again: TypingInterval ±25% at random, never under TypingGap.
+// Without the spread, users who start typing together (a reconnect wave, a
+// storm) would repeat together every interval forever: one burst of appends
+// each interval instead of an even flow. The latest repeat, 1.25 intervals
+// (6.25 s by default), still extends a start well before its TTL (10 s).
+func (s *Service) repeatAfter() time.Duration {
+	i := s.limits.TypingInterval
+	return max(s.limits.TypingGap, i*3/4+time.Duration(s.rand()*float64(i/2)))
 }
 
 // typingDue appends a change of state that waited for TypingGap (p).
@@ -370,7 +385,7 @@ func (s *Service) AppendTyping(ctx context.Context, ev *eventstore.Typing) (uint
 
 func (s *Service) pruneTypingLocked(now time.Time) {
 	for k, st := range s.typing {
-		if st.pending == nil && now.Sub(st.at) >= s.limits.TypingInterval {
+		if st.pending == nil && now.Sub(st.at) >= st.repeat {
 			delete(s.typing, k)
 		}
 	}

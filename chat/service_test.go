@@ -3,6 +3,8 @@ package chat_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"testing"
@@ -240,6 +242,68 @@ func TestTypingThrottle(t *testing.T) {
 	}
 	if _, err := svc.Typing(ctx, "c", 1, true); chat.CodeOf(err) != chat.CodeForbidden {
 		t.Fatalf("typing by a non-member: %v, want forbidden", err)
+	}
+}
+
+// TestTypingRepeatSpread: the same state is admitted again TypingInterval
+// ±25% after the last event (never sooner than TypingGap), so users who
+// started typing together do not repeat together.
+func TestTypingRepeatSpread(t *testing.T) {
+	const interval = 4 * time.Second
+	svc, _ := newServiceWith(t, chat.Limits{TypingInterval: interval, TypingGap: time.Second})
+	ctx := context.Background()
+	var users []string
+	for i := range 100 {
+		users = append(users, fmt.Sprintf("u%d", i))
+	}
+	if _, _, err := svc.CreateConversation(ctx, 1, members(users...)); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	now := t0
+	admitted := func(user string, at time.Duration) bool {
+		t.Helper()
+		now = t0.Add(at)
+		ev, err := svc.AdmitTyping(user, 1, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ev != nil
+	}
+
+	// The bounds, with the random draw fixed.
+	for _, tc := range []struct {
+		draw          float64
+		before, after time.Duration
+	}{
+		{0, 3*time.Second - time.Millisecond, 3 * time.Second},
+		{0.5, 4*time.Second - time.Millisecond, 4 * time.Second},
+		{0.999999, 5*time.Second - 2*time.Millisecond, 5 * time.Second},
+	} {
+		svc.SetClock(func() time.Time { return now }, func() float64 { return tc.draw })
+		t0 = t0.Add(time.Minute)
+		if !admitted("u0", 0) || admitted("u0", tc.before) || !admitted("u0", tc.after) {
+			t.Errorf("draw %v: want the repeat admitted at %v and not at %v", tc.draw, tc.after, tc.before)
+		}
+	}
+
+	// With the real random source, 100 users who start together are not all
+	// due again at the same moment: about half repeat by the interval.
+	svc.SetClock(func() time.Time { return now }, rand.Float64)
+	t0 = t0.Add(time.Minute)
+	for _, u := range users {
+		if !admitted(u, 0) {
+			t.Fatalf("first start of %s not admitted", u)
+		}
+	}
+	repeated := 0
+	for _, u := range users {
+		if admitted(u, interval) {
+			repeated++
+		}
+	}
+	if repeated < 20 || repeated > 80 {
+		t.Errorf("%d of 100 users who started together repeated after exactly one interval, want about half", repeated)
 	}
 }
 
