@@ -24,6 +24,7 @@ type conn struct {
 	ep     endpoint
 	id     int64 // the conversation (epChat) or job (epJob)
 	lim    *rate.Limiter
+	slot   uint32 // the pinger's turn for this socket (pingSlices); set under hub.mu
 
 	// Read side (reader.go): owned by the one caller of consume.
 	in      []byte  // bytes of an incomplete frame

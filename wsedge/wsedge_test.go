@@ -577,3 +577,47 @@ func TestRateLimit(t *testing.T) {
 		t.Fatalf("stream at %d: a rate-limited frame was acted on", seq)
 	}
 }
+
+// TestPingsSpread: the pinger takes the sockets in turns over the interval
+// instead of pinging all of them at once, and still pings every one.
+func TestPingsSpread(t *testing.T) {
+	const interval = time.Second // 100 turns of 10 ms
+	n := newNode(t, nodeOptions{cfg: Config{PingInterval: interval, MaxSocketsPerUser: 64}})
+	n.create(t, 1, "alice", "bob")
+	const sockets = 20
+	raws := make([]*rawClient, sockets)
+	for i := range raws {
+		r, err := n.rawDial(t, n.token(t, "alice"), "/ws/inbox/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raws[i] = r
+	}
+	pinged := make([]time.Time, sockets)
+	var wg sync.WaitGroup
+	for i, r := range raws {
+		wg.Go(func() {
+			for {
+				f, err := r.readFrame()
+				if err != nil {
+					t.Errorf("socket %d: no ping before %v", i, err)
+					return
+				}
+				if f.Header.OpCode == ws.OpPing {
+					pinged[i] = time.Now()
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	first, last := slices.MinFunc(pinged, time.Time.Compare), slices.MaxFunc(pinged, time.Time.Compare)
+	// 20 sockets registered one after another hold 20 consecutive turns:
+	// their first pings span about 190 ms, not one instant.
+	if spread := last.Sub(first); spread < 100*time.Millisecond {
+		t.Errorf("the first pings of %d sockets came within %v of each other, want them spread over the turns", sockets, spread)
+	}
+}
