@@ -8,7 +8,7 @@ run *ARGS:
 test:
     go test -race ./...
 
-# micro-benchmarks (replay rate vs. plain SQLite insert, edge), then see `inbox bench --help` for load tests
+# Go benchmarks (replay rate vs. plain SQLite insert, appends, message p99 under a typing storm), then see `inbox bench --help` for load tests
 bench:
     go test -run '^$' -bench . -benchtime 1x -count 3 ./...
 
