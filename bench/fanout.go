@@ -28,6 +28,7 @@ type inFrame struct {
 type stepState struct {
 	n  int
 	tr *Tracker
+	tl *Timeline
 }
 
 // fanoutRun is the state shared by the receivers of a fan-out run.
@@ -65,6 +66,7 @@ func (f *fanoutRun) onText(s *socket, b []byte) {
 			f.stale.Add(1)
 		default:
 			st.tr.Deliver(conv, seq, s.idx, fr.Seq, time.Duration(now-nanos))
+			st.tl.Add(now, time.Duration(now-nanos))
 		}
 	case fr.Type == "ACK":
 		f.types.add(fr.Type)
@@ -147,6 +149,12 @@ func (r *runner) fanout(ctx context.Context, rep *Report) error {
 	return nil
 }
 
+// A step reports its slowestWindows windows of timelineWindow.
+const (
+	timelineWindow = 100 * time.Millisecond
+	slowestWindows = 5
+)
+
 // sendJob is one message for a sender goroutine.
 type sendJob struct {
 	sock *socket
@@ -160,7 +168,9 @@ type sendJob struct {
 func (r *runner) step(ctx context.Context, f *fanoutRun, p *pool, plan [][]int, ids []int64, n int, rate float64) (StepReport, error) {
 	cfg := r.cfg
 	tr := NewTracker(plan)
-	f.cur.Store(&stepState{n: n, tr: tr})
+	// Windows from the end of the warm-up, as the latency figures.
+	tl := NewTimeline(time.Now().Add(cfg.Warmup), timelineWindow, cfg.Duration+cfg.Drain)
+	f.cur.Store(&stepState{n: n, tr: tr, tl: tl})
 
 	m0, err := scrape(ctx, r.http, r.base+"/metrics")
 	if err != nil {
@@ -261,6 +271,7 @@ pace:
 		Latency:       tr.Latency(),
 		AckLatency:    tr.AckLatency(),
 		SendLag:       lag.Summary(),
+		Slowest:       tl.Slowest(slowestWindows),
 		BenchCPUPct:   cpuPct(cpu1-cpu0, drainEnd.Sub(t0), runtimeCores()),
 		ServerCPUPct:  serverCPUPct(m0, m1, drainEnd.Sub(t0), runtimeCores()),
 		ServerRSS:     gauge(m1, "process_resident_memory_bytes"),

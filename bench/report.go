@@ -74,7 +74,8 @@ type StepReport struct {
 	DeliveredPerS float64     `json:"delivered_per_s"`
 	Latency       Percentiles `json:"latency_ms"`
 	AckLatency    Percentiles `json:"ack_latency_ms"`
-	SendLag       Percentiles `json:"send_lag_ms"` // actual write time behind schedule
+	SendLag       Percentiles `json:"send_lag_ms"`               // actual write time behind schedule
+	Slowest       []Window    `json:"slowest_windows,omitempty"` // the 100 ms windows of arrival with the slowest deliveries, after warm-up
 	BenchCPUPct   float64     `json:"bench_cpu_pct"`
 	ServerCPUPct  float64     `json:"server_cpu_pct"`
 	ServerRSS     int64       `json:"server_rss,omitempty"`
@@ -146,6 +147,13 @@ func (r *Report) WriteTable(w io.Writer) error {
 			return err
 		}
 		for _, s := range steps {
+			if len(s.Slowest) > 0 {
+				parts := make([]string, len(s.Slowest))
+				for i, w := range s.Slowest {
+					parts[i] = fmt.Sprintf("+%.1fs %.0f ms", w.AtS, w.MaxMS)
+				}
+				fmt.Fprintf(w, "slowest 100 ms windows at %.0f msg/s (after warm-up; slowest delivery): %s\n", s.RateTarget, strings.Join(parts, ", "))
+			}
 			if s.TypingSockets > 0 {
 				fmt.Fprintf(w, "typing storm at %.0f msg/s: %d sockets sent %d TYPING starts (%.0f/s, %d failed)\n",
 					s.RateTarget, s.TypingSockets, s.TypingSent, s.TypingPerS, s.TypingFailed)

@@ -47,6 +47,14 @@ func TestBenchSmoke(t *testing.T) {
 		if s.Latency.Count == 0 || s.Latency.P50 <= 0 || s.Latency.Max > 10_000 || s.ServerCPUPct <= 0 {
 			t.Fatalf("latency %+v, server cpu %v%%", s.Latency, s.ServerCPUPct)
 		}
+		if len(s.Slowest) == 0 || len(s.Slowest) > 5 {
+			t.Fatalf("slowest windows %v, want 1 to 5", s.Slowest)
+		}
+		for _, w := range s.Slowest {
+			if w.MaxMS <= 0 || w.AtS < 0 || w.AtS > s.Seconds+s.DrainSeconds {
+				t.Errorf("slowest window %+v outside the run (%.1f s, drained in %.1f s)", w, s.Seconds, s.DrainSeconds)
+			}
+		}
 		if rep.Sockets != 20 || rep.AliveAtEnd != 20 || len(rep.Disconnects) != 0 {
 			t.Fatalf("sockets %d, alive %d, disconnects %v", rep.Sockets, rep.AliveAtEnd, rep.Disconnects)
 		}

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"math"
 	"slices"
 	"sync"
@@ -332,3 +333,53 @@ func (t *Tracker) Latency() Percentiles { return t.lat.Summary() }
 
 // AckLatency summarises send -> ACK latency of measured messages.
 func (t *Tracker) AckLatency() Percentiles { return t.ack.Summary() }
+
+// Timeline keeps the slowest delivery of each fixed window of arrival time,
+// so a report can show when the tail happened: a periodic stall (a timer
+// firing for every socket at once) and an evenly slow run can have the same
+// p99. Safe for concurrent use.
+type Timeline struct {
+	start, width int64 // unix ns, ns
+	max          []atomic.Int64
+}
+
+// Window is one window of a Timeline.
+type Window struct {
+	AtS   float64 `json:"at_s"`   // its start, seconds after the timeline's
+	MaxMS float64 `json:"max_ms"` // the slowest delivery that arrived in it
+}
+
+// NewTimeline covers span from start in windows of width.
+func NewTimeline(start time.Time, width, span time.Duration) *Timeline {
+	return &Timeline{start: start.UnixNano(), width: int64(width), max: make([]atomic.Int64, span/width+1)}
+}
+
+// Add records a delivery that arrived at (unix ns) after latency; arrivals
+// outside the span are ignored.
+func (tl *Timeline) Add(at int64, latency time.Duration) {
+	i := (at - tl.start) / tl.width
+	if at < tl.start || i >= int64(len(tl.max)) {
+		return
+	}
+	m := &tl.max[i]
+	for {
+		old := m.Load()
+		if int64(latency) <= old || m.CompareAndSwap(old, int64(latency)) {
+			return
+		}
+	}
+}
+
+// Slowest returns the n windows with the slowest deliveries, in time order.
+func (tl *Timeline) Slowest(n int) []Window {
+	var ws []Window
+	for i := range tl.max {
+		if v := tl.max[i].Load(); v > 0 {
+			ws = append(ws, Window{AtS: round3(float64(int64(i)*tl.width) / 1e9), MaxMS: ms(time.Duration(v))})
+		}
+	}
+	slices.SortStableFunc(ws, func(a, b Window) int { return cmp.Compare(b.MaxMS, a.MaxMS) })
+	ws = ws[:min(n, len(ws))]
+	slices.SortFunc(ws, func(a, b Window) int { return cmp.Compare(a.AtS, b.AtS) })
+	return ws
+}

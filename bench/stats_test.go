@@ -3,6 +3,7 @@ package bench
 import (
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -146,5 +147,26 @@ func TestTrackerConcurrent(t *testing.T) {
 	wg.Wait()
 	if c := tr.Counts(); c.Delivered != 2*msgs || c.Lost != 0 || c.Duplicated != 0 || c.Expected != 2*msgs {
 		t.Fatalf("Counts = %+v", c)
+	}
+}
+
+func TestTimelineSlowest(t *testing.T) {
+	start := time.Unix(100, 0)
+	tl := NewTimeline(start, 100*time.Millisecond, time.Second)
+	at := func(d time.Duration) int64 { return start.Add(d).UnixNano() }
+	tl.Add(at(-time.Millisecond), time.Hour) // before the span: ignored
+	tl.Add(at(2*time.Second), time.Hour)     // after it: ignored
+	tl.Add(at(50*time.Millisecond), 5*time.Millisecond)
+	tl.Add(at(60*time.Millisecond), 3*time.Millisecond) // not the window's slowest
+	tl.Add(at(510*time.Millisecond), 90*time.Millisecond)
+	tl.Add(at(900*time.Millisecond), 40*time.Millisecond)
+	tl.Add(at(320*time.Millisecond), time.Millisecond)
+	got := tl.Slowest(3)
+	want := []Window{{0, 5}, {0.5, 90}, {0.9, 40}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("Slowest(3) = %v, want %v", got, want)
+	}
+	if got := NewTimeline(start, time.Second, time.Second).Slowest(3); len(got) != 0 {
+		t.Fatalf("an empty timeline's slowest windows: %v", got)
 	}
 }
