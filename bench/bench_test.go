@@ -1,12 +1,10 @@
 package bench_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
 	"inbox/bench"
-	"inbox/node"
 )
 
 // BenchmarkTypingStorm measures message latency through a real in-process
@@ -18,19 +16,10 @@ import (
 // --typing-sockets 5000 --typing-every 250ms` against a separate inboxd.
 func BenchmarkTypingStorm(b *testing.B) {
 	const users, rate = 4000, 2000
-	dir := b.TempDir()
-	n, err := node.Start(b.Context(), node.Config{DataDir: dir, HTTPAddr: "127.0.0.1:0"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = n.Shutdown(ctx)
-	})
+	url, dir := startNode(b)
 	run := func(typers int) *bench.StepReport {
 		rep, err := bench.Run(b.Context(), bench.Config{
-			URL: "http://" + n.HTTPAddr(), Mode: bench.ModeFanout, Users: users, Rate: rate,
+			URL: url, Mode: bench.ModeFanout, Users: users, Rate: rate,
 			Duration: 5 * time.Second, Warmup: time.Second, Settle: time.Second, Drain: 10 * time.Second,
 			DataDir: dir, TypingSockets: typers, TypingEvery: 250 * time.Millisecond,
 		})

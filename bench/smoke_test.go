@@ -9,23 +9,30 @@ import (
 	"inbox/node"
 )
 
+// startNode starts a real inboxd in-process (embedded NATS, SQLite in a
+// temporary folder) and returns its base URL and data folder.
+func startNode(tb testing.TB) (url, dir string) {
+	tb.Helper()
+	dir = tb.TempDir()
+	n, err := node.Start(tb.Context(), node.Config{DataDir: dir, HTTPAddr: "127.0.0.1:0"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = n.Shutdown(ctx)
+	})
+	return "http://" + n.HTTPAddr(), dir
+}
+
 // TestBenchSmoke drives a real in-process inboxd (embedded NATS, SQLite,
 // edge, API) with a short fan-out run and a small idle run.
 func TestBenchSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a node")
 	}
-	dir := t.TempDir()
-	n, err := node.Start(t.Context(), node.Config{DataDir: dir, HTTPAddr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = n.Shutdown(ctx)
-	})
-	url := "http://" + n.HTTPAddr()
+	url, dir := startNode(t)
 
 	t.Run("fanout", func(t *testing.T) {
 		rep, err := bench.Run(t.Context(), bench.Config{
