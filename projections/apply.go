@@ -19,6 +19,7 @@ type UnreadChange struct {
 	ConversationID int64
 	UserID         string
 	Unread         int64
+	Seq            uint64 // the event that last changed it (a message, a receipt, a join)
 }
 
 // maxCachedConversations bounds the conversation state kept between batches.
@@ -30,7 +31,8 @@ type memberState struct {
 	joinedSeq uint64
 	readUpTo  int64
 	unread    int64
-	reported  int64 // unread as last committed: a difference is an UnreadChange
+	reported  int64  // unread as last committed: a difference is an UnreadChange
+	changed   uint64 // the event that last changed unread
 	dirty     bool
 	removed   bool // delete the row at flush
 }
@@ -254,7 +256,7 @@ func (a *applier) applyEvent(ctx context.Context, st *eventstore.Stored) error {
 		for uid, m := range c.members {
 			if uid != e.SenderID && !m.removed {
 				m.unread++
-				m.dirty = true
+				m.dirty, m.changed = true, seq
 			}
 		}
 	case *eventstore.Created:
@@ -292,7 +294,7 @@ func (a *applier) applyEvent(ctx context.Context, st *eventstore.Stored) error {
 		}
 		a.touch(c, false)
 	case *eventstore.Read:
-		return a.read(ctx, e)
+		return a.read(ctx, e, seq)
 	case *eventstore.Profile:
 		if _, err := a.st[qUpProfile].ExecContext(ctx, e.UserID, e.Name, nullable(e.Avatar), int64(seq)); err != nil {
 			return fmt.Errorf("upsert profile: %w", err)
@@ -332,14 +334,14 @@ func (a *applier) applyEvent(ctx context.Context, st *eventstore.Stored) error {
 // is visible but never unread. A new member's count (0) is reported as a
 // change, so a client that joins sees its badge reset.
 func (a *applier) join(c *convState, uid, role string, seq uint64) {
-	c.members[uid] = &memberState{role: role, joinedSeq: seq, readUpTo: c.lastMsg, reported: -1, dirty: true}
+	c.members[uid] = &memberState{role: role, joinedSeq: seq, readUpTo: c.lastMsg, reported: -1, dirty: true, changed: seq}
 }
 
 // read moves a member's watermark forward: to the highest of up_to and the
 // named message ids that belong to the conversation, never past its last
 // message (so a watermark from the future cannot pre-read what comes later).
 // Others' messages it passes get is_read=1 and leave the reader's unread count.
-func (a *applier) read(ctx context.Context, e *eventstore.Read) error {
+func (a *applier) read(ctx context.Context, e *eventstore.Read, seq uint64) error {
 	c, err := a.conv(ctx, e.ConversationID)
 	if err != nil {
 		return err
@@ -384,7 +386,7 @@ func (a *applier) read(ctx context.Context, e *eventstore.Read) error {
 	}
 	m.unread -= n
 	m.readUpTo = target
-	m.dirty = true
+	m.dirty, m.changed = true, seq
 	a.touch(c, false)
 	return nil
 }
@@ -467,7 +469,7 @@ func (a *applier) flush(ctx context.Context) ([]UnreadChange, error) {
 				}
 			}
 			if m.unread != m.reported {
-				changes = append(changes, UnreadChange{ConversationID: c.id, UserID: uid, Unread: m.unread})
+				changes = append(changes, UnreadChange{ConversationID: c.id, UserID: uid, Unread: m.unread, Seq: m.changed})
 				m.reported = m.unread
 			}
 			m.dirty = false

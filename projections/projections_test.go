@@ -272,12 +272,21 @@ func TestRandomWorkloadReplayMatchesLive(t *testing.T) {
 	var (
 		mu      sync.Mutex
 		changes = map[[2]string]int64{}
+		lastSeq = map[[2]string]uint64{}
+		badSeq  []string
 	)
-	p.OnApplied = func(_ uint64, cs []UnreadChange) {
+	p.OnApplied = func(batch uint64, cs []UnreadChange) {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, c := range cs {
-			changes[[2]string{fmt.Sprint(c.ConversationID), c.UserID}] = c.Unread
+			k := [2]string{fmt.Sprint(c.ConversationID), c.UserID}
+			changes[k] = c.Unread
+			// The change names the event that made it: in this batch or
+			// before, after the one that made the member's previous change.
+			if c.Seq == 0 || c.Seq > batch || c.Seq <= lastSeq[k] {
+				badSeq = append(badSeq, fmt.Sprintf("%v: seq %d in batch to %d, previous change at %d", k, c.Seq, batch, lastSeq[k]))
+			}
+			lastSeq[k] = c.Seq
 		}
 	}
 	startProjector(t, p)
@@ -372,6 +381,11 @@ func TestRandomWorkloadReplayMatchesLive(t *testing.T) {
 	}
 	if checked == 0 {
 		t.Fatal("no members to check")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, b := range badSeq[:min(len(badSeq), 5)] {
+		t.Errorf("unread change %s", b)
 	}
 }
 
