@@ -146,7 +146,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.presHub.Store(n.hub)
 	n.proj.OnApplied = func(_ uint64, changes []projections.UnreadChange) {
 		for _, c := range changes {
-			n.hub.PushUnread(c.ConversationID, c.UserID, c.Unread)
+			n.hub.PushUnread(c.Seq, c.ConversationID, c.UserID, c.Unread)
 		}
 	}
 

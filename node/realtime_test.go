@@ -106,6 +106,33 @@ func TestTyping(t *testing.T) {
 	}
 }
 
+// TestUnreadFollowsItsMessage: with the real projector and feed, a socket
+// never hears of an unread count before the messages it counts.
+func TestUnreadFollowsItsMessage(t *testing.T) {
+	s := rtNATS(t)
+	n := rtStart(t, s, "unread-order", nil)
+	rtCreate(t, 1, []string{"alice", "bob"}, n)
+	a, b := rtDial(t, n, "alice"), rtDial(t, n, "bob")
+	const sends = 30
+	for i := range sends {
+		a.send(map[string]any{"conversation_id": 1, "message": fmt.Sprint("m", i), "client_msg_id": fmt.Sprint("u-", i)})
+	}
+	messages := int64(0)
+	b.until("UNREAD 30", func(f map[string]any) bool {
+		switch rtType(f) {
+		case "MESSAGE":
+			messages++
+		case "UNREAD":
+			if u := testutil.Int(t, f, "unread"); u > messages {
+				t.Errorf("UNREAD %d after only %d messages", u, messages)
+			} else {
+				return u == sends
+			}
+		}
+		return false
+	})
+}
+
 // TestReadReceipts: receipts by message_ids and by up_to move the reader's
 // watermark and unread count (GET /api/conversations), push READ to every
 // member's sockets (the reader's other device included) and UNREAD to the

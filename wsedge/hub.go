@@ -100,7 +100,24 @@ type Hub struct {
 	slots  uint32 // the ping slot the next socket gets, round robin
 
 	presMu sync.Mutex // orders Presence calls
+
+	// UNREAD frames waiting for the feed to dispatch the event that made
+	// their count, oldest first (PushUnread). Locked after mu.
+	unreadMu sync.Mutex
+	held     []heldUnread
 }
+
+// heldUnread is an UNREAD frame held back until the feed passes seq.
+type heldUnread struct {
+	seq    uint64
+	conv   int64
+	user   string
+	unread int64
+}
+
+// maxHeldUnread bounds the UNREAD frames held back; past it they are sent at
+// once, possibly ahead of their event (a feed far behind the projector).
+const maxHeldUnread = 1 << 16
 
 // userSockets are one user's sockets on this node.
 type userSockets struct {
@@ -352,8 +369,10 @@ func (h *Hub) unregister(c *conn) {
 func (h *Hub) Dispatch(st eventstore.Stored, ch chat.Change) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	h.lastSeq.Store(st.Seq)
 	seq := st.Seq
+	// lastSeq moves after the event's frames are queued: PushUnread sends an
+	// UNREAD for seq at once only when its event is already on the sockets.
+	defer h.releaseUnread(seq)
 	switch e := st.Event.(type) {
 	case *eventstore.Message:
 		h.deliverLocked(st.Time, ch.Members, "", e.ConversationID, 0, func() frame { return encodeMessage(seq, e) })
@@ -403,11 +422,57 @@ func (h *Hub) deliverLocked(at time.Time, users []string, skip string, conv, job
 	}
 }
 
-// PushUnread sends an UNREAD frame to user's sockets that carry conv.
-func (h *Hub) PushUnread(conv int64, user string, unread int64) {
+// PushUnread sends an UNREAD frame to user's sockets that carry conv, once
+// the feed has dispatched the event at seq that made the count (a message, a
+// receipt, a join): the projector and the feed read the stream separately,
+// and a client must never see a count before the message it counts.
+func (h *Hub) PushUnread(seq uint64, conv int64, user string, unread int64) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	h.deliverLocked(time.Time{}, []string{user}, "", conv, 0, func() frame { return encodeUnread(conv, unread) })
+	if h.users[user] == nil {
+		return // no socket here to tell
+	}
+	h.unreadMu.Lock()
+	defer h.unreadMu.Unlock()
+	h.sendDueLocked() // older frames first, so counts never go back in time
+	u := heldUnread{seq: seq, conv: conv, user: user, unread: unread}
+	if seq > h.lastSeq.Load() && len(h.held) < maxHeldUnread {
+		h.held = append(h.held, u)
+		return
+	}
+	h.sendUnreadLocked(u)
+}
+
+// releaseUnread marks seq dispatched and sends the UNREAD frames it was
+// holding back. mu is read-held.
+func (h *Hub) releaseUnread(seq uint64) {
+	h.lastSeq.Store(seq)
+	h.unreadMu.Lock()
+	h.sendDueLocked()
+	h.unreadMu.Unlock()
+}
+
+// sendDueLocked sends, in order, the held UNREAD frames whose event has been
+// dispatched. mu is read-held and unreadMu held.
+func (h *Hub) sendDueLocked() {
+	if len(h.held) == 0 {
+		return
+	}
+	last := h.lastSeq.Load()
+	kept := h.held[:0]
+	for _, u := range h.held {
+		if u.seq <= last {
+			h.sendUnreadLocked(u)
+		} else {
+			kept = append(kept, u)
+		}
+	}
+	clear(h.held[len(kept):])
+	h.held = kept
+}
+
+func (h *Hub) sendUnreadLocked(u heldUnread) {
+	h.deliverLocked(time.Time{}, []string{u.user}, "", u.conv, 0, func() frame { return encodeUnread(u.conv, u.unread) })
 }
 
 // PushPresence tells the users who share a conversation with user that it

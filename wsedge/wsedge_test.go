@@ -305,9 +305,47 @@ func TestTypingReadUnread(t *testing.T) {
 		t.Fatalf("read by ids: %v", r)
 	}
 
-	n.hub.PushUnread(4, "bob", 3)
+	n.hub.PushUnread(msg, 4, "bob", 3) // its event is dispatched: sent at once
 	if u := b.expect("UNREAD"); testutil.Int(t, u, "unread") != 3 || testutil.Int(t, u, "conversation_id") != 4 {
 		t.Fatalf("unread: %v", u)
+	}
+}
+
+// TestUnreadAfterItsMessage: an UNREAD whose message the feed has not
+// dispatched yet (the projector ran ahead) is held back and sent after the
+// message frame, and held counts go out in order.
+func TestUnreadAfterItsMessage(t *testing.T) {
+	n := newNode(t, nodeOptions{})
+	n.create(t, 1, "alice", "bob")
+	b := n.dial(t, "bob", "/ws/inbox/")
+	b.ping()
+	last, err := n.store.LastSeq(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.hub.PushUnread(last+1, 1, "bob", 1)
+	n.hub.PushUnread(last+2, 1, "bob", 2)
+	b.ping() // the PONG comes first: both counts are held
+	if seq := n.send(t, "alice", 1, "one"); seq != last+1 {
+		t.Fatalf("message stored at %d, want %d", seq, last+1)
+	}
+	b.expect("")
+	if u := b.expect("UNREAD"); testutil.Int(t, u, "unread") != 1 {
+		t.Fatalf("after the first message: %v", u)
+	}
+	b.ping() // the second count still waits for its message
+	n.send(t, "alice", 1, "two")
+	b.expect("")
+	if u := b.expect("UNREAD"); testutil.Int(t, u, "unread") != 2 {
+		t.Fatalf("after the second message: %v", u)
+	}
+	// A user with no socket on this node holds nothing.
+	n.hub.PushUnread(last+100, 1, "carol", 5)
+	n.hub.unreadMu.Lock()
+	held := len(n.hub.held)
+	n.hub.unreadMu.Unlock()
+	if held != 0 {
+		t.Fatalf("%d UNREAD frames held, want 0", held)
 	}
 }
 
