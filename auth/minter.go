@@ -20,6 +20,8 @@ type MinterConfig struct {
 	// PrivateKeyFile is a PEM file holding an RSA (signs RS256) or Ed25519
 	// (signs EdDSA) private key, PKCS#8 or PKCS#1.
 	PrivateKeyFile string
+	// Issuer and Audience, if set, go into the iss and aud claims.
+	Issuer, Audience string
 }
 
 // Minter signs user tokens that a Verifier with the matching secret or
@@ -27,12 +29,17 @@ type MinterConfig struct {
 type Minter struct {
 	method jwt.SigningMethod
 	key    any
+	iss    string
+	aud    jwt.ClaimStrings
 	now    func() time.Time
 }
 
 // NewMinter builds a Minter from cfg.
 func NewMinter(cfg MinterConfig) (*Minter, error) {
-	m := &Minter{now: time.Now}
+	m := &Minter{now: time.Now, iss: cfg.Issuer}
+	if cfg.Audience != "" {
+		m.aud = jwt.ClaimStrings{cfg.Audience}
+	}
 	switch {
 	case cfg.Secret != "" && cfg.PrivateKeyFile != "":
 		return nil, errors.New("configure either a JWT secret or a JWT private key, not both")
@@ -69,6 +76,8 @@ func (m *Minter) Mint(userID, name string, ttl time.Duration) (string, error) {
 	claims := tokenClaims{
 		RegisteredClaims: jwt.RegisteredClaims{
 			Subject:   userID,
+			Issuer:    m.iss,
+			Audience:  m.aud,
 			IssuedAt:  jwt.NewNumericDate(now),
 			ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
 		},

@@ -19,6 +19,11 @@ func TestMint(t *testing.T) {
 		{name: "RS256 PKCS#8", minter: auth.MinterConfig{PrivateKeyFile: rsaK.privFile}, verifier: auth.Config{PublicKeyFile: rsaK.pubFile}},
 		{name: "RS256 PKCS#1", minter: auth.MinterConfig{PrivateKeyFile: rsaK.pkcs1File}, verifier: auth.Config{PublicKeyFile: rsaK.pubFile}},
 		{name: "EdDSA", minter: auth.MinterConfig{PrivateKeyFile: edK.privFile}, verifier: auth.Config{PublicKeyFile: edK.pubFile}},
+		{
+			name:     "issuer and audience",
+			minter:   auth.MinterConfig{Secret: testSecret, Issuer: "https://id.example", Audience: "inbox"},
+			verifier: auth.Config{Secret: testSecret, Issuer: "https://id.example", Audience: "inbox"},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -43,6 +48,27 @@ func TestMint(t *testing.T) {
 				t.Fatalf("ExpiresAt %v is not an hour from now", c.ExpiresAt)
 			}
 		})
+	}
+}
+
+// TestMintScoped: a token minted for one issuer or audience is refused by a
+// verifier configured for another.
+func TestMintScoped(t *testing.T) {
+	m, err := auth.NewMinter(auth.MinterConfig{Secret: testSecret, Issuer: "https://id.example", Audience: "inbox"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, err := m.Mint("alice", "", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cfg := range []auth.Config{
+		{Secret: testSecret, Issuer: "https://other.example"},
+		{Secret: testSecret, Audience: "billing"},
+	} {
+		if _, err := newVerifier(t, cfg).Verify(token); err == nil {
+			t.Errorf("verifier for iss %q aud %q accepted a token for https://id.example and inbox", cfg.Issuer, cfg.Audience)
+		}
 	}
 }
 

@@ -34,6 +34,10 @@ type Config struct {
 	// Leeway is the clock skew allowed on exp and nbf; zero means
 	// DefaultLeeway, negative means none.
 	Leeway time.Duration
+	// Issuer, if set, must be the token's iss (INBOX_JWT_ISSUER), and
+	// Audience one of its aud (INBOX_JWT_AUDIENCE): a token signed with the
+	// same key for another service or by another issuer is refused.
+	Issuer, Audience string
 }
 
 // Verifier verifies tokens with one configured key. It is safe for
@@ -42,6 +46,8 @@ type Verifier struct {
 	key     any // []byte, *rsa.PublicKey or ed25519.PublicKey
 	methods []string
 	parser  *jwt.Parser
+	iss     string // required iss, if set
+	aud     string // required among aud, if set
 	origins map[string]bool
 }
 
@@ -94,6 +100,7 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 		jwt.WithExpirationRequired(),
 		jwt.WithLeeway(max(leeway, 0)),
 	)
+	v.iss, v.aud = cfg.Issuer, cfg.Audience
 	return v, nil
 }
 
@@ -104,8 +111,8 @@ type tokenClaims struct {
 	Picture string `json:"picture,omitempty"`
 }
 
-// Verify checks token's algorithm, signature, exp (required) and nbf, and
-// that sub is a valid user id. Every error wraps ErrUnauthorized.
+// Verify checks token's algorithm, signature, exp (required) and nbf, iss
+// and aud when configured, and that sub is a valid user id. Every error wraps ErrUnauthorized.
 func (v *Verifier) Verify(token string) (Claims, error) {
 	if len(token) > MaxTokenSize {
 		return Claims{}, unauthorized("token too large")
@@ -117,6 +124,14 @@ func (v *Verifier) Verify(token string) (Claims, error) {
 			return Claims{}, errAlgorithm
 		}
 		return Claims{}, verifyError(err)
+	}
+	// Checked here rather than by the parser, whose missing-claim error
+	// does not say which claim is missing.
+	if v.iss != "" && tc.Issuer != v.iss {
+		return Claims{}, unauthorized("token iss is not the configured issuer")
+	}
+	if v.aud != "" && !slices.Contains(tc.Audience, v.aud) {
+		return Claims{}, unauthorized("token aud does not name the configured audience")
 	}
 	if !eventstore.ValidUserID(tc.Subject) {
 		return Claims{}, unauthorized("token sub is not a valid user id")

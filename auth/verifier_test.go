@@ -38,6 +38,7 @@ func TestVerify(t *testing.T) {
 	rs := newVerifier(t, auth.Config{PublicKeyFile: rsaK.pubFile})
 	rs1 := newVerifier(t, auth.Config{PublicKeyFile: rsaK.pkcs1Pub})
 	ed := newVerifier(t, auth.Config{PublicKeyFile: edK.pubFile})
+	scoped := newVerifier(t, auth.Config{Secret: testSecret, Issuer: "https://id.example", Audience: "inbox"})
 	secret := []byte(testSecret)
 	none := jwt.UnsafeAllowNoneSignatureType
 	hour := time.Now().Add(time.Hour).Unix()
@@ -128,6 +129,15 @@ func TestVerify(t *testing.T) {
 		{name: "sub path traversal", verifier: hs, token: sign(t, jwt.SigningMethodHS256, secret, claims("../x")), withError: auth.ErrUnauthorized, reason: "sub"},
 		{name: "sub subject wildcard", verifier: hs, token: sign(t, jwt.SigningMethodHS256, secret, claims("a.>")), withError: auth.ErrUnauthorized, reason: "sub"},
 		{name: "sub not a string", verifier: hs, token: sign(t, jwt.SigningMethodHS256, secret, claims("alice", "sub", 123)), withError: auth.ErrUnauthorized},
+
+		// Issuer and audience, when configured.
+		{name: "iss and aud ignored unless configured", verifier: hs, token: sign(t, jwt.SigningMethodHS256, secret, claims("alice", "iss", "elsewhere", "aud", "other", "exp", hour)), want: auth.Claims{UserID: "alice", ExpiresAt: time.Unix(hour, 0)}},
+		{name: "iss and aud as configured", verifier: scoped, token: sign(t, jwt.SigningMethodHS256, secret, claims("alice", "iss", "https://id.example", "aud", "inbox", "exp", hour)), want: auth.Claims{UserID: "alice", ExpiresAt: time.Unix(hour, 0)}},
+		{name: "aud list naming the audience", verifier: scoped, token: sign(t, jwt.SigningMethodHS256, secret, claims("alice", "iss", "https://id.example", "aud", []string{"billing", "inbox"}, "exp", hour)), want: auth.Claims{UserID: "alice", ExpiresAt: time.Unix(hour, 0)}},
+		{name: "iss missing", verifier: scoped, token: sign(t, jwt.SigningMethodHS256, secret, claims("alice", "aud", "inbox")), withError: auth.ErrUnauthorized, reason: "iss"},
+		{name: "iss of another issuer", verifier: scoped, token: sign(t, jwt.SigningMethodHS256, secret, claims("alice", "iss", "https://evil.example", "aud", "inbox")), withError: auth.ErrUnauthorized, reason: "iss"},
+		{name: "aud missing", verifier: scoped, token: sign(t, jwt.SigningMethodHS256, secret, claims("alice", "iss", "https://id.example")), withError: auth.ErrUnauthorized, reason: "aud"},
+		{name: "aud of another service", verifier: scoped, token: sign(t, jwt.SigningMethodHS256, secret, claims("alice", "iss", "https://id.example", "aud", []string{"billing"})), withError: auth.ErrUnauthorized, reason: "aud"},
 
 		// Shape.
 		{name: "empty", verifier: hs, token: "", withError: auth.ErrUnauthorized, reason: "malformed"},

@@ -35,7 +35,7 @@ func (n *Node) SeedDemo(ctx context.Context) (Demo, error) {
 	if secret == "" {
 		return Demo{}, errors.New("--demo mints tokens and needs an HS256 secret; unset --jwt-public-key or set --jwt-secret")
 	}
-	minter, err := auth.NewMinter(auth.MinterConfig{Secret: secret})
+	minter, err := auth.NewMinter(auth.MinterConfig{Secret: secret, Issuer: n.cfg.JWTIssuer, Audience: n.cfg.JWTAudience})
 	if err != nil {
 		return Demo{}, err
 	}

@@ -40,6 +40,8 @@ type Config struct {
 	SyncAlways     bool   // embedded NATS fsyncs every write before acknowledging
 	JWTSecret      string
 	JWTPublicKey   string // PEM file (RS256 or EdDSA)
+	JWTIssuer      string // required iss of user tokens (empty: not checked)
+	JWTAudience    string // required among aud of user tokens (empty: not checked)
 	AdminToken     string
 	AllowedOrigins []string
 	DebugAddr      string // net/http/pprof listener (empty: none); keep it on loopback
@@ -298,7 +300,10 @@ func (n *Node) authConfig() (*auth.Verifier, *auth.AdminToken, error) {
 }
 
 func (n *Node) verifier(secret string) (*auth.Verifier, error) {
-	return auth.NewVerifier(auth.Config{Secret: secret, PublicKeyFile: n.cfg.JWTPublicKey, AllowedOrigins: n.cfg.AllowedOrigins})
+	return auth.NewVerifier(auth.Config{
+		Secret: secret, PublicKeyFile: n.cfg.JWTPublicKey, AllowedOrigins: n.cfg.AllowedOrigins,
+		Issuer: n.cfg.JWTIssuer, Audience: n.cfg.JWTAudience,
+	})
 }
 
 // catchUp waits until the directory has applied everything stored before start,

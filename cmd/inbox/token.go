@@ -13,7 +13,7 @@ import (
 
 // tokenCmd mints a user token that inboxd accepts and prints it on stdout:
 //
-//	inbox token [--data DIR] [--ttl 24h] [--name "Display Name"] [--key FILE] <user>
+//	inbox token [--data DIR] [--ttl 24h] [--name "Display Name"] [--key FILE] [--issuer ISS] [--audience AUD] <user>
 //
 // It signs with INBOX_JWT_SECRET if set, with --key (a PEM private key) if
 // given, and otherwise with the development secret inboxd generated into the
@@ -28,6 +28,8 @@ func tokenCmd(ctx context.Context, args []string) error {
 	ttl := fs.Duration("ttl", 24*time.Hour, "how long the token is valid")
 	name := fs.String("name", "", "display name (the token's name claim)")
 	keyFile := fs.String("key", "", "PEM private key (RSA or Ed25519) to sign with, when inboxd verifies with INBOX_JWT_PUBLIC_KEY")
+	issuer := fs.String("issuer", os.Getenv("INBOX_JWT_ISSUER"), "iss claim, when inboxd requires one (INBOX_JWT_ISSUER)")
+	audience := fs.String("audience", os.Getenv("INBOX_JWT_AUDIENCE"), "aud claim, when inboxd requires one (INBOX_JWT_AUDIENCE)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: inbox token [flags] <user>\n\n"+
 			"Mint a JWT for <user> and print it. The secret is INBOX_JWT_SECRET if set,\n"+
@@ -56,6 +58,7 @@ func tokenCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	cfg.Issuer, cfg.Audience = *issuer, *audience
 	m, err := auth.NewMinter(cfg)
 	if err != nil {
 		return err

@@ -48,6 +48,8 @@ func run(args []string) error {
 	fs.BoolVar(&cfg.SyncAlways, "sync-always", false, "embedded NATS fsyncs every write before acknowledging (survives an OS crash; slower)")
 	fs.StringVar(&cfg.JWTSecret, "jwt-secret", "", "HS256 secret for user tokens (default: a development secret generated into the data folder)")
 	fs.StringVar(&cfg.JWTPublicKey, "jwt-public-key", "", "PEM public key file for RS256 or EdDSA user tokens")
+	fs.StringVar(&cfg.JWTIssuer, "jwt-issuer", "", "if set, user tokens must carry this iss")
+	fs.StringVar(&cfg.JWTAudience, "jwt-audience", "", "if set, user tokens must name this audience in aud")
 	fs.StringVar(&cfg.AdminToken, "admin-token", "", "bearer token of the service API (default: generated into the data folder)")
 	fs.StringVar(&origins, "allowed-origins", "", "comma-separated origins allowed to authenticate with the inbox_token cookie")
 	fs.IntVar(&cfg.Limits.MaxText, "max-text", 4000, "longest message text, in characters")
