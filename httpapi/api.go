@@ -30,6 +30,8 @@ import (
 const (
 	DefaultMaxBodyBytes    = 64 << 10
 	DefaultConsistencyWait = 2 * time.Second
+	DefaultUserRate        = 20
+	DefaultUserBurst       = 40
 )
 
 // StaleHeader is set to "true" on an answer that may miss the caller's
@@ -43,6 +45,11 @@ type Config struct {
 	// ConsistencyWait bounds how long a request waits for the projection to
 	// reach the caller's latest write.
 	ConsistencyWait time.Duration
+	// UserRate and UserBurst bound the requests one user makes to the user
+	// routes of this node, all together (a token bucket); past them a
+	// request is answered 429 rate_limited with Retry-After.
+	UserRate  float64
+	UserBurst int
 }
 
 func (c *Config) defaults() {
@@ -51,6 +58,12 @@ func (c *Config) defaults() {
 	}
 	if c.ConsistencyWait <= 0 {
 		c.ConsistencyWait = DefaultConsistencyWait
+	}
+	if c.UserRate <= 0 {
+		c.UserRate = DefaultUserRate
+	}
+	if c.UserBurst <= 0 {
+		c.UserBurst = DefaultUserBurst
 	}
 }
 
@@ -123,6 +136,7 @@ type api struct {
 	ready func(ctx context.Context) error
 	log   *slog.Logger
 	mux   *http.ServeMux
+	limit *userLimits
 }
 
 // New returns the API's handler. It panics if a required dependency is
@@ -153,6 +167,7 @@ func New(cfg Config, d Deps) http.Handler {
 	a := &api{
 		cfg: cfg, svc: d.Service, dir: d.Service.Directory(), users: d.Verifier, admin: d.Admin,
 		reads: d.DB, proj: d.Projection, pres: d.Presence, m: d.Metrics, ready: d.Ready, log: d.Logger, mux: http.NewServeMux(),
+		limit: newUserLimits(cfg.UserRate, cfg.UserBurst),
 	}
 	for _, rt := range routes {
 		a.mux.Handle(rt.pattern(), a.wrap(rt.pattern(), rt))
@@ -293,6 +308,9 @@ func (a *api) serve(rt route, w http.ResponseWriter, r *http.Request) error {
 			return a.refuse(err, "user")
 		}
 		annotate(r, "user_id", c.UserID)
+		if !a.limit.allow(c.UserID, time.Now()) {
+			return chat.Errorf(chat.CodeRateLimited, "more than %g requests per second from user %s; retry later", a.cfg.UserRate, c.UserID)
+		}
 		r = r.WithContext(context.WithValue(r.Context(), claimsKey, c))
 	case admin:
 		if err := a.admin.Check(r); err != nil {

@@ -129,6 +129,27 @@ func TestUserAuthRefused(t *testing.T) {
 	}
 }
 
+// TestUserRateLimit: past its burst a user's requests to the user routes,
+// all together, are refused with 429 rate_limited and Retry-After; another
+// user and the service API are not held up.
+func TestUserRateLimit(t *testing.T) {
+	n := newNode(t, nodeOptions{userBurst: 3})
+	n.createConversation(t, 1, "u1:member", "u2:member")
+	for range 3 {
+		n.must(t, http.StatusOK, req{method: "GET", path: "/api/conversations", auth: n.user("u1")})
+	}
+	r := n.must(t, http.StatusTooManyRequests, req{method: "GET", path: "/api/conversations", auth: n.user("u1")})
+	if e := r.error(t); e.Code != "rate_limited" || !strings.Contains(e.Error, "requests per second") {
+		t.Errorf("over the limit: %+v", e)
+	}
+	if ra := r.header.Get("Retry-After"); ra == "" {
+		t.Error("429 without Retry-After")
+	}
+	n.must(t, http.StatusTooManyRequests, req{method: "POST", path: "/api/conversations/1/messages", auth: n.user("u1"), body: `{"message":"hi"}`})
+	n.must(t, http.StatusOK, req{method: "GET", path: "/api/conversations", auth: n.user("u2")})
+	n.createConversation(t, 2, "u1:member")
+}
+
 func TestAdminAuthRefused(t *testing.T) {
 	n := newNode(t, nodeOptions{})
 	for _, tc := range []struct {

@@ -50,6 +50,7 @@ type nodeOptions struct {
 	noProjector bool          // never start the projector: every read is stale
 	wait        time.Duration // Config.ConsistencyWait
 	presence    Presence      // Deps.Presence
+	userBurst   int           // Config.UserBurst, refilled at 1 a day; 0: no practical limit
 }
 
 func newNode(t *testing.T, opt nodeOptions) *node {
@@ -93,7 +94,11 @@ func newNode(t *testing.T, opt nodeOptions) *node {
 	}
 	n := &node{t: t, svc: svc, store: st, db: db, proj: proj, minter: minter,
 		metrics: metrics.New(metrics.Sources{})}
-	h := New(Config{ConsistencyWait: opt.wait}, Deps{
+	cfg := Config{ConsistencyWait: opt.wait, UserRate: 1e6, UserBurst: 1e6}
+	if opt.userBurst > 0 {
+		cfg.UserRate, cfg.UserBurst = 1.0/(24*60*60), opt.userBurst
+	}
+	h := New(cfg, Deps{
 		Service: svc, Verifier: verifier, Admin: admin, DB: db, Projection: proj, Metrics: n.metrics, Presence: opt.presence,
 		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Ready: func(context.Context) error {

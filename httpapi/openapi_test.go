@@ -112,7 +112,11 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		if !strings.HasPrefix(path, "/api/") || path == "/api/openapi.json" {
 			continue
 		}
-		for _, code := range []string{"401", "500", "503"} {
+		codes := []string{"401", "500", "503"}
+		if i := slices.IndexFunc(routes, func(rt route) bool { return rt.pattern() == p }); i >= 0 && routes[i].access == user {
+			codes = append(codes, "429") // the per-user request limit
+		}
+		for _, code := range codes {
 			if _, ok := resp[code]; !ok {
 				t.Errorf("%s: response %s not documented", p, code)
 			}

@@ -48,6 +48,7 @@ type Config struct {
 	ReadyMaxLag    uint64 // /readyz fails when the projection is further behind
 	Limits         chat.Limits
 	Edge           wsedge.Config
+	API            httpapi.Config
 	// PresenceHeartbeat and PresenceNodeTTL tune cross-node presence (zero:
 	// presence's defaults, 5s and 3 heartbeats): a node that dies takes its
 	// users offline on every other node within about PresenceNodeTTL.
@@ -164,7 +165,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 
-	api := httpapi.New(httpapi.Config{}, httpapi.Deps{
+	api := httpapi.New(cfg.API, httpapi.Deps{
 		Service: n.svc, DB: n.db, Projection: n.proj, Verifier: verifier, Admin: admin,
 		Presence: n.pres, Metrics: n.metrics, Ready: n.ready, Logger: n.log.With("component", "httpapi"),
 	})

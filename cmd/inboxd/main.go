@@ -56,6 +56,7 @@ func run(args []string) error {
 	fs.IntVar(&cfg.Edge.MaxSocketsPerUser, "max-sockets-per-user", 16, "open sockets one user may hold on this node")
 	fs.IntVar(&cfg.Edge.QueueFrames, "socket-queue", 256, "frames queued for one socket before it is closed as too slow (4013)")
 	fs.Float64Var(&cfg.Edge.RatePerSecond, "rate", 20, "frames per second one socket may send (burst: twice that)")
+	fs.Float64Var(&cfg.API.UserRate, "api-rate", 20, "HTTP API requests per second one user may make (burst: twice that)")
 	fs.DurationVar(&cfg.Edge.PingInterval, "ping-interval", 30*time.Second, "WebSocket ping interval; a socket silent for two intervals is closed")
 	fs.StringVar(&cfg.DebugAddr, "debug-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060; empty: off)")
 	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
@@ -79,10 +80,13 @@ func run(args []string) error {
 		return fmt.Errorf("--socket-queue %d: must be positive", cfg.Edge.QueueFrames)
 	case cfg.Edge.RatePerSecond <= 0:
 		return fmt.Errorf("--rate %g: must be positive", cfg.Edge.RatePerSecond)
+	case cfg.API.UserRate <= 0:
+		return fmt.Errorf("--api-rate %g: must be positive", cfg.API.UserRate)
 	case cfg.Edge.PingInterval < time.Second:
 		return fmt.Errorf("--ping-interval %s: must be at least 1s", cfg.Edge.PingInterval)
 	}
 	cfg.Edge.RateBurst = int(2 * cfg.Edge.RatePerSecond)
+	cfg.API.UserBurst = int(max(1, 2*cfg.API.UserRate))
 	cfg.AllowedOrigins = auth.SplitOrigins(origins)
 
 	opts := &slog.HandlerOptions{Level: logLevel}
