@@ -112,7 +112,8 @@ type tokenClaims struct {
 }
 
 // Verify checks token's algorithm, signature, exp (required) and nbf, iss
-// and aud when configured, and that sub is a valid user id. Every error wraps ErrUnauthorized.
+// and aud when configured, and that sub is a valid user id. Every error
+// wraps ErrUnauthorized.
 func (v *Verifier) Verify(token string) (Claims, error) {
 	if len(token) > MaxTokenSize {
 		return Claims{}, unauthorized("token too large")

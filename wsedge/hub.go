@@ -89,9 +89,11 @@ type Hub struct {
 	wg     sync.WaitGroup // sockets being read, writers, workers, the pinger
 	poll   *poller        // reads the sockets; nil: a reader goroutine per socket
 
-	// lastSeq is the last sequence Dispatch was called with. It is written
-	// with mu read-held by the one feed goroutine and read with mu held, so
-	// a socket registered under mu knows exactly which events it will get live.
+	// lastSeq is the last sequence Dispatch was called with, stored once
+	// the event's frames are queued. It is written with mu read-held by the
+	// one feed goroutine and read with mu held, so a socket registered under
+	// mu knows exactly which events it will get live; PushUnread reads it
+	// under unreadMu to hold a count back until its event went out.
 	lastSeq atomic.Uint64
 
 	mu     sync.RWMutex
