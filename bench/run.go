@@ -65,9 +65,11 @@ type Config struct {
 	Settle time.Duration // idle: wait after connecting before measuring
 	Hold   time.Duration // idle: keep the sockets open after measuring
 
-	AdminToken string
-	JWTSecret  string
-	DataDir    string
+	AdminToken  string
+	JWTSecret   string
+	JWTIssuer   string // iss of the minted user tokens, for a server that requires one
+	JWTAudience string // aud of the minted user tokens, likewise
+	DataDir     string
 
 	SourceAddrs        []net.IP // nil: DefaultSourceAddrs
 	ConnectConcurrency int
@@ -284,7 +286,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	minter, err := auth.NewMinter(auth.MinterConfig{Secret: secret})
+	minter, err := auth.NewMinter(auth.MinterConfig{Secret: secret, Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience})
 	if err != nil {
 		return nil, err
 	}

@@ -10,11 +10,16 @@ import (
 )
 
 // startNode starts a real inboxd in-process (embedded NATS, SQLite in a
-// temporary folder) and returns its base URL and data folder.
-func startNode(tb testing.TB) (url, dir string) {
+// temporary folder), its config changed by mods, and returns its base URL
+// and data folder.
+func startNode(tb testing.TB, mods ...func(*node.Config)) (url, dir string) {
 	tb.Helper()
 	dir = tb.TempDir()
-	n, err := node.Start(tb.Context(), node.Config{DataDir: dir, HTTPAddr: "127.0.0.1:0"})
+	cfg := node.Config{DataDir: dir, HTTPAddr: "127.0.0.1:0"}
+	for _, mod := range mods {
+		mod(&cfg)
+	}
+	n, err := node.Start(tb.Context(), cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -84,6 +89,23 @@ func TestBenchSmoke(t *testing.T) {
 		// second: about 10/s here, each delivered to the typer's partner.
 		if got := rep.FramesByType["TYPING"]; got < 10 || got > 40 {
 			t.Errorf("%d TYPING frames received for %d sent in %.1fs, want about one per typer per second", got, s.TypingSent, s.Seconds+s.WarmupSeconds)
+		}
+	})
+
+	t.Run("scoped tokens", func(t *testing.T) {
+		// A server that requires an issuer and audience: the bench mints
+		// tokens carrying them.
+		url, dir := startNode(t, func(c *node.Config) { c.JWTIssuer, c.JWTAudience = "https://id.example", "inbox" })
+		rep, err := bench.Run(t.Context(), bench.Config{
+			URL: url, Mode: bench.ModeFanout, Users: 10, Rate: 50, Duration: time.Second,
+			Warmup: 100 * time.Millisecond, Settle: 100 * time.Millisecond, Drain: 10 * time.Second, DataDir: dir,
+			JWTIssuer: "https://id.example", JWTAudience: "inbox",
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := rep.Fanout; s == nil || s.Sent == 0 || s.Delivered != s.Expected || rep.AliveAtEnd != 10 {
+			t.Fatalf("fan-out with scoped tokens = %+v, %d alive", s, rep.AliveAtEnd)
 		}
 	})
 

@@ -46,6 +46,8 @@ func benchCmd(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.Hold, "hold", 0, "idle: keep the sockets open this long after measuring")
 	fs.StringVar(&cfg.AdminToken, "admin-token", "", "service API token (default: the data folder's development token)")
 	fs.StringVar(&cfg.JWTSecret, "jwt-secret", "", "HS256 secret to mint user tokens (default: the data folder's development secret)")
+	fs.StringVar(&cfg.JWTIssuer, "jwt-issuer", "", "iss of the minted user tokens, when inboxd requires one")
+	fs.StringVar(&cfg.JWTAudience, "jwt-audience", "", "aud of the minted user tokens, when inboxd requires one")
 	fs.StringVar(&cfg.DataDir, "data", "./data", "data folder holding dev-secrets.json")
 	fs.StringVar(&sources, "source-addrs", "", "loopback source addresses to spread sockets over (default 127.0.0.2-127.0.0.9)")
 	fs.IntVar(&cfg.ConnectConcurrency, "connect-concurrency", 64, "sockets opened at once")
