@@ -108,6 +108,16 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 // apiAttempt bounds one JetStream API request made by RetryAPI.
 const apiAttempt = 5 * time.Second
 
+// errCodeNoPeers is JetStream's "no suitable peers for placement" (HTTP-like
+// code 400). On a cluster that is still forming a peer is not yet known to be
+// online, and it passes within seconds; a stream asking for more replicas
+// than the cluster has servers fails the same way for good. So RetryAPI
+// retries it for noPeersWait, then gives up with it.
+const (
+	errCodeNoPeers jetstream.ErrorCode = 10005
+	noPeersWait                        = 30 * time.Second
+)
+
 // createStream creates or updates the stream (see RetryAPI).
 func createStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, log *slog.Logger) (stream jetstream.Stream, err error) {
 	err = RetryAPI(ctx, log, "create or update stream "+cfg.Name, func(ctx context.Context) error {
@@ -136,8 +146,10 @@ func sameConfig(have, want jetstream.StreamConfig) bool {
 // JetStream answers that it is not ready. On a cluster that has just formed,
 // or with several inboxd nodes creating the same replicated stream at once, a
 // request can be dropped: one long wait would only time out. An answer
-// refusing the request (a 4xx API error) is returned at once.
+// refusing the request (a 4xx API error) is returned at once, except "no
+// suitable peers" for up to noPeersWait.
 func RetryAPI(ctx context.Context, log *slog.Logger, what string, call func(ctx context.Context) error) error {
+	start := time.Now()
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, apiAttempt)
 		err := call(actx)
@@ -146,7 +158,8 @@ func RetryAPI(ctx context.Context, log *slog.Logger, what string, call func(ctx 
 			return nil
 		}
 		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && apiErr.Code < 500 {
+		if errors.As(err, &apiErr) && apiErr.Code < 500 &&
+			(apiErr.ErrorCode != errCodeNoPeers || time.Since(start) >= noPeersWait) {
 			return err
 		}
 		if ctx.Err() != nil {
