@@ -3,10 +3,12 @@ package bench
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -58,12 +60,34 @@ func (d *dialer) dial(ctx context.Context, token string) (net.Conn, *bufio.Reade
 		src := d.sources[d.next.Add(1)%uint64(len(d.sources))]
 		nd.LocalAddr = &net.TCPAddr{IP: src}
 	}
-	wd := ws.Dialer{Timeout: d.timeout, NetDial: nd.DialContext}
+	var refusal string // the server's reason for an answer other than 101
+	wd := ws.Dialer{Timeout: d.timeout, NetDial: nd.DialContext, OnStatusError: func(_ int, _ []byte, resp io.Reader) {
+		refusal = refusalReason(resp)
+	}}
 	conn, br, _, err := wd.Dial(ctx, d.wsURL+"?token="+url.QueryEscape(token))
 	if err != nil {
+		if refusal != "" {
+			err = fmt.Errorf("%w: %s", err, refusal)
+		}
 		return nil, nil, err
 	}
 	return conn, br, nil
+}
+
+// refusalReason is the "error" of the JSON body of a refused upgrade, if any.
+func refusalReason(r io.Reader) string {
+	resp, err := http.ReadResponse(bufio.NewReader(r), nil)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Error string `json:"error"`
+	}
+	if json.NewDecoder(io.LimitReader(resp.Body, 4<<10)).Decode(&body) != nil {
+		return ""
+	}
+	return body.Error
 }
 
 // retryable reports whether a failed dial is worth another try: refused or

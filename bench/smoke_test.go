@@ -2,6 +2,7 @@ package bench_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -96,11 +97,16 @@ func TestBenchSmoke(t *testing.T) {
 		// A server that requires an issuer and audience: the bench mints
 		// tokens carrying them.
 		url, dir := startNode(t, func(c *node.Config) { c.JWTIssuer, c.JWTAudience = "https://id.example", "inbox" })
-		rep, err := bench.Run(t.Context(), bench.Config{
+		cfg := bench.Config{
 			URL: url, Mode: bench.ModeFanout, Users: 10, Rate: 50, Duration: time.Second,
 			Warmup: 100 * time.Millisecond, Settle: 100 * time.Millisecond, Drain: 10 * time.Second, DataDir: dir,
-			JWTIssuer: "https://id.example", JWTAudience: "inbox",
-		})
+		}
+		// Without them the sockets are refused, and the error says why.
+		if _, err := bench.Run(t.Context(), cfg); err == nil || !strings.Contains(err.Error(), "token iss is not the configured issuer") {
+			t.Fatalf("unscoped tokens: %v, want the server's reason for the 401", err)
+		}
+		cfg.JWTIssuer, cfg.JWTAudience = "https://id.example", "inbox"
+		rep, err := bench.Run(t.Context(), cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
