@@ -251,9 +251,6 @@ func (t *Tracker) Error(code string) {
 	t.errMu.Unlock()
 }
 
-// Delivered is the number of first deliveries so far.
-func (t *Tracker) Delivered() int64 { return t.delivered.Load() }
-
 // Counts are the accounting figures of a run.
 type Counts struct {
 	Sent              int64            `json:"sent"`
@@ -267,23 +264,6 @@ type Counts struct {
 	OutOfOrder        int64            `json:"out_of_order"`
 	Unknown           int64            `json:"unknown"`
 	Errors            map[string]int64 `json:"errors"`
-}
-
-// Expected returns the deliveries expected so far: one per member for every
-// message whose write did not fail.
-func (t *Tracker) Expected() int64 {
-	var n int64
-	for i := range t.convs {
-		c := &t.convs[i]
-		c.mu.Lock()
-		for j := range c.msgs {
-			if !c.msgs[j].failed {
-				n += int64(len(c.members))
-			}
-		}
-		c.mu.Unlock()
-	}
-	return n
 }
 
 // Counts returns the accounting figures. Lost counts members that have not

@@ -282,18 +282,3 @@ func convIDs(cs []projections.Conversation) []int64 {
 	return out
 }
 
-// checkFor polls fn until it returns nil or timeout passes.
-func checkFor(t *testing.T, timeout, every time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(every)
-	}
-}

@@ -387,9 +387,6 @@ func (n *Node) NATSURL() string {
 	return n.cfg.NATSURL
 }
 
-// DevSecrets are the generated development secrets (zero when configured).
-func (n *Node) DevSecrets() auth.DevSecrets { return n.secrets }
-
 // Service is the node's domain service (for seeding demos and tests).
 func (n *Node) Service() *chat.Service { return n.svc }
 

@@ -52,7 +52,7 @@ func Store(t testing.TB, s *server.Server) *eventstore.Store {
 
 // Cluster runs n JetStream servers clustered over loopback routes, each storing
 // in its own t.TempDir(), and waits until they have elected a meta leader.
-// Servers can be shut down and restarted (Restart) to test failures.
+// Servers can be shut down to test failures.
 type Cluster struct {
 	t       testing.TB
 	Servers []*server.Server
@@ -97,11 +97,6 @@ func (c *Cluster) URL() string {
 		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", o.Port))
 	}
 	return strings.Join(urls, ",")
-}
-
-// Restart starts server i again on its ports and storage after a Shutdown.
-func (c *Cluster) Restart(i int) {
-	c.Servers[i] = natsserver.RunServer(c.opts[i])
 }
 
 // WaitReady waits until every running server sees a JetStream meta leader.
