@@ -79,10 +79,7 @@ func TestCreateRefusesExistingID(t *testing.T) {
 
 func TestTypingExpires(t *testing.T) {
 	s := testnats.Server(t)
-	st, err := eventstore.Open(context.Background(), eventstore.Config{Conn: testnats.Conn(t, s), TypingTTL: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := testnats.StoreWith(t, s, eventstore.Config{TypingTTL: time.Second})
 	ctx := context.Background()
 	seq, err := st.Append(ctx, &eventstore.Typing{ConversationID: 1, UserID: "a", IsTyping: true})
 	if err != nil {

@@ -281,4 +281,3 @@ func convIDs(cs []projections.Conversation) []int64 {
 	}
 	return out
 }
-

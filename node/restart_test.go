@@ -13,10 +13,7 @@ import (
 // that have expired since; a node starting on it must not wait for them.
 func TestRestartAfterExpiredTail(t *testing.T) {
 	s := testnats.Server(t)
-	st, err := eventstore.Open(context.Background(), eventstore.Config{Conn: testnats.Conn(t, s), TypingTTL: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := testnats.StoreWith(t, s, eventstore.Config{TypingTTL: time.Second})
 	ctx := context.Background()
 	if _, err := st.Append(ctx, &eventstore.Created{ConversationID: 1, Members: []eventstore.Member{{UserID: "a", Role: "member"}}}); err != nil {
 		t.Fatal(err)

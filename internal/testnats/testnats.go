@@ -43,7 +43,14 @@ func Conn(t testing.TB, s *server.Server) *nats.Conn {
 // Store opens the INBOX stream on s.
 func Store(t testing.TB, s *server.Server) *eventstore.Store {
 	t.Helper()
-	st, err := eventstore.Open(context.Background(), eventstore.Config{Conn: Conn(t, s)})
+	return StoreWith(t, s, eventstore.Config{})
+}
+
+// StoreWith is Store with cfg (its Conn is set to a new connection to s).
+func StoreWith(t testing.TB, s *server.Server, cfg eventstore.Config) *eventstore.Store {
+	t.Helper()
+	cfg.Conn = Conn(t, s)
+	st, err := eventstore.Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("open event store: %v", err)
 	}
