@@ -64,8 +64,16 @@ func (t *Tracker) apply(e jetstream.KeyValueEntry, changes []Change) []Change {
 	if node, ok := strings.CutPrefix(key, "node."); ok {
 		if op == jetstream.KeyValuePut {
 			n := t.nodes[node]
+			if run := string(e.Value()); n != nil && n.run != run {
+				// A new run of that node id (a restart after a crash): the
+				// old run's users are gone. Its delete marker may never have
+				// reached this watcher: the bucket keeps one entry per key,
+				// and the new run's key can replace the marker first.
+				changes = t.nodeGoneLocked(node, e, changes)
+				n = nil
+			}
 			if n == nil {
-				n = &nodeState{users: make(map[string]time.Time)}
+				n = &nodeState{run: string(e.Value()), users: make(map[string]time.Time)}
 				t.nodes[node] = n
 				if t.initial == nil {
 					t.log.Info("presence: node joined", "peer", node)
@@ -145,8 +153,8 @@ func (t *Tracker) nodeGoneLocked(node string, e jetstream.KeyValueEntry, changes
 	}
 	delete(t.nodes, node)
 	// A deleted key is a graceful Close: users were there until then. An
-	// expired key (a purge marker) means the node was last known alive at its
-	// last heartbeat.
+	// expired key (a purge marker), or a new run's key, means the node was
+	// last known alive at its last heartbeat.
 	expired := e.Operation() != jetstream.KeyValueDelete
 	for user, since := range n.users {
 		us := t.users[user]

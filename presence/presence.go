@@ -4,7 +4,9 @@
 // Keys of the bucket inbox_presence (history 1):
 //
 //	node.<node>         the node's liveness: re-published every Heartbeat with a
-//	                    per-key TTL of NodeTTL; it expires when the node dies
+//	                    per-key TTL of NodeTTL; it expires when the node dies.
+//	                    Its value names the run (start time), so a restarted
+//	                    node is told from the run before it
 //	user.<user>.<node>  present while the user has a socket on that node
 //
 // Cost is per node, not per user: one heartbeat per node, one write per
@@ -21,6 +23,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -130,6 +133,7 @@ type Tracker struct {
 	closeErr  error
 
 	nodeKey string
+	run     []byte // the node key's value: this run of the node id
 	rev     uint64 // last revision of nodeKey; owned by the heartbeat goroutine
 
 	// Watched state: written by the watch goroutine, read by Status.
@@ -149,6 +153,7 @@ type Tracker struct {
 }
 
 type nodeState struct {
+	run      string // the run of the node id whose users these are
 	lastBeat time.Time
 	users    map[string]time.Time // user → when its key was put
 }
@@ -180,6 +185,7 @@ func Start(ctx context.Context, js jetstream.JetStream, cfg Config, notify func(
 		js:      js,
 		notify:  notify,
 		nodeKey: "node." + cfg.NodeID,
+		run:     []byte(strconv.FormatInt(time.Now().UnixNano(), 10)),
 		nodes:   make(map[string]*nodeState),
 		users:   make(map[string]*userState),
 		initial: make(map[string]map[string]uint64),
@@ -352,7 +358,7 @@ func (t *Tracker) publishNodeKey(ctx context.Context, expect bool) (uint64, erro
 	if expect {
 		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(t.rev))
 	}
-	ack, err := t.js.PublishMsg(ctx, &nats.Msg{Subject: keySubject(t.nodeKey)}, opts...)
+	ack, err := t.js.PublishMsg(ctx, &nats.Msg{Subject: keySubject(t.nodeKey), Data: t.run}, opts...)
 	if err != nil {
 		return 0, err
 	}

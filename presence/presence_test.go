@@ -279,6 +279,27 @@ func TestRestartClearsStaleKeys(t *testing.T) {
 	waitStatus(t, b, "erin", true, 2*time.Second)
 }
 
+// TestNewRunDropsOldUsers: a node key written by a new run of a node id
+// ends the old run's users even when the watcher never saw the old key's
+// delete marker (the bucket keeps one entry per key, so the new key can
+// replace the marker before a slow watcher reads it). Seen once in CI as
+// TestRestartClearsStaleKeys failing: the restarted node's peer kept its
+// user online.
+func TestNewRunDropsOldUsers(t *testing.T) {
+	s := testnats.Server(t)
+	a := startNode(t, s, "a", time.Second, 30*time.Second)
+	b := startNode(t, s, "b", time.Second, 30*time.Second)
+	a.Online("hana")
+	waitStatus(t, b, "hana", true, 2*time.Second)
+	a.crash()
+	// The next run's key, straight over the old one: no delete in between.
+	if _, err := b.kv.Put(context.Background(), "node.a", []byte("next run")); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, b, "hana", false, 2*time.Second)
+	wantChanges(t, b, "hana", true, false)
+}
+
 func TestCloseGoesOfflineNow(t *testing.T) {
 	s := testnats.Server(t)
 	a := startNode(t, s, "a", time.Second, 30*time.Second)
