@@ -4,9 +4,9 @@
 run *ARGS:
     go run ./cmd/inboxd {{ARGS}}
 
-# the whole test suite, as CI runs it
+# the whole test suite, as CI runs it: installs the tools tests need, then vet and go test -race
 test:
-    go test -race ./...
+    .ci/run
 
 # Go benchmarks (replay rate vs. plain SQLite insert, appends, message p99 under a typing storm), then see `inbox bench --help` for load tests
 bench:

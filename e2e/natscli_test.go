@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"inbox/internal/testutil"
 )
 
 const natsWait = 30 * time.Second
@@ -18,10 +20,7 @@ const natsWait = 30 * time.Second
 // TestREADMENatsCLI runs the nats CLI commands of README.md ("Look inside the
 // stream") against a running inboxd --demo, on its embedded server's port.
 func TestREADMENatsCLI(t *testing.T) {
-	natsBin, err := exec.LookPath("nats")
-	if err != nil {
-		t.Skip("nats CLI not on PATH: go install github.com/nats-io/natscli/nats@v0.5.0")
-	}
+	natsBin := testutil.RequireTool(t, "the test runs the README's nats commands (go install github.com/nats-io/natscli/nats@v0.5.0)", "nats")
 	bins := build(t)
 	rd := loadREADME(t, bins.root)
 	rd.mustContain(t, "go install github.com/nats-io/natscli/nats@v0.5.0")
@@ -164,7 +163,7 @@ func runNatsTTY(t *testing.T, bin string, args []string) string {
 	t.Helper()
 	master, tty, err := openPTY()
 	if err != nil {
-		t.Skipf("nats %s needs a terminal: %v", strings.Join(args, " "), err)
+		testutil.MissingTool(t, "nats %s needs a terminal: %v", strings.Join(args, " "), err)
 	}
 	defer master.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), natsWait)
