@@ -176,6 +176,8 @@ func (nopReader) Read(context.Context, uint64, uint64, []string, func(eventstore
 	return nil
 }
 
+func (nopReader) LastSeq(context.Context) (uint64, error) { return 0, nil }
+
 // memConn is a net.Conn reading input and collecting output.
 type memConn struct {
 	in     *bytes.Reader

@@ -37,9 +37,11 @@ import (
 	"inbox/metrics"
 )
 
-// Reader reads a bounded range of the stream; *eventstore.Store is one.
+// Reader reads a bounded range of the stream and tells its last sequence;
+// *eventstore.Store is one.
 type Reader interface {
 	Read(ctx context.Context, from, to uint64, filters []string, fn func(eventstore.Stored) error) error
+	LastSeq(ctx context.Context) (uint64, error)
 }
 
 // Authenticator verifies the token a request carries; *auth.Verifier is one.
@@ -184,12 +186,20 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var since uint64
+	var refused error // the socket opens live and is told why it was not caught up
 	resume := r.URL.Query().Has("since")
 	if resume {
 		since, err = strconv.ParseUint(r.URL.Query().Get("since"), 10, 64)
 		if err != nil {
 			httpError(w, http.StatusBadRequest, chat.CodeBadRequest, "since must be a stream sequence (a non-negative integer)")
 			return
+		}
+		if err := h.checkSince(r.Context(), since); err != nil {
+			if chat.CodeOf(err) != chat.CodeBadRequest {
+				httpError(w, http.StatusServiceUnavailable, chat.CodeUnavailable, err.Error())
+				return
+			}
+			resume, since, refused = false, 0, err
 		}
 	}
 	if status, code, msg := h.reserve(user); status != 0 {
@@ -216,7 +226,31 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !h.register(c, resume, since) {
 		return
 	}
+	if refused != nil {
+		c.enqueue(encodeError(refused, "", 0))
+	}
 	c.start(resume, since, pre)
+}
+
+// checkSince refuses a resume from beyond the stream's last sequence: the
+// socket would drop every live event up to since as already seen, and go
+// deaf until the stream got there. A since the hub has dispatched is known
+// good without asking the stream.
+func (h *Hub) checkSince(ctx context.Context, since uint64) error {
+	if since <= h.lastSeq.Load() {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.ResumeTimeout)
+	defer cancel()
+	last, err := h.reader.LastSeq(ctx)
+	if err != nil {
+		return &chat.Error{Code: chat.CodeUnavailable, Msg: "event stream unavailable: cannot resume now", Err: err}
+	}
+	if since > last {
+		return chat.Errorf(chat.CodeBadRequest,
+			"since %d is beyond the stream's last sequence %d: nothing was caught up and the socket is live; resume from a sequence you received", since, last)
+	}
+	return nil
 }
 
 // route parses an endpoint path; the trailing slash is optional.

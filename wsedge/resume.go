@@ -27,6 +27,10 @@ import (
 // Events after liveFrom were already routed live, so only (since, liveFrom]
 // is read.
 func (c *conn) resume(since uint64) {
+	if err := c.hub.checkSince(c.hub.ctx, since); err != nil {
+		c.replyError(err, request{})
+		return
+	}
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
