@@ -198,6 +198,9 @@ func (s *Store) JetStream() jetstream.JetStream { return s.js }
 // Stream is the INBOX stream handle.
 func (s *Store) Stream() jetstream.Stream { return s.stream }
 
+// DuplicateWindow is the stream's Nats-Msg-Id deduplication window.
+func (s *Store) DuplicateWindow() time.Duration { return s.cfg.DuplicateWindow }
+
 // TypingTTL is the per-message TTL typing events are appended with.
 func (s *Store) TypingTTL() time.Duration { return s.cfg.TypingTTL }
 
@@ -205,6 +208,7 @@ func (s *Store) TypingTTL() time.Duration { return s.cfg.TypingTTL }
 type appendOptions struct {
 	msgID     string
 	expectNew bool
+	duplicate *bool
 }
 
 // AppendOption changes how an event is appended.
@@ -213,6 +217,11 @@ type AppendOption func(*appendOptions)
 // WithMsgID sets the Nats-Msg-Id: an append with an id already stored within
 // the duplicate window stores nothing and returns the first append's sequence.
 func WithMsgID(id string) AppendOption { return func(o *appendOptions) { o.msgID = id } }
+
+// ReportDuplicate sets *dup to whether the append stored nothing because an
+// event with the same message id (WithMsgID) was already stored within the
+// duplicate window; the sequence returned is then that event's.
+func ReportDuplicate(dup *bool) AppendOption { return func(o *appendOptions) { o.duplicate = dup } }
 
 // ExpectNew makes the append fail with ErrExists unless the event's subject is
 // empty (JetStream's expected-last-subject-sequence 0): how a conversation or job
@@ -257,6 +266,9 @@ func (s *Store) Append(ctx context.Context, e Event, opts ...AppendOption) (uint
 	}
 	select {
 	case ack := <-paf.Ok():
+		if o.duplicate != nil {
+			*o.duplicate = ack.Duplicate
+		}
 		return ack.Sequence, nil
 	case err := <-paf.Err():
 		return 0, classify(e, err)
@@ -303,6 +315,25 @@ func (s *Store) LastStoredSeq(ctx context.Context) (uint64, error) {
 
 // SubjectOf returns the subject the event at seq was stored under.
 func (s *Store) SubjectOf(ctx context.Context, seq uint64) (string, error) {
+	msg, err := s.getMsg(ctx, seq)
+	if err != nil {
+		return "", err
+	}
+	return msg.Subject, nil
+}
+
+// Get returns the event stored at seq (a direct get, served by any replica).
+// An event that cannot be decoded is returned with Err set.
+func (s *Store) Get(ctx context.Context, seq uint64) (Stored, error) {
+	msg, err := s.getMsg(ctx, seq)
+	if err != nil {
+		return Stored{}, err
+	}
+	ev, derr := Decode(msg.Subject, msg.Data)
+	return Stored{Seq: msg.Sequence, Subject: msg.Subject, Time: msg.Time, Event: ev, Err: derr}, nil
+}
+
+func (s *Store) getMsg(ctx context.Context, seq uint64) (*jetstream.RawStreamMsg, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.cfg.AppendTimeout)
@@ -311,11 +342,11 @@ func (s *Store) SubjectOf(ctx context.Context, seq uint64) (string, error) {
 	msg, err := s.stream.GetMsg(ctx, seq)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return "", fmt.Errorf("seq %d: %w", seq, ErrNotFound)
+			return nil, fmt.Errorf("seq %d: %w", seq, ErrNotFound)
 		}
-		return "", fmt.Errorf("get seq %d: %w: %v", seq, ErrUnavailable, err)
+		return nil, fmt.Errorf("get seq %d: %w: %v", seq, ErrUnavailable, err)
 	}
-	return msg.Subject, nil
+	return msg, nil
 }
 
 // Stored is an event read back from the stream. Err is set (and Event nil)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -214,5 +215,92 @@ func checkFor(t *testing.T, total, every time.Duration, f func() error) {
 			t.Fatal(err)
 		}
 		time.Sleep(every)
+	}
+}
+
+func TestAppendReportsDuplicate(t *testing.T) {
+	st := testnats.Store(t, testnats.Server(t))
+	ctx := context.Background()
+	var dup bool
+	first, err := st.Append(ctx, msg(1, "hi"), eventstore.WithMsgID("m:alice:1:c-1"), eventstore.ReportDuplicate(&dup))
+	if err != nil || dup {
+		t.Fatalf("first append = %d, duplicate %v, %v; want stored", first, dup, err)
+	}
+	again, err := st.Append(ctx, msg(1, "other text"), eventstore.WithMsgID("m:alice:1:c-1"), eventstore.ReportDuplicate(&dup))
+	if err != nil || !dup || again != first {
+		t.Fatalf("retry = %d, duplicate %v, %v; want %d, duplicate", again, dup, err, first)
+	}
+	got, err := st.Get(ctx, again)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, ok := got.Event.(*eventstore.Message); !ok || m.Text != "hi" || got.Seq != first || got.Time.IsZero() {
+		t.Fatalf("Get(%d) = %+v, want the first message", again, got)
+	}
+	if _, err := st.Get(ctx, 99); !errors.Is(err, eventstore.ErrNotFound) {
+		t.Fatalf("Get(99) error %v, want ErrNotFound", err)
+	}
+}
+
+func TestKeyMsgIDIsScopedAndEscaped(t *testing.T) {
+	k := func(user string, conv int64, key string) string {
+		return eventstore.Key{UserID: user, ConversationID: conv, ClientKey: key}.MsgID()
+	}
+	if got := k("alice", 7, "c-1"); got != "m:alice:7:c-1" {
+		t.Fatalf("MsgID = %q, want m:alice:7:c-1", got)
+	}
+	// Keys nats.go would send as the same header value, or that could be read
+	// as another conversation's, get distinct ids.
+	ids := []string{
+		k("alice", 1, "c-1"), k("alice", 2, "c-1"), k("bob", 1, "c-1"),
+		k("alice", 1, " c-1"), k("alice", 1, "c-1\n"), k("alice", 1, "c-1\r"), k("alice", 1, "c 1"),
+		k("alice", 1, "2:c-1"), k("alice", 12, "c-1"), k("alice", 1, "c-1%20"),
+	}
+	seen := map[string]bool{}
+	for _, id := range ids {
+		if seen[id] {
+			t.Fatalf("two keys share the message id %q", id)
+		}
+		if strings.ContainsAny(id, " \r\n\t") {
+			t.Fatalf("message id %q holds white space", id)
+		}
+		seen[id] = true
+	}
+}
+
+func TestMessageFingerprint(t *testing.T) {
+	keyed := func(m *eventstore.Message) eventstore.Keyed {
+		k, ok := m.Keyed()
+		if !ok {
+			t.Fatalf("%+v: not keyed", m)
+		}
+		return k
+	}
+	m := &eventstore.Message{ConversationID: 3, SenderID: "alice", Text: "hi", MsgType: eventstore.TypeText, ClientMsgID: "c-1"}
+	k := keyed(m)
+	want := eventstore.Keyed{Key: eventstore.Key{UserID: "alice", ConversationID: 3, ClientKey: "c-1"}, Op: eventstore.OpSend,
+		// SHA-256 of len("TEXT"), "TEXT", len("hi"), "hi": a rebuilt read model must compute exactly this.
+		Fingerprint: "8df6f4c9e78b269bed4e277d08eb1b45441937d700579a4f6e517d108bcfb8e0"}
+	if k != want {
+		t.Fatalf("Keyed = %+v, want %+v", k, want)
+	}
+	noType := *m
+	noType.MsgType = ""
+	if keyed(&noType) != k {
+		t.Fatal("an empty type is not fingerprinted as TEXT")
+	}
+	for _, other := range []eventstore.Message{
+		{ConversationID: 3, SenderID: "alice", Text: "hi!", MsgType: eventstore.TypeText, ClientMsgID: "c-1"},
+		{ConversationID: 3, SenderID: "alice", Text: "hi", MsgType: eventstore.TypeImage, ClientMsgID: "c-1"},
+	} {
+		if keyed(&other).Fingerprint == k.Fingerprint {
+			t.Fatalf("%+v has the fingerprint of %+v", other, m)
+		}
+	}
+	if eventstore.Fingerprint("a\x00b", "c") == eventstore.Fingerprint("a", "b\x00c") || eventstore.Fingerprint("ab") == eventstore.Fingerprint("a", "b") {
+		t.Fatal("two lists of parts share a fingerprint")
+	}
+	if _, ok := (&eventstore.Message{ConversationID: 3, SenderID: "alice", Text: "hi"}).Keyed(); ok {
+		t.Fatal("a message without client_msg_id is keyed")
 	}
 }

@@ -96,6 +96,7 @@ const (
 	qInsJobMember
 	qUpJobStatus
 	qSetMeta
+	qUpKey
 	numStmts
 )
 
@@ -121,6 +122,9 @@ var queries = [numStmts]string{
 	qUpJobStatus: `INSERT INTO job_status (job_id, status, detail, seq, updated_at) VALUES (?, ?, ?, ?, ?)
 			ON CONFLICT (job_id) DO UPDATE SET status = excluded.status, detail = excluded.detail, seq = excluded.seq, updated_at = excluded.updated_at`,
 	qSetMeta: `UPDATE meta SET applied_seq = ?, skipped = ? WHERE id = 1`,
+	qUpKey: `INSERT INTO idempotency (user_id, conversation_id, key, op, fingerprint, seq, at) VALUES (?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (user_id, conversation_id, key) DO UPDATE SET op = excluded.op, fingerprint = excluded.fingerprint,
+			seq = excluded.seq, at = excluded.at`,
 }
 
 type stmts [numStmts]*sql.Stmt
@@ -247,9 +251,13 @@ func (a *applier) applyEvent(ctx context.Context, st *eventstore.Stored) error {
 		if typ == "" {
 			typ = eventstore.TypeText
 		}
+		created := at(&e.Header, st)
 		if _, err := a.st[qInsMsg].ExecContext(ctx, int64(seq), e.ConversationID, e.SenderID, e.SenderName,
-			nullable(e.SenderAvatar), e.Text, typ, e.ClientMsgID, at(&e.Header, st)); err != nil {
+			nullable(e.SenderAvatar), e.Text, typ, e.ClientMsgID, created); err != nil {
 			return fmt.Errorf("insert message: %w", err)
+		}
+		if err := a.recordKey(ctx, e, seq, created); err != nil {
+			return err
 		}
 		c.lastMsg, c.lastActivity = int64(seq), seq
 		a.touch(c, true)
@@ -325,6 +333,19 @@ func (a *applier) applyEvent(ctx context.Context, st *eventstore.Stored) error {
 		// Ephemeral: delivered live, never stored.
 	default:
 		return fmt.Errorf("no projection for event kind %q", st.Event.Kind())
+	}
+	return nil
+}
+
+// recordKey records a request sent with an idempotency key (the latest
+// event with that key wins: a key reused after the window names the new one).
+func (a *applier) recordKey(ctx context.Context, e eventstore.KeyedEvent, seq uint64, created string) error {
+	k, ok := e.Keyed()
+	if !ok {
+		return nil
+	}
+	if _, err := a.st[qUpKey].ExecContext(ctx, k.UserID, k.ConversationID, k.ClientKey, k.Op, k.Fingerprint, int64(seq), created); err != nil {
+		return fmt.Errorf("record idempotency key: %w", err)
 	}
 	return nil
 }

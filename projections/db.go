@@ -13,10 +13,13 @@ import (
 	"sync/atomic"
 
 	_ "github.com/mattn/go-sqlite3" // database/sql driver "sqlite3"
+
+	"inbox/eventstore"
 )
 
-// schemaVersion is stored in PRAGMA user_version.
-const schemaVersion = 1
+// schemaVersion is stored in PRAGMA user_version. Version 2 added the
+// idempotency record (init migrates a version 1 database).
+const schemaVersion = 2
 
 // ErrNotFound is returned by lookups of a row that does not exist.
 var ErrNotFound = errors.New("not found")
@@ -75,6 +78,22 @@ CREATE TABLE IF NOT EXISTS job_status (
 	seq        INTEGER NOT NULL,
 	updated_at TEXT    NOT NULL
 );
+CREATE TABLE IF NOT EXISTS idempotency (
+	user_id         TEXT    NOT NULL,
+	conversation_id INTEGER NOT NULL,
+	key             TEXT    NOT NULL,
+	op              TEXT    NOT NULL,
+	fingerprint     TEXT    NOT NULL,
+	seq             INTEGER NOT NULL,
+	at              TEXT    NOT NULL,
+	PRIMARY KEY (user_id, conversation_id, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idempotency_by_at ON idempotency (at);
+CREATE TABLE IF NOT EXISTS idempotency_pruned (
+	id     INTEGER PRIMARY KEY CHECK (id = 1),
+	before TEXT    NOT NULL
+);
+INSERT OR IGNORE INTO idempotency_pruned (id, before) VALUES (1, '');
 CREATE TABLE IF NOT EXISTS meta (
 	id          INTEGER PRIMARY KEY CHECK (id = 1),
 	applied_seq INTEGER NOT NULL,
@@ -148,11 +167,8 @@ func (db *DB) init() error {
 		return fmt.Errorf("schema version %d is newer than this build's %d", v, schemaVersion)
 	}
 	if v < schemaVersion {
-		if _, err := db.w.ExecContext(ctx, schema); err != nil {
-			return fmt.Errorf("create schema: %w", err)
-		}
-		if _, err := db.w.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", schemaVersion)); err != nil {
-			return fmt.Errorf("set schema version: %w", err)
+		if err := db.migrate(ctx, v); err != nil {
+			return err
 		}
 	}
 	var applied, skipped uint64
@@ -161,6 +177,71 @@ func (db *DB) init() error {
 	}
 	db.applied.Store(applied)
 	db.skipped.Store(skipped)
+	return nil
+}
+
+// migrate creates the schema, or brings a database of version from up to
+// date, in one transaction: a version 1 database gets the idempotency record,
+// filled from its keyed messages exactly as the projector would have.
+func (db *DB) migrate(ctx context.Context, from int) (err error) {
+	tx, err := db.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("migrate schema from version %d: %w", from, err)
+	}
+	defer func() {
+		if err != nil {
+			tx.Rollback()
+		}
+	}()
+	if _, err := tx.ExecContext(ctx, schema); err != nil {
+		return fmt.Errorf("create schema: %w", err)
+	}
+	if from == 1 {
+		if err := backfillKeys(ctx, tx); err != nil {
+			return fmt.Errorf("migrate schema from version 1: %w", err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", schemaVersion)); err != nil {
+		return fmt.Errorf("set schema version: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("migrate schema from version %d: %w", from, err)
+	}
+	return nil
+}
+
+// backfillKeys records every stored message that carries a client_msg_id,
+// in stream order, as applying them would have.
+func backfillKeys(ctx context.Context, tx *sql.Tx) error {
+	rows, err := tx.QueryContext(ctx, `SELECT id, conversation_id, sender_id, client_msg_id, type, text, created_at
+		FROM messages WHERE client_msg_id <> '' ORDER BY id`)
+	if err != nil {
+		return fmt.Errorf("read keyed messages: %w", err)
+	}
+	defer rows.Close()
+	type row struct {
+		k   eventstore.Keyed
+		seq int64
+		at  string
+	}
+	var keyed []row
+	for rows.Next() {
+		var r row
+		var m eventstore.Message
+		if err := rows.Scan(&r.seq, &m.ConversationID, &m.SenderID, &m.ClientMsgID, &m.MsgType, &m.Text, &r.at); err != nil {
+			return fmt.Errorf("read keyed messages: %w", err)
+		}
+		r.k, _ = m.Keyed()
+		keyed = append(keyed, r)
+	}
+	if err := rows.Close(); err != nil {
+		return fmt.Errorf("read keyed messages: %w", err)
+	}
+	for _, r := range keyed {
+		if _, err := tx.ExecContext(ctx, queries[qUpKey], r.k.UserID, r.k.ConversationID, r.k.ClientKey, r.k.Op, r.k.Fingerprint, r.seq, r.at); err != nil {
+			return fmt.Errorf("record key of message %d: %w", r.seq, err)
+		}
+	}
 	return nil
 }
 

@@ -13,18 +13,21 @@ import (
 const maxDiffs = 50
 
 // diffTables lists every table with its key columns, in key order.
+// idempotency_pruned is bookkeeping: it bounds what idempotency compares.
 var diffTables = []struct {
-	name string
-	keys []string
+	name   string
+	keys   []string
+	pruned bool // rows older than either database's prune horizon are not compared
 }{
-	{"meta", []string{"id"}},
-	{"conversations", []string{"id"}},
-	{"members", []string{"conversation_id", "user_id"}},
-	{"messages", []string{"id"}},
-	{"profiles", []string{"user_id"}},
-	{"jobs", []string{"id"}},
-	{"job_members", []string{"job_id", "user_id"}},
-	{"job_status", []string{"job_id"}},
+	{"meta", []string{"id"}, false},
+	{"conversations", []string{"id"}, false},
+	{"members", []string{"conversation_id", "user_id"}, false},
+	{"messages", []string{"id"}, false},
+	{"profiles", []string{"user_id"}, false},
+	{"jobs", []string{"id"}, false},
+	{"job_members", []string{"job_id", "user_id"}, false},
+	{"job_status", []string{"job_id"}, false},
+	{"idempotency", []string{"user_id", "conversation_id", "key"}, true},
 }
 
 // Diff compares two projection databases table by table, row by row in key
@@ -42,8 +45,22 @@ func Diff(ctx context.Context, a, b *DB) ([]string, error) {
 	}
 	defer tb.Rollback()
 	d := &differ{a: a.path, b: b.path}
+	// A live database prunes idempotency records older than its window; a
+	// rebuilt one holds them all until it prunes too.
+	var horizonA, horizonB string
+	if err := ta.QueryRowContext(ctx, `SELECT before FROM idempotency_pruned WHERE id = 1`).Scan(&horizonA); err != nil {
+		return nil, fmt.Errorf("diff: read %s: %w", a.path, err)
+	}
+	if err := tb.QueryRowContext(ctx, `SELECT before FROM idempotency_pruned WHERE id = 1`).Scan(&horizonB); err != nil {
+		return nil, fmt.Errorf("diff: read %s: %w", b.path, err)
+	}
+	horizon := max(horizonA, horizonB)
 	for _, t := range diffTables {
-		if err := d.table(ctx, ta, tb, t.name, t.keys); err != nil {
+		var since *string
+		if t.pruned {
+			since = &horizon
+		}
+		if err := d.table(ctx, ta, tb, t.name, t.keys, since); err != nil {
 			return nil, fmt.Errorf("diff table %s: %w", t.name, err)
 		}
 	}
@@ -75,8 +92,14 @@ type tableRows struct {
 	ok   bool
 }
 
-func scanTable(ctx context.Context, tx *sql.Tx, table string, keys []string) (*tableRows, error) {
-	rows, err := tx.QueryContext(ctx, "SELECT * FROM "+table+" ORDER BY "+strings.Join(keys, ", "))
+// scanTable reads table in key order; since, if set, keeps the rows whose
+// at is not older.
+func scanTable(ctx context.Context, tx *sql.Tx, table string, keys []string, since *string) (*tableRows, error) {
+	q, args := "SELECT * FROM "+table, []any(nil)
+	if since != nil {
+		q, args = q+" WHERE at >= ?", []any{*since}
+	}
+	rows, err := tx.QueryContext(ctx, q+" ORDER BY "+strings.Join(keys, ", "), args...)
 	if err != nil {
 		return nil, err
 	}
@@ -102,13 +125,13 @@ func (t *tableRows) next() error {
 	return t.rows.Scan(ptrs...)
 }
 
-func (d *differ) table(ctx context.Context, ta, tb *sql.Tx, table string, keys []string) error {
-	ra, err := scanTable(ctx, ta, table, keys)
+func (d *differ) table(ctx context.Context, ta, tb *sql.Tx, table string, keys []string, since *string) error {
+	ra, err := scanTable(ctx, ta, table, keys, since)
 	if err != nil {
 		return err
 	}
 	defer ra.rows.Close()
-	rb, err := scanTable(ctx, tb, table, keys)
+	rb, err := scanTable(ctx, tb, table, keys, since)
 	if err != nil {
 		return err
 	}

@@ -344,7 +344,11 @@ func TestRandomWorkloadReplayMatchesLive(t *testing.T) {
 			}
 			continue
 		default:
-			ev = msg(conv, pick(), fmt.Sprint("text ", i))
+			m := msg(conv, pick(), fmt.Sprint("text ", i))
+			if rng.IntN(3) == 0 { // keyed, keys often reused (an idempotency record per user, conversation and key)
+				m.ClientMsgID = fmt.Sprint("k", rng.IntN(20))
+			}
+			ev = m
 		}
 		seq := e.append(t, ev)
 		if _, ok := ev.(*eventstore.Message); ok {

@@ -31,6 +31,11 @@ type Projector struct {
 	// the projector's goroutine: it must not block for long.
 	OnApplied func(seq uint64, changes []UnreadChange)
 
+	// KeyWindow is how long idempotency records are kept: older ones are
+	// pruned now and then (every KeyWindow/8, at most hourly). Zero keeps
+	// them. Set it before Run.
+	KeyWindow time.Duration
+
 	db      *DB
 	store   *eventstore.Store
 	durable string
@@ -40,6 +45,11 @@ type Projector struct {
 
 	mu       sync.Mutex
 	advanced chan struct{} // closed and replaced whenever applied moves
+
+	appliedAt  atomic.Int64 // unix nanos: stream time of the last applied event
+	caughtUpAt atomic.Int64 // unix nanos: when the database last held everything the stream had
+	checkMu    sync.Mutex   // one caught-up check at a time (Covers)
+	prunedAt   time.Time    // last prune; the projector's goroutine only
 }
 
 // NewProjector returns a projector that applies the INBOX stream to db under
@@ -262,7 +272,11 @@ func (p *Projector) applyBatch(ctx context.Context, batch []eventstore.Stored) e
 	if err != nil {
 		return err
 	}
+	if t := batch[len(batch)-1].Time.UnixNano(); t > p.appliedAt.Load() {
+		p.appliedAt.Store(t)
+	}
 	p.broadcast()
+	p.prune(ctx)
 	if p.OnApplied != nil {
 		p.OnApplied(p.Applied(), changes)
 	}

@@ -291,8 +291,8 @@ func (db *DB) Snapshot(ctx context.Context) (*Snapshot, error) {
 }
 
 // each runs fn on every row of query.
-func each(ctx context.Context, tx *sql.Tx, query string, fn func(*sql.Rows) error) error {
-	rows, err := tx.QueryContext(ctx, query)
+func each(ctx context.Context, tx *sql.Tx, query string, fn func(*sql.Rows) error, args ...any) error {
+	rows, err := tx.QueryContext(ctx, query, args...)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,211 @@
+package projections
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"inbox/eventstore"
+)
+
+func keyedMsg(conv int64, sender, key, text string, at time.Time) *eventstore.Message {
+	m := msg(conv, sender, text)
+	m.ClientMsgID, m.At = key, at
+	return m
+}
+
+func TestKeyRecordFollowsTheStream(t *testing.T) {
+	e := newEnv(t)
+	db := openDB(t, "k.db")
+	p := NewProjector(db, e.store, "k", testLogger(t))
+	startProjector(t, p)
+	at := time.Date(2025, 1, 15, 10, 30, 0, 0, time.UTC)
+	e.append(t, created(1, "alice", "bob"))
+	e.append(t, created(2, "alice", "bob"))
+	s1 := e.append(t, keyedMsg(1, "alice", "c-1", "one", at))
+	s2 := e.append(t, keyedMsg(2, "alice", "c-1", "two", at.Add(time.Second)))
+	e.append(t, keyedMsg(1, "bob", "c-1", "three", at))
+	e.append(t, msg(1, "alice", "no key"))
+	waitApplied(t, e, p)
+	ctx := context.Background()
+	lookup := func(user string, conv int64, key string) (eventstore.KeyRecord, bool) {
+		t.Helper()
+		rec, found, err := p.KeyRecord(ctx, eventstore.Key{UserID: user, ConversationID: conv, ClientKey: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rec, found
+	}
+	rec, found := lookup("alice", 1, "c-1")
+	want := eventstore.KeyRecord{Keyed: eventstore.Keyed{Key: eventstore.Key{UserID: "alice", ConversationID: 1, ClientKey: "c-1"},
+		Op: eventstore.OpSend, Fingerprint: eventstore.Fingerprint("TEXT", "one")}, Seq: s1, At: at}
+	if !found || rec != want {
+		t.Fatalf("record of alice's c-1 in 1 = %+v (found %v), want %+v", rec, found, want)
+	}
+	if rec, found := lookup("alice", 2, "c-1"); !found || rec.Seq != s2 || rec.ConversationID != 2 {
+		t.Fatalf("record of alice's c-1 in 2 = %+v (found %v), want seq %d", rec, found, s2)
+	}
+	if _, found := lookup("alice", 1, "c-2"); found {
+		t.Fatal("a key never sent has a record")
+	}
+	// A key sent again (after its window) names the newest message.
+	s4 := e.append(t, keyedMsg(1, "alice", "c-1", "one again", at.Add(48*time.Hour)))
+	waitApplied(t, e, p)
+	if rec, _ := lookup("alice", 1, "c-1"); rec.Seq != s4 || rec.Fingerprint != eventstore.Fingerprint("TEXT", "one again") {
+		t.Fatalf("record after a reuse = %+v, want seq %d", rec, s4)
+	}
+	requireSame(t, db, rebuild(t, e))
+}
+
+// TestMigrateVersion1Database: a read model written before the idempotency
+// record existed gets it on open, filled from its messages, equal to a rebuild.
+func TestMigrateVersion1Database(t *testing.T) {
+	e := newEnv(t)
+	path := filepath.Join(t.TempDir(), "v1.db")
+	db, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewProjector(db, e.store, "v1", testLogger(t))
+	stop := startProjector(t, p)
+	e.append(t, created(1, "alice", "bob"))
+	for i := range 10 {
+		e.append(t, keyedMsg(1, "alice", fmt.Sprint("k", i%4), fmt.Sprint("text ", i), time.Time{}))
+		e.append(t, msg(1, "bob", fmt.Sprint("reply ", i)))
+	}
+	waitApplied(t, e, p)
+	stop()
+	ctx := context.Background()
+	for _, q := range []string{`DROP TABLE idempotency`, `DROP TABLE idempotency_pruned`, `PRAGMA user_version = 1`} {
+		if _, err := db.w.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+
+	db, err = Open(path)
+	if err != nil {
+		t.Fatalf("open a version 1 database: %v", err)
+	}
+	t.Cleanup(func() { db.Close() })
+	var v, n int
+	if err := db.r.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&v); err != nil || v != schemaVersion {
+		t.Fatalf("user_version %d (%v), want %d", v, err, schemaVersion)
+	}
+	if err := db.r.QueryRowContext(ctx, `SELECT count(*) FROM idempotency`).Scan(&n); err != nil || n != 4 {
+		t.Fatalf("%d idempotency records after migration (%v), want 4", n, err)
+	}
+	requireSame(t, db, rebuild(t, e))
+}
+
+// TestPruneKeys: records older than the window go; Diff compares only what
+// both databases still hold, so a pruned live database still verifies.
+func TestPruneKeys(t *testing.T) {
+	e := newEnv(t)
+	db := openDB(t, "p.db")
+	p := NewProjector(db, e.store, "p", testLogger(t))
+	p.KeyWindow = time.Hour
+	startProjector(t, p)
+	now := time.Now().UTC()
+	e.append(t, created(1, "alice"))
+	e.append(t, keyedMsg(1, "alice", "old", "x", now.Add(-3*time.Hour)))
+	e.append(t, keyedMsg(1, "alice", "recent", "x", now.Add(-10*time.Minute)))
+	waitApplied(t, e, p) // the first batch prunes
+	ctx := context.Background()
+	count := func(d *DB) int {
+		var n int
+		if err := d.r.QueryRowContext(ctx, `SELECT count(*) FROM idempotency`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if n := count(db); n != 1 {
+			return fmt.Errorf("%d records, want 1", n)
+		}
+		return nil
+	})
+	if _, found, _ := db.KeyRecord(ctx, eventstore.Key{UserID: "alice", ConversationID: 1, ClientKey: "recent"}); !found {
+		t.Fatal("a record within the window was pruned")
+	}
+	rebuilt := rebuild(t, e)
+	if n := count(rebuilt); n != 2 {
+		t.Fatalf("rebuilt database holds %d records, want 2 (it has not pruned)", n)
+	}
+	requireSame(t, db, rebuilt)
+	if _, err := db.w.ExecContext(ctx, `UPDATE idempotency SET fingerprint = 'tampered'`); err != nil {
+		t.Fatal(err)
+	}
+	if diffs, err := Diff(ctx, db, rebuilt); err != nil || len(diffs) != 1 {
+		t.Fatalf("diff of a tampered record: %q (%v)", diffs, err)
+	}
+}
+
+func TestMessageConversations(t *testing.T) {
+	e := newEnv(t)
+	db := openDB(t, "m.db")
+	p := NewProjector(db, e.store, "m", testLogger(t))
+	stop := startProjector(t, p)
+	e.append(t, created(1, "alice"))
+	e.append(t, created(2, "alice"))
+	m1 := e.append(t, msg(1, "alice", "one"))
+	m2 := e.append(t, msg(2, "alice", "two"))
+	rd := e.append(t, &eventstore.Read{ConversationID: 1, UserID: "alice", UpTo: int64(m1)})
+	waitApplied(t, e, p)
+	stop()
+	later := e.append(t, msg(1, "alice", "not applied"))
+	applied, convs, err := p.MessageConversations(context.Background(), []int64{int64(m1), int64(m2), int64(rd), int64(later), int64(m1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if applied != rd || len(convs) != 2 || convs[int64(m1)] != 1 || convs[int64(m2)] != 2 {
+		t.Fatalf("MessageConversations = %d, %v; want applied %d and {%d:1 %d:2}", applied, convs, rd, m1, m2)
+	}
+}
+
+// TestCovers: the read model covers a moment when its last applied event is
+// no older, or when it has applied all the stream held then; a stalled
+// projector does not cover now.
+func TestCovers(t *testing.T) {
+	e := newEnv(t)
+	db := openDB(t, "c.db")
+	p := NewProjector(db, e.store, "c", testLogger(t))
+	ctx := context.Background()
+	covers := func(at time.Time) bool {
+		t.Helper()
+		ok, err := p.Covers(ctx, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if !covers(time.Now()) {
+		t.Fatal("an empty stream and database: not covered")
+	}
+	e.append(t, created(1, "alice"))
+	if covers(time.Now()) {
+		t.Fatal("a projector that never ran covers now")
+	}
+	stop := startProjector(t, p)
+	if !covers(time.Now()) {
+		t.Fatal("a running projector does not cover now")
+	}
+	idle := time.Now()
+	if !covers(idle) {
+		t.Fatal("an idle, caught-up projector does not cover now")
+	}
+	stop()
+	e.append(t, msg(1, "alice", "not applied"))
+	if !covers(idle.Add(-time.Millisecond)) {
+		t.Fatal("a stalled projector does not cover a moment before it stalled")
+	}
+	if covers(time.Now()) {
+		t.Fatal("a stalled projector covers now")
+	}
+	startProjector(t, p)
+	if !covers(time.Now()) {
+		t.Fatal("a restarted projector does not cover now")
+	}
+}
