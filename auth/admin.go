@@ -3,9 +3,9 @@ package auth
 import (
 	"crypto/sha256"
 	"crypto/subtle"
-	"errors"
 	"fmt"
 	"net/http"
+	"unicode/utf8"
 )
 
 // AdminToken checks the service token of the admin API
@@ -16,10 +16,11 @@ type AdminToken struct {
 	sum [sha256.Size]byte
 }
 
-// NewAdminToken returns a checker for token, which must not be empty.
+// NewAdminToken returns a checker for token, which must be at least
+// MinAdminTokenLen characters long.
 func NewAdminToken(token string) (*AdminToken, error) {
-	if token == "" {
-		return nil, errors.New("admin token is empty")
+	if n := utf8.RuneCountInString(token); n < MinAdminTokenLen {
+		return nil, fmt.Errorf("admin token (INBOX_ADMIN_TOKEN) is %d characters, want at least %d: generate one with `openssl rand -hex 32`", n, MinAdminTokenLen)
 	}
 	return &AdminToken{sum: sha256.Sum256([]byte(token))}, nil
 }

@@ -4,13 +4,14 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"inbox/auth"
 )
 
 func TestAdminToken(t *testing.T) {
-	const token = "s3cret-admin-token"
+	const token = "s3cret-admin-token-0123456789"
 	a, err := auth.NewAdminToken(token)
 	if err != nil {
 		t.Fatal(err)
@@ -46,7 +47,23 @@ func TestAdminToken(t *testing.T) {
 			}
 		})
 	}
-	if _, err := auth.NewAdminToken(""); err == nil {
-		t.Fatal("NewAdminToken(\"\") succeeded, want an error")
+}
+
+// TestShortAdminTokenRefused: an admin token shorter than 24 characters
+// (issue 15, item 9) is refused with one line naming the variable and the
+// minimum, never the token; 24 characters are enough.
+func TestShortAdminTokenRefused(t *testing.T) {
+	for _, token := range []string{"", "xyzzy", strings.Repeat("x", auth.MinAdminTokenLen-1), strings.Repeat("é", auth.MinAdminTokenLen-1)} {
+		_, err := auth.NewAdminToken(token)
+		if err == nil {
+			t.Fatalf("NewAdminToken(%q) succeeded, want an error", token)
+		}
+		if msg := err.Error(); !strings.Contains(msg, "INBOX_ADMIN_TOKEN") || !strings.Contains(msg, "at least 24") ||
+			strings.Contains(msg, "\n") || token != "" && strings.Contains(msg, token) {
+			t.Fatalf("NewAdminToken(%q) error = %q, want one line naming INBOX_ADMIN_TOKEN and the minimum, not the token", token, msg)
+		}
+	}
+	if _, err := auth.NewAdminToken(strings.Repeat("x", auth.MinAdminTokenLen)); err != nil {
+		t.Fatalf("a %d-character token: %v", auth.MinAdminTokenLen, err)
 	}
 }

@@ -28,6 +28,22 @@ var (
 	ErrTokenExpired = fmt.Errorf("%w: token expired", ErrUnauthorized)
 )
 
+// Shortest secrets accepted. An HS256 secret shorter than the hash is
+// open to an offline guess from any one token; an admin token is a password
+// that opens the whole service API.
+const (
+	MinSecretBytes   = 32 // HS256 secret (INBOX_JWT_SECRET), in bytes
+	MinAdminTokenLen = 24 // admin token (INBOX_ADMIN_TOKEN), in characters
+)
+
+// checkSecret refuses an HS256 secret shorter than MinSecretBytes.
+func checkSecret(secret string) error {
+	if len(secret) < MinSecretBytes {
+		return fmt.Errorf("JWT secret (INBOX_JWT_SECRET) is %d bytes, want at least %d: generate one with `openssl rand -hex 32`", len(secret), MinSecretBytes)
+	}
+	return nil
+}
+
 // unauthorized returns an error wrapping ErrUnauthorized with a reason.
 func unauthorized(reason string) error {
 	return fmt.Errorf("%w: %s", ErrUnauthorized, reason)

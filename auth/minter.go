@@ -34,7 +34,8 @@ type Minter struct {
 	now    func() time.Time
 }
 
-// NewMinter builds a Minter from cfg.
+// NewMinter builds a Minter from cfg. A secret shorter than MinSecretBytes
+// is refused, as the Verifier refuses it.
 func NewMinter(cfg MinterConfig) (*Minter, error) {
 	m := &Minter{now: time.Now, iss: cfg.Issuer}
 	if cfg.Audience != "" {
@@ -44,6 +45,9 @@ func NewMinter(cfg MinterConfig) (*Minter, error) {
 	case cfg.Secret != "" && cfg.PrivateKeyFile != "":
 		return nil, errors.New("configure either a JWT secret or a JWT private key, not both")
 	case cfg.Secret != "":
+		if err := checkSecret(cfg.Secret); err != nil {
+			return nil, err
+		}
 		m.method, m.key = jwt.SigningMethodHS256, []byte(cfg.Secret)
 	case cfg.PrivateKeyFile != "":
 		key, err := loadPrivateKey(cfg.PrivateKeyFile)

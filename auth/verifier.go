@@ -60,14 +60,18 @@ var (
 	ed25519Methods = []string{"EdDSA"}
 )
 
-// NewVerifier builds a Verifier from cfg. A missing, unreadable or
-// unsupported key, or a malformed allowed origin, is an error.
+// NewVerifier builds a Verifier from cfg. A secret shorter than
+// MinSecretBytes, a missing, unreadable or unsupported key, or a malformed
+// allowed origin, is an error.
 func NewVerifier(cfg Config) (*Verifier, error) {
 	v := &Verifier{}
 	switch {
 	case cfg.Secret != "" && cfg.PublicKeyFile != "":
 		return nil, errors.New("configure either a JWT secret or a JWT public key, not both")
 	case cfg.Secret != "":
+		if err := checkSecret(cfg.Secret); err != nil {
+			return nil, err
+		}
 		v.key, v.methods = []byte(cfg.Secret), hmacMethods
 	case cfg.PublicKeyFile != "":
 		key, err := loadPublicKey(cfg.PublicKeyFile)

@@ -235,11 +235,11 @@ func TestNewVerifierErrors(t *testing.T) {
 		{name: "private Ed25519 key given", cfg: auth.Config{PublicKeyFile: edK.privFile}, says: "private key"},
 		{name: "ECDSA key", cfg: auth.Config{PublicKeyFile: ecFile}, says: "unsupported key type"},
 		{name: "small RSA key", cfg: auth.Config{PublicKeyFile: smallRSA.pubFile}, says: "1024 bits"},
-		{name: "wildcard origin", cfg: auth.Config{Secret: "s", AllowedOrigins: []string{"*"}}, says: "allowed origin"},
-		{name: "null origin", cfg: auth.Config{Secret: "s", AllowedOrigins: []string{"null"}}, says: "allowed origin"},
-		{name: "origin with path", cfg: auth.Config{Secret: "s", AllowedOrigins: []string{"https://a.example/app"}}, says: "allowed origin"},
-		{name: "origin without scheme", cfg: auth.Config{Secret: "s", AllowedOrigins: []string{"a.example"}}, says: "allowed origin"},
-		{name: "wildcard subdomain", cfg: auth.Config{Secret: "s", AllowedOrigins: []string{"https://*.a.example"}}, says: "allowed origin"},
+		{name: "wildcard origin", cfg: auth.Config{Secret: testSecret, AllowedOrigins: []string{"*"}}, says: "allowed origin"},
+		{name: "null origin", cfg: auth.Config{Secret: testSecret, AllowedOrigins: []string{"null"}}, says: "allowed origin"},
+		{name: "origin with path", cfg: auth.Config{Secret: testSecret, AllowedOrigins: []string{"https://a.example/app"}}, says: "allowed origin"},
+		{name: "origin without scheme", cfg: auth.Config{Secret: testSecret, AllowedOrigins: []string{"a.example"}}, says: "allowed origin"},
+		{name: "wildcard subdomain", cfg: auth.Config{Secret: testSecret, AllowedOrigins: []string{"https://*.a.example"}}, says: "allowed origin"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -254,6 +254,33 @@ func TestNewVerifierErrors(t *testing.T) {
 				t.Fatalf("NewVerifier error = %q, want one line saying %q", err, tt.says)
 			}
 		})
+	}
+}
+
+// TestShortSecretRefused: an HS256 secret shorter than 32 bytes (issue 15,
+// item 9) is refused by the verifier and the minter alike, with one line
+// naming the variable and the minimum and never the secret; 32 bytes are
+// enough.
+func TestShortSecretRefused(t *testing.T) {
+	for _, secret := range []string{"xyzzy", "short-secret-" + strings.Repeat("x", auth.MinSecretBytes-14)} {
+		_, verr := auth.NewVerifier(auth.Config{Secret: secret})
+		_, merr := auth.NewMinter(auth.MinterConfig{Secret: secret})
+		for what, err := range map[string]error{"NewVerifier": verr, "NewMinter": merr} {
+			if err == nil {
+				t.Fatalf("%s with a %d-byte secret succeeded, want an error", what, len(secret))
+			}
+			if msg := err.Error(); !strings.Contains(msg, "INBOX_JWT_SECRET") || !strings.Contains(msg, "at least 32") ||
+				strings.Contains(msg, "\n") || strings.Contains(msg, secret) {
+				t.Fatalf("%s error = %q, want one line naming INBOX_JWT_SECRET and the minimum, not the secret", what, msg)
+			}
+		}
+	}
+	secret := strings.Repeat("k", auth.MinSecretBytes)
+	if _, err := auth.NewVerifier(auth.Config{Secret: secret}); err != nil {
+		t.Fatalf("NewVerifier with a 32-byte secret: %v", err)
+	}
+	if _, err := auth.NewMinter(auth.MinterConfig{Secret: secret}); err != nil {
+		t.Fatalf("NewMinter with a 32-byte secret: %v", err)
 	}
 }
 

@@ -48,7 +48,7 @@ func (c *fakeConn) send(v any) {
 
 func newFakeInbox(t *testing.T) (*fakeInbox, *httptest.Server) {
 	t.Helper()
-	f := &fakeInbox{secret: "s3cret", admin: "adm1n", nextID: 1000, members: map[int64][]string{}, conns: map[string]*fakeConn{}}
+	f := &fakeInbox{secret: "bench-fake-secret-0123456789abcdef", admin: "bench-fake-admin-token-0123456789", nextID: 1000, members: map[int64][]string{}, conns: map[string]*fakeConn{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /api/admin/conversations", func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer "+f.admin {
@@ -250,7 +250,7 @@ func TestRunAgainstFake(t *testing.T) {
 	})
 
 	t.Run("bad token", func(t *testing.T) {
-		_, err := Run(t.Context(), Config{URL: srv.URL, Mode: ModeIdle, Users: 3, ConvsPerUser: 0, DataDir: dir, JWTSecret: "wrong", AdminToken: f.admin})
+		_, err := Run(t.Context(), Config{URL: srv.URL, Mode: ModeIdle, Users: 3, ConvsPerUser: 0, DataDir: dir, JWTSecret: "a-wrong-secret-of-enough-length-0123", AdminToken: f.admin})
 		if err == nil || !strings.Contains(err.Error(), "401") {
 			t.Fatalf("err = %v", err)
 		}
@@ -258,7 +258,7 @@ func TestRunAgainstFake(t *testing.T) {
 }
 
 func TestRunRefuses(t *testing.T) {
-	dir := writeDevSecrets(t, "a", "b")
+	dir := writeDevSecrets(t, "bench-refuses-secret-0123456789abcdef", "bench-refuses-admin-0123456789")
 	tests := []struct {
 		name string
 		cfg  Config

@@ -144,6 +144,20 @@ func TestStartFailures(t *testing.T) {
 			withError: []string{"--demo", "--jwt-secret"},
 		},
 		{
+			name: "--jwt-secret shorter than 32 bytes",
+			setup: func(t *testing.T, data string) ([]string, []string) {
+				return []string{"--jwt-secret", "too-short"}, nil
+			},
+			withError: []string{"JWT secret", "INBOX_JWT_SECRET", "9 bytes", "at least 32"},
+		},
+		{
+			name: "INBOX_ADMIN_TOKEN shorter than 24 characters",
+			setup: func(t *testing.T, data string) ([]string, []string) {
+				return nil, []string{"INBOX_ADMIN_TOKEN=too-short"}
+			},
+			withError: []string{"admin token", "INBOX_ADMIN_TOKEN", "9 characters", "at least 24"},
+		},
+		{
 			name: "unknown --log-format",
 			setup: func(t *testing.T, data string) ([]string, []string) {
 				return []string{"--log-format", "xml"}, nil
