@@ -61,7 +61,7 @@ func (d *Directory) Seed(seq uint64, convs map[int64][]eventstore.Member, profil
 			d.addLocked(id, m.UserID, m.Role)
 		}
 		d.sortLocked(id)
-		d.maxConv = max(d.maxConv, id)
+		d.maxConv = maxID(d.maxConv, id)
 	}
 	maps.Copy(d.profile, profiles)
 	for id, ms := range jobs {
@@ -70,7 +70,7 @@ func (d *Directory) Seed(seq uint64, convs map[int64][]eventstore.Member, profil
 			set[u] = struct{}{}
 		}
 		d.jobs[id] = set
-		d.maxJob = max(d.maxJob, id)
+		d.maxJob = maxID(d.maxJob, id)
 	}
 	d.seq.Store(seq)
 }
@@ -108,7 +108,7 @@ func (d *Directory) Apply(st eventstore.Stored) Change {
 			ch.Joined = append(ch.Joined, m.UserID)
 		}
 		d.sortLocked(e.ConversationID)
-		d.maxConv = max(d.maxConv, e.ConversationID)
+		d.maxConv = maxID(d.maxConv, e.ConversationID)
 	case *eventstore.MemberChanged:
 		_, was := d.convs[e.ConversationID][e.UserID]
 		switch e.Op {
@@ -124,7 +124,7 @@ func (d *Directory) Apply(st eventstore.Stored) Change {
 			}
 		}
 		d.sortLocked(e.ConversationID)
-		d.maxConv = max(d.maxConv, e.ConversationID)
+		d.maxConv = maxID(d.maxConv, e.ConversationID)
 	case *eventstore.Profile:
 		d.profile[e.UserID] = Profile{Name: e.Name, Avatar: e.Avatar}
 		return ch
@@ -134,7 +134,7 @@ func (d *Directory) Apply(st eventstore.Stored) Change {
 			set[u] = struct{}{}
 		}
 		d.jobs[e.JobID] = set
-		d.maxJob = max(d.maxJob, e.JobID)
+		d.maxJob = maxID(d.maxJob, e.JobID)
 		ch.Members = slices.Sorted(maps.Keys(set))
 		return ch
 	case *eventstore.JobStatus:
@@ -312,18 +312,28 @@ func (d *Directory) IsJobMember(job int64, user string) bool {
 	return ok
 }
 
-// MaxConversationID is the highest conversation id seen.
+// MaxConversationID is the highest conversation id seen, up to
+// eventstore.MaxID: one above it (stored before the cap existed) is left out,
+// so id assignment goes on below it.
 func (d *Directory) MaxConversationID() int64 {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	return d.maxConv
 }
 
-// MaxJobID is the highest job id seen.
+// MaxJobID is the highest job id seen, up to eventstore.MaxID.
 func (d *Directory) MaxJobID() int64 {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	return d.maxJob
+}
+
+// maxID is the larger of cur and id, leaving out an id above eventstore.MaxID.
+func maxID(cur, id int64) int64 {
+	if id > eventstore.MaxID {
+		return cur
+	}
+	return max(cur, id)
 }
 
 // Seq is the last stream sequence applied.

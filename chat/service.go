@@ -255,8 +255,8 @@ func (s *Service) checkText(text string) error {
 }
 
 func (s *Service) checkMember(conv int64, user string) error {
-	if conv <= 0 {
-		return Errorf(CodeBadRequest, "conversation_id must be a positive integer")
+	if !eventstore.ValidID(conv) {
+		return Errorf(CodeBadRequest, "conversation_id must be a positive integer up to %d (2^53−1)", int64(eventstore.MaxID))
 	}
 	if !s.dir.IsMember(conv, user) {
 		if !s.dir.Exists(conv) {
@@ -410,8 +410,8 @@ func (s *Service) Read(ctx context.Context, user string, conv int64, upTo int64,
 	want := eventstore.ConvSubject(conv, eventstore.KindMessage)
 	mark := upTo
 	for _, id := range check {
-		if id <= 0 {
-			return 0, Errorf(CodeBadRequest, "message id %d is not a positive integer", id)
+		if !eventstore.ValidID(id) {
+			return 0, Errorf(CodeBadRequest, "message id %d is not a positive integer up to %d (2^53−1)", id, int64(eventstore.MaxID))
 		}
 		subj, err := s.locate.SubjectOf(ctx, uint64(id))
 		if errors.Is(err, eventstore.ErrNotFound) {
@@ -436,8 +436,8 @@ func (s *Service) Read(ctx context.Context, user string, conv int64, upTo int64,
 // when id is 0, and returns the id and the event's sequence. An id that exists
 // is ErrExists (code conflict).
 func (s *Service) CreateConversation(ctx context.Context, id int64, members []eventstore.Member) (int64, uint64, error) {
-	if id < 0 {
-		return 0, 0, Errorf(CodeBadRequest, "conversation id must be a positive integer")
+	if id < 0 || id > eventstore.MaxID {
+		return 0, 0, Errorf(CodeBadRequest, "conversation id %d must be a positive integer up to %d (2^53−1)", id, int64(eventstore.MaxID))
 	}
 	if err := checkMembers(members); err != nil {
 		return 0, 0, err
@@ -454,7 +454,10 @@ func (s *Service) claim(ctx context.Context, what string, id int64, next *atomic
 	for attempt := 0; ; attempt++ {
 		cid := id
 		if cid == 0 {
-			cid = nextID(next, seen())
+			var ok bool
+			if cid, ok = nextID(next, seen()); !ok {
+				return 0, 0, Errorf(CodeConflict, "the highest %s id is already %d (2^53−1), the largest allowed; create with an explicit free id", what, int64(eventstore.MaxID))
+			}
 		}
 		seq, err := s.appendSettled(ctx, ev(cid), eventstore.ExpectNew())
 		switch {
@@ -471,13 +474,17 @@ func (s *Service) claim(ctx context.Context, what string, id int64, next *atomic
 }
 
 // nextID hands out an id above both seen (the highest id in the directory) and
-// every id this node handed out before.
-func nextID(next *atomic.Int64, seen int64) int64 {
+// every id this node handed out before. It reports false, and never wraps,
+// once that would pass eventstore.MaxID.
+func nextID(next *atomic.Int64, seen int64) (int64, bool) {
 	for {
 		cur := next.Load()
-		id := max(cur, seen) + 1
-		if next.CompareAndSwap(cur, id) {
-			return id
+		last := max(cur, seen)
+		if last >= eventstore.MaxID {
+			return 0, false
+		}
+		if next.CompareAndSwap(cur, last+1) {
+			return last + 1, true
 		}
 	}
 }
@@ -554,8 +561,8 @@ func (s *Service) PostSystem(ctx context.Context, conv int64, text string) (uint
 
 // CreateJob creates a job followed by members, with id or the next free one.
 func (s *Service) CreateJob(ctx context.Context, id int64, members []string) (int64, uint64, error) {
-	if id < 0 {
-		return 0, 0, Errorf(CodeBadRequest, "job id must be a positive integer")
+	if id < 0 || id > eventstore.MaxID {
+		return 0, 0, Errorf(CodeBadRequest, "job id %d must be a positive integer up to %d (2^53−1)", id, int64(eventstore.MaxID))
 	}
 	for _, u := range members {
 		if !eventstore.ValidUserID(u) {

@@ -66,6 +66,15 @@ func ValidRole(r string) bool { return r == RoleClient || r == RoleWorker || r =
 // ValidMessageType reports whether t is a message type a client may send.
 func ValidMessageType(t string) bool { return t == TypeText || t == TypeImage || t == TypeFile }
 
+// MaxID is the largest conversation id, job id, message id and stream
+// sequence on the wire: 2^53−1, the largest integer a JavaScript number holds
+// exactly. A larger one from a client is refused, and ids are never assigned
+// past it.
+const MaxID = 1<<53 - 1
+
+// ValidID reports whether id is a positive id no larger than MaxID.
+func ValidID(id int64) bool { return id > 0 && id <= MaxID }
+
 // Event is one state change appended to the stream.
 type Event interface {
 	// Subject is the stream subject the event is appended to.

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"inbox/chat"
 	"inbox/eventstore"
@@ -165,12 +166,9 @@ func jsonType(kind string) string {
 // pathID parses the positive integer path value name ("id").
 func pathID(r *http.Request, name, what string) (int64, error) {
 	s := r.PathValue(name)
-	if s == "" || len(s) > 19 || strings.TrimLeft(s, "0123456789") != "" {
-		return 0, badRequest("%s id %q in the path must be a positive integer", what, s)
-	}
 	id, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || id <= 0 {
-		return 0, badRequest("%s id %q in the path must be a positive integer", what, s)
+	if err != nil || s[0] == '+' || !eventstore.ValidID(id) {
+		return 0, badRequest("%s id %q in the path must be a positive integer up to %d (2^53−1)", what, truncate(s, 32), int64(eventstore.MaxID))
 	}
 	annotate(r, what+"_id", id)
 	return id, nil
@@ -196,12 +194,18 @@ func queryInt(r *http.Request, name string, def, lo, hi int64) (int64, error) {
 	s := q.Get(name)
 	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || n < lo || n > hi {
-		if hi == maxInt64 {
-			return 0, badRequest("query parameter %s=%q must be an integer of at least %d", name, s, lo)
-		}
-		return 0, badRequest("query parameter %s=%q must be an integer from %d to %d", name, s, lo, hi)
+		return 0, badRequest("query parameter %s=%q must be an integer from %d to %d", name, truncate(s, 32), lo, hi)
 	}
 	return n, nil
 }
 
-const maxInt64 = 1<<63 - 1
+// truncate shortens a client's string to n bytes for an error message.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}

@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"inbox/chat"
+	"inbox/eventstore"
 	"inbox/projections"
 )
 
@@ -70,7 +71,7 @@ func (a *api) listMessages(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	before, err := queryInt(r, "before", 0, 1, maxInt64)
+	before, err := queryInt(r, "before", 0, 1, eventstore.MaxID)
 	if err != nil {
 		return err
 	}

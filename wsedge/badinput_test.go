@@ -114,6 +114,11 @@ func testBadInputs(t *testing.T, goroutines bool) {
 		{name: "READ negative up_to", text: `{"conversation_id": 1, "type": "READ", "up_to": -3}`, wantCode: "bad_request"},
 		{name: "RESUME without since", text: `{"type": "RESUME"}`, wantCode: "bad_request"},
 		{name: "RESUME negative since", text: `{"type": "RESUME", "since": -1}`, wantCode: "bad_request"},
+		// Ids stay within 2^53−1 (what a JavaScript client holds exactly).
+		{name: "conversation_id above 2^53−1", text: `{"conversation_id": 9007199254740992, "message": "x"}`, wantCode: "bad_request"},
+		{name: "READ id above 2^53−1", text: `{"conversation_id": 1, "type": "READ", "message_ids": [9007199254740992]}`, wantCode: "bad_request"},
+		{name: "READ up_to above 2^53−1", text: `{"conversation_id": 1, "type": "READ", "up_to": 9007199254740992}`, wantCode: "bad_request"},
+		{name: "RESUME since above 2^53−1", text: `{"type": "RESUME", "since": 9007199254740992}`, wantCode: "bad_request"},
 
 		// Protocol violations close the socket with their code.
 		{name: "binary frame", raw: func(r *rawClient) { r.writeFrame(true, ws.OpBinary, []byte(`{"type":"PING"}`)) }, wantClose: ws.StatusUnsupportedData},
@@ -167,6 +172,8 @@ func testBadInputs(t *testing.T, goroutines bool) {
 		{name: "legacy socket, not a member", path: "/ws/chat/2/", header: bearer(valid), wantStatus: 403},
 		{name: "job socket, not a member", path: "/ws/job/9/", header: bearer(valid), wantStatus: 403},
 		{name: "bad since", path: "/ws/inbox/?since=-5", header: bearer(valid), wantStatus: 400},
+		{name: "since above 2^53−1", path: "/ws/inbox/?since=9007199254740992", header: bearer(valid), wantStatus: 400},
+		{name: "legacy socket id above 2^53−1", path: "/ws/chat/9007199254740992/", header: bearer(valid), wantStatus: 400},
 		{name: "unknown endpoint", path: "/ws/everything/", header: bearer(valid), wantStatus: 404},
 	}
 

@@ -351,6 +351,9 @@ func decodeFrame(data []byte) (request, error) {
 		if r.Since == nil {
 			return r, badRequest("a RESUME frame needs since")
 		}
+		if *r.Since > eventstore.MaxID {
+			return r, badRequest("since must be a stream sequence up to %d (2^53−1)", int64(eventstore.MaxID))
+		}
 	default:
 		return r, badRequest("unknown frame type %q", truncate(r.Type, 32))
 	}

@@ -169,6 +169,10 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusNotFound, chat.CodeNotFound, "no WebSocket endpoint at "+r.URL.Path)
 		return
 	}
+	if ep != epInbox && id > eventstore.MaxID {
+		httpError(w, http.StatusBadRequest, chat.CodeBadRequest, "the id in the path must be a positive integer up to "+strconv.FormatInt(eventstore.MaxID, 10)+" (2^53−1)")
+		return
+	}
 	claims, err := h.authn.Authenticate(r)
 	if err != nil {
 		h.m.AuthFailures.WithLabelValues(authReason(err)).Inc()
@@ -190,8 +194,8 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	resume := r.URL.Query().Has("since")
 	if resume {
 		since, err = strconv.ParseUint(r.URL.Query().Get("since"), 10, 64)
-		if err != nil {
-			httpError(w, http.StatusBadRequest, chat.CodeBadRequest, "since must be a stream sequence (a non-negative integer)")
+		if err != nil || since > eventstore.MaxID {
+			httpError(w, http.StatusBadRequest, chat.CodeBadRequest, "since must be a stream sequence (an integer from 0 to "+strconv.FormatInt(eventstore.MaxID, 10)+")")
 			return
 		}
 		if err := h.checkSince(r.Context(), since); err != nil {

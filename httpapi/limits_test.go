@@ -1,0 +1,106 @@
+package httpapi
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"inbox/chat"
+	"inbox/eventstore"
+)
+
+// TestIDAbove2To53IsRefusedAndAssignmentNeverWraps is the finding "creating
+// conversation id 9223372036854775807 made the next assigned id negative and
+// broke every later create": ids above 2^53−1 are refused with 400, and
+// assignment stops at 2^53−1 with 409 instead of wrapping.
+func TestIDAbove2To53IsRefusedAndAssignmentNeverWraps(t *testing.T) {
+	n := newNode(t, nodeOptions{})
+	const maxID = eventstore.MaxID
+	create := func(path, body string, status int) int64 {
+		t.Helper()
+		var out struct{ ID int64 }
+		r := n.must(t, status, req{method: "POST", path: path, auth: n.admin(), body: body})
+		if status == http.StatusCreated {
+			r.json(t, &out)
+			if !eventstore.ValidID(out.ID) {
+				t.Fatalf("%s %s: assigned id %d", path, body, out.ID)
+			}
+		} else if e := r.error(t); status == http.StatusBadRequest && !strings.Contains(e.Error, "9007199254740991") {
+			t.Errorf("%s %s: %+v, want it to name the 2^53−1 cap", path, body, e)
+		}
+		return out.ID
+	}
+	conv := func(id int64) string {
+		if id == 0 {
+			return `{"members":[{"user_id":"u1","role":"client"}]}`
+		}
+		return fmt.Sprintf(`{"id":%d,"members":[{"user_id":"u1","role":"client"}]}`, id)
+	}
+	job := func(id int64) string {
+		if id == 0 {
+			return `{"members":["u1"]}`
+		}
+		return fmt.Sprintf(`{"id":%d,"members":["u1"]}`, id)
+	}
+
+	for _, kind := range []struct {
+		path string
+		body func(int64) string
+	}{{"/api/admin/conversations", conv}, {"/api/admin/jobs", job}} {
+		t.Run(strings.TrimPrefix(kind.path, "/api/admin/"), func(t *testing.T) {
+			// The exact repro: the largest int64, then a create without id.
+			create(kind.path, kind.body(1<<63-1), http.StatusBadRequest)
+			create(kind.path, kind.body(maxID+1), http.StatusBadRequest)
+			if id := create(kind.path, kind.body(0), http.StatusCreated); id != 1 {
+				t.Errorf("next id %d, want 1", id)
+			}
+			// Up to the cap, and not one past it.
+			create(kind.path, kind.body(maxID-1), http.StatusCreated)
+			if id := create(kind.path, kind.body(0), http.StatusCreated); id != maxID {
+				t.Errorf("next id %d, want %d", id, int64(maxID))
+			}
+			create(kind.path, kind.body(0), http.StatusConflict)
+			create(kind.path, kind.body(0), http.StatusConflict)
+			create(kind.path, kind.body(7), http.StatusCreated) // an explicit id still works
+		})
+	}
+}
+
+// TestIDStoredAbove2To53IsSkippedByAssignment: a conversation stored with a
+// larger id before the cap existed does not stop assignment below it.
+func TestIDStoredAbove2To53IsSkippedByAssignment(t *testing.T) {
+	n := newNode(t, nodeOptions{})
+	n.createConversation(t, 41, "u1")
+	seq, err := n.store.Append(context.Background(), &eventstore.Created{ConversationID: 1 << 62,
+		Members: []eventstore.Member{{UserID: "u1", Role: eventstore.RoleMember}}}, eventstore.ExpectNew())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.svc.Directory().WaitFor(context.Background(), seq); err != nil {
+		t.Fatal(err)
+	}
+	if id := n.createConversation(t, 0, "u1"); id != 42 {
+		t.Errorf("next id %d, want 42", id)
+	}
+}
+
+// TestIDAbove2To53InPathOrQueryIsRefused: ids in paths and the history's
+// before are capped like ids in bodies.
+func TestIDAbove2To53InPathOrQueryIsRefused(t *testing.T) {
+	n := newNode(t, nodeOptions{})
+	n.createConversation(t, 1, "u1")
+	for _, rq := range []req{
+		{method: "GET", path: "/api/conversations/9007199254740992/messages", auth: n.user("u1")},
+		{method: "GET", path: "/api/conversations/1/messages?before=9007199254740992", auth: n.user("u1")},
+		{method: "POST", path: "/api/conversations/9007199254740992/messages", auth: n.user("u1"), body: `{"message":"x"}`},
+		{method: "POST", path: "/api/admin/conversations/9007199254740992/members", auth: n.admin(), body: `{"user_id":"u2","role":"member"}`},
+		{method: "POST", path: "/api/admin/jobs/9007199254740992/status", auth: n.admin(), body: `{"status":"x"}`},
+	} {
+		r := n.must(t, http.StatusBadRequest, rq)
+		if e := r.error(t); e.Code != chat.CodeBadRequest || !strings.Contains(e.Error, "9007199254740991") {
+			t.Errorf("%s %s: %+v", rq.method, rq.path, e)
+		}
+	}
+}
