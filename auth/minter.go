@@ -68,10 +68,13 @@ func NewMinter(cfg MinterConfig) (*Minter, error) {
 }
 
 // Mint returns a token for userID, valid for ttl, with the optional display
-// name. userID must be a valid user id and ttl positive.
+// name. userID must be a valid user id, not a reserved one, and ttl positive.
 func (m *Minter) Mint(userID, name string, ttl time.Duration) (string, error) {
 	if !eventstore.ValidUserID(userID) {
 		return "", fmt.Errorf("mint token: invalid user id %q (want [A-Za-z0-9_-]{1,64})", userID)
+	}
+	if eventstore.ReservedUserID(userID) {
+		return "", fmt.Errorf("mint token: user id %q is reserved for the service", userID)
 	}
 	if ttl <= 0 {
 		return "", fmt.Errorf("mint token: ttl %v is not positive", ttl)

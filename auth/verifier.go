@@ -116,7 +116,8 @@ type tokenClaims struct {
 }
 
 // Verify checks token's algorithm, signature, exp (required) and nbf, iss
-// and aud when configured, and that sub is a valid user id. Every error
+// and aud when configured, and that sub is a valid user id and not a
+// reserved one (eventstore.ReservedUserID). Every error
 // wraps ErrUnauthorized.
 func (v *Verifier) Verify(token string) (Claims, error) {
 	if len(token) > MaxTokenSize {
@@ -140,6 +141,9 @@ func (v *Verifier) Verify(token string) (Claims, error) {
 	}
 	if !eventstore.ValidUserID(tc.Subject) {
 		return Claims{}, unauthorized("token sub is not a valid user id")
+	}
+	if eventstore.ReservedUserID(tc.Subject) {
+		return Claims{}, unauthorized("token sub is a reserved user id")
 	}
 	// The parser requires exp, so ExpiresAt is set.
 	return Claims{

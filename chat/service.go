@@ -489,14 +489,26 @@ func nextID(next *atomic.Int64, seen int64) (int64, bool) {
 	}
 }
 
+// checkUserID refuses a malformed user id and a reserved one (system
+// messages' sender): what names it ("member id") starts the error.
+func checkUserID(what, id string) error {
+	if !eventstore.ValidUserID(id) {
+		return Errorf(CodeBadRequest, "%s %q must match [A-Za-z0-9_-]{1,64}", what, id)
+	}
+	if eventstore.ReservedUserID(id) {
+		return Errorf(CodeBadRequest, "%s %q is reserved for the service", what, id)
+	}
+	return nil
+}
+
 func checkMembers(members []eventstore.Member) error {
 	if len(members) == 0 {
 		return Errorf(CodeBadRequest, "a conversation needs at least one member")
 	}
 	seen := make(map[string]bool, len(members))
 	for _, m := range members {
-		if !eventstore.ValidUserID(m.UserID) {
-			return Errorf(CodeBadRequest, "member id %q must match [A-Za-z0-9_-]{1,64}", m.UserID)
+		if err := checkUserID("member id", m.UserID); err != nil {
+			return err
 		}
 		if !eventstore.ValidRole(m.Role) {
 			return Errorf(CodeBadRequest, "role %q of %s must be client, worker or member", m.Role, m.UserID)
@@ -533,8 +545,8 @@ func (s *Service) RemoveMember(ctx context.Context, conv int64, user string) (ui
 
 // SetProfile sets a user's display name and avatar URL.
 func (s *Service) SetProfile(ctx context.Context, user, name string, avatar *string) (uint64, error) {
-	if !eventstore.ValidUserID(user) {
-		return 0, Errorf(CodeBadRequest, "user id %q must match [A-Za-z0-9_-]{1,64}", user)
+	if err := checkUserID("user id", user); err != nil {
+		return 0, err
 	}
 	if name == "" || utf8.RuneCountInString(name) > 200 || !utf8.ValidString(name) {
 		return 0, Errorf(CodeBadRequest, "name must be 1 to 200 characters")
@@ -565,8 +577,8 @@ func (s *Service) CreateJob(ctx context.Context, id int64, members []string) (in
 		return 0, 0, Errorf(CodeBadRequest, "job id %d must be a positive integer up to %d (2^53−1)", id, int64(eventstore.MaxID))
 	}
 	for _, u := range members {
-		if !eventstore.ValidUserID(u) {
-			return 0, 0, Errorf(CodeBadRequest, "member id %q must match [A-Za-z0-9_-]{1,64}", u)
+		if err := checkUserID("member id", u); err != nil {
+			return 0, 0, err
 		}
 	}
 	return s.claim(ctx, "job", id, &s.nextJob, s.dir.MaxJobID, func(jid int64) eventstore.Event {

@@ -45,8 +45,14 @@ const (
 	TypeSystem = "SYSTEM" // posted through the service API; sender is SystemSender
 )
 
-// SystemSender is the sender id of system messages.
+// SystemSender is the sender id of system messages. It is a reserved user
+// id (see ReservedUserID).
 const SystemSender = "system"
+
+// ReservedUserID reports whether id is reserved for the service itself:
+// SystemSender, in any letter case. No token, member or profile may use a
+// reserved id, so nobody can pass for the sender of system messages.
+func ReservedUserID(id string) bool { return strings.EqualFold(id, SystemSender) }
 
 // Member operations.
 const (
