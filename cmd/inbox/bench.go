@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
@@ -20,8 +21,9 @@ import (
 //	inbox bench --mode idle --users 19000 --convs-per-user 10 --hold 30s
 //
 // The table goes to stderr, one JSON line with every figure to stdout.
-func benchCmd(ctx context.Context, args []string) error {
+func benchCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("inbox bench", flag.ContinueOnError)
+	fs.SetOutput(stdout)
 	var cfg bench.Config
 	var sources, ramp string
 	var quiet bool
@@ -56,12 +58,16 @@ func benchCmd(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "idle: also read the server's VmRSS from /proc/<pid>/status")
 	fs.Uint64Var(&cfg.Seed, "seed", 0, "random seed (0: time-based)")
 	fs.BoolVar(&quiet, "quiet", false, "no progress bars or table: only the JSON line")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: inbox bench [flags]\n\n"+
-			"Load-test a running inboxd over loopback. Prints a table on stderr and one\n"+
-			"JSON line with every figure on stdout.\n\nflags:\n")
-		fs.PrintDefaults()
-	}
+	cli.Describe(fs, "inbox bench [flags]", `
+Load-test a running inboxd over loopback: --mode idle opens many quiet sockets
+and measures memory per socket; --mode fanout sends messages between seeded
+conversation members and measures delivery latency and loss. It seeds users
+and conversations through the service API. Prints a table on stderr and one
+JSON line with every figure on stdout.`,
+		"inbox bench --mode fanout --users 10000 --rate 5000 --duration 30s",
+		"inbox bench --mode fanout --ramp auto",
+		"inbox bench --mode fanout --users 10000 --rate 5000 --typing-sockets 5000",
+		"inbox bench --mode idle --users 19000 --convs-per-user 10 --hold 30s")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
@@ -90,7 +96,7 @@ func benchCmd(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	if err := rep.WriteJSON(os.Stdout); err != nil {
+	if err := rep.WriteJSON(stdout); err != nil {
 		return err
 	}
 	if ctx.Err() != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -22,8 +23,17 @@ import (
 //
 // Without --out the new database replaces <data>/inbox.db, which requires
 // inboxd to be stopped.
-func replayCmd(ctx context.Context, args []string) error {
+func replayCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("inbox replay", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	cli.Describe(fs, "inbox replay [flags]", `
+Rebuild the read model from stream sequence 1. Without --out the new database
+replaces <data>/inbox.db, which requires inboxd to be stopped (replay refuses
+while inboxd holds <data>/inboxd.lock); with --out it is written to a new file
+and inboxd may run. Undecodable events are counted as skipped, never fatal.`,
+		"inbox replay                       # rebuild ./data/inbox.db (inboxd stopped)",
+		"inbox replay --out /tmp/inbox.db   # a copy, while inboxd runs",
+		"inbox replay --nats-url nats://10.0.0.5:4222 --data /var/lib/inbox")
 	dataDir, natsURL := storeFlags(fs)
 	out := fs.String("out", "", "write the rebuilt database to this new file instead of replacing <data>/inbox.db")
 	if err := cli.Parse(fs, args); err != nil {
@@ -65,7 +75,7 @@ func replayCmd(ctx context.Context, args []string) error {
 		}
 		target = live
 	}
-	fmt.Printf("rebuilt %s: %d events up to sequence %d (%d skipped) in %s, %.0f events/s\n",
+	fmt.Fprintf(stdout, "rebuilt %s: %d events up to sequence %d (%d skipped) in %s, %.0f events/s\n",
 		target, stats.Events, stats.LastSeq, stats.Skipped, stats.Duration.Round(time.Millisecond),
 		float64(stats.Events)/stats.Duration.Seconds())
 	return nil

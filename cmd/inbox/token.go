@@ -5,10 +5,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
 	"inbox/auth"
+	"inbox/internal/cli"
 )
 
 // tokenCmd mints a user token that inboxd accepts and prints it on stdout:
@@ -18,8 +20,9 @@ import (
 // It signs with INBOX_JWT_SECRET if set, with --key (a PEM private key) if
 // given, and otherwise with the development secret inboxd generated into the
 // data folder.
-func tokenCmd(ctx context.Context, args []string) error {
+func tokenCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("inbox token", flag.ContinueOnError)
+	fs.SetOutput(stdout)
 	dataDir := os.Getenv("INBOX_DATA")
 	if dataDir == "" {
 		dataDir = "./data"
@@ -30,17 +33,19 @@ func tokenCmd(ctx context.Context, args []string) error {
 	keyFile := fs.String("key", "", "PEM private key (RSA or Ed25519) to sign with, when inboxd verifies with INBOX_JWT_PUBLIC_KEY")
 	issuer := fs.String("issuer", os.Getenv("INBOX_JWT_ISSUER"), "iss claim, when inboxd requires one (INBOX_JWT_ISSUER)")
 	audience := fs.String("audience", os.Getenv("INBOX_JWT_AUDIENCE"), "aud claim, when inboxd requires one (INBOX_JWT_AUDIENCE)")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: inbox token [flags] <user>\n\n"+
-			"Mint a JWT for <user> and print it. The secret is INBOX_JWT_SECRET if set,\n"+
-			"else the development secret inboxd generated into the data folder.\n\nflags:\n")
-		fs.PrintDefaults()
-	}
+	cli.Describe(fs, "inbox token [flags] <user>", `
+Mint a JWT for <user> that inboxd accepts, and print it. It signs with --key (a
+PEM private key, when inboxd verifies with INBOX_JWT_PUBLIC_KEY), else with
+INBOX_JWT_SECRET if set, else with the development secret inboxd generated into
+the data folder.`,
+		"inbox token alice                                   # valid for 24 hours",
+		"inbox token --name \"Alice Doe\" --ttl 1h alice",
+		"curl -H \"Authorization: Bearer $(inbox token alice)\" http://127.0.0.1:8000/api/conversations")
 
 	// Flags may come before or after the user.
 	var users []string
 	for {
-		if err := fs.Parse(args); err != nil {
+		if err := cli.ParseFlags(fs, args); err != nil {
 			return err
 		}
 		if fs.NArg() == 0 {
@@ -50,8 +55,7 @@ func tokenCmd(ctx context.Context, args []string) error {
 		args = fs.Args()[1:]
 	}
 	if len(users) != 1 {
-		fs.Usage()
-		return errors.New("want exactly one user id")
+		return fmt.Errorf("want exactly one user id, got %d (usage: inbox token [flags] <user>)", len(users))
 	}
 
 	cfg, err := tokenSigner(dataDir, *keyFile)
@@ -67,7 +71,7 @@ func tokenCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintln(os.Stdout, token)
+	_, err = fmt.Fprintln(stdout, token)
 	return err
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -21,8 +22,16 @@ var errDifferences = errors.New("the live read model differs from a rebuild")
 //	inbox verify [--data DIR] [--nats-url URL]
 //
 // It prints every difference and fails when there is any.
-func verifyCmd(ctx context.Context, args []string) error {
+func verifyCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("inbox verify", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	cli.Describe(fs, "inbox verify [flags]", `
+Rebuild the read model from the stream into a temporary file, up to the live
+read model's applied sequence, and compare the two table by table. It prints
+every difference and fails when there is any. inboxd may keep running: the
+rebuild follows the live database while it moves on.`,
+		"inbox verify                       # ./data/inbox.db against the stream",
+		"inbox verify --data /var/lib/inbox --nats-url nats://10.0.0.5:4222")
 	dataDir, natsURL := storeFlags(fs)
 	if err := cli.Parse(fs, args); err != nil {
 		return err
@@ -55,11 +64,11 @@ func verifyCmd(ctx context.Context, args []string) error {
 		return err
 	}
 	for _, d := range diffs {
-		fmt.Println(d)
+		fmt.Fprintln(stdout, d)
 	}
 	if len(diffs) > 0 {
 		return fmt.Errorf("%w (%s)", errDifferences, live)
 	}
-	fmt.Printf("%s matches a rebuild from the stream\n", live)
+	fmt.Fprintf(stdout, "%s matches a rebuild from the stream\n", live)
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -20,16 +21,32 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(2)
-		}
+	if err := run(os.Args[1:], os.Stdout); err != nil {
 		fmt.Fprintf(os.Stderr, "inboxd: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(args []string) error {
+const description = `
+inboxd is the inbox server, a real-time messaging backend. Every message, typing
+event, read receipt and membership change is appended to the NATS JetStream
+stream INBOX (on an embedded nats-server in the data folder, unless --nats-url
+names one); SQLite read models of it in the data folder serve history,
+conversation lists and unread counts. Each user holds one WebSocket
+(/ws/inbox/); the HTTP API is under /api/ (described at /api/openapi.json).
+Without --jwt-secret or --jwt-public-key it generates development secrets into
+the data folder and says so. SIGINT or SIGTERM stops it cleanly.`
+
+var examples = []string{
+	"inboxd --demo            # demo users and conversations, and a wscat command per user",
+	"inboxd --data /var/lib/inbox --jwt-secret \"$SECRET\" --admin-token \"$ADMIN\"",
+	"INBOX_HTTP_ADDR=127.0.0.1:8001 inboxd --log-format json",
+	"inboxd --nats-url nats://a:4222,nats://b:4222,nats://c:4222 --replicas 3 --node n1",
+}
+
+// run runs inboxd until a signal or a failure. Help (-h, --help) goes to
+// stdout and is not an error.
+func run(args []string, stdout io.Writer) error {
 	var (
 		cfg       node.Config
 		origins   string
@@ -39,6 +56,8 @@ func run(args []string) error {
 		grace     time.Duration
 	)
 	fs := flag.NewFlagSet("inboxd", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	cli.Describe(fs, "inboxd [flags]", description, examples...)
 	fs.StringVar(&cfg.DataDir, "data", "./data", "data folder: read model, embedded NATS storage, development secrets")
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8000", "HTTP API and WebSocket address")
 	fs.StringVar(&cfg.NATSListen, "nats-listen", "127.0.0.1:4222", "embedded NATS client address, for the nats CLI (empty: in-process only)")
@@ -63,7 +82,9 @@ func run(args []string) error {
 	fs.TextVar(&logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	fs.BoolVar(&demo, "demo", false, "create demo users and conversations and print ready-to-paste wscat commands")
 	fs.DurationVar(&grace, "shutdown-timeout", 10*time.Second, "how long shutdown waits for sockets and the projector")
-	if err := cli.Parse(fs, args); err != nil {
+	if err := cli.Parse(fs, args); errors.Is(err, flag.ErrHelp) {
+		return nil
+	} else if err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -115,7 +136,7 @@ func run(args []string) error {
 			n.Shutdown(context.Background())
 			return fmt.Errorf("demo: %w", err)
 		}
-		printDemo(n, d)
+		printDemo(stdout, n, d)
 	}
 	var failure error
 	select {
@@ -131,7 +152,7 @@ func run(args []string) error {
 	return failure
 }
 
-func printDemo(n *node.Node, d node.Demo) {
+func printDemo(w io.Writer, n *node.Node, d node.Demo) {
 	host := n.HTTPAddr()
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nDemo ready. Users and conversations:\n")
@@ -146,5 +167,5 @@ func printDemo(n *node.Node, d node.Demo) {
 		fmt.Fprintf(&b, "\nThen type, for example:\n  {\"conversation_id\": %d, \"message\": \"Hello\", \"type\": \"TEXT\", \"client_msg_id\": \"c-1\"}\n", d.Conversations[0].ID)
 	}
 	fmt.Fprintf(&b, "\nInspect the stream: nats --server %s stream view INBOX\n\n", n.NATSURL())
-	fmt.Print(b.String())
+	io.WriteString(w, b.String())
 }

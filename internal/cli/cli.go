@@ -3,6 +3,7 @@
 package cli
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,14 +16,54 @@ func EnvName(name string) string {
 	return "INBOX_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 }
 
-// Parse parses args into fs, then fills every flag not given on the command line
-// from its environment variable, with the flag's own parser, so a bad value in
-// either place fails the same way. Usage lists the variables.
+// Describe sets fs's usage, what -h and --help print: the usage line, a
+// paragraph saying what the command does, examples, and the flags.
+func Describe(fs *flag.FlagSet, usage, description string, examples ...string) {
+	fs.Usage = func() {
+		w := fs.Output()
+		fmt.Fprintf(w, "usage: %s\n\n%s\n", usage, strings.TrimSpace(description))
+		if len(examples) > 0 {
+			fmt.Fprintf(w, "\nexamples:\n")
+			for _, e := range examples {
+				fmt.Fprintf(w, "  %s\n", e)
+			}
+		}
+		fmt.Fprintf(w, "\nflags:\n")
+		fs.PrintDefaults()
+	}
+}
+
+// ParseFlags is fs.Parse(args) with help that is not an error to the user:
+// -h or --help prints the usage to fs.Output() (set it to stdout) and returns
+// flag.ErrHelp, which a command treats as success (exit status 0). Any other
+// mistake prints nothing and returns an error naming it in one line.
+func ParseFlags(fs *flag.FlagSet, args []string) error {
+	out := fs.Output()
+	var buf bytes.Buffer
+	fs.SetOutput(&buf)
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		if _, werr := buf.WriteTo(out); werr != nil {
+			return fmt.Errorf("print usage: %w", werr)
+		}
+		return err
+	case err != nil:
+		return fmt.Errorf("%w (see --help)", err)
+	}
+	return nil
+}
+
+// Parse parses args into fs with ParseFlags, then fills every flag not given
+// on the command line from its environment variable, with the flag's own
+// parser, so a bad value in either place fails the same way. Usage lists the
+// variables.
 func Parse(fs *flag.FlagSet, args []string) error {
 	fs.VisitAll(func(f *flag.Flag) {
 		f.Usage += " (env " + EnvName(f.Name) + ")"
 	})
-	if err := fs.Parse(args); err != nil {
+	if err := ParseFlags(fs, args); err != nil {
 		return err
 	}
 	set := map[string]bool{}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"flag"
 	"io"
 	"strings"
@@ -32,5 +33,40 @@ func TestParseBadEnv(t *testing.T) {
 	err := Parse(fs, nil)
 	if err == nil || !strings.Contains(err.Error(), "INBOX_REPLICAS") {
 		t.Fatalf("err = %v, want one naming INBOX_REPLICAS", err)
+	}
+}
+
+func TestHelp(t *testing.T) {
+	for _, arg := range []string{"-h", "--help", "-help"} {
+		t.Run(arg, func(t *testing.T) {
+			var out strings.Builder
+			fs := flag.NewFlagSet("x", flag.ContinueOnError)
+			fs.SetOutput(&out)
+			fs.String("http-addr", "127.0.0.1:8000", "HTTP address")
+			Describe(fs, "x [flags]", "X does one thing well.", "x --http-addr 127.0.0.1:8001")
+			err := Parse(fs, []string{arg})
+			if !errors.Is(err, flag.ErrHelp) {
+				t.Fatalf("err = %v, want flag.ErrHelp", err)
+			}
+			for _, want := range []string{"usage: x [flags]\n\nX does one thing well.\n", "examples:\n  x --http-addr 127.0.0.1:8001\n", "-http-addr", "INBOX_HTTP_ADDR"} {
+				if !strings.Contains(out.String(), want) {
+					t.Errorf("help lacks %q:\n%s", want, out.String())
+				}
+			}
+		})
+	}
+}
+
+func TestParseMistakePrintsNothing(t *testing.T) {
+	var out strings.Builder
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	fs.SetOutput(&out)
+	fs.Int("replicas", 1, "replicas")
+	err := Parse(fs, []string{"--replicas", "three"})
+	if err == nil || errors.Is(err, flag.ErrHelp) || !strings.Contains(err.Error(), "-replicas") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("err = %v, want one line naming -replicas", err)
+	}
+	if out.Len() > 0 {
+		t.Errorf("a mistake printed %q; the command prints the error once", out.String())
 	}
 }

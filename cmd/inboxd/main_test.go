@@ -1,0 +1,31 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestHelp(t *testing.T) {
+	for _, arg := range []string{"-h", "--help"} {
+		var out strings.Builder
+		if err := run([]string{arg}, &out); err != nil {
+			t.Fatalf("inboxd %s: %v; help is not an error", arg, err)
+		}
+		for _, want := range []string{"usage: inboxd [flags]", "inboxd is the inbox server", "examples:\n  inboxd --demo", "-http-addr", "INBOX_HTTP_ADDR"} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("inboxd %s prints no %q:\n%s", arg, want, out.String())
+			}
+		}
+	}
+}
+
+func TestBadFlag(t *testing.T) {
+	var out strings.Builder
+	err := run([]string{"--no-such-flag"}, &out)
+	if err == nil || !strings.Contains(err.Error(), "-no-such-flag") {
+		t.Fatalf("err = %v, want one naming -no-such-flag", err)
+	}
+	if out.Len() > 0 {
+		t.Errorf("a mistake printed %q on stdout", out.String())
+	}
+}
