@@ -401,13 +401,37 @@ func (s *Store) Tail(ctx context.Context, from uint64, filters []string, fn func
 	}
 }
 
+// readBatch is how many events Read pulls at a time by default.
+const readBatch = 4096
+
+// ReadOption changes how Read reads.
+type ReadOption func(*readOptions)
+
+type readOptions struct {
+	batch int
+}
+
+// ReadBatch makes Read pull at most n events at a time (default 4096): for
+// a caller that stops after about n, so the stream does not send thousands
+// it will drop.
+func ReadBatch(n int) ReadOption { return func(o *readOptions) { o.batch = n } }
+
 // Read delivers the events with from <= seq <= to in stream order and returns
-// when it has passed to or the stream has nothing more: a bounded read (for
-// resume and replay) with no long-lived consumer behind it.
-func (s *Store) Read(ctx context.Context, from, to uint64, filters []string, fn func(Stored) error) error {
+// when it has passed to, the stream has nothing more, or fn returned an error
+// (returned as is): a bounded read (for resume and replay) with no
+// long-lived consumer behind it.
+func (s *Store) Read(ctx context.Context, from, to uint64, filters []string, fn func(Stored) error, opts ...ReadOption) error {
 	if to < from {
 		return nil
 	}
+	o := readOptions{batch: readBatch}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if span := to - from + 1; span < uint64(o.batch) {
+		o.batch = int(span) // never more than the range holds
+	}
+	o.batch = max(o.batch, 1)
 	cons, err := s.orderedFrom(ctx, from, filters)
 	if err != nil {
 		return err
@@ -419,7 +443,7 @@ func (s *Store) Read(ctx context.Context, from, to uint64, filters []string, fn 
 	if info.NumPending == 0 {
 		return nil
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(4096))
+	it, err := cons.Messages(jetstream.PullMaxMessages(o.batch))
 	if err != nil {
 		return fmt.Errorf("read %s from %d: %w", StreamName, from, err)
 	}

@@ -33,17 +33,31 @@ type Config struct {
 	// CloseGrace is how long a socket waits for the client's close frame
 	// after the server sent its own.
 	CloseGrace time.Duration
-	// ResumeTimeout bounds the stream read of one catch-up.
+	// ResumeTimeout bounds the stream reads of one catch-up page.
 	ResumeTimeout time.Duration
 	// MaxResumeFilters is the most subject filters one catch-up read uses;
-	// a user in more conversations is caught up from an unfiltered read,
-	// filtered in memory.
+	// a user in more conversations is caught up from several reads, each
+	// with a share of the filters, merged in stream order.
 	MaxResumeFilters int
+	// ResumePageEvents and ResumePageBytes bound one page of a catch-up:
+	// the events one read takes from the stream, and the bytes of the
+	// frames sent. A longer catch-up ends its page with SYNCED "more": true
+	// and the client resumes from there (docs/protocol.md).
+	ResumePageEvents int
+	ResumePageBytes  int
+	// ResumeBudgetBytes and ResumeBudgetRate are one socket's catch-up
+	// allowance, a bucket of bytes refilled at ResumeBudgetRate per second
+	// up to ResumeBudgetBytes. A catch-up draws what it sent (and a little
+	// for each event and read); a RESUME while the bucket is empty is
+	// answered with ERROR rate_limited.
+	ResumeBudgetBytes int
+	ResumeBudgetRate  float64
 	// Presence, if set, hears of a user's first socket opening and last
 	// closing on this node.
 	Presence Presence
 
-	goroutineReaders bool // tests: read every socket on its own goroutine, not the poller
+	goroutineReaders bool             // tests: read every socket on its own goroutine, not the poller
+	now              func() time.Time // tests: the clock of the catch-up budget
 }
 
 // Defaults for zero Config fields.
@@ -60,6 +74,10 @@ const (
 	DefaultCloseGrace        = 2 * time.Second
 	DefaultResumeTimeout     = 30 * time.Second
 	DefaultMaxResumeFilters  = 64
+	DefaultResumePageEvents  = 1000
+	DefaultResumePageBytes   = 1 << 20
+	DefaultResumeBudgetBytes = 8 << 20
+	DefaultResumeBudgetRate  = 256 << 10
 )
 
 func (c Config) withDefaults() Config {
@@ -80,12 +98,21 @@ func (c Config) withDefaults() Config {
 	set(&c.RateBurst, DefaultRateBurst)
 	set(&c.RateStrikes, DefaultRateStrikes)
 	set(&c.MaxResumeFilters, DefaultMaxResumeFilters)
+	set(&c.ResumePageEvents, DefaultResumePageEvents)
+	set(&c.ResumePageBytes, DefaultResumePageBytes)
+	set(&c.ResumeBudgetBytes, DefaultResumeBudgetBytes)
 	if c.RatePerSecond <= 0 {
 		c.RatePerSecond = DefaultRatePerSecond
+	}
+	if c.ResumeBudgetRate <= 0 {
+		c.ResumeBudgetRate = DefaultResumeBudgetRate
 	}
 	setD(&c.PingInterval, DefaultPingInterval)
 	setD(&c.WriteTimeout, DefaultWriteTimeout)
 	setD(&c.CloseGrace, DefaultCloseGrace)
 	setD(&c.ResumeTimeout, DefaultResumeTimeout)
+	if c.now == nil {
+		c.now = time.Now
+	}
 	return c
 }

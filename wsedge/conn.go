@@ -42,7 +42,11 @@ type conn struct {
 	syncBuf    []frame // live frames held back while catching up
 	writing    bool    // someone owns the write side
 	syncing    bool    // live frames go to syncBuf
-	closing    bool    // a close frame is queued or the reader is gone: queue nothing more
+	paused     bool    // between catch-up pages: live event frames are dropped
+	catching   bool    // a catch-up is admitted or running
+	budget     float64 // catch-up bytes the socket may still cost (resume.go)
+	budgetAt   time.Time
+	closing    bool // a close frame is queued or the reader is gone: queue nothing more
 	readerDone bool
 	handoff    chan struct{} // closed by the writer to hand the write side to a resuming reader
 	liveFrom   uint64        // every event after this was routed to the socket live
@@ -86,7 +90,7 @@ func (c *conn) carries(conv, job int64) bool {
 // cost a write(2) and no goroutine; the rest goes to the writer goroutine.
 func (c *conn) enqueue(f frame) {
 	c.mu.Lock()
-	if c.closing || (f.seq != 0 && f.seq <= c.minSeq) {
+	if c.closing || (f.seq != 0 && (c.paused || f.seq <= c.minSeq)) {
 		c.mu.Unlock()
 		return
 	}

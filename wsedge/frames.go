@@ -185,9 +185,12 @@ type jobStatusFrame struct {
 	Seq    uint64          `json:"seq"`
 }
 
+// syncedFrame ends a catch-up page; more says the catch-up is not over: the
+// client resumes from seq (docs/protocol.md).
 type syncedFrame struct {
 	Type string `json:"type"`
 	Seq  uint64 `json:"seq"`
+	More bool   `json:"more,omitempty"`
 }
 
 // createdAt formats an event time like the seed: RFC 3339, UTC, whole seconds.
@@ -248,8 +251,8 @@ func encodeUnread(conv, unread int64) frame {
 	return textFrame(kUnread, 0, unreadFrame{"UNREAD", conv, unread})
 }
 
-func encodeSynced(seq uint64) frame {
-	return textFrame(kSynced, 0, syncedFrame{"SYNCED", seq})
+func encodeSynced(seq uint64, more bool) frame {
+	return textFrame(kSynced, 0, syncedFrame{"SYNCED", seq, more})
 }
 
 func encodeAck(clientMsgID string, conv int64, seq uint64) frame {

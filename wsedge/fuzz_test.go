@@ -172,7 +172,7 @@ func (s *memStore) SubjectOf(_ context.Context, seq uint64) (string, error) {
 
 type nopReader struct{}
 
-func (nopReader) Read(context.Context, uint64, uint64, []string, func(eventstore.Stored) error) error {
+func (nopReader) Read(context.Context, uint64, uint64, []string, func(eventstore.Stored) error, ...eventstore.ReadOption) error {
 	return nil
 }
 

@@ -28,6 +28,9 @@ func (c *conn) handle(data []byte) {
 		if err == nil {
 			err = c.scope(&req)
 		}
+		if err == nil && req.op == inResume {
+			err = c.admitResume()
+		}
 	}
 	j := job{req: req, err: err}
 	idle := c.idle()

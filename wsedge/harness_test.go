@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -49,6 +50,8 @@ type nodeOptions struct {
 	// listen wraps the server's listener (the slow-consumer test shrinks
 	// the server's send buffers).
 	listen func(net.Listener) net.Listener
+	// reader wraps the store the hub reads catch-ups from.
+	reader func(*eventstore.Store) Reader
 }
 
 // eachReader runs test with the poller reading the sockets, then with a
@@ -76,7 +79,11 @@ func newNode(t testing.TB, o nodeOptions) *node {
 		t.Fatal(err)
 	}
 	m := metrics.New(metrics.Sources{})
-	hub := New(o.cfg, svc, verifier, store, m, testutil.Logger())
+	var reader Reader = store
+	if o.reader != nil {
+		reader = o.reader(store)
+	}
+	hub := New(o.cfg, svc, verifier, reader, m, testutil.Logger())
 
 	ctx, cancel := context.WithCancel(context.Background())
 	feedDone := make(chan struct{})
@@ -178,6 +185,7 @@ type client struct {
 	name   string
 	conn   *websocket.Conn
 	frames chan []byte
+	bytes  atomic.Int64 // payload bytes received
 	done   chan struct{}
 	err    error // set before done closes
 }
@@ -219,6 +227,7 @@ func (n *node) tryDial(t testing.TB, token, path string) (*client, *http.Respons
 				c.err = err
 				return
 			}
+			c.bytes.Add(int64(len(b)))
 			c.frames <- b
 		}
 	}()

@@ -40,7 +40,7 @@ import (
 // Reader reads a bounded range of the stream and tells its last sequence;
 // *eventstore.Store is one.
 type Reader interface {
-	Read(ctx context.Context, from, to uint64, filters []string, fn func(eventstore.Stored) error) error
+	Read(ctx context.Context, from, to uint64, filters []string, fn func(eventstore.Stored) error, opts ...eventstore.ReadOption) error
 	LastSeq(ctx context.Context) (uint64, error)
 }
 
@@ -362,8 +362,8 @@ func (h *Hub) register(c *conn, resume bool, since uint64) bool {
 	h.slots = (h.slots + 1) % pingSlices
 	c.liveFrom = h.lastSeq.Load()
 	if resume {
-		c.syncing = true
-		c.writing = true // the reader writes the catch-up itself
+		c.syncing, c.catching = true, true
+		c.writing = true // the worker writes the catch-up itself
 		c.minSeq = since
 	}
 	h.mu.Unlock()

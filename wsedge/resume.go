@@ -1,43 +1,116 @@
 package wsedge
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/gobwas/ws"
 
+	"inbox/chat"
 	"inbox/eventstore"
 )
 
-// Catch-up. A resuming socket was registered in the syncing state at liveFrom,
-// the last dispatched sequence, atomically with its registration: every event
-// after liveFrom reaches it live (held in syncBuf meanwhile), every event up to
-// liveFrom is read from the stream here. Then the held frames follow, then
-// SYNCED, then live frames: no gap and no duplicate.
+// Catch-up. A resuming socket is switched to syncing at liveFrom, the last
+// dispatched sequence, under the routing lock (at registration for ?since, in
+// resume for a RESUME frame): every event after liveFrom reaches it live (held
+// in syncBuf meanwhile), every event in (since, liveFrom] is read from the
+// stream here. Then the held frames follow, then SYNCED, then live frames: no
+// gap and no duplicate.
 //
-// Catch-up covers the conversations the user belongs to when it starts (a
-// conversation left in the meantime is announced by CONVERSATION_LEFT but its
-// earlier messages are not replayed), skips typing events (stale by then), and
-// uses subject filters unless there would be more than MaxResumeFilters.
+// One page at a time: a catch-up reads at most ResumePageEvents events per
+// read and sends at most about ResumePageBytes. A longer one ends its page
+// with SYNCED "more": true at the page's last sequence and the socket pauses:
+// live event frames are dropped (the next page reads them from the stream),
+// other frames flow. The client's next RESUME switches it to syncing again at
+// the then-current liveFrom. So memory stays bounded by the page, and order
+// holds.
+//
+// What a socket may replay is decided when each page starts, from membership
+// then (docs/security.md): the messages and receipts of the conversations
+// the user belongs to (a legacy chat socket: its conversation, if the user
+// still belongs to it; a job socket: its job's statuses, if the user follows
+// it), and the user's own joins and leaves of any conversation, each frame
+// carrying the members as of its event. Typing events are skipped (stale by
+// then). Reads are always filtered by subject; a user in many conversations
+// is read in batches of MaxResumeFilters filters, merged by sequence.
+//
+// One catch-up at a time per socket; a RESUME meanwhile is refused with
+// bad_request (admitResume). Each page draws what it cost from the socket's
+// budget; a RESUME while the budget is spent is refused with rate_limited.
 
-// resume handles a RESUME frame on a live socket: it takes the write side
-// from the writer once the queue is written, then catches up like ?since.
-// Events after liveFrom were already routed live, so only (since, liveFrom]
-// is read.
+// admitResume decides, on the reading side, whether a RESUME frame may run.
+func (c *conn) admitResume() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.catching {
+		return chat.Errorf(chat.CodeBadRequest, "a catch-up is already under way on this socket: resume again after its SYNCED")
+	}
+	if wait := c.budgetWaitLocked(c.hub.cfg.now()); wait > 0 {
+		return chat.Errorf(chat.CodeRateLimited, "catch-up budget spent: resume again in %s", wait.Round(100*time.Millisecond))
+	}
+	c.catching = true
+	return nil
+}
+
+// budgetWaitLocked refills the socket's catch-up budget and reports how long
+// until it is out of debt (0: a catch-up may start). c.mu must be held.
+func (c *conn) budgetWaitLocked(now time.Time) time.Duration {
+	cfg := &c.hub.cfg
+	if c.budgetAt.IsZero() {
+		c.budget = float64(cfg.ResumeBudgetBytes)
+	} else {
+		c.budget = min(float64(cfg.ResumeBudgetBytes), c.budget+cfg.ResumeBudgetRate*now.Sub(c.budgetAt).Seconds())
+	}
+	c.budgetAt = now
+	if c.budget > 0 {
+		return 0
+	}
+	return time.Duration((1 - c.budget) / cfg.ResumeBudgetRate * float64(time.Second))
+}
+
+// charge draws cost bytes from the socket's catch-up budget; it may go into debt.
+func (c *conn) charge(cost int) {
+	c.mu.Lock()
+	c.budgetWaitLocked(c.hub.cfg.now())
+	c.budget -= float64(cost)
+	c.mu.Unlock()
+}
+
+// Costs a catch-up draws from the budget besides the bytes it sends.
+const (
+	costPerRead  = 1 << 10 // one filtered stream read
+	costPerEvent = 64      // one event read, sent or not
+)
+
+// resume handles an admitted RESUME frame: it checks the request, switches
+// the socket to syncing at the last dispatched sequence, takes the write
+// side from the writer once the queue is written, then catches up from since
+// like ?since. Frames the socket already got live after since may come again:
+// the client asked for everything after since.
 func (c *conn) resume(since uint64) {
-	if err := c.hub.checkSince(c.hub.ctx, since); err != nil {
+	h := c.hub
+	if err := c.mayResume(since); err != nil {
+		c.mu.Lock()
+		c.catching = false
+		c.mu.Unlock()
 		c.replyError(err, request{})
 		return
 	}
+	h.mu.Lock()
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
+		h.mu.Unlock()
 		return
 	}
-	c.syncing = true
-	c.minSeq = max(c.minSeq, since)
+	c.liveFrom = h.lastSeq.Load()
+	c.syncing, c.paused = true, false
+	c.minSeq = since
 	var wait chan struct{}
 	if c.writing {
 		wait = make(chan struct{})
@@ -46,32 +119,62 @@ func (c *conn) resume(since uint64) {
 		c.writing = true
 	}
 	c.mu.Unlock()
+	h.mu.Unlock()
 	if wait != nil {
 		<-wait // the writer always ends: the queue drains or a write fails
 	}
 	c.catchUp(since)
 }
 
+// mayResume refuses a RESUME from a socket whose user is no longer in its
+// conversation or job, and a since beyond the stream.
+func (c *conn) mayResume(since uint64) error {
+	dir := c.hub.dir
+	switch {
+	case c.ep == epChat && !dir.IsMember(c.id, c.user):
+		return chat.Errorf(chat.CodeForbidden, "not a member of conversation %d", c.id)
+	case c.ep == epJob && !dir.IsJobMember(c.id, c.user):
+		return chat.Errorf(chat.CodeForbidden, "not a member of job %d", c.id)
+	}
+	return c.hub.checkSince(c.hub.ctx, since)
+}
+
 var errClosing = errors.New("socket closing")
 
-// catchUp writes the events in (since, liveFrom] for this socket, then the
-// held live frames and SYNCED, and gives the write side back. The caller
-// owns the write side and the socket is syncing.
+// catchUp writes one page of the events in (since, liveFrom] for this
+// socket, then either the held live frames and SYNCED (the last page) or
+// SYNCED with more (the socket pauses), and gives the write side back. The
+// caller owns the write side and the socket is syncing.
 func (c *conn) catchUp(since uint64) {
 	h := c.hub
-	if err := c.replay(since, c.liveFrom); err != nil && !errors.Is(err, errClosing) {
-		h.log.Warn("resume failed", "user_id", c.user, "since", since, "seq", c.liveFrom, "err", err)
+	upTo := c.liveFrom
+	end, err := c.replay(since, upTo)
+	if err != nil && !errors.Is(err, errClosing) {
+		h.log.Warn("resume failed", "user_id", c.user, "since", since, "seq", upTo, "err", err)
 		c.closeWith(ws.StatusInternalServerError, "resume failed; reconnect with since")
 	}
+	more := end < upTo
 	// Switch to live under the routing lock: no Dispatch is half done, so
 	// SYNCED's seq covers every event routed so far.
 	h.mu.Lock()
 	synced := max(h.lastSeq.Load(), c.minSeq)
 	c.mu.Lock()
-	c.syncing = false
-	if !c.closing {
+	c.syncing, c.catching = false, false
+	switch {
+	case c.closing:
+	case more:
+		// Paused until the next RESUME: the held event frames are read
+		// again then; the rest goes out.
+		c.paused = true
+		for _, f := range c.syncBuf {
+			if f.seq == 0 {
+				c.pending = append(c.pending, f)
+			}
+		}
+		c.pending = append(c.pending, encodeSynced(end, true))
+	default:
 		c.pending = append(c.pending, c.syncBuf...)
-		c.pending = append(c.pending, encodeSynced(synced))
+		c.pending = append(c.pending, encodeSynced(synced, false))
 	}
 	c.syncBuf = nil
 	if len(c.pending) > 0 {
@@ -87,114 +190,216 @@ func (c *conn) catchUp(since uint64) {
 // replayBatch is how many frames one catch-up write carries.
 const replayBatch = 64
 
-// replay reads (since, upTo] and writes this socket's frames directly.
-func (c *conn) replay(since, upTo uint64) error {
-	if since >= upTo {
-		return nil
-	}
-	h := c.hub
-	var convs []int64
+// replayItem is one frame of a page: ready, or (a membership event naming
+// the user, f.wire nil) decided once the conversation's membership at seq is
+// known.
+type replayItem struct {
+	seq  uint64
+	f    frame
+	conv int64
+}
+
+// replayScope is what one page of a catch-up may read.
+type replayScope struct {
+	filters []string
+	convs   []int64 // conversations whose messages and receipts are replayed, sorted
+}
+
+// replayScope reads membership now: see the comment at the top of this file.
+func (c *conn) replayScope() replayScope {
+	dir := c.hub.dir
+	var s replayScope
 	switch c.ep {
 	case epInbox:
-		convs = h.dir.Conversations(c.user)
+		// The user's own joins and leaves may be in any conversation,
+		// including one it has left since.
+		s.filters = []string{"inbox.conv.*." + string(eventstore.KindCreated), "inbox.conv.*." + string(eventstore.KindMember)}
+		s.convs = dir.Conversations(c.user)
 	case epChat:
-		convs = []int64{c.id}
+		s.filters = []string{eventstore.ConvSubject(c.id, eventstore.KindCreated), eventstore.ConvSubject(c.id, eventstore.KindMember)}
+		if dir.IsMember(c.id, c.user) {
+			s.convs = []int64{c.id}
+		}
+	case epJob:
+		if dir.IsJobMember(c.id, c.user) {
+			s.filters = []string{"inbox.job." + strconv.FormatInt(c.id, 10) + "." + string(eventstore.KindStatus)}
+		}
 	}
+	for _, id := range s.convs {
+		s.filters = append(s.filters, eventstore.ConvSubject(id, eventstore.KindMessage), eventstore.ConvSubject(id, eventstore.KindRead))
+	}
+	return s
+}
+
+// replay writes this socket's frames for one page of (since, upTo] directly
+// and returns the page's last sequence: upTo, or less if there is more.
+func (c *conn) replay(since, upTo uint64) (uint64, error) {
+	if since >= upTo {
+		return upTo, nil
+	}
+	h := c.hub
 	ctx, cancel := context.WithTimeout(h.ctx, h.cfg.ResumeTimeout)
 	defer cancel()
-	batch := make([]frame, 0, replayBatch)
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		err := c.write(batch)
-		batch = batch[:0]
-		return err
+	var cost int
+	items, end, err := c.readPage(ctx, since, upTo, c.replayScope(), &cost)
+	if err == nil {
+		items, err = c.resolveMembership(ctx, items, &cost)
 	}
-	n := 0
-	err := h.reader.Read(ctx, since+1, upTo, c.filters(convs), func(st eventstore.Stored) error {
-		f, ok := c.replayFrame(st, convs)
-		if !ok {
-			return nil
+	if err != nil {
+		c.charge(cost)
+		return 0, err
+	}
+	batch := make([]frame, 0, replayBatch)
+	for i, it := range items {
+		batch = append(batch, it.f)
+		cost += len(it.f.wire)
+		if len(batch) < replayBatch && i < len(items)-1 {
+			continue
 		}
 		if c.isClosing() {
-			return errClosing
+			err = errClosing
+			break
 		}
-		n++
-		batch = append(batch, f)
-		if len(batch) == replayBatch {
-			return flush()
+		if err = c.write(batch); err != nil {
+			break
 		}
-		return nil
-	})
-	if err == nil {
-		err = flush()
+		batch = batch[:0]
 	}
-	h.log.Debug("caught up", "user_id", c.user, "since", since, "seq", upTo, "frames", n, "err", err)
-	return err
+	c.charge(cost)
+	h.log.Debug("caught up", "user_id", c.user, "since", since, "seq", end, "more", end < upTo, "frames", len(items), "cost", cost, "err", err)
+	return end, err
 }
 
-// filters narrows a catch-up read to the socket's subjects.
-func (c *conn) filters(convs []int64) []string {
-	switch c.ep {
-	case epChat:
-		return []string{"inbox.conv." + strconv.FormatInt(c.id, 10) + ".>"}
-	case epJob:
-		return []string{"inbox.job." + strconv.FormatInt(c.id, 10) + ".status"}
+// errPageFull stops a read at the page bound.
+var errPageFull = errors.New("page full")
+
+// readPage reads the items of one page of (since, upTo]: each batch of
+// filters is read until the page bound, and the page ends at the lowest
+// sequence where a batch stopped, so every item up to it is in.
+func (c *conn) readPage(ctx context.Context, since, upTo uint64, s replayScope, cost *int) ([]replayItem, uint64, error) {
+	cfg := &c.hub.cfg
+	end := upTo
+	var items []replayItem
+	for fs := range slices.Chunk(s.filters, cfg.MaxResumeFilters) {
+		events, bytes := 0, 0
+		var last uint64
+		err := c.hub.reader.Read(ctx, since+1, end, fs, func(st eventstore.Stored) error {
+			events++
+			last = st.Seq
+			if it, ok := c.replayItem(st, s.convs); ok {
+				items = append(items, it)
+				bytes += max(len(it.f.wire), 256)
+			}
+			if events >= cfg.ResumePageEvents || bytes >= cfg.ResumePageBytes {
+				return errPageFull
+			}
+			return nil
+		}, eventstore.ReadBatch(cfg.ResumePageEvents))
+		*cost += costPerRead + costPerEvent*events
+		switch {
+		case errors.Is(err, errPageFull):
+			end = last // every later batch reads only up to here
+		case err != nil:
+			return nil, 0, err
+		}
 	}
-	if 2*len(convs)+2 > c.hub.cfg.MaxResumeFilters {
-		return nil // read everything and filter in replayFrame
-	}
-	fs := make([]string, 0, 2*len(convs)+2)
-	for _, id := range convs {
-		fs = append(fs, eventstore.ConvSubject(id, eventstore.KindMessage), eventstore.ConvSubject(id, eventstore.KindRead))
-	}
-	// Membership events of every conversation: the user may have joined or left one.
-	return append(fs, "inbox.conv.*."+string(eventstore.KindCreated), "inbox.conv.*."+string(eventstore.KindMember))
+	items = slices.DeleteFunc(items, func(it replayItem) bool { return it.seq > end })
+	slices.SortFunc(items, func(a, b replayItem) int { return cmp.Compare(a.seq, b.seq) })
+	return items, end, nil
 }
 
-// replayFrame is the frame this socket gets for a stored event, if any.
-// convs is sorted.
-func (c *conn) replayFrame(st eventstore.Stored, convs []int64) (frame, bool) {
+// replayItem is this socket's item for a stored event, if any. convs is sorted.
+func (c *conn) replayItem(st eventstore.Stored, convs []int64) (replayItem, bool) {
 	in := func(conv int64) bool {
 		_, ok := slices.BinarySearch(convs, conv)
 		return ok
 	}
+	it := replayItem{seq: st.Seq}
 	switch e := st.Event.(type) {
 	case *eventstore.Message:
 		if in(e.ConversationID) {
-			return encodeMessage(st.Seq, e), true
+			it.f = encodeMessage(st.Seq, e)
+			return it, true
 		}
 	case *eventstore.Read:
 		if in(e.ConversationID) {
-			return encodeRead(st.Seq, e), true
+			it.f = encodeRead(st.Seq, e)
+			return it, true
 		}
 	case *eventstore.Created:
-		if !c.carries(e.ConversationID, 0) {
-			break
-		}
-		members := make([]string, 0, len(e.Members))
-		mine := false
-		for _, m := range e.Members {
-			members = append(members, m.UserID)
-			mine = mine || m.UserID == c.user
-		}
-		if mine {
-			slices.Sort(members)
-			return encodeJoined(st.Seq, e.ConversationID, members), true
+		if c.carries(e.ConversationID, 0) && slices.ContainsFunc(e.Members, func(m eventstore.Member) bool { return m.UserID == c.user }) {
+			it.conv = e.ConversationID
+			return it, true
 		}
 	case *eventstore.MemberChanged:
-		if e.UserID != c.user || !c.carries(e.ConversationID, 0) {
-			break
+		if e.UserID == c.user && c.carries(e.ConversationID, 0) {
+			it.conv = e.ConversationID
+			return it, true
 		}
-		if e.Op == eventstore.OpRemove {
-			return encodeLeft(st.Seq, e.ConversationID), true
-		}
-		return encodeJoined(st.Seq, e.ConversationID, c.hub.dir.Members(e.ConversationID)), true
 	case *eventstore.JobStatus:
 		if c.carries(0, e.JobID) {
-			return encodeJobStatus(st.Seq, e), true
+			it.f = encodeJobStatus(st.Seq, e)
+			return it, true
 		}
 	}
-	return frame{}, false
+	return it, false
+}
+
+// resolveMembership turns the membership items of a page into the frames a
+// socket connected at the time got: CONVERSATION_JOINED with the members as
+// of that event, or CONVERSATION_LEFT, or nothing (a role change). It reads
+// the membership events of those conversations (few) from the start of the
+// stream and applies them to a scratch Directory, as the live feed did.
+func (c *conn) resolveMembership(ctx context.Context, items []replayItem, cost *int) ([]replayItem, error) {
+	upTo := map[int64]uint64{} // conversation -> its last membership item
+	want := map[uint64]int64{} // membership item -> its conversation
+	for _, it := range items {
+		if it.f.wire == nil {
+			upTo[it.conv] = max(upTo[it.conv], it.seq)
+			want[it.seq] = it.conv
+		}
+	}
+	if len(upTo) == 0 {
+		return items, nil
+	}
+	frames := make(map[uint64]frame, len(want))
+	scratch := chat.NewDirectory()
+	for batch := range slices.Chunk(slices.Sorted(maps.Keys(upTo)), max(1, c.hub.cfg.MaxResumeFilters/2)) {
+		var to uint64
+		fs := make([]string, 0, 2*len(batch))
+		for _, id := range batch {
+			to = max(to, upTo[id])
+			fs = append(fs, eventstore.ConvSubject(id, eventstore.KindCreated), eventstore.ConvSubject(id, eventstore.KindMember))
+		}
+		events := 0
+		err := c.hub.reader.Read(ctx, 1, to, fs, func(st eventstore.Stored) error {
+			events++
+			ch := scratch.Apply(st)
+			conv, ok := want[st.Seq]
+			switch {
+			case !ok:
+			case slices.Contains(ch.Joined, c.user):
+				frames[st.Seq] = encodeJoined(st.Seq, conv, ch.Members)
+			case slices.Contains(ch.Left, c.user):
+				frames[st.Seq] = encodeLeft(st.Seq, conv)
+			}
+			return nil
+		})
+		*cost += costPerRead + costPerEvent*events
+		if err != nil {
+			return nil, err
+		}
+	}
+	out := items[:0]
+	for _, it := range items {
+		if it.f.wire == nil {
+			f, ok := frames[it.seq]
+			if !ok {
+				continue // a role change: no frame live either
+			}
+			it.f = f
+		}
+		out = append(out, it)
+	}
+	return out, nil
 }
