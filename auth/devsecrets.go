@@ -9,6 +9,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"inbox/internal/private"
 )
 
 // DevSecretsFile is the file, in the data folder, holding the development
@@ -33,17 +35,21 @@ type DevSecrets struct {
 
 // LoadOrCreateDevSecrets returns the development secrets stored in
 // <dataDir>/dev-secrets.json, generating them (32 random bytes each, hex)
-// into a new file with mode 0600 the first time. It creates dataDir (0700)
-// if missing. Concurrent first calls agree on one set of secrets.
+// into a new file with mode 0600 the first time (an existing file readable
+// by others is tightened to 0600). It creates dataDir (0700) if missing.
+// Concurrent first calls agree on one set of secrets.
 func LoadOrCreateDevSecrets(dataDir string) (DevSecrets, error) {
 	if dataDir == "" {
 		return DevSecrets{}, errors.New("development secrets: no data folder given")
 	}
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+	if _, err := private.Dir(dataDir); err != nil {
 		return DevSecrets{}, fmt.Errorf("create data folder: %w", err)
 	}
 	s, err := LoadDevSecrets(dataDir)
 	if !errors.Is(err, ErrNoDevSecrets) {
+		if err == nil {
+			_, err = private.File(s.Path) // a copy made readable by others
+		}
 		return s, err
 	}
 
@@ -58,7 +64,7 @@ func LoadOrCreateDevSecrets(dataDir string) (DevSecrets, error) {
 	if err != nil {
 		return DevSecrets{}, fmt.Errorf("encode development secrets: %w", err)
 	}
-	switch err := createExclusive(s.Path, append(data, '\n')); {
+	switch err := private.WriteNew(s.Path, append(data, '\n')); {
 	case errors.Is(err, fs.ErrExist):
 		// Another process got there first: use its secrets.
 		return LoadDevSecrets(dataDir)
@@ -94,43 +100,4 @@ func randomHex(n int) (string, error) {
 		return "", fmt.Errorf("generate secret: %w", err)
 	}
 	return hex.EncodeToString(b), nil
-}
-
-// createExclusive writes data to a new file at path (mode 0600), all or
-// nothing: a temporary file is written and synced, then hard-linked into
-// place, which fails with fs.ErrExist if path already exists. Where hard
-// links are unsupported it falls back to a rename.
-func createExclusive(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp") // mode 0600
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Link(tmp, path); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return err
-		}
-		if err := os.Rename(tmp, path); err != nil {
-			return err
-		}
-	}
-	// Make the new directory entry durable; best effort.
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
 }

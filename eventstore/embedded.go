@@ -12,6 +12,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"inbox/internal/private"
 )
 
 // EmbeddedConfig configures the nats-server that inboxd embeds by default.
@@ -31,7 +33,7 @@ type EmbeddedConfig struct {
 
 // RunEmbedded starts a nats-server with JetStream and waits until it is ready.
 func RunEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
-	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+	if _, err := private.Dir(cfg.Dir); err != nil { // the stream is readable by the owner only
 		return nil, fmt.Errorf("create NATS data folder: %w", err)
 	}
 	if err := checkWritable(cfg.Dir); err != nil {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -23,6 +24,7 @@ import (
 	"inbox/chat"
 	"inbox/eventstore"
 	"inbox/httpapi"
+	"inbox/internal/private"
 	"inbox/metrics"
 	"inbox/presence"
 	"inbox/projections"
@@ -78,6 +80,7 @@ type Node struct {
 	debug    *http.Server
 	ln       net.Listener
 	secrets  auth.DevSecrets
+	loosened fs.FileMode // the data folder's mode before openData tightened it (0: it did not)
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	stopOnce sync.Once
@@ -184,7 +187,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			return nil, err
 		}
 	}
-	if n.secrets.Path != "" { // said once everything started, so a failed start stays one line
+	if n.loosened != 0 { // said once everything started, so a failed start stays one line
+		n.log.Warn("the data folder was readable by others: made it readable by its owner only", "folder", cfg.DataDir, "was", n.loosened, "now", n.loosened&^0o077)
+	}
+	if n.secrets.Path != "" {
 		n.log.Warn("DEVELOPMENT MODE: using generated secrets; set INBOX_JWT_SECRET (or INBOX_JWT_PUBLIC_KEY) and INBOX_ADMIN_TOKEN in production", "file", n.secrets.Path)
 	}
 	n.log.Info("inboxd ready", "http", n.HTTPAddr(), "nats", n.NATSURL(), "node", cfg.NodeID, "applied_seq", n.proj.Applied())
@@ -211,14 +217,17 @@ func profiles(s *projections.Snapshot) map[string]chat.Profile {
 	return out
 }
 
-// openData creates the data folder and locks it against a second inboxd.
+// openData creates the data folder (0700, or tightens it to that) and locks
+// it against a second inboxd.
 func (n *Node) openData() error {
 	if n.cfg.DataDir == "" {
 		return errors.New("no data folder configured")
 	}
-	if err := os.MkdirAll(n.cfg.DataDir, 0o755); err != nil {
+	was, err := private.Dir(n.cfg.DataDir)
+	if err != nil {
 		return fmt.Errorf("data folder: %w", err)
 	}
+	n.loosened = was
 	lock, err := lockFile(filepath.Join(n.cfg.DataDir, "inboxd.lock"))
 	if err != nil {
 		return fmt.Errorf("data folder %s: %w", n.cfg.DataDir, err)

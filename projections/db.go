@@ -10,11 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"sync/atomic"
 
 	_ "github.com/mattn/go-sqlite3" // database/sql driver "sqlite3"
 
 	"inbox/eventstore"
+	"inbox/internal/private"
 )
 
 // schemaVersion is stored in PRAGMA user_version. Version 2 added the
@@ -125,6 +127,9 @@ func Open(path string) (*DB, error) {
 func open(path, journal, sync string) (*DB, error) {
 	if path == "" {
 		return nil, errors.New("open projection database: empty path")
+	}
+	if err := ownerOnly(path); err != nil {
+		return nil, fmt.Errorf("open projection database %s: %w", path, err)
 	}
 	dsn := func(txlock string) string {
 		q := url.Values{}
@@ -251,4 +256,21 @@ func (db *DB) Path() string { return db.path }
 // Close closes the database.
 func (db *DB) Close() error {
 	return errors.Join(db.r.Close(), db.w.Close())
+}
+
+// ownerOnly makes the database file (created here if missing, so that
+// SQLite gives its -wal and -shm files the same mode) and its -wal and -shm
+// files readable by their owner only.
+func ownerOnly(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, private.FileMode)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if _, err := private.File(p); err != nil {
+			return err
+		}
+	}
+	return nil
 }

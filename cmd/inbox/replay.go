@@ -14,6 +14,7 @@ import (
 
 	"inbox/eventstore"
 	"inbox/internal/cli"
+	"inbox/internal/private"
 	"inbox/projections"
 )
 
@@ -46,7 +47,7 @@ and inboxd may run. Undecodable events are counted as skipped, never fatal.`,
 		if projections.Locked(lock) {
 			return fmt.Errorf("inboxd is running on %s (it holds %s): stop it first, or write elsewhere with --out", *dataDir, lock)
 		}
-		if err := os.MkdirAll(*dataDir, 0o755); err != nil {
+		if _, err := private.Dir(*dataDir); err != nil {
 			return fmt.Errorf("create data folder: %w", err)
 		}
 		target = fmt.Sprintf("%s.replay-%d", live, os.Getpid())
