@@ -65,11 +65,35 @@ type Appender interface {
 	Append(ctx context.Context, e eventstore.Event, opts ...eventstore.AppendOption) (uint64, error)
 }
 
-// MessageLocator says which subject a stream sequence was stored under, so a
-// read receipt can be checked against the stream itself; *eventstore.Store is one.
+// MessageLocator reads single events back from the stream: which subject a
+// sequence was stored under, so a read receipt can be checked against the
+// stream itself, and the event a deduplicated append points at;
+// *eventstore.Store is one.
 type MessageLocator interface {
 	SubjectOf(ctx context.Context, seq uint64) (string, error)
+	Get(ctx context.Context, seq uint64) (eventstore.Stored, error)
 }
+
+// ReadModel is what the service asks the read model: the durable record of
+// requests sent with an idempotency key, and which conversation a message is
+// in. On this build every node keeps a read model of the whole stream and its
+// projector (*projections.Projector) is one.
+type ReadModel interface {
+	// Covers reports whether the read model holds every event the stream
+	// stored before t.
+	Covers(ctx context.Context, t time.Time) (bool, error)
+	// KeyRecord returns the latest request recorded under k; found is false
+	// if there is none.
+	KeyRecord(ctx context.Context, k eventstore.Key) (rec eventstore.KeyRecord, found bool, err error)
+	// MessageConversations returns the last sequence the read model applied
+	// and the conversation of each of ids that is a message: an id at or
+	// below applied that is missing is not a message.
+	MessageConversations(ctx context.Context, ids []int64) (applied uint64, convs map[int64]int64, err error)
+}
+
+// DefaultIdempotencyWindow is how long a client's idempotency key is
+// remembered by default (Limits.IdempotencyWindow).
+const DefaultIdempotencyWindow = 24 * time.Hour
 
 // Limits bound what a client may send.
 type Limits struct {
@@ -79,6 +103,14 @@ type Limits struct {
 	TypingGap      time.Duration // at most one typing event per user and conversation per gap; a change of state sooner waits for it (default 1s)
 	TypingTTL      time.Duration // a typing start expires this long after it was sent (default eventstore.DefaultTypingTTL; the stream's per-message TTL)
 	SettleTimeout  time.Duration // how long an admin change waits to be visible locally (default 5s)
+	// IdempotencyWindow is how long a request sent with a key (client_msg_id,
+	// Idempotency-Key) is answered again instead of stored again (default
+	// DefaultIdempotencyWindow). It needs a read model (SetReadModel);
+	// without one a key lasts as long as the stream's duplicate window.
+	IdempotencyWindow time.Duration
+	// DuplicateWindow is the stream's Nats-Msg-Id window (default
+	// eventstore.DefaultDuplicateWindow; a node sets its store's).
+	DuplicateWindow time.Duration
 }
 
 func (l *Limits) defaults() {
@@ -103,12 +135,19 @@ func (l *Limits) defaults() {
 	if l.SettleTimeout <= 0 {
 		l.SettleTimeout = 5 * time.Second
 	}
+	if l.IdempotencyWindow <= 0 {
+		l.IdempotencyWindow = DefaultIdempotencyWindow
+	}
+	if l.DuplicateWindow <= 0 {
+		l.DuplicateWindow = eventstore.DefaultDuplicateWindow
+	}
 }
 
 // Service validates and appends.
 type Service struct {
 	store  Appender
 	locate MessageLocator
+	reads  ReadModel // nil: keys last the duplicate window, receipts are checked against the stream
 	dir    *Directory
 	limits Limits
 	now    func() time.Time
@@ -153,6 +192,11 @@ func NewService(store Appender, locate MessageLocator, dir *Directory, limits Li
 // event it appends by itself that fails). Call it before using the service.
 func (s *Service) SetLogger(l *slog.Logger) { s.log = l }
 
+// SetReadModel makes the service keep idempotency keys for
+// IdempotencyWindow and check read receipts against rm. Call it before
+// using the service.
+func (s *Service) SetReadModel(rm ReadModel) { s.reads = rm }
+
 // Directory is the service's membership directory.
 func (s *Service) Directory() *Directory { return s.dir }
 
@@ -171,25 +215,41 @@ type SendRequest struct {
 	ConversationID int64
 	Text           string
 	Type           string // TEXT (default), IMAGE, FILE
-	ClientMsgID    string // optional; a retry with the same id is stored once
+	ClientMsgID    string // optional idempotency key: see Send
 }
 
-// Send validates and appends a message, returning its id (stream sequence).
-func (s *Service) Send(ctx context.Context, from Sender, req SendRequest) (uint64, error) {
+// Sent is what Send stored, or found stored.
+type Sent struct {
+	ID             uint64 // the message's id: its stream sequence
+	ConversationID int64  // the conversation the message is in
+	Replayed       bool   // an earlier request with the same key stored it: nothing new was
+}
+
+// Send validates and appends a message.
+//
+// A ClientMsgID is an idempotency key scoped to the sender and the
+// conversation. A request with a key already used there within
+// IdempotencyWindow stores nothing: if it is the same request (type and
+// text) Send answers with the first one's message (Replayed), else with a
+// conflict error. The key is looked up in the read model, which holds it
+// once it has applied the first request; until then the stream's duplicate
+// window (Nats-Msg-Id) catches the retry, and a read model lagging too far
+// behind for that to hold answers unavailable.
+func (s *Service) Send(ctx context.Context, from Sender, req SendRequest) (Sent, error) {
 	if req.Type == "" {
 		req.Type = eventstore.TypeText
 	}
 	if err := s.checkText(req.Text); err != nil {
-		return 0, err
+		return Sent{}, err
 	}
 	if !eventstore.ValidMessageType(req.Type) {
-		return 0, Errorf(CodeBadRequest, "unknown message type %q (want TEXT, IMAGE or FILE)", req.Type)
+		return Sent{}, Errorf(CodeBadRequest, "unknown message type %q (want TEXT, IMAGE or FILE)", req.Type)
 	}
 	if len(req.ClientMsgID) > 128 {
-		return 0, Errorf(CodeBadRequest, "client_msg_id longer than 128 bytes")
+		return Sent{}, Errorf(CodeBadRequest, "client_msg_id longer than 128 bytes")
 	}
 	if err := s.checkMember(req.ConversationID, from.UserID); err != nil {
-		return 0, err
+		return Sent{}, err
 	}
 	name, avatar := from.Name, from.Avatar
 	if p, ok := s.dir.Profile(from.UserID); ok {
@@ -207,15 +267,90 @@ func (s *Service) Send(ctx context.Context, from Sender, req SendRequest) (uint6
 		MsgType:        req.Type,
 		ClientMsgID:    req.ClientMsgID,
 	}
-	var opts []eventstore.AppendOption
-	if req.ClientMsgID != "" {
-		opts = append(opts, eventstore.WithMsgID(MessageMsgID(from.UserID, req.ClientMsgID)))
+	var sent Sent
+	var err error
+	if k, ok := ev.Keyed(); ok {
+		sent, err = s.appendKeyed(ctx, ev, k)
+	} else {
+		sent.ConversationID = req.ConversationID
+		sent.ID, err = s.append(ctx, ev)
 	}
-	seq, err := s.append(ctx, ev, opts...)
-	if err == nil {
-		s.noteWrite(from.UserID, seq)
+	if err != nil {
+		return Sent{}, err
 	}
-	return seq, err
+	s.noteWrite(from.UserID, sent.ID)
+	return sent, nil
+}
+
+// appendKeyed appends ev, sent with key k, unless a request with k was
+// stored within the window: then it answers with that one (see Send).
+func (s *Service) appendKeyed(ctx context.Context, ev eventstore.KeyedEvent, k eventstore.Keyed) (Sent, error) {
+	if s.reads != nil {
+		// The lookup below is complete for every request stored before the
+		// read model's horizon; one stored after it is caught by the
+		// stream's duplicate window as long as the horizon is within half
+		// that window of now (the other half is for the append's own time
+		// and clock skew between nodes and the stream).
+		now := s.now()
+		covered, err := s.reads.Covers(ctx, now.Add(-s.limits.DuplicateWindow/2))
+		if err != nil {
+			return Sent{}, &Error{Code: CodeUnavailable, Msg: "the event stream did not answer; nothing was stored", Err: err}
+		}
+		if !covered {
+			return Sent{}, Errorf(CodeUnavailable, "this node's read model is behind the event stream, so a retry could not be told from a new request; nothing was stored, retry shortly")
+		}
+		rec, found, err := s.reads.KeyRecord(ctx, k.Key)
+		if err != nil {
+			return Sent{}, fmt.Errorf("look up idempotency key: %w", err)
+		}
+		if found && now.Sub(rec.At) < s.limits.IdempotencyWindow {
+			sent, err := s.replay(k, rec.Keyed, rec.Seq)
+			if err != nil {
+				return Sent{}, err
+			}
+			// The answer names the conversation the message itself is in, so
+			// the caller's check holds even against a wrong record.
+			_, convs, err := s.reads.MessageConversations(ctx, []int64{int64(rec.Seq)})
+			if err != nil {
+				return Sent{}, fmt.Errorf("look up message %d of idempotency key: %w", rec.Seq, err)
+			}
+			sent.ConversationID = convs[int64(rec.Seq)]
+			return sent, nil
+		}
+	}
+	var dup bool
+	seq, err := s.append(ctx, ev, eventstore.WithMsgID(k.MsgID()), eventstore.ReportDuplicate(&dup))
+	if err != nil {
+		return Sent{}, err
+	}
+	if !dup {
+		return Sent{ID: seq, ConversationID: k.ConversationID}, nil
+	}
+	// The stream already holds an event with this key's message id: compare
+	// it with this request.
+	st, err := s.locate.Get(ctx, seq)
+	if err != nil {
+		return Sent{}, &Error{Code: CodeUnavailable, Msg: "the event stream did not answer; nothing was stored", Err: err}
+	}
+	ke, ok := st.Event.(eventstore.KeyedEvent)
+	var stored eventstore.Keyed
+	if ok {
+		stored, ok = ke.Keyed()
+	}
+	if !ok || stored.Key != k.Key {
+		return Sent{}, fmt.Errorf("message id %s was deduplicated against seq %d (%s), which is not that key's request", k.MsgID(), seq, st.Subject)
+	}
+	return s.replay(k, stored, seq)
+}
+
+// replay answers a request with key k from the request stored at seq with
+// the same key: the same message, or a conflict if the request differs.
+func (s *Service) replay(k, stored eventstore.Keyed, seq uint64) (Sent, error) {
+	if stored.Op != k.Op || stored.Fingerprint != k.Fingerprint {
+		return Sent{}, Errorf(CodeConflict, "key %q was already used in conversation %d for a different request (message %d); nothing was stored: use a new key",
+			k.ClientKey, k.ConversationID, seq)
+	}
+	return Sent{ID: seq, ConversationID: stored.ConversationID, Replayed: true}, nil
 }
 
 // LastWrite is the sequence of user's latest acknowledged message or receipt on
@@ -236,10 +371,6 @@ func (s *Service) noteWrite(user string, seq uint64) {
 		}
 	}
 }
-
-// MessageMsgID is the Nats-Msg-Id of a message with a client_msg_id: scoped to
-// the sender, so two users' ids never collide.
-func MessageMsgID(user, clientMsgID string) string { return "m:" + user + ":" + clientMsgID }
 
 func (s *Service) checkText(text string) error {
 	if text == "" {
@@ -407,20 +538,29 @@ func (s *Service) Read(ctx context.Context, user string, conv int64, upTo int64,
 	if upTo != 0 {
 		check = append(check, upTo)
 	}
-	want := eventstore.ConvSubject(conv, eventstore.KindMessage)
-	mark := upTo
 	for _, id := range check {
 		if !eventstore.ValidID(id) {
 			return 0, Errorf(CodeBadRequest, "message id %d is not a positive integer up to %d (2^53−1)", id, int64(eventstore.MaxID))
 		}
-		subj, err := s.locate.SubjectOf(ctx, uint64(id))
-		if errors.Is(err, eventstore.ErrNotFound) {
-			return 0, Errorf(CodeNotFound, "message %d not found", id)
+	}
+	// Ids the read model has applied are checked in one query; only newer
+	// ones (sent since) are looked up in the stream, one by one.
+	var applied uint64
+	var convs map[int64]int64
+	if s.reads != nil {
+		var err error
+		if applied, convs, err = s.reads.MessageConversations(ctx, check); err != nil {
+			return 0, fmt.Errorf("check read receipt: %w", err)
 		}
+	}
+	want := eventstore.ConvSubject(conv, eventstore.KindMessage)
+	mark := upTo
+	for _, id := range check {
+		in, err := s.messageIn(ctx, id, conv, want, applied, convs)
 		if err != nil {
-			return 0, &Error{Code: CodeUnavailable, Msg: "the event stream did not answer", Err: err}
+			return 0, err
 		}
-		if subj != want {
+		if !in {
 			return 0, Errorf(CodeNotFound, "message %d is not in conversation %d", id, conv)
 		}
 		mark = max(mark, id)
@@ -430,6 +570,23 @@ func (s *Service) Read(ctx context.Context, user string, conv int64, upTo int64,
 		s.noteWrite(user, seq)
 	}
 	return seq, err
+}
+
+// messageIn reports whether message id is in conv: from convs if the read
+// model has applied id, else from the stream's subject for it (want).
+func (s *Service) messageIn(ctx context.Context, id, conv int64, want string, applied uint64, convs map[int64]int64) (bool, error) {
+	if uint64(id) <= applied {
+		c, ok := convs[id]
+		return ok && c == conv, nil
+	}
+	subj, err := s.locate.SubjectOf(ctx, uint64(id))
+	if errors.Is(err, eventstore.ErrNotFound) {
+		return false, Errorf(CodeNotFound, "message %d not found", id)
+	}
+	if err != nil {
+		return false, &Error{Code: CodeUnavailable, Msg: "the event stream did not answer", Err: err}
+	}
+	return subj == want, nil
 }
 
 // CreateConversation creates a conversation with id, or with the next free id

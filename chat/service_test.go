@@ -69,10 +69,10 @@ func TestSendValidation(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			seq, err := svc.Send(ctx, chat.Sender{UserID: tc.from}, tc.req)
+			sent, err := svc.Send(ctx, chat.Sender{UserID: tc.from}, tc.req)
 			if tc.code == "" {
-				if err != nil || seq == 0 {
-					t.Fatalf("Send = %d, %v; want stored", seq, err)
+				if err != nil || sent.ID == 0 {
+					t.Fatalf("Send = %+v, %v; want stored", sent, err)
 				}
 				return
 			}
@@ -95,15 +95,15 @@ func TestSendIdempotentPerSender(t *testing.T) {
 		t.Fatal(err)
 	}
 	again, err := svc.Send(ctx, chat.Sender{UserID: "a"}, req)
-	if err != nil || again != first {
-		t.Fatalf("retry = %d, %v; want %d", again, err, first)
+	if err != nil || again.ID != first.ID || !again.Replayed {
+		t.Fatalf("retry = %+v, %v; want %d again", again, err, first.ID)
 	}
 	other, err := svc.Send(ctx, chat.Sender{UserID: "b"}, req)
-	if err != nil || other == first {
-		t.Fatalf("another sender's c-1 = %d, %v; want a new message", other, err)
+	if err != nil || other.ID == first.ID {
+		t.Fatalf("another sender's c-1 = %+v, %v; want a new message", other, err)
 	}
-	if got := svc.LastWrite("a"); got != first {
-		t.Fatalf("LastWrite(a) = %d, want %d", got, first)
+	if got := svc.LastWrite("a"); got != first.ID {
+		t.Fatalf("LastWrite(a) = %d, want %d", got, first.ID)
 	}
 }
 
@@ -183,14 +183,15 @@ func TestReadChecksMessagesAgainstTheStream(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	m1, err := svc.Send(ctx, chat.Sender{UserID: "a"}, chat.SendRequest{ConversationID: 1, Text: "one"})
+	s1, err := svc.Send(ctx, chat.Sender{UserID: "a"}, chat.SendRequest{ConversationID: 1, Text: "one"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	m2, err := svc.Send(ctx, chat.Sender{UserID: "a"}, chat.SendRequest{ConversationID: 2, Text: "two"})
+	s2, err := svc.Send(ctx, chat.Sender{UserID: "a"}, chat.SendRequest{ConversationID: 2, Text: "two"})
 	if err != nil {
 		t.Fatal(err)
 	}
+	m1, m2 := s1.ID, s2.ID
 	tests := []struct {
 		name string
 		upTo int64

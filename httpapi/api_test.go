@@ -224,8 +224,9 @@ func TestSendAndReadYourWrites(t *testing.T) {
 	// A message sent by chat.Service directly (as the socket does) is seen
 	// by the sender's next GET.
 	for i := range 20 {
-		seq, err := n.svc.Send(context.Background(), chat.Sender{UserID: "u2", Name: "Two"},
+		sent, err := n.svc.Send(context.Background(), chat.Sender{UserID: "u2", Name: "Two"},
 			chat.SendRequest{ConversationID: conv, Text: fmt.Sprintf("from the socket %d", i)})
+		seq := sent.ID
 		if err != nil {
 			t.Fatal(err)
 		}

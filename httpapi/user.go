@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 
 	"inbox/chat"
@@ -16,7 +17,8 @@ const (
 )
 
 // IdempotencyHeader carries a send's client_msg_id: a retry with the same key
-// stores nothing new and answers with the first send's message.
+// in the same conversation stores nothing new and answers with the first
+// send's message; the same key with another message is 409 conflict.
 const IdempotencyHeader = "Idempotency-Key"
 
 // catchUp waits, at most ConsistencyWait, for the projection to apply seq.
@@ -127,14 +129,21 @@ func (a *api) sendMessage(w http.ResponseWriter, r *http.Request) error {
 		from.Avatar = &c.Picture
 	}
 	key := r.Header.Get(IdempotencyHeader)
-	seq, err := a.svc.Send(r.Context(), from, chat.SendRequest{
+	sent, err := a.svc.Send(r.Context(), from, chat.SendRequest{
 		ConversationID: conv, Text: req.Message, Type: req.Type, ClientMsgID: key,
 	})
 	if err != nil {
 		return err
 	}
-	annotate(r, "seq", seq)
-	return a.answerMessage(w, r, conv, seq)
+	if sent.ConversationID != conv {
+		// Never answer with another conversation's message.
+		return fmt.Errorf("send to conversation %d answered with message %d of conversation %d", conv, sent.ID, sent.ConversationID)
+	}
+	annotate(r, "seq", sent.ID)
+	if sent.Replayed {
+		annotate(r, "replayed", true)
+	}
+	return a.answerMessage(w, r, conv, sent.ID)
 }
 
 // stored is the answer to a POST whose event is stored but not yet readable

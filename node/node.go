@@ -56,7 +56,11 @@ type Config struct {
 	// users offline on every other node within about PresenceNodeTTL.
 	PresenceHeartbeat time.Duration
 	PresenceNodeTTL   time.Duration
-	Logger            *slog.Logger
+	// DuplicateWindow is the stream's Nats-Msg-Id window (zero:
+	// eventstore.DefaultDuplicateWindow). Idempotency keys outlive it through
+	// the read model (Limits.IdempotencyWindow).
+	DuplicateWindow time.Duration
+	Logger          *slog.Logger
 }
 
 // Node is a running inboxd.
@@ -120,7 +124,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.openNATS(ctx); err != nil {
 		return nil, err
 	}
-	if n.store, err = eventstore.Open(ctx, eventstore.Config{Conn: n.nc, Replicas: cfg.Replicas, Logger: n.log.With("component", "eventstore")}); err != nil {
+	if n.store, err = eventstore.Open(ctx, eventstore.Config{
+		Conn: n.nc, Replicas: cfg.Replicas, DuplicateWindow: cfg.DuplicateWindow, Logger: n.log.With("component", "eventstore"),
+	}); err != nil {
 		return nil, err
 	}
 	if n.db, err = projections.Open(filepath.Join(cfg.DataDir, "inbox.db")); err != nil {
@@ -136,6 +142,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if limits.TypingTTL <= 0 {
 		limits.TypingTTL = n.store.TypingTTL() // a typing start expires with its event
 	}
+	limits.DuplicateWindow = n.store.DuplicateWindow()
 	n.proj = projections.NewProjector(n.db, n.store, cfg.NodeID, n.log)
 	n.metrics = metrics.New(metrics.Sources{
 		Skipped: func() float64 { return float64(n.proj.Skipped()) },
@@ -143,6 +150,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	})
 	n.svc = chat.NewService(countingAppender{n.store, n.metrics}, n.store, n.dir, limits)
 	n.svc.SetLogger(n.log.With("component", "chat"))
+	n.svc.SetReadModel(n.proj) // the durable idempotency record, and receipts checked in one query
+	n.proj.KeyWindow = n.svc.Limits().IdempotencyWindow
 	if err := n.startPresence(ctx); err != nil {
 		return nil, err
 	}

@@ -170,6 +170,11 @@ func (s *memStore) SubjectOf(_ context.Context, seq uint64) (string, error) {
 	return "", eventstore.ErrNotFound
 }
 
+// Get finds nothing: memStore never reports a duplicate, so Send never asks.
+func (s *memStore) Get(context.Context, uint64) (eventstore.Stored, error) {
+	return eventstore.Stored{}, eventstore.ErrNotFound
+}
+
 type nopReader struct{}
 
 func (nopReader) Read(context.Context, uint64, uint64, []string, func(eventstore.Stored) error, ...eventstore.ReadOption) error {

@@ -1,6 +1,8 @@
 package wsedge
 
 import (
+	"fmt"
+
 	"github.com/gobwas/ws"
 
 	"inbox/chat"
@@ -121,15 +123,19 @@ func (c *conn) act(j job) {
 	svc := c.hub.svc
 	switch req.op {
 	case inMessage:
-		seq, err := svc.Send(ctx, c.sender, chat.SendRequest{
+		sent, err := svc.Send(ctx, c.sender, chat.SendRequest{
 			ConversationID: req.ConversationID, Text: *req.Message, Type: req.Type, ClientMsgID: req.ClientMsgID,
 		})
+		if err == nil && sent.ConversationID != req.ConversationID {
+			// Never acknowledge with another conversation's message.
+			err = fmt.Errorf("send to conversation %d answered with message %d of conversation %d", req.ConversationID, sent.ID, sent.ConversationID)
+		}
 		if err != nil {
 			c.replyError(err, req)
 			return
 		}
 		if req.ClientMsgID != "" {
-			c.enqueue(encodeAck(req.ClientMsgID, req.ConversationID, seq))
+			c.enqueue(encodeAck(req.ClientMsgID, sent.ConversationID, sent.ID))
 		}
 	case inTyping:
 		ev := j.typing

@@ -156,10 +156,11 @@ func (n *node) settle(t testing.TB, seq uint64) {
 // send appends a message as user, bypassing any socket.
 func (n *node) send(t testing.TB, user string, conv int64, text string) uint64 {
 	t.Helper()
-	seq, err := n.svc.Send(context.Background(), chat.Sender{UserID: user}, chat.SendRequest{ConversationID: conv, Text: text})
+	sent, err := n.svc.Send(context.Background(), chat.Sender{UserID: user}, chat.SendRequest{ConversationID: conv, Text: text})
 	if err != nil {
 		t.Fatalf("send to %d as %s: %v", conv, user, err)
 	}
+	seq := sent.ID
 	n.settle(t, seq)
 	return seq
 }

@@ -219,11 +219,11 @@ func TestResumeAmplification(t *testing.T) {
 	text := strings.Repeat("x", 1000)
 	var sent []uint64
 	for range 1600 {
-		seq, err := n.svc.Send(context.Background(), chat.Sender{UserID: "alice"}, chat.SendRequest{ConversationID: 1, Text: text})
+		msg, err := n.svc.Send(context.Background(), chat.Sender{UserID: "alice"}, chat.SendRequest{ConversationID: 1, Text: text})
 		if err != nil {
 			t.Fatal(err)
 		}
-		sent = append(sent, seq)
+		sent = append(sent, msg.ID)
 	}
 	n.settle(t, sent[len(sent)-1])
 	b := n.dial(t, "bob", "/ws/inbox/")
@@ -316,14 +316,14 @@ func TestResumeManyConversationsFiltered(t *testing.T) {
 	var last uint64
 	for i := range 550 {
 		conv := int64(1 + i%110)
-		seq, err := n.svc.Send(ctx, chat.Sender{UserID: "alice"}, chat.SendRequest{ConversationID: conv, Text: fmt.Sprint("m", i)})
+		msg, err := n.svc.Send(ctx, chat.Sender{UserID: "alice"}, chat.SendRequest{ConversationID: conv, Text: fmt.Sprint("m", i)})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if conv <= 100 {
-			want = append(want, seq)
+			want = append(want, msg.ID)
 		}
-		last = seq
+		last = msg.ID
 	}
 	n.settle(t, last)
 

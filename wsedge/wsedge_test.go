@@ -370,7 +370,8 @@ func TestResumeUnderTraffic(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		for i := 0; !stop.Load(); i++ {
-			seq, err := n.svc.Send(context.Background(), chat.Sender{UserID: "alice"}, chat.SendRequest{ConversationID: int64(1 + i%2), Text: fmt.Sprint("m", i)})
+			msg, err := n.svc.Send(context.Background(), chat.Sender{UserID: "alice"}, chat.SendRequest{ConversationID: int64(1 + i%2), Text: fmt.Sprint("m", i)})
+			seq := msg.ID
 			if err != nil {
 				t.Errorf("send: %v", err)
 				return

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"inbox/auth"
+	"inbox/chat"
 	"inbox/internal/cli"
 	"inbox/node"
 )
@@ -72,6 +73,8 @@ func run(args []string, stdout io.Writer) error {
 	fs.StringVar(&cfg.AdminToken, "admin-token", "", "bearer token of the service API (default: generated into the data folder)")
 	fs.StringVar(&origins, "allowed-origins", "", "comma-separated origins allowed to authenticate with the inbox_token cookie")
 	fs.IntVar(&cfg.Limits.MaxText, "max-text", 4000, "longest message text, in characters")
+	fs.DurationVar(&cfg.Limits.IdempotencyWindow, "idempotency-window", chat.DefaultIdempotencyWindow,
+		"how long a client_msg_id or Idempotency-Key is remembered per user and conversation: a retry within it is answered, not stored again")
 	fs.IntVar(&cfg.Edge.MaxSocketsPerUser, "max-sockets-per-user", 16, "open sockets one user may hold on this node")
 	fs.IntVar(&cfg.Edge.QueueFrames, "socket-queue", 256, "frames queued for one socket before it is closed as too slow (4013)")
 	fs.Float64Var(&cfg.Edge.RatePerSecond, "rate", 20, "frames per second one socket may send (burst: twice that)")
@@ -95,6 +98,8 @@ func run(args []string, stdout io.Writer) error {
 		return fmt.Errorf("--replicas %d: must be 1 to 5", cfg.Replicas)
 	case cfg.Limits.MaxText < 1:
 		return fmt.Errorf("--max-text %d: must be positive", cfg.Limits.MaxText)
+	case cfg.Limits.IdempotencyWindow <= 0:
+		return fmt.Errorf("--idempotency-window %s: must be positive", cfg.Limits.IdempotencyWindow)
 	case cfg.Edge.MaxSocketsPerUser < 1:
 		return fmt.Errorf("--max-sockets-per-user %d: must be positive", cfg.Edge.MaxSocketsPerUser)
 	case cfg.Edge.QueueFrames < 1:
