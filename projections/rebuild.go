@@ -23,16 +23,29 @@ type Stats struct {
 	Duration time.Duration
 }
 
+// Rate is the events read per second of Duration.
+func (s Stats) Rate() float64 {
+	if s.Duration <= 0 {
+		return 0
+	}
+	return float64(s.Events) / s.Duration.Seconds()
+}
+
 // Rebuild builds a fresh projection database at outPath (which must not
 // exist) from stream sequence 1 up to the stream's current last sequence.
-// progress, if set, is called after each batch with the events done so far
-// and the total expected.
+// progress, if set, is called after each batch with the events read so far
+// (Stats.Events when it is done) and the events the stream held up to there
+// when the rebuild began (sequences minus deleted ones: expired typing events
+// leave gaps, and more may expire while it runs).
 func Rebuild(ctx context.Context, store *eventstore.Store, outPath string, progress func(done, total uint64)) (Stats, error) {
+	start := time.Now()
 	last, err := store.LastSeq(ctx)
 	if err != nil {
 		return Stats{}, err
 	}
-	return RebuildTo(ctx, store, outPath, last, progress)
+	stats, err := RebuildTo(ctx, store, outPath, last, progress)
+	stats.Duration = time.Since(start)
+	return stats, err
 }
 
 // RebuildTo is Rebuild up to sequence upTo: verify compares a rebuild with a
@@ -84,6 +97,13 @@ func RebuildTo(ctx context.Context, store *eventstore.Store, outPath string, upT
 func load(ctx context.Context, store *eventstore.Store, db *DB, from, upTo uint64, progress func(done, total uint64), stats *Stats) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var total uint64
+	if progress != nil {
+		var err error
+		if total, err = stored(ctx, store, from, upTo); err != nil {
+			return err
+		}
+	}
 	batches := make(chan []eventstore.Stored, 2)
 	free := make(chan []eventstore.Stored, 3)
 	var readErr error
@@ -131,7 +151,7 @@ func load(ctx context.Context, store *eventstore.Store, db *DB, from, upTo uint6
 		}
 		stats.Events += uint64(len(b))
 		if progress != nil {
-			progress(b[len(b)-1].Seq, upTo)
+			progress(stats.Events, total)
 		}
 		clear(b) // drop the decoded events before the slice is reused
 		select {
@@ -141,6 +161,22 @@ func load(ctx context.Context, store *eventstore.Store, db *DB, from, upTo uint6
 	}
 	wg.Wait()
 	return readErr
+}
+
+// stored is at most the number of events stored from..upTo: the stream's
+// message count, or the range's length if that is less. It is exact when the
+// range covers the whole stream.
+func stored(ctx context.Context, store *eventstore.Store, from, upTo uint64) (uint64, error) {
+	info, err := store.Stream().Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s info: %w", eventstore.StreamName, err)
+	}
+	st := info.State
+	from = max(from, st.FirstSeq)
+	if st.Msgs == 0 || upTo < from {
+		return 0, nil
+	}
+	return min(st.Msgs, upTo-from+1), nil
 }
 
 // removeDB deletes a database file with its WAL and shared-memory files.

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"inbox/bench"
@@ -21,7 +20,7 @@ import (
 //	inbox bench --mode idle --users 19000 --convs-per-user 10 --hold 30s
 //
 // The table goes to stderr, one JSON line with every figure to stdout.
-func benchCmd(ctx context.Context, args []string, stdout io.Writer) error {
+func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("inbox bench", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	var cfg bench.Config
@@ -84,15 +83,15 @@ JSON line with every figure on stdout.`,
 		}
 	}
 	if !quiet {
-		cfg.Log, cfg.Progress = os.Stderr, true
+		cfg.Log, cfg.Progress = stderr, true
 	}
 	rep, err := bench.Run(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	if !quiet {
-		fmt.Fprintln(os.Stderr)
-		if err := rep.WriteTable(os.Stderr); err != nil {
+		fmt.Fprintln(stderr)
+		if err := rep.WriteTable(stderr); err != nil {
 			return err
 		}
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 )
@@ -10,7 +11,7 @@ import (
 func TestHelp(t *testing.T) {
 	for _, args := range [][]string{{"help"}, {"-h"}, {"--help"}} {
 		var out strings.Builder
-		if err := run(context.Background(), args, &out); err != nil {
+		if err := run(context.Background(), args, &out, io.Discard); err != nil {
 			t.Fatalf("inbox %s: %v; help is not an error", args[0], err)
 		}
 		for _, want := range []string{"usage: inbox <command>", "inbox is the operator CLI", "examples:", "replay", "verify", "token", "bench"} {
@@ -22,7 +23,7 @@ func TestHelp(t *testing.T) {
 	for _, c := range commands {
 		for _, flag := range []string{"-h", "--help"} {
 			var out strings.Builder
-			if err := run(context.Background(), []string{c.name, flag}, &out); err != nil {
+			if err := run(context.Background(), []string{c.name, flag}, &out, io.Discard); err != nil {
 				t.Fatalf("inbox %s %s: %v; help is not an error", c.name, flag, err)
 			}
 			for _, want := range []string{"usage: inbox " + c.name, "examples:\n  inbox " + c.name, "flags:\n  -"} {
@@ -48,7 +49,7 @@ func TestUsageErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out strings.Builder
-			err := run(context.Background(), tc.args, &out)
+			err := run(context.Background(), tc.args, &out, io.Discard)
 			if err == nil || !strings.Contains(err.Error(), tc.want) || errors.As(err, new(usageError)) != tc.badUsage {
 				t.Fatalf("err = %v, want one containing %q (usage error: %v)", err, tc.want, tc.badUsage)
 			}

@@ -24,7 +24,7 @@ import (
 //
 // Without --out the new database replaces <data>/inbox.db, which requires
 // inboxd to be stopped.
-func replayCmd(ctx context.Context, args []string, stdout io.Writer) error {
+func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("inbox replay", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	cli.Describe(fs, "inbox replay [flags]", `
@@ -58,10 +58,14 @@ and inboxd may run. Undecodable events are counted as skipped, never fatal.`,
 	}
 	defer closeStore()
 
-	bar := newBar("replay")
-	stats, err := projections.Rebuild(ctx, store, target, barProgress(bar))
-	bar.Finish()
-	fmt.Fprintln(os.Stderr)
+	bar := newBar(stderr, "replay")
+	stats, err := projections.Rebuild(ctx, store, target, bar.progress)
+	if err == nil {
+		bar.finish(&stats)
+	} else {
+		bar.finish(nil)
+	}
+	fmt.Fprintln(stderr)
 	if err != nil {
 		return err
 	}
@@ -78,7 +82,7 @@ and inboxd may run. Undecodable events are counted as skipped, never fatal.`,
 	}
 	fmt.Fprintf(stdout, "rebuilt %s: %d events up to sequence %d (%d skipped) in %s, %.0f events/s\n",
 		target, stats.Events, stats.LastSeq, stats.Skipped, stats.Duration.Round(time.Millisecond),
-		float64(stats.Events)/stats.Duration.Seconds())
+		stats.Rate())
 	return nil
 }
 
@@ -126,26 +130,50 @@ func openStore(ctx context.Context, dataDir, url, name string) (*eventstore.Stor
 	return store, func() { nc.Close(); cleanup() }, nil
 }
 
-// newBar is a progress bar on stderr with rate and ETA; its maximum is set
-// by the first progress report.
-func newBar(what string) *progressbar.ProgressBar {
-	return progressbar.NewOptions64(-1,
+// rebuildBar shows a rebuild's progress on a terminal: events read of those
+// expected, elapsed time and ETA, and the rate the summary line reports,
+// events read over the time since the rebuild began. (The bar's own rate
+// counted from its first report, after the first batch, so it disagreed.)
+type rebuildBar struct {
+	bar   *progressbar.ProgressBar
+	what  string
+	start time.Time
+}
+
+// newBar starts a bar on w; call it right before the rebuild. Its maximum is
+// set by the first progress report.
+func newBar(w io.Writer, what string) *rebuildBar {
+	b := &rebuildBar{what: what, start: time.Now()}
+	b.bar = progressbar.NewOptions64(-1,
 		progressbar.OptionSetDescription(what),
-		progressbar.OptionSetWriter(os.Stderr),
+		progressbar.OptionSetWriter(w),
 		progressbar.OptionShowCount(),
-		progressbar.OptionShowIts(),
-		progressbar.OptionSetItsString("events"),
 		progressbar.OptionSetPredictTime(true),
 		progressbar.OptionThrottle(100*time.Millisecond),
 	)
+	b.bar.StartWithoutRender()
+	return b
 }
 
-// barProgress adapts a bar to a rebuild's progress callback.
-func barProgress(bar *progressbar.ProgressBar) func(done, total uint64) {
-	return func(done, total uint64) {
-		if bar.GetMax64() != int64(total) {
-			bar.ChangeMax64(int64(total))
-		}
-		bar.Set64(int64(done))
+// progress is the rebuild's progress callback.
+func (b *rebuildBar) progress(done, total uint64) {
+	if total = max(total, done); b.bar.GetMax64() != int64(total) {
+		b.bar.ChangeMax64(int64(total))
 	}
+	b.bar.Describe(b.label(float64(done) / time.Since(b.start).Seconds()))
+	b.bar.Set64(int64(done))
+}
+
+// finish fills the bar. Given the rebuild's stats, it shows their count and
+// rate, as the summary line does.
+func (b *rebuildBar) finish(stats *projections.Stats) {
+	if stats != nil && stats.Events > 0 {
+		b.bar.ChangeMax64(int64(stats.Events))
+		b.bar.Describe(b.label(stats.Rate()))
+	}
+	b.bar.Finish()
+}
+
+func (b *rebuildBar) label(rate float64) string {
+	return fmt.Sprintf("%s (%.0f events/s)", b.what, rate)
 }

@@ -20,7 +20,7 @@ import (
 // It signs with INBOX_JWT_SECRET if set, with --key (a PEM private key) if
 // given, and otherwise with the development secret inboxd generated into the
 // data folder.
-func tokenCmd(ctx context.Context, args []string, stdout io.Writer) error {
+func tokenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("inbox token", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	dataDir := os.Getenv("INBOX_DATA")

@@ -22,7 +22,7 @@ var errDifferences = errors.New("the live read model differs from a rebuild")
 //	inbox verify [--data DIR] [--nats-url URL]
 //
 // It prints every difference and fails when there is any.
-func verifyCmd(ctx context.Context, args []string, stdout io.Writer) error {
+func verifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("inbox verify", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	cli.Describe(fs, "inbox verify [flags]", `
@@ -56,10 +56,10 @@ rebuild follows the live database while it moves on.`,
 	}
 	defer os.RemoveAll(scratch)
 
-	bar := newBar("verify")
-	diffs, err := projections.Verify(ctx, store, db, filepath.Join(scratch, "inbox.db"), barProgress(bar))
-	bar.Finish()
-	fmt.Fprintln(os.Stderr)
+	bar := newBar(stderr, "verify")
+	diffs, err := projections.Verify(ctx, store, db, filepath.Join(scratch, "inbox.db"), bar.progress)
+	bar.finish(nil)
+	fmt.Fprintln(stderr)
 	if err != nil {
 		return err
 	}
