@@ -361,8 +361,8 @@ func TestSendRefused(t *testing.T) {
 		{"syntax error", "", `{"message" "x"}`, nil, 400, chat.CodeBadRequest, "not valid JSON at byte"},
 		{"not an object", "", `["hi"]`, nil, 400, chat.CodeBadRequest, "JSON object"},
 		{"unknown field", "", `{"message":"hi","conversation_id":1}`, nil, 400, chat.CodeBadRequest, `unknown field "conversation_id"`},
-		{"trailing data", "", `{"message":"hi"} {"message":"again"}`, nil, 400, chat.CodeBadRequest, "after the JSON object"},
-		{"trailing garbage", "", `{"message":"hi"}x`, nil, 400, chat.CodeBadRequest, "after the JSON object"},
+		{"trailing data", "", `{"message":"hi"} {"message":"again"}`, nil, 400, chat.CodeBadRequest, "after the JSON value"},
+		{"trailing garbage", "", `{"message":"hi"}x`, nil, 400, chat.CodeBadRequest, "after the JSON value"},
 		{"message wrong type", "", `{"message":5}`, nil, 400, chat.CodeBadRequest, `field "message" must be a string`},
 		{"type wrong type", "", `{"message":"hi","type":true}`, nil, 400, chat.CodeBadRequest, `field "type" must be a string`},
 		{"empty message", "", `{"message":""}`, nil, 400, chat.CodeBadRequest, "empty"},
@@ -486,10 +486,10 @@ func TestAdminConversations(t *testing.T) {
 		{"id as string", `{"id":"5","members":[{"user_id":"u1","role":"client"}]}`, 400, `field "id" must be an integer`},
 		{"id fractional", `{"id":1.5,"members":[{"user_id":"u1","role":"client"}]}`, 400, `field "id" must be an integer`},
 		{"members not an array", `{"members":{"user_id":"u1"}}`, 400, `field "members" must be an array`},
-		{"member id a number", `{"members":[{"user_id":7,"role":"client"}]}`, 400, `field "members.user_id" must be a string`},
+		{"member id a number", `{"members":[{"user_id":7,"role":"client"}]}`, 400, `field "members[0].user_id" must be a string`},
 		{"unknown field", `{"members":[{"user_id":"u1","role":"client"}],"title":"x"}`, 400, `unknown field "title"`},
-		{"unknown member field", `{"members":[{"user_id":"u1","role":"client","admin":true}]}`, 400, `unknown field "admin"`},
-		{"trailing data", `{"members":[{"user_id":"u1","role":"client"}]}]`, 400, "after the JSON object"},
+		{"unknown member field", `{"members":[{"user_id":"u1","role":"client","admin":true}]}`, 400, `unknown field "members[0].admin"`},
+		{"trailing data", `{"members":[{"user_id":"u1","role":"client"}]}]`, 400, "after the JSON value"},
 		{"too large", `{"members":[` + strings.Repeat(`{"user_id":"u1","role":"client"},`, 3000) + `]}`, 413, "larger than the limit"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -544,7 +544,7 @@ func TestAdminMembers(t *testing.T) {
 		{"add: no role", "POST", "/api/admin/conversations/1/members", `{"user_id":"u3"}`, 400, "role"},
 		{"add: unknown field", "POST", "/api/admin/conversations/1/members", `{"user_id":"u3","role":"member","x":1}`, 400, `unknown field "x"`},
 		{"add: bad JSON", "POST", "/api/admin/conversations/1/members", `{"user_id":`, 400, "not valid JSON"},
-		{"add: trailing", "POST", "/api/admin/conversations/1/members", `{"user_id":"u3","role":"member"}{}`, 400, "after the JSON object"},
+		{"add: trailing", "POST", "/api/admin/conversations/1/members", `{"user_id":"u3","role":"member"}{}`, 400, "after the JSON value"},
 		{"add: wrong type", "POST", "/api/admin/conversations/1/members", `{"user_id":["u3"],"role":"member"}`, 400, `field "user_id" must be a string`},
 		{"remove: not a member", "DELETE", "/api/admin/conversations/1/members/u2", "", 404, "not a member"},
 		{"remove: unknown conversation", "DELETE", "/api/admin/conversations/9/members/u1", "", 404, "not found"},
@@ -674,7 +674,7 @@ func TestAdminJobs(t *testing.T) {
 		says             string
 	}{
 		{"job: bad member id", "/api/admin/jobs", `{"members":["u1","bad id"]}`, 400, `"bad id"`},
-		{"job: members not strings", "/api/admin/jobs", `{"members":[1]}`, 400, `field "members" must be a string`},
+		{"job: members not strings", "/api/admin/jobs", `{"members":[1]}`, 400, `field "members[0]" must be a string`},
 		{"job: negative id", "/api/admin/jobs", `{"id":-1}`, 400, "positive integer"},
 		{"job: unknown field", "/api/admin/jobs", `{"name":"x"}`, 400, `unknown field "name"`},
 		{"status: unknown job", "/api/admin/jobs/77/status", `{"status":"x"}`, 404, "job 77 not found"},

@@ -3,7 +3,6 @@ package httpapi
 import (
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -11,6 +10,7 @@ import (
 
 	"inbox/chat"
 	"inbox/eventstore"
+	"inbox/internal/jsonin"
 )
 
 // CodeUnauthorized is the error code of a missing or invalid credential. The
@@ -92,8 +92,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v) // the client went away; nothing to do
 }
 
-// decode reads r's JSON body into dst: at most MaxBodyBytes, one value, no
-// unknown fields, nothing after it. Its errors name what is wrong.
+// decode reads r's JSON body into dst: at most MaxBodyBytes, one value,
+// nothing after it, valid UTF-8, names matched exactly, no name twice, no
+// unknown fields (jsonin). Its errors name what is wrong.
 func (a *api) decode(w http.ResponseWriter, r *http.Request, dst any) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, _ := strings.Cut(ct, ";")
@@ -101,66 +102,15 @@ func (a *api) decode(w http.ResponseWriter, r *http.Request, dst any) error {
 			return badRequest("Content-Type %q is not JSON (want application/json)", mt)
 		}
 	}
-	body := http.MaxBytesReader(w, r.Body, a.cfg.MaxBodyBytes)
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(dst); err != nil {
-		return a.jsonError(err)
-	}
-	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return a.jsonError(err)
-		}
-		return badRequest("request body has data after the JSON object")
-	}
-	return nil
-}
-
-// jsonError describes a decoding error for the client.
-func (a *api) jsonError(err error) error {
-	var (
-		mbe    *http.MaxBytesError
-		syntax *json.SyntaxError
-		typ    *json.UnmarshalTypeError
-	)
+	err := jsonin.Read(http.MaxBytesReader(w, r.Body, a.cfg.MaxBodyBytes), dst, jsonin.RejectUnknown)
+	var mbe *http.MaxBytesError
 	switch {
+	case err == nil:
+		return nil
 	case errors.As(err, &mbe):
 		return chat.Errorf(chat.CodeTooLarge, "request body is larger than the limit of %d bytes", mbe.Limit)
-	case errors.Is(err, io.EOF):
-		return badRequest("request body is empty (want a JSON object)")
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return badRequest("request body is not valid JSON: it ends too early")
-	case errors.As(err, &syntax):
-		return badRequest("request body is not valid JSON at byte %d: %s", syntax.Offset, strings.TrimPrefix(syntax.Error(), "json: "))
-	case errors.As(err, &typ):
-		if typ.Field == "" {
-			return badRequest("request body must be a JSON object, not %s", typ.Value)
-		}
-		return badRequest("field %q must be %s, not %s", typ.Field, jsonType(typ.Type.Kind().String()), typ.Value)
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return badRequest("unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
 	}
-	return &chat.Error{Code: chat.CodeBadRequest, Msg: "request body is not valid JSON", Err: err}
-}
-
-// jsonType names a Go kind the way a JSON client thinks of it.
-func jsonType(kind string) string {
-	switch kind {
-	case "int", "int8", "int16", "int32", "int64", "uint", "uint8", "uint16", "uint32", "uint64":
-		return "an integer"
-	case "float32", "float64":
-		return "a number"
-	case "string":
-		return "a string"
-	case "bool":
-		return "a boolean"
-	case "slice", "array":
-		return "an array"
-	case "struct", "map":
-		return "an object"
-	}
-	return "of another type"
+	return &chat.Error{Code: chat.CodeBadRequest, Msg: "request body: " + err.Error(), Err: err}
 }
 
 // pathID parses the positive integer path value name ("id").

@@ -104,3 +104,52 @@ func TestIDAbove2To53InPathOrQueryIsRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTPBodyWithInvalidUTF8IsRefused is the finding "HTTP JSON bodies with
+// invalid UTF-8 are silently replaced": encoding/json stored U+FFFD where the
+// socket refuses the frame. The body is now refused with 400 and nothing is
+// stored.
+func TestHTTPBodyWithInvalidUTF8IsRefused(t *testing.T) {
+	n := newNode(t, nodeOptions{})
+	n.createConversation(t, 1, "u1")
+	for _, rq := range []req{
+		{method: "POST", path: "/api/conversations/1/messages", auth: n.user("u1"), body: "{\"message\":\"caf\xe9\"}"},
+		{method: "PUT", path: "/api/admin/profiles/u1", auth: n.admin(), body: "{\"name\":\"\xff\xfe\"}"},
+		{method: "POST", path: "/api/admin/conversations/1/messages", auth: n.admin(), body: "{\"message\":\"x\xc3\"}"},
+	} {
+		r := n.must(t, http.StatusBadRequest, rq)
+		if e := r.error(t); e.Code != chat.CodeBadRequest || !strings.Contains(e.Error, "not valid UTF-8") {
+			t.Errorf("%s %s: %+v", rq.method, rq.path, e)
+		}
+	}
+	if msgs := n.messages(t, "u1", 1, ""); len(msgs) != 0 {
+		t.Errorf("stored %d messages from refused bodies", len(msgs))
+	}
+}
+
+// TestHTTPFieldNamesMatchExactly is the finding "field names match
+// case-insensitively": encoding/json took {"MESSAGE": ...} for message. A
+// name that differs in case is now an unknown field (400), and a name given
+// twice is refused rather than the last one silently winning.
+func TestHTTPFieldNamesMatchExactly(t *testing.T) {
+	n := newNode(t, nodeOptions{})
+	n.createConversation(t, 1, "u1")
+	for _, tc := range []struct {
+		rq   req
+		says string
+	}{
+		{req{method: "POST", path: "/api/conversations/1/messages", auth: n.user("u1"), body: `{"MESSAGE":"hi"}`}, `unknown field "MESSAGE"`},
+		{req{method: "POST", path: "/api/conversations/1/messages", auth: n.user("u1"), body: `{"message":"hi","Type":"TEXT"}`}, `unknown field "Type"`},
+		{req{method: "POST", path: "/api/conversations/1/messages", auth: n.user("u1"), body: `{"message":"a","message":"b"}`}, `field "message" appears twice`},
+		{req{method: "POST", path: "/api/admin/conversations", auth: n.admin(), body: `{"Members":[{"user_id":"u2","role":"member"}]}`}, `unknown field "Members"`},
+		{req{method: "POST", path: "/api/admin/conversations", auth: n.admin(), body: `{"members":[{"USER_ID":"u2","role":"member"}]}`}, `unknown field "members[0].USER_ID"`},
+	} {
+		r := n.must(t, http.StatusBadRequest, tc.rq)
+		if e := r.error(t); e.Code != chat.CodeBadRequest || !strings.Contains(e.Error, tc.says) {
+			t.Errorf("%s %s: %+v, want it to say %q", tc.rq.body, tc.rq.path, e, tc.says)
+		}
+	}
+	if msgs := n.messages(t, "u1", 1, ""); len(msgs) != 0 {
+		t.Errorf("stored %d messages from refused bodies", len(msgs))
+	}
+}

@@ -8,10 +8,12 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/gobwas/ws"
 
 	"inbox/chat"
 	"inbox/eventstore"
+	"inbox/internal/jsonin"
 )
 
 // kind labels a server frame for metrics (inbox_frames_out_total{type}).
@@ -311,25 +313,16 @@ func badRequest(format string, args ...any) error {
 }
 
 // decodeFrame parses one client text frame. The shape is checked here; text,
-// membership and ids are checked by chat.Service. The returned request is
-// usable (for client_msg_id and conversation_id in the ERROR frame) even when
-// err is set.
+// membership and ids are checked by chat.Service. Names match exactly, a
+// name given twice and invalid UTF-8 are refused, unknown names are ignored
+// (jsonin). The returned request is usable (for client_msg_id and
+// conversation_id in the ERROR frame) even when err is set.
 func decodeFrame(data []byte) (request, error) {
 	var r request
 	r.op = inInvalid
-	if !utf8.Valid(data) {
-		return r, badRequest("frame is not valid UTF-8")
-	}
-	trimmed := bytes.TrimLeft(data, " \t\r\n")
-	if len(trimmed) == 0 || trimmed[0] != '{' {
-		return r, badRequest("frame must be a JSON object")
-	}
-	if err := json.Unmarshal(data, &r.clientFrame); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) && te.Field != "" {
-			return r, badRequest("field %s must be %s, not a JSON %s", te.Field, jsonKind(te.Type.Kind().String()), te.Value)
-		}
-		return r, badRequest("malformed JSON")
+	if err := jsonin.Unmarshal(data, &r.clientFrame, jsonin.IgnoreUnknown); err != nil {
+		r.clientFrame = salvage(data)
+		return r, &chat.Error{Code: chat.CodeBadRequest, Msg: err.Error(), Err: err}
 	}
 	switch r.Type {
 	case "", eventstore.TypeText, eventstore.TypeImage, eventstore.TypeFile:
@@ -363,18 +356,33 @@ func decodeFrame(data []byte) (request, error) {
 	return r, nil
 }
 
-func jsonKind(goKind string) string {
-	switch goKind {
-	case "int64", "uint64", "int", "uint":
-		return "an integer"
-	case "string":
-		return "a string"
-	case "bool":
-		return "a boolean"
-	case "slice":
-		return "an array"
+// salvage finds conversation_id and client_msg_id in a frame that did not
+// decode, so its ERROR can name them: the decoder stops at the first bad
+// field, and a client matches an ERROR to what it sent by these two.
+func salvage(data []byte) clientFrame {
+	var f clientFrame
+	dec := jsontext.NewDecoder(bytes.NewReader(data), jsontext.AllowDuplicateNames(true))
+	if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '{' {
+		return f
 	}
-	return goKind
+	for dec.PeekKind() == '"' {
+		tok, err := dec.ReadToken()
+		if err != nil {
+			return f
+		}
+		name := tok.String() // before the next read voids tok
+		v, err := dec.ReadValue()
+		if err != nil {
+			return f
+		}
+		switch name {
+		case "conversation_id":
+			_ = jsonin.Unmarshal(v, &f.ConversationID, jsonin.IgnoreUnknown)
+		case "client_msg_id":
+			_ = jsonin.Unmarshal(v, &f.ClientMsgID, jsonin.IgnoreUnknown)
+		}
+	}
+	return f
 }
 
 func truncate(s string, n int) string {
