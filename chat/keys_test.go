@@ -299,3 +299,28 @@ func BenchmarkRead100IDs(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSend: a send without a key, and one with a new key (a lookup in
+// the read model before the append).
+func BenchmarkSend(b *testing.B) {
+	k := newKeyed(b, time.Minute, nil)
+	ctx := context.Background()
+	if _, _, err := k.svc.CreateConversation(ctx, 1, members("a", "b")); err != nil {
+		b.Fatal(err)
+	}
+	for _, keyed := range []bool{false, true} {
+		b.Run(fmt.Sprint("key=", keyed), func(b *testing.B) {
+			i := 0
+			for b.Loop() {
+				i++
+				req := chat.SendRequest{ConversationID: 1, Text: "hello"}
+				if keyed {
+					req.ClientMsgID = fmt.Sprint("bench-", i)
+				}
+				if _, err := k.svc.Send(ctx, chat.Sender{UserID: "a"}, req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

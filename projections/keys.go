@@ -115,16 +115,24 @@ const caughtUpWait = time.Second
 // stored event and waits (at most a second) for the projector to apply it:
 // so a node that is merely idle answers yes, at the cost of one request to
 // the stream per call while idle, and a lagging or stalled one answers no.
+//
+// Callers that arrive while a check runs wait for it and take its answer,
+// so a lagging projector costs each of them at most one wait, not one each.
 func (p *Projector) Covers(ctx context.Context, t time.Time) (bool, error) {
 	if !p.horizon().Before(t) {
 		return true, nil
 	}
+	called := time.Now()
 	p.checkMu.Lock()
 	defer p.checkMu.Unlock()
-	if !p.horizon().Before(t) { // another caller just checked
+	if !p.horizon().Before(t) { // a check since the call found it caught up
 		return true, nil
 	}
+	if !p.checkedAt.Before(called) { // a check since the call found it behind
+		return false, nil
+	}
 	start := time.Now()
+	p.checkedAt = start
 	last, err := p.store.LastStoredSeq(ctx)
 	if err != nil {
 		return false, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -203,6 +204,21 @@ func TestCovers(t *testing.T) {
 	}
 	if covers(time.Now()) {
 		t.Fatal("a stalled projector covers now")
+	}
+	// Callers at once share one check: each waits about a second, not one
+	// second per caller before it.
+	began := time.Now()
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			if ok, err := p.Covers(ctx, time.Now()); ok || err != nil {
+				t.Errorf("a stalled projector: Covers = %v, %v", ok, err)
+			}
+		})
+	}
+	wg.Wait()
+	if took := time.Since(began); took > 4*caughtUpWait {
+		t.Fatalf("8 callers on a stalled projector took %s", took)
 	}
 	startProjector(t, p)
 	if !covers(time.Now()) {

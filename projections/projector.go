@@ -49,6 +49,7 @@ type Projector struct {
 	appliedAt  atomic.Int64 // unix nanos: stream time of the last applied event
 	caughtUpAt atomic.Int64 // unix nanos: when the database last held everything the stream had
 	checkMu    sync.Mutex   // one caught-up check at a time (Covers)
+	checkedAt  time.Time    // when the last check began; checkMu held
 	prunedAt   time.Time    // last prune; the projector's goroutine only
 }
 
