@@ -2,10 +2,13 @@
 package testnats
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -141,4 +144,42 @@ func freePorts(t testing.TB, n int) []int {
 		ln.Close()
 	}
 	return ports
+}
+
+// Recorded is one event of a recorded stream, as stored: its subject and
+// its payload, which need not decode.
+type Recorded struct {
+	Subject string          `json:"subject"`
+	Payload json.RawMessage `json:"payload"`
+}
+
+// PublishRecorded appends the recorded stream in path (JSON lines of
+// Recorded, such as testdata/stream.jsonl) to store's stream as-is, in order,
+// and returns the events; the i-th is at sequence i+1 of an empty stream.
+func PublishRecorded(t testing.TB, store *eventstore.Store, path string) []Recorded {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var evs []Recorded
+	dec := json.NewDecoder(bytes.NewReader(data))
+	for dec.More() {
+		var r Recorded
+		if err := dec.Decode(&r); err != nil {
+			t.Fatalf("%s: event %d: %v", path, len(evs)+1, err)
+		}
+		evs = append(evs, r)
+	}
+	ctx := context.Background()
+	for i, r := range evs {
+		var payload bytes.Buffer
+		if err := json.Compact(&payload, r.Payload); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := store.JetStream().Publish(ctx, r.Subject, payload.Bytes()); err != nil {
+			t.Fatalf("publish %s event %d (%s): %v", path, i+1, r.Subject, err)
+		}
+	}
+	return evs
 }
