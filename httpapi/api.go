@@ -22,6 +22,7 @@ import (
 
 	"inbox/auth"
 	"inbox/chat"
+	"inbox/internal/logsample"
 	"inbox/metrics"
 	"inbox/projections"
 )
@@ -118,7 +119,9 @@ type Deps struct {
 	Metrics *metrics.Metrics
 	// Ready reports whether the node can serve (GET /readyz); nil: always.
 	Ready func(ctx context.Context) error
-	// Logger gets one line per request; nil: discard.
+	// Logger gets one line per request, sampled (logsample) for requests
+	// refused before their handler: a bad credential, the rate limit, no
+	// route; nil: discard.
 	Logger *slog.Logger
 }
 
@@ -135,8 +138,10 @@ type api struct {
 	m     *metrics.Metrics
 	ready func(ctx context.Context) error
 	log   *slog.Logger
-	mux   *http.ServeMux
-	limit *userLimits
+	// refusals logs the requests refused before their handler, sampled.
+	refusals *logsample.Sampler
+	mux      *http.ServeMux
+	limit    *userLimits
 }
 
 // New returns the API's handler. It panics if a required dependency is
@@ -169,6 +174,7 @@ func New(cfg Config, d Deps) http.Handler {
 		reads: d.DB, proj: d.Projection, pres: d.Presence, m: d.Metrics, ready: d.Ready, log: d.Logger, mux: http.NewServeMux(),
 		limit: newUserLimits(cfg.UserRate, cfg.UserBurst),
 	}
+	a.refusals = logsample.New(a.log, 0, 0)
 	for _, rt := range routes {
 		a.mux.Handle(rt.pattern(), a.wrap(rt.pattern(), rt))
 	}
@@ -229,7 +235,13 @@ const (
 
 // note collects the log attributes a handler learns while serving (user,
 // conversation, seq); the access log line carries them.
-type note struct{ attrs []any }
+type note struct {
+	attrs []any
+	// refusal names why the request was refused before its handler ran
+	// (a credential, the rate limit, no route): the line is sampled, since
+	// a client can send such requests as fast as it likes.
+	refusal string
+}
 
 // annotate adds key-value pairs to the request's access log line.
 func annotate(r *http.Request, args ...any) {
@@ -294,6 +306,13 @@ func (a *api) wrap(label string, rt route) http.Handler {
 		if err != nil {
 			attrs = append(attrs, "err", errorText(err))
 		}
+		if label == unmatched && n.refusal == "" {
+			n.refusal = "http_no_route"
+		}
+		if n.refusal != "" && level == slog.LevelInfo {
+			a.refusals.Log(ctx, level, n.refusal, "http request", attrs...)
+			return
+		}
 		a.log.Log(ctx, level, "http request", attrs...)
 	})
 }
@@ -305,23 +324,31 @@ func (a *api) serve(rt route, w http.ResponseWriter, r *http.Request) error {
 	case user:
 		c, err := a.users.Authenticate(r)
 		if err != nil {
-			return a.refuse(err, "user")
+			return a.refuse(r, err, "user")
 		}
 		annotate(r, "user_id", c.UserID)
 		if !a.limit.allow(c.UserID, time.Now()) {
+			refused(r, "http_rate_limited")
 			return chat.Errorf(chat.CodeRateLimited, "more than %g requests per second from user %s; retry later", a.cfg.UserRate, c.UserID)
 		}
 		r = r.WithContext(context.WithValue(r.Context(), claimsKey, c))
 	case admin:
 		if err := a.admin.Check(r); err != nil {
-			return a.refuse(err, "admin")
+			return a.refuse(r, err, "admin")
 		}
 	}
 	return rt.handle(a, w, r)
 }
 
+// refused marks r as refused for reason, for the access log.
+func refused(r *http.Request, reason string) {
+	if n, ok := r.Context().Value(noteKey).(*note); ok {
+		n.refusal = reason
+	}
+}
+
 // refuse turns an authentication error into a coded one and counts it.
-func (a *api) refuse(err error, who string) error {
+func (a *api) refuse(r *http.Request, err error, who string) error {
 	reason := who + "_invalid"
 	code := CodeUnauthorized
 	switch {
@@ -335,6 +362,7 @@ func (a *api) refuse(err error, who string) error {
 		return err // not an authentication failure: internal
 	}
 	a.m.AuthFailures.WithLabelValues("http_" + reason).Inc()
+	refused(r, "http_"+reason)
 	return &chat.Error{Code: code, Msg: err.Error(), Err: err}
 }
 

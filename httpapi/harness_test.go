@@ -51,6 +51,7 @@ type nodeOptions struct {
 	wait        time.Duration // Config.ConsistencyWait
 	presence    Presence      // Deps.Presence
 	userBurst   int           // Config.UserBurst, refilled at 1 a day; 0: no practical limit
+	log         *slog.Logger  // Deps.Logger; nil: the test's output, from debug up
 }
 
 func newNode(t *testing.T, opt nodeOptions) *node {
@@ -92,6 +93,9 @@ func newNode(t *testing.T, opt nodeOptions) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if opt.log == nil {
+		opt.log = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	n := &node{t: t, svc: svc, store: st, db: db, proj: proj, minter: minter,
 		metrics: metrics.New(metrics.Sources{})}
 	cfg := Config{ConsistencyWait: opt.wait, UserRate: 1e6, UserBurst: 1e6}
@@ -100,7 +104,7 @@ func newNode(t *testing.T, opt nodeOptions) *node {
 	}
 	h := New(cfg, Deps{
 		Service: svc, Verifier: verifier, Admin: admin, DB: db, Projection: proj, Metrics: n.metrics, Presence: opt.presence,
-		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger: opt.log,
 		Ready: func(context.Context) error {
 			if p := n.notReady.Load(); p != nil {
 				return *p

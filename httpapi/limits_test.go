@@ -1,14 +1,18 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	"inbox/chat"
 	"inbox/eventstore"
+	"inbox/internal/logsample"
 )
 
 // TestIDAbove2To53IsRefusedAndAssignmentNeverWraps is the finding "creating
@@ -152,4 +156,58 @@ func TestHTTPFieldNamesMatchExactly(t *testing.T) {
 	if msgs := n.messages(t, "u1", 1, ""); len(msgs) != 0 {
 		t.Errorf("stored %d messages from refused bodies", len(msgs))
 	}
+}
+
+// TestRefusedRequestsAreLoggedSampled is the finding "auth failures can flood
+// the log": a request refused before its handler (a bad token, the rate
+// limit, no route) still gets its access line at INFO, but at most
+// logsample.DefaultBurst per reason per interval.
+func TestRefusedRequestsAreLoggedSampled(t *testing.T) {
+	var out lockedBuffer
+	n := newNode(t, nodeOptions{log: slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	const tries = 3 * logsample.DefaultBurst
+	for range tries {
+		n.must(t, http.StatusUnauthorized, req{method: "GET", path: "/api/conversations", auth: "Bearer not.a.jwt"})
+		n.must(t, http.StatusForbidden, req{method: "POST", path: "/api/admin/jobs", auth: "Bearer wrong-admin-token-0123456789", body: `{}`})
+		n.must(t, http.StatusNotFound, req{method: "GET", path: "/api/nothing"})
+	}
+	n.must(t, http.StatusOK, req{method: "GET", path: "/api/conversations", auth: n.user("u1")})
+	for _, tc := range []struct{ reason, status string }{
+		{"http_user_invalid", "status=401"}, {"http_admin_wrong", "status=403"}, {"http_no_route", "status=404"},
+	} {
+		var lines []string
+		for _, l := range strings.Split(out.String(), "\n") {
+			if strings.Contains(l, tc.status) {
+				lines = append(lines, l)
+			}
+		}
+		if len(lines) != logsample.DefaultBurst {
+			t.Errorf("%d lines with %s for %d requests, want %d", len(lines), tc.status, tries, logsample.DefaultBurst)
+			continue
+		}
+		if !strings.Contains(lines[0], "level=INFO") || !strings.Contains(lines[0], "reason="+tc.reason) {
+			t.Errorf("line %q, want level INFO and reason %s", lines[0], tc.reason)
+		}
+	}
+	if got := strings.Count(out.String(), "status=200"); got != 1 {
+		t.Errorf("%d lines for the one accepted request", got)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer a logger writes to from several goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

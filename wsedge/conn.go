@@ -152,7 +152,7 @@ func (c *conn) writeNow(reg pollReg, f frame) {
 
 func (c *conn) slowLocked(why string) {
 	c.hub.m.SlowCloses.Inc()
-	c.hub.log.Info("closing slow socket", "user_id", c.user, "endpoint", endpointNames[c.ep], "reason", why)
+	c.hub.refusals.Info("slow: "+why, "closing slow socket", "user_id", c.user, "endpoint", endpointNames[c.ep])
 	c.closeLocked(CloseSlowConsumer, "slow consumer: "+why+"; reconnect with since")
 }
 

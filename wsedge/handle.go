@@ -20,7 +20,7 @@ func (c *conn) handle(data []byte) {
 	if !c.lim.Allow() {
 		c.strikes++
 		if c.strikes >= c.hub.cfg.RateStrikes {
-			c.hub.log.Info("closing socket: rate limit", "user_id", c.user)
+			c.hub.refusals.Info("rate_limit", "closing socket: rate limit", "user_id", c.user)
 			c.closeWith(ws.StatusPolicyViolation, "rate limit exceeded repeatedly")
 			return
 		}
@@ -77,7 +77,7 @@ func (c *conn) queue(j job) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.jobs) >= maxJobs {
-		c.hub.log.Info("closing socket: too many frames waiting", "user_id", c.user)
+		c.hub.refusals.Info("too_many_frames", "closing socket: too many frames waiting", "user_id", c.user)
 		c.closeLocked(ws.StatusPolicyViolation, "too many frames waiting")
 		return
 	}

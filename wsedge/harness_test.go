@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -52,6 +53,8 @@ type nodeOptions struct {
 	listen func(net.Listener) net.Listener
 	// reader wraps the store the hub reads catch-ups from.
 	reader func(*eventstore.Store) Reader
+	// log is the hub's logger (nil: testutil.Logger).
+	log *slog.Logger
 }
 
 // eachReader runs test with the poller reading the sockets, then with a
@@ -83,7 +86,10 @@ func newNode(t testing.TB, o nodeOptions) *node {
 	if o.reader != nil {
 		reader = o.reader(store)
 	}
-	hub := New(o.cfg, svc, verifier, reader, m, testutil.Logger())
+	if o.log == nil {
+		o.log = testutil.Logger()
+	}
+	hub := New(o.cfg, svc, verifier, reader, m, o.log)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	feedDone := make(chan struct{})

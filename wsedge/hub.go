@@ -34,6 +34,7 @@ import (
 	"inbox/auth"
 	"inbox/chat"
 	"inbox/eventstore"
+	"inbox/internal/logsample"
 	"inbox/metrics"
 )
 
@@ -82,6 +83,9 @@ type Hub struct {
 	reader Reader
 	m      *metrics.Metrics
 	log    *slog.Logger
+	// refusals logs, sampled, what a client can provoke at will: refused
+	// handshakes and tokens, protocol violations, sockets cut for a limit.
+	refusals *logsample.Sampler
 
 	framesOut [numKinds]prometheus.Counter
 	framesIn  map[string]prometheus.Counter
@@ -141,6 +145,7 @@ func New(cfg Config, svc *chat.Service, authn Authenticator, reader Reader, m *m
 		ctx:      ctx, cancel: cancel,
 		users: make(map[string]*userSockets),
 	}
+	h.refusals = logsample.New(h.log, 0, 0)
 	for k := range numKinds {
 		h.framesOut[k] = m.FramesOut.WithLabelValues(kindLabels[k])
 	}
@@ -173,10 +178,25 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, chat.CodeBadRequest, "the id in the path must be a positive integer up to "+strconv.FormatInt(eventstore.MaxID, 10)+" (2^53−1)")
 		return
 	}
+	// What gobwas/ws would refuse in plain text is refused here as JSON,
+	// like every other error of the service.
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		httpError(w, http.StatusMethodNotAllowed, codeMethodNotAllowed, "a WebSocket handshake is a GET, not "+r.Method)
+		return
+	}
+	if !isUpgrade(r) {
+		h.refusals.Info("not_websocket", "socket refused: not a WebSocket handshake", "endpoint", endpointNames[ep], "remote", r.RemoteAddr)
+		w.Header().Set("Upgrade", "websocket")
+		w.Header().Set("Connection", "Upgrade")
+		httpError(w, http.StatusUpgradeRequired, chat.CodeBadRequest, r.URL.Path+" is a WebSocket endpoint: connect with a WebSocket client (Connection: Upgrade, Upgrade: websocket)")
+		return
+	}
 	claims, err := h.authn.Authenticate(r)
 	if err != nil {
-		h.m.AuthFailures.WithLabelValues(authReason(err)).Inc()
-		h.log.Debug("socket refused: authentication", "endpoint", endpointNames[ep], "remote", r.RemoteAddr, "err", err)
+		reason := authReason(err)
+		h.m.AuthFailures.WithLabelValues(reason).Inc()
+		h.refusals.Info("auth_"+reason, "socket refused: authentication", "endpoint", endpointNames[ep], "remote", r.RemoteAddr, "err", err)
 		httpError(w, http.StatusUnauthorized, "unauthorized", err.Error())
 		return
 	}
@@ -216,7 +236,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if nc != nil {
 			nc.Close() // the upgrader has answered with an HTTP error
 		}
-		h.log.Debug("upgrade failed", "user_id", user, "err", err)
+		h.refusals.Info("handshake", "socket refused: handshake", "user_id", user, "remote", r.RemoteAddr, "err", err)
 		return
 	}
 	c := newConn(h, nc, claims, ep, id)
@@ -282,6 +302,27 @@ func route(path string) (endpoint, int64, bool) {
 		return epJob, id, true
 	}
 	return 0, 0, false
+}
+
+// codeMethodNotAllowed is the error code of a request under another method
+// than GET (as httpapi's).
+const codeMethodNotAllowed = "method_not_allowed"
+
+// isUpgrade reports whether r asks for a WebSocket: Connection names the
+// upgrade token and Upgrade is websocket (RFC 6455 4.2.1). The rest of the
+// handshake is checked by gobwas/ws.
+func isUpgrade(r *http.Request) bool {
+	if !strings.EqualFold(strings.TrimSpace(r.Header.Get("Upgrade")), "websocket") {
+		return false
+	}
+	for _, v := range r.Header.Values("Connection") {
+		for tok := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), "upgrade") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func authReason(err error) string {

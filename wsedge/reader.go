@@ -243,7 +243,7 @@ func validCloseCode(code ws.StatusCode) bool {
 // stream may be broken mid-frame, so from now on input is dropped unparsed
 // until the client closes or the close frame's write and CloseGrace pass.
 func (c *conn) violate(code ws.StatusCode, reason string) {
-	c.hub.log.Debug("closing socket: violation", "user_id", c.user, "code", int(code), "reason", reason)
+	c.hub.refusals.Info(reason, "closing socket: violation", "user_id", c.user, "code", int(code))
 	c.closeWith(code, reason)
 	c.readUntil(time.Now().Add(c.hub.cfg.WriteTimeout + c.hub.cfg.CloseGrace))
 	c.discard = true
