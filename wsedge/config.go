@@ -52,6 +52,10 @@ type Config struct {
 	// answered with ERROR rate_limited.
 	ResumeBudgetBytes int
 	ResumeBudgetRate  float64
+	// TokenGrace is how long a socket outlives its token: TokenGrace before
+	// the token expires the socket gets TOKEN_EXPIRING, and TokenGrace after,
+	// unless a REFRESH came, it is closed with 4001.
+	TokenGrace time.Duration
 	// Presence, if set, hears of a user's first socket opening and last
 	// closing on this node.
 	Presence Presence
@@ -78,6 +82,7 @@ const (
 	DefaultResumePageBytes   = 1 << 20
 	DefaultResumeBudgetBytes = 8 << 20
 	DefaultResumeBudgetRate  = 256 << 10
+	DefaultTokenGrace        = 30 * time.Second
 )
 
 func (c Config) withDefaults() Config {
@@ -111,6 +116,7 @@ func (c Config) withDefaults() Config {
 	setD(&c.WriteTimeout, DefaultWriteTimeout)
 	setD(&c.CloseGrace, DefaultCloseGrace)
 	setD(&c.ResumeTimeout, DefaultResumeTimeout)
+	setD(&c.TokenGrace, DefaultTokenGrace)
 	if c.now == nil {
 		c.now = time.Now
 	}

@@ -53,17 +53,15 @@ type conn struct {
 	minSeq     uint64        // event frames at or below this are not sent: the client has them
 	jobs       []job         // frames (and a catch-up) for the worker, in arrival order
 	working    bool          // the worker goroutine runs
+
+	exp expiry // the token's expiry schedule; guarded by hub.exp.mu (expiry.go)
 }
 
 func newConn(h *Hub, nc net.Conn, claims auth.Claims, ep endpoint, id int64) *conn {
-	s := chat.Sender{UserID: claims.UserID, Name: claims.Name}
-	if claims.Picture != "" {
-		pic := claims.Picture
-		s.Avatar = &pic
-	}
 	return &conn{
-		hub: h, nc: nc, user: claims.UserID, sender: s, ep: ep, id: id,
+		hub: h, nc: nc, user: claims.UserID, sender: senderOf(claims), ep: ep, id: id,
 		lim: rate.NewLimiter(rate.Limit(h.cfg.RatePerSecond), h.cfg.RateBurst),
+		exp: expiry{idx: -1},
 	}
 }
 

@@ -32,6 +32,8 @@ const (
 	kPresence
 	kSynced
 	kPong
+	kRefreshed
+	kTokenExpiring
 	kWSPing // WebSocket control frames
 	kWSPong
 	kWSClose
@@ -42,6 +44,7 @@ var kindLabels = [numKinds]string{
 	kMessage: "MESSAGE", kAck: "ACK", kError: "ERROR", kTyping: "TYPING", kRead: "READ",
 	kJoined: "CONVERSATION_JOINED", kLeft: "CONVERSATION_LEFT", kUnread: "UNREAD",
 	kJobStatus: "JOB_STATUS", kPresence: "PRESENCE", kSynced: "SYNCED", kPong: "PONG",
+	kRefreshed: "REFRESHED", kTokenExpiring: "TOKEN_EXPIRING",
 	kWSPing: "ws_ping", kWSPong: "ws_pong", kWSClose: "ws_close",
 }
 
@@ -90,6 +93,9 @@ const (
 	// CloseSlowConsumer: the socket did not read its queue (or overflowed its
 	// resume buffer); the client may reconnect with ?since.
 	CloseSlowConsumer ws.StatusCode = 4013
+	// CloseTokenExpired: the socket's token expired (plus the grace period)
+	// without a REFRESH; the client reconnects with a fresh token and ?since.
+	CloseTokenExpired ws.StatusCode = 4001
 )
 
 // Server frames. Field order follows DESIGN.md.
@@ -195,6 +201,22 @@ type syncedFrame struct {
 	More bool   `json:"more,omitempty"`
 }
 
+// refreshedFrame confirms a REFRESH: the socket now lives until expires_at
+// (plus the grace period). Times are RFC 3339, UTC, milliseconds, like a
+// typing frame's expires_at.
+type refreshedFrame struct {
+	Type      string `json:"type"`
+	ExpiresAt string `json:"expires_at"`
+}
+
+// tokenExpiringFrame warns that the socket's token expires at expires_at
+// and the socket will be closed (4001) at close_at unless a REFRESH comes.
+type tokenExpiringFrame struct {
+	Type      string `json:"type"`
+	ExpiresAt string `json:"expires_at"`
+	CloseAt   string `json:"close_at"`
+}
+
 // createdAt formats an event time like the seed: RFC 3339, UTC, whole seconds.
 func createdAt(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
@@ -257,6 +279,14 @@ func encodeSynced(seq uint64, more bool) frame {
 	return textFrame(kSynced, 0, syncedFrame{"SYNCED", seq, more})
 }
 
+func encodeRefreshed(exp time.Time) frame {
+	return textFrame(kRefreshed, 0, refreshedFrame{"REFRESHED", exp.UTC().Format(expiresAtLayout)})
+}
+
+func encodeTokenExpiring(exp, closeAt time.Time) frame {
+	return textFrame(kTokenExpiring, 0, tokenExpiringFrame{"TOKEN_EXPIRING", exp.UTC().Format(expiresAtLayout), closeAt.UTC().Format(expiresAtLayout)})
+}
+
 func encodeAck(clientMsgID string, conv int64, seq uint64) frame {
 	return textFrame(kAck, 0, ackFrame{"ACK", clientMsgID, ref{conv}, seq, seq})
 }
@@ -284,6 +314,7 @@ const (
 	inRead    = "READ"
 	inPing    = "PING"
 	inResume  = "RESUME"
+	inRefresh = "REFRESH"
 	inInvalid = "invalid"
 )
 
@@ -299,6 +330,7 @@ type clientFrame struct {
 	MessageIDs     []int64 `json:"message_ids"`
 	UpTo           int64   `json:"up_to"`
 	Since          *uint64 `json:"since"`
+	Token          string  `json:"token"`
 }
 
 // request is a decoded, checked client frame.
@@ -349,6 +381,11 @@ func decodeFrame(data []byte) (request, error) {
 		}
 		if *r.Since > eventstore.MaxID {
 			return r, badRequest("since must be a stream sequence up to %d (2^53−1)", int64(eventstore.MaxID))
+		}
+	case "REFRESH":
+		r.op = inRefresh
+		if r.Token == "" {
+			return r, badRequest("a REFRESH frame needs token")
 		}
 	default:
 		return r, badRequest("unknown frame type %q", truncate(r.Type, 32))

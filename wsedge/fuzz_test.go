@@ -38,6 +38,10 @@ func FuzzClientFrame(f *testing.F) {
 		`{"conversation_id": 1, "type": "READ", "up_to": 1}`,
 		`{"type": "PING"}`,
 		`{"type": "RESUME", "since": 0}`,
+		`{"type": "RESUME", "since": 18446744073709551615}`,
+		`{"type": "REFRESH", "token": "eyJhbGciOiJIUzI1NiJ9.e30.x"}`,
+		`{"type": "REFRESH"}`,
+		`{"type": "REFRESH", "token": 7}`,
 		`{"conversation_id": 1.5, "message": "x"}`,
 		`{"conversation_id": "1", "message": 7}`,
 		`{"message": "\u00e9\ud83d\ude00", "conversation_id": 2}`,
@@ -92,7 +96,11 @@ func runSocket(t *testing.T, m *metrics.Metrics, input []byte) []byte {
 	dir.Seed(0, map[int64][]eventstore.Member{1: {{UserID: "alice", Role: "member"}, {UserID: "bob", Role: "member"}}}, nil, nil)
 	store := &memStore{subjects: map[uint64]string{}}
 	svc := chat.NewService(store, store, dir, chat.Limits{MaxText: 50})
-	h := New(Config{MaxFrameBytes: 256, CloseGrace: time.Millisecond}, svc, nil, nopReader{}, m, testutil.Logger())
+	verifier, err := auth.NewVerifier(auth.Config{Secret: testSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := New(Config{MaxFrameBytes: 256, CloseGrace: time.Millisecond}, svc, verifier, nopReader{}, m, testutil.Logger())
 	nc := &memConn{in: bytes.NewReader(input)}
 	if status, _, msg := h.reserve("alice"); status != 0 {
 		t.Fatal(msg)

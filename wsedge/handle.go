@@ -44,7 +44,7 @@ func (c *conn) handle(data []byte) {
 			return
 		}
 	}
-	if idle && (j.err != nil || req.op == inPing) {
+	if idle && (j.err != nil || req.op == inPing || req.op == inRefresh) {
 		c.act(j)
 		return
 	}
@@ -160,6 +160,8 @@ func (c *conn) act(j job) {
 		c.enqueue(pongFrame)
 	case inResume:
 		c.resume(*req.Since)
+	case inRefresh:
+		c.refresh(req.Token)
 	}
 }
 
@@ -169,7 +171,7 @@ func (c *conn) act(j job) {
 func (c *conn) scope(req *request) error {
 	switch c.ep {
 	case epChat:
-		if req.op == inPing || req.op == inResume {
+		if req.op == inPing || req.op == inResume || req.op == inRefresh {
 			return nil
 		}
 		if req.ConversationID == 0 {
@@ -178,8 +180,8 @@ func (c *conn) scope(req *request) error {
 			return chat.Errorf(chat.CodeForbidden, "this socket carries conversation %d only", c.id)
 		}
 	case epJob:
-		if req.op != inPing && req.op != inResume {
-			return chat.Errorf(chat.CodeBadRequest, "a job socket accepts only PING and RESUME")
+		if req.op != inPing && req.op != inResume && req.op != inRefresh {
+			return chat.Errorf(chat.CodeBadRequest, "a job socket accepts only PING, RESUME and REFRESH")
 		}
 	}
 	return nil

@@ -45,9 +45,11 @@ type Reader interface {
 	LastSeq(ctx context.Context) (uint64, error)
 }
 
-// Authenticator verifies the token a request carries; *auth.Verifier is one.
+// Authenticator verifies the token a request carries, or a token alone (a
+// REFRESH frame's); *auth.Verifier is one.
 type Authenticator interface {
 	Authenticate(r *http.Request) (auth.Claims, error)
+	Verify(token string) (auth.Claims, error)
 }
 
 // Presence hears when a user's first socket on this node opens and the last
@@ -108,6 +110,7 @@ type Hub struct {
 	slots  uint32 // the ping slot the next socket gets, round robin
 
 	presMu sync.Mutex // orders Presence calls
+	exp    expiries   // token expiry deadlines (expiry.go)
 
 	// UNREAD frames waiting for the feed to dispatch the event that made
 	// their count, oldest first (PushUnread). Locked after mu.
@@ -146,10 +149,11 @@ func New(cfg Config, svc *chat.Service, authn Authenticator, reader Reader, m *m
 		users: make(map[string]*userSockets),
 	}
 	h.refusals = logsample.New(h.log, 0, 0)
+	h.exp.wake = make(chan struct{}, 1)
 	for k := range numKinds {
 		h.framesOut[k] = m.FramesOut.WithLabelValues(kindLabels[k])
 	}
-	for _, t := range []string{inMessage, inTyping, inRead, inPing, inResume, inInvalid} {
+	for _, t := range []string{inMessage, inTyping, inRead, inPing, inResume, inRefresh, inInvalid} {
 		h.framesIn[t] = m.FramesIn.WithLabelValues(t)
 	}
 	if !cfg.goroutineReaders {
@@ -161,8 +165,9 @@ func New(cfg Config, svc *chat.Service, authn Authenticator, reader Reader, m *m
 			go p.run()
 		}
 	}
-	h.wg.Add(1)
+	h.wg.Add(2)
 	go h.pinger()
+	go h.expirer()
 	return h
 }
 
@@ -250,6 +255,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !h.register(c, resume, since) {
 		return
 	}
+	h.schedule(c, claims.ExpiresAt)
 	if refused != nil {
 		c.enqueue(encodeError(refused, "", 0))
 	}
@@ -435,6 +441,7 @@ func (h *Hub) unregister(c *conn) {
 		delete(h.users, c.user)
 	}
 	h.mu.Unlock()
+	h.unschedule(c)
 
 	h.m.OpenSockets.Dec()
 	h.log.Debug("socket closed", "user_id", c.user, "endpoint", endpointNames[c.ep], "id", c.id)

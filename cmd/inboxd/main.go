@@ -19,6 +19,7 @@ import (
 	"inbox/chat"
 	"inbox/internal/cli"
 	"inbox/node"
+	"inbox/wsedge"
 )
 
 func main() {
@@ -80,6 +81,8 @@ func run(args []string, stdout io.Writer) error {
 	fs.Float64Var(&cfg.Edge.RatePerSecond, "rate", 20, "frames per second one socket may send (burst: twice that)")
 	fs.Float64Var(&cfg.API.UserRate, "api-rate", 20, "HTTP API requests per second one user may make (burst: twice that)")
 	fs.DurationVar(&cfg.Edge.PingInterval, "ping-interval", 30*time.Second, "WebSocket ping interval; a socket silent for two intervals is closed")
+	fs.DurationVar(&cfg.Edge.TokenGrace, "token-grace", wsedge.DefaultTokenGrace,
+		"how long a socket outlives its token: warned (TOKEN_EXPIRING) that long before exp, closed with 4001 that long after unless it sent REFRESH")
 	fs.StringVar(&cfg.DebugAddr, "debug-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060; empty: off)")
 	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	fs.TextVar(&logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
@@ -110,6 +113,8 @@ func run(args []string, stdout io.Writer) error {
 		return fmt.Errorf("--api-rate %g: must be positive", cfg.API.UserRate)
 	case cfg.Edge.PingInterval < time.Second:
 		return fmt.Errorf("--ping-interval %s: must be at least 1s", cfg.Edge.PingInterval)
+	case cfg.Edge.TokenGrace <= 0:
+		return fmt.Errorf("--token-grace %s: must be positive", cfg.Edge.TokenGrace)
 	}
 	cfg.Edge.RateBurst = int(2 * cfg.Edge.RatePerSecond)
 	cfg.API.UserBurst = int(max(1, 2*cfg.API.UserRate))
