@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"time"
+
 	"encoding/json"
 	"fmt"
 	"net"
@@ -186,6 +188,9 @@ func TestRunAgainstFake(t *testing.T) {
 		rep, err := Run(t.Context(), Config{
 			URL: srv.URL, Mode: ModeFanout, Users: 20, Rate: 400, Duration: 1e9, Warmup: 2e8,
 			Settle: 1e8, Drain: 5e9, DataDir: dir, Seed: 1,
+			// Pass judges loss and order here, not speed: a loaded machine
+			// (or -race) can push the p99 of a correct run past the default 50 ms.
+			RampP99: time.Minute,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -195,7 +200,7 @@ func TestRunAgainstFake(t *testing.T) {
 			s.Expected != 2*s.Sent || s.Delivered != s.Expected || s.Unknown != 0 || !s.Pass {
 			t.Fatalf("fanout step = %+v", s)
 		}
-		if s.Latency.Count == 0 || s.Latency.P99 <= 0 || s.Latency.P99 > 1000 || s.ServerCPUPct != 0 {
+		if s.Latency.Count == 0 || s.Latency.P99 <= 0 || s.ServerCPUPct != 0 {
 			t.Fatalf("latency %+v, server cpu %v", s.Latency, s.ServerCPUPct)
 		}
 		if rep.Sockets != 20 || rep.Conversations != 10 || rep.AliveAtEnd != 20 || len(rep.Disconnects) != 0 {
