@@ -1,8 +1,6 @@
 package bench
 
 import (
-	"time"
-
 	"encoding/json"
 	"fmt"
 	"net"
@@ -14,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
