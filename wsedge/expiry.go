@@ -137,7 +137,7 @@ func (h *Hub) expirer() {
 	for {
 		for _, e := range h.exp.takeDue(time.Now(), grace) {
 			if e.close {
-				h.log.Info("closing socket: token expired", "user_id", e.c.user, "endpoint", endpointNames[e.c.ep], "expired_at", e.token)
+				h.refusals.Info("token_expired", "closing socket: token expired", "user_id", e.c.user, "endpoint", endpointNames[e.c.ep], "expired_at", e.token)
 				e.c.closeWith(CloseTokenExpired, "token expired; reconnect with a fresh token")
 				continue
 			}
@@ -166,10 +166,11 @@ func (c *conn) refresh(token string) {
 	switch {
 	case err != nil:
 		h.m.AuthFailures.WithLabelValues(authReason(err)).Inc()
-		h.log.Debug("refresh refused", "user_id", c.user, "err", err)
+		h.refusals.Info("refresh_"+authReason(err), "refresh refused: authentication", "user_id", c.user, "err", err)
 		c.replyError(chat.Errorf(codeUnauthorized, "%s", err.Error()), request{})
 		return
 	case claims.UserID != c.user:
+		h.refusals.Info("refresh_other_user", "refresh refused: the token names another user", "user_id", c.user, "token_user", claims.UserID)
 		c.replyError(chat.Errorf(chat.CodeForbidden, "the token names another user; a socket keeps its user"), request{})
 		return
 	}
