@@ -52,6 +52,8 @@ func TestGoldenFrames(t *testing.T) {
 		{"synced", encodeSynced(15, false)},
 		{"synced-more", encodeSynced(15, true)},
 		{"pong", pongFrame},
+		{"refreshed", encodeRefreshed(at.Add(time.Hour))},
+		{"token-expiring", encodeTokenExpiring(at, at.Add(30*time.Second))},
 	}
 	dir := filepath.Join("..", "testdata", "frames")
 	names := map[string]bool{}
