@@ -279,6 +279,7 @@ func (s *Service) Send(ctx context.Context, from Sender, req SendRequest) (Sent,
 		return Sent{}, err
 	}
 	s.noteWrite(from.UserID, sent.ID)
+	s.typingEnded(from.UserID, req.ConversationID)
 	return sent, nil
 }
 
@@ -507,6 +508,27 @@ func (s *Service) typingDue(k typingKey, p *pendingTyping) {
 	if _, err := s.append(ctx, ev); err != nil {
 		s.log.Warn("deferred typing event not appended", "user_id", k.user, "conversation_id", k.conv, "is_typing", ev.IsTyping, "err", err)
 	}
+}
+
+// typingEnded notes that user's message in conv ended its typing indicator
+// there (receivers clear it on a message, docs/protocol.md). So the next
+// start is a change of state, announced within TypingGap, and not a repeat
+// held back for TypingInterval while receivers show nobody typing. A change
+// still waiting for its gap is moot and dropped.
+func (s *Service) typingEnded(user string, conv int64) {
+	k := typingKey{user, conv}
+	s.typingMu.Lock()
+	defer s.typingMu.Unlock()
+	last, ok := s.typing[k]
+	if !ok || (!last.on && last.pending == nil) {
+		return
+	}
+	if last.pending != nil {
+		last.pending.t.Stop()
+		last.pending = nil
+	}
+	last.on = false
+	s.typing[k] = last
 }
 
 // AppendTyping appends a typing event AdmitTyping returned.

@@ -311,6 +311,43 @@ func TestTypingRepeatSpread(t *testing.T) {
 // TestTypingChangeWaitsForGap: a change of state sooner than TypingGap after
 // the last typing event is appended once the gap has passed, the latest state
 // winning; a user who changes back meanwhile causes no event at all.
+// TestTypingAfterAMessage: a message ends the sender's typing indicator on
+// the receivers, so a start right after it (past TypingGap) is announced,
+// not held back as a repeat of the start before the message.
+func TestTypingAfterAMessage(t *testing.T) {
+	svc, _ := newServiceWith(t, chat.Limits{TypingInterval: 5 * time.Second, TypingGap: time.Second})
+	ctx := context.Background()
+	if _, _, err := svc.CreateConversation(ctx, 1, members("a", "b")); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	now := t0
+	svc.SetClock(func() time.Time { return now }, func() float64 { return 0.5 })
+	admitted := func(at time.Duration) bool {
+		t.Helper()
+		now = t0.Add(at)
+		ev, err := svc.AdmitTyping("a", 1, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ev != nil
+	}
+	if !admitted(0) {
+		t.Fatal("the first start was not admitted")
+	}
+	now = t0.Add(500 * time.Millisecond)
+	if _, err := svc.Send(ctx, chat.Sender{UserID: "a"}, chat.SendRequest{ConversationID: 1, Text: "hi"}); err != nil {
+		t.Fatal(err)
+	}
+	if !admitted(1500 * time.Millisecond) {
+		t.Error("a start 1.5 s after a message (1 s gap, 5 s interval) was held back as a repeat")
+	}
+	// The start after the message is the new state: a second one soon after is a repeat.
+	if admitted(2 * time.Second) {
+		t.Error("a second start within the interval was admitted")
+	}
+}
+
 func TestTypingChangeWaitsForGap(t *testing.T) {
 	const gap = 200 * time.Millisecond
 	svc, st := newServiceWith(t, chat.Limits{TypingGap: gap})
