@@ -21,7 +21,9 @@ const (
 // "Authorization: Bearer <jwt>", the token query parameter, and the
 // inbox_token cookie; the first present is the one verified. The cookie is
 // used only when the request's Origin is one of Config.AllowedOrigins, since
-// a browser attaches cookies to cross-site WebSocket upgrades too. Header
+// a browser attaches cookies to cross-site WebSocket upgrades too (a
+// same-origin GET, which has no Origin, counts as coming from the request's
+// own origin; see requestOrigin). Header
 // and query tokens are accepted whatever the Origin: a page on another site
 // cannot read them. Every error wraps ErrUnauthorized; ErrNoToken if r
 // carries no token.
@@ -43,10 +45,28 @@ func (v *Verifier) Authenticate(r *http.Request) (Claims, error) {
 	if err != nil || c.Value == "" {
 		return Claims{}, ErrNoToken
 	}
-	if !v.OriginAllowed(r.Header.Get("Origin")) {
+	if !v.OriginAllowed(requestOrigin(r)) {
 		return Claims{}, unauthorized("cookie token not accepted from this origin")
 	}
 	return v.Verify(c.Value)
+}
+
+// requestOrigin is the origin of the page that made r: its Origin header or,
+// for a browser's same-origin GET (which carries none), the request's own
+// origin when the browser says so with Sec-Fetch-Site, a header page
+// scripts cannot set. Behind a proxy that ends TLS the own origin reads
+// http://, which an https:// allowed origin does not match: refused.
+func requestOrigin(r *http.Request) string {
+	if o := r.Header.Get("Origin"); o != "" {
+		return o
+	}
+	if r.Header.Get("Sec-Fetch-Site") != "same-origin" || r.Host == "" {
+		return ""
+	}
+	if r.TLS != nil {
+		return "https://" + r.Host
+	}
+	return "http://" + r.Host
 }
 
 // OriginAllowed reports whether origin (an Origin header value) exactly

@@ -28,6 +28,8 @@ func TestAuthenticate(t *testing.T) {
 		query  string // token query parameter
 		cookie string // inbox_token cookie
 		origin string
+		host   string // Host (default example.com)
+		site   string // Sec-Fetch-Site
 	}
 	tests := []struct {
 		name      string
@@ -47,6 +49,7 @@ func TestAuthenticate(t *testing.T) {
 		{name: "cookie, allowed origin upper case", req: req{cookie: good, origin: "HTTPS://APP.example.com"}},
 		{name: "cookie, allowed origin default port given", req: req{cookie: good, origin: "https://app.example.com:443"}},
 		{name: "cookie, allowed origin default port configured", req: req{cookie: good, origin: "https://admin.example.com"}},
+		{name: "cookie, same-origin GET to an allowed host", req: req{cookie: good, host: "localhost:3000", site: "same-origin"}},
 		{name: "other scheme falls through to query", req: req{auth: "Basic dXNlcjpwYXNz", query: good}},
 		{name: "header first", req: req{auth: "Bearer " + good, query: bad, cookie: bad, origin: "https://app.example.com"}},
 
@@ -66,6 +69,9 @@ func TestAuthenticate(t *testing.T) {
 		{name: "cookie, subdomain", req: req{cookie: good, origin: "https://evil.app.example.com"}, withError: auth.ErrUnauthorized, reason: "origin"},
 		{name: "cookie, suffix", req: req{cookie: good, origin: "https://app.example.com.evil.example"}, withError: auth.ErrUnauthorized, reason: "origin"},
 		{name: "cookie, path", req: req{cookie: good, origin: "https://app.example.com/x"}, withError: auth.ErrUnauthorized, reason: "origin"},
+		{name: "cookie, same-origin GET to another host", req: req{cookie: good, host: "evil.example", site: "same-origin"}, withError: auth.ErrUnauthorized, reason: "origin"},
+		{name: "cookie, same-site GET without origin", req: req{cookie: good, host: "localhost:3000", site: "same-site"}, withError: auth.ErrUnauthorized, reason: "origin"},
+		{name: "cookie, origin counts before fetch site", req: req{cookie: good, origin: "https://evil.example", host: "localhost:3000", site: "same-origin"}, withError: auth.ErrUnauthorized, reason: "origin"},
 		{name: "cookie, no allowlist", verifier: noOrigins, req: req{cookie: good, origin: "https://app.example.com"}, withError: auth.ErrUnauthorized, reason: "origin"},
 	}
 	for _, tt := range tests {
@@ -87,6 +93,12 @@ func TestAuthenticate(t *testing.T) {
 			}
 			if tt.req.origin != "" {
 				r.Header.Set("Origin", tt.req.origin)
+			}
+			if tt.req.host != "" {
+				r.Host = tt.req.host
+			}
+			if tt.req.site != "" {
+				r.Header.Set("Sec-Fetch-Site", tt.req.site)
 			}
 			c, err := v.Authenticate(r)
 			if tt.withError != nil {

@@ -119,6 +119,14 @@ type Deps struct {
 	Metrics *metrics.Metrics
 	// Ready reports whether the node can serve (GET /readyz); nil: always.
 	Ready func(ctx context.Context) error
+	// Status reports the node for GET /api/admin/status; nil: 503.
+	Status func(ctx context.Context) (Status, error)
+	// Sockets closes a user's sockets (POST
+	// /api/admin/users/{user_id}/disconnect); nil: 503.
+	Sockets Sockets
+	// Dev mints tokens for the console's development sign-in (/api/dev/);
+	// nil, as on any node with configured secrets: those routes answer 404.
+	Dev DevTokens
 	// Logger gets one line per request, sampled (logsample) for requests
 	// refused before their handler: a bad credential, the rate limit, no
 	// route; nil: discard.
@@ -142,6 +150,11 @@ type api struct {
 	refusals *logsample.Sampler
 	mux      *http.ServeMux
 	limit    *userLimits
+
+	origins Origins // nil: no CORS
+	status  func(ctx context.Context) (Status, error)
+	sockets Sockets
+	dev     DevTokens
 }
 
 // New returns the API's handler. It panics if a required dependency is
@@ -172,9 +185,11 @@ func New(cfg Config, d Deps) http.Handler {
 	a := &api{
 		cfg: cfg, svc: d.Service, dir: d.Service.Directory(), users: d.Verifier, admin: d.Admin,
 		reads: d.DB, proj: d.Projection, pres: d.Presence, m: d.Metrics, ready: d.Ready, log: d.Logger, mux: http.NewServeMux(),
-		limit: newUserLimits(cfg.UserRate, cfg.UserBurst),
+		limit:  newUserLimits(cfg.UserRate, cfg.UserBurst),
+		status: d.Status, sockets: d.Sockets, dev: d.Dev,
 	}
 	a.refusals = logsample.New(a.log, 0, 0)
+	a.origins, _ = d.Verifier.(Origins)
 	for _, rt := range routes {
 		a.mux.Handle(rt.pattern(), a.wrap(rt.pattern(), rt))
 	}
@@ -203,14 +218,18 @@ type route struct {
 
 func (rt route) pattern() string { return rt.method + " " + rt.path }
 
-// unmatched is the metrics route label of requests no route matched.
-const unmatched = "unmatched"
+// Metrics route labels of requests no route matched, and of CORS preflights.
+const (
+	unmatched = "unmatched"
+	preflight = "preflight"
+)
 
 var routes = []route{
 	{method: "GET", path: "/api/conversations", access: user, handle: (*api).listConversations},
 	{method: "GET", path: "/api/conversations/{id}/messages", access: user, handle: (*api).listMessages},
 	{method: "POST", path: "/api/conversations/{id}/messages", access: user, handle: (*api).sendMessage},
 	{method: "GET", path: "/api/presence", access: user, handle: (*api).getPresence},
+	{method: "GET", path: "/api/session", access: user, handle: (*api).getSession},
 
 	{method: "POST", path: "/api/admin/conversations", access: admin, handle: (*api).createConversation},
 	{method: "POST", path: "/api/admin/conversations/{id}/members", access: admin, handle: (*api).addMember},
@@ -219,6 +238,11 @@ var routes = []route{
 	{method: "POST", path: "/api/admin/conversations/{id}/messages", access: admin, handle: (*api).postSystem},
 	{method: "POST", path: "/api/admin/jobs", access: admin, handle: (*api).createJob},
 	{method: "POST", path: "/api/admin/jobs/{id}/status", access: admin, handle: (*api).postJobStatus},
+	{method: "GET", path: "/api/admin/status", access: admin, handle: (*api).getStatus},
+	{method: "POST", path: "/api/admin/users/{user_id}/disconnect", access: admin, handle: (*api).disconnect},
+
+	{method: "GET", path: "/api/dev/users", handle: (*api).devUsers},
+	{method: "POST", path: "/api/dev/token", handle: (*api).devToken},
 
 	{method: "GET", path: "/healthz", handle: (*api).healthz, quiet: true},
 	{method: "GET", path: "/readyz", handle: (*api).readyz, quiet: true},
@@ -285,23 +309,26 @@ func (a *api) wrap(label string, rt route) http.Handler {
 		n := &note{}
 		ctx := context.WithValue(r.Context(), noteKey, n)
 		sw := &statusWriter{ResponseWriter: w}
-		err := a.serve(rt, sw, r.WithContext(ctx))
-		if err != nil {
+		var err error
+		served, quiet := label, rt.quiet
+		if a.allowCORS(sw, r) {
+			served, quiet = preflight, true
+		} else if err = a.serve(rt, sw, r.WithContext(ctx)); err != nil {
 			a.writeError(sw, err)
 		}
 		status := sw.status
 		if status == 0 {
 			status = http.StatusOK
 		}
-		a.m.HTTPRequests.WithLabelValues(label, statusLabel(status)).Inc()
+		a.m.HTTPRequests.WithLabelValues(served, statusLabel(status)).Inc()
 		level := slog.LevelInfo
 		switch {
 		case status >= 500:
 			level = slog.LevelError
-		case rt.quiet && err == nil:
+		case quiet && err == nil:
 			level = slog.LevelDebug
 		}
-		attrs := append([]any{"method", r.Method, "route", label, "path", r.URL.Path, "status", status,
+		attrs := append([]any{"method", r.Method, "route", served, "path", r.URL.Path, "status", status,
 			"duration", time.Since(start)}, n.attrs...)
 		if err != nil {
 			attrs = append(attrs, "err", errorText(err))

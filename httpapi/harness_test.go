@@ -52,6 +52,8 @@ type nodeOptions struct {
 	presence    Presence      // Deps.Presence
 	userBurst   int           // Config.UserBurst, refilled at 1 a day; 0: no practical limit
 	log         *slog.Logger  // Deps.Logger; nil: the test's output, from debug up
+	origins     []string      // auth.Config.AllowedOrigins
+	deps        func(*Deps)   // changes the dependencies before New
 }
 
 func newNode(t *testing.T, opt nodeOptions) *node {
@@ -81,7 +83,7 @@ func newNode(t *testing.T, opt nodeOptions) *node {
 	t.Cleanup(func() { cancel(); wg.Wait() })
 
 	svc := chat.NewService(st, st, dir, chat.Limits{})
-	verifier, err := auth.NewVerifier(auth.Config{Secret: testSecret})
+	verifier, err := auth.NewVerifier(auth.Config{Secret: testSecret, AllowedOrigins: opt.origins})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +104,7 @@ func newNode(t *testing.T, opt nodeOptions) *node {
 	if opt.userBurst > 0 {
 		cfg.UserRate, cfg.UserBurst = 1.0/(24*60*60), opt.userBurst
 	}
-	h := New(cfg, Deps{
+	deps := Deps{
 		Service: svc, Verifier: verifier, Admin: admin, DB: db, Projection: proj, Metrics: n.metrics, Presence: opt.presence,
 		Logger: opt.log,
 		Ready: func(context.Context) error {
@@ -111,7 +113,11 @@ func newNode(t *testing.T, opt nodeOptions) *node {
 			}
 			return nil
 		},
-	})
+	}
+	if opt.deps != nil {
+		opt.deps(&deps)
+	}
+	h := New(cfg, deps)
 	n.mux = h.(*http.ServeMux)
 	n.srv = httptest.NewServer(h)
 	t.Cleanup(n.srv.Close)

@@ -56,15 +56,7 @@ func (a *api) openapi(w http.ResponseWriter, r *http.Request) error {
 // notFound answers a request no route matched: 405 with Allow if the path
 // exists under other methods, else 404. Both as JSON errors.
 func (a *api) notFound(w http.ResponseWriter, r *http.Request) error {
-	var allow []string
-	for _, m := range []string{"GET", "POST", "PUT", "DELETE", "PATCH"} {
-		probe := r.Clone(r.Context())
-		probe.Method = m
-		if _, pattern := a.mux.Handler(probe); pattern != "" && pattern != "/" {
-			allow = append(allow, m)
-		}
-	}
-	if len(allow) > 0 {
+	if allow := a.methods(r); len(allow) > 0 {
 		w.Header().Set("Allow", strings.Join(allow, ", "))
 		writeJSON(w, http.StatusMethodNotAllowed, errorBody{
 			Error: "method " + r.Method + " is not allowed on " + r.URL.Path + " (allowed: " + strings.Join(allow, ", ") + ")",

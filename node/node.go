@@ -22,8 +22,10 @@ import (
 
 	"inbox/auth"
 	"inbox/chat"
+	"inbox/console"
 	"inbox/eventstore"
 	"inbox/httpapi"
+	"inbox/internal/logring"
 	"inbox/internal/private"
 	"inbox/metrics"
 	"inbox/presence"
@@ -84,7 +86,10 @@ type Node struct {
 	debug    *http.Server
 	ln       net.Listener
 	secrets  auth.DevSecrets
-	loosened fs.FileMode // the data folder's mode before openData tightened it (0: it did not)
+	loosened fs.FileMode   // the data folder's mode before openData tightened it (0: it did not)
+	devJWT   bool          // tokens are verified with the development secret
+	ring     *logring.Ring // the last warnings and errors, for /api/admin/status
+	started  time.Time
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	stopOnce sync.Once
@@ -103,7 +108,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.ReadyMaxLag == 0 {
 		cfg.ReadyMaxLag = 1000
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, failed: make(chan error, 4)}
+	ring := logring.New(maxLogEntries)
+	cfg.Logger = slog.New(ring.Handler(cfg.Logger.Handler()))
+	n := &Node{cfg: cfg, log: cfg.Logger, failed: make(chan error, 4), ring: ring, started: time.Now()}
 	defer func() {
 		if err != nil {
 			n.stop(context.Background())
@@ -177,13 +184,22 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 
+	dev, err := n.devTokens()
+	if err != nil {
+		return nil, err
+	}
 	api := httpapi.New(cfg.API, httpapi.Deps{
 		Service: n.svc, DB: n.db, Projection: n.proj, Verifier: verifier, Admin: admin,
 		Presence: n.pres, Metrics: n.metrics, Ready: n.ready, Logger: n.log.With("component", "httpapi"),
+		Status: n.status, Sockets: n.hub, Dev: dev,
 	})
 	mux := http.NewServeMux()
 	mux.Handle("/ws/", n.hub)
-	mux.Handle("/", api)
+	pages := console.Handler()
+	for _, p := range []string{"GET /{$}", "GET /ops", "GET /console/"} {
+		mux.Handle(p, pages)
+	}
+	mux.Handle("/", api) // the API, and JSON 404s for everything else
 	n.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelWarn)}
 	n.goRun("http server", func() error {
 		if err := n.http.Serve(n.ln); !errors.Is(err, http.ErrServerClosed) {
@@ -306,6 +322,7 @@ func (n *Node) authConfig() (*auth.Verifier, *auth.AdminToken, error) {
 			if v, err = n.verifier(n.secrets.JWTSecret); err != nil {
 				return nil, nil, err
 			}
+			n.devJWT = true
 		}
 		if adminToken == "" {
 			adminToken = n.secrets.AdminToken

@@ -1,0 +1,296 @@
+package console_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/chromedp"
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// TestConsole drives the console in headless Chromium against a real
+// inboxd: one server and one browser for all the steps, a browser context
+// per user.
+func TestConsole(t *testing.T) {
+	app := httptest.NewServer(http.HandlerFunc(appPage)) // an allowed origin
+	defer app.Close()
+	other := httptest.NewServer(http.HandlerFunc(appPage)) // not allowed
+	defer other.Close()
+	srv := startServer(t, app.URL)
+	b := newBrowser(t)
+
+	t.Run("chat", func(t *testing.T) { testChat(t, srv, b) })
+	t.Run("ops", func(t *testing.T) { testOps(t, srv, b) })
+	t.Run("origins", func(t *testing.T) { testOrigins(t, srv, b, app.URL, other.URL) })
+	t.Run("refused", func(t *testing.T) { testRefused(t, srv, b) })
+}
+
+// What alice and bob say (the screenshot in docs/ shows it).
+const (
+	aliceSays = "Hi Bob, is the kitchen job still on for Thursday?"
+	bobSays   = "Yes, Thursday at 9. I'll bring the tiles."
+)
+
+// signIn opens the console at url and signs in as user with one click.
+func signIn(p *page, url, user string) {
+	p.t.Helper()
+	p.do("open the console", chromedp.Navigate(url+"/"))
+	p.do("sign in as "+user, chromedp.Click(chromedp.CSS(`button.user[data-user="`+user+`"]`)))
+	p.until(user+"'s socket live", `document.querySelector('#conn')?.dataset.state === 'live'`)
+}
+
+// messageIDs are the ids of the messages the page shows, in order.
+func messageIDs(p *page) []int64 {
+	return eval[[]int64](p, `[...document.querySelectorAll('#messages li[data-id]')].map((li) => Number(li.dataset.id))`)
+}
+
+func shows(text string) string {
+	return `[...document.querySelectorAll('#messages li[data-id] .bubble')].some((b) => b.textContent === ` + js(text) + `)`
+}
+
+func testChat(t *testing.T, srv *server, b *browser) {
+	g := newGate(t, strings.TrimPrefix(srv.url, "http://"))
+	alice := b.page(t, "alice", true)
+	bob := b.page(t, "bob", true)
+	signIn(alice, g.url(), "alice")
+	signIn(bob, srv.url, "bob")
+
+	// Each sees their own conversations: bob is not in conversation 2.
+	alice.until("both conversations", `!!document.querySelector('[data-conv="1"]') && !!document.querySelector('[data-conv="2"]')`)
+	bob.until("conversation 1", `!!document.querySelector('[data-conv="1"]')`)
+	if eval[bool](bob, `!!document.querySelector('[data-conv="2"]')`) {
+		t.Error("bob's list shows conversation 2, which he is not a member of")
+	}
+	// Presence: each sees the other online.
+	alice.until("bob online", `!!document.querySelector('[data-conv="1"] .dot.online[data-user="bob"]')`)
+	bob.until("alice online", `!!document.querySelector('[data-conv="1"] .dot.online[data-user="alice"]')`)
+
+	// Alice writes; the message is hers once acknowledged.
+	alice.do("open conversation 1", chromedp.Click(chromedp.CSS(`[data-conv="1"]`)))
+	alice.do("write", chromedp.SendKeys(chromedp.CSS("#composer"), aliceSays+"\r"))
+	alice.until("her message stored", shows(aliceSays)+` && !document.querySelector('#messages .pending')`)
+
+	// Bob gets an unread badge, opens the conversation, reads it: alice sees "Seen".
+	bob.until("unread badge", `document.querySelector('[data-conv="1"] .badge')?.textContent === '1'`)
+	bob.until("preview", `document.querySelector('[data-conv="1"] .conv-last')?.textContent === `+js(aliceSays))
+	bob.do("open conversation 1", chromedp.Click(chromedp.CSS(`[data-conv="1"]`)))
+	bob.until("alice's message", shows(aliceSays))
+	alice.until(`"Seen"`, `document.querySelector('#messages li.mine .seen')?.textContent === 'Seen'`)
+	bob.until("badge cleared", `!document.querySelector('[data-conv="1"] .badge')`)
+
+	// Bob types: alice sees it; he deletes what he typed: it clears.
+	bob.do("type", chromedp.SendKeys(chromedp.CSS("#composer"), "Hi"))
+	alice.until("typing shown", `document.querySelector('#typing').textContent === 'Bob Worker is typing…'`)
+	bob.do("erase", chromedp.SendKeys(chromedp.CSS("#composer"), "\b\b"))
+	alice.until("typing cleared", `document.querySelector('#typing').textContent === ''`)
+
+	// And answers: the chat goes both ways.
+	bob.do("answer", chromedp.SendKeys(chromedp.CSS("#composer"), bobSays+"\r"))
+	alice.until("bob's answer", shows(bobSays))
+	bob.until("his answer stored", shows(bobSays)+` && !document.querySelector('#messages .pending')`)
+
+	// A refused message shows the server's reason, and can be discarded.
+	long := strings.Repeat("x", 250) // the server's limit is 200
+	alice.do("write too much", chromedp.SendKeys(chromedp.CSS("#composer"), long+"\r"))
+	alice.until("the refusal", `document.querySelector('#messages .pending.failed .msg-error')?.textContent.includes('the limit is 200')`)
+	alice.do("discard", chromedp.Click(chromedp.CSS(`#messages .pending.failed button:last-child`)))
+	alice.until("discarded", `!document.querySelector('#messages .pending')`)
+
+	testResume(t, srv, g, alice, bob)
+
+	// At phone width the list and the conversation take turns.
+	bob.do("phone width", chromedp.EmulateViewport(390, 760))
+	bob.until("only the conversation", `!document.querySelector('.convs').offsetParent && !!document.querySelector('.back').offsetParent`)
+	if b.shots != "" {
+		bob.screenshot("phone")
+	}
+	bob.do("back to the list", chromedp.Click(chromedp.CSS(".back")))
+	bob.until("only the list", `!!document.querySelector('.convs').offsetParent && !document.querySelector('.thread').offsetParent`)
+	bob.do("open conversation 1", chromedp.Click(chromedp.CSS(`[data-conv="1"]`)))
+	bob.do("desktop width", chromedp.ResetViewport())
+
+	if shot := os.Getenv("INBOX_CONSOLE_SCREENSHOT"); shot != "" {
+		screenshotForDocs(t, srv, alice, bob, shot)
+	}
+}
+
+// testResume cuts alice's socket from the server while her network is
+// away (her page is served through a gate that refuses connections), bob
+// writes meanwhile, and alice comes back: every message, once, in order.
+func testResume(t *testing.T, srv *server, g *gate, alice, bob *page) {
+	before := messageIDs(alice)
+	g.close()
+	var out struct{ Sockets int }
+	srv.call(t, "POST", "/api/admin/users/alice/disconnect", srv.secrets.AdminToken, "", http.StatusOK, &out)
+	if out.Sockets != 1 {
+		t.Fatalf("disconnect closed %d of alice's sockets, want 1", out.Sockets)
+	}
+	alice.until("alice reconnecting", `document.querySelector('#conn').dataset.state === 'retrying'`)
+	var sent []string
+	for _, text := range []string{"The tiles came in today.", "Grey, as we said.", "See you on Thursday!"} {
+		bob.do("write "+text, chromedp.SendKeys(chromedp.CSS("#composer"), text+"\r"))
+		bob.until(text+" stored", shows(text)+` && !document.querySelector('#messages .pending')`)
+		sent = append(sent, text)
+	}
+	if got := messageIDs(alice); len(got) != len(before) {
+		t.Fatalf("alice got messages while offline: %v, had %v", got, before)
+	}
+	g.open()
+	alice.until("alice live again", `document.querySelector('#conn').dataset.state === 'live'`)
+	for _, text := range sent {
+		alice.until(text, shows(text))
+	}
+	got := messageIDs(alice)
+	if len(got) != len(before)+len(sent) {
+		t.Errorf("alice shows %d messages after resuming, want %d + %d: %v", len(got), len(before), len(sent), got)
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i] <= got[i-1] {
+			t.Errorf("messages out of order or doubled: %v", got)
+			break
+		}
+	}
+}
+
+// screenshotForDocs saves alice's view, with a conversation going on, as
+// docs/console.png (INBOX_CONSOLE_SCREENSHOT names the file).
+func screenshotForDocs(t *testing.T, srv *server, alice, bob *page, path string) {
+	carol := srv.token(t, "carol", "Carol Client")
+	srv.call(t, "POST", "/api/conversations/2/messages", carol, `{"message":"Could you send the photos of the bathroom?"}`, http.StatusCreated, nil)
+	alice.until("carol's unread", `document.querySelector('[data-conv="2"] .badge')?.textContent === '1'`)
+	bob.do("type", chromedp.SendKeys(chromedp.CSS("#composer"), "Sure"))
+	alice.until("typing shown", `document.querySelector('#typing').textContent !== ''`)
+	alice.do("size", chromedp.EmulateViewport(1200, 720))
+	png, err := chromedp.Run(alice.ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("console screenshot: %s", path)
+}
+
+func testOps(t *testing.T, srv *server, b *browser) {
+	p := b.page(t, "operator", true)
+	p.do("open /ops", chromedp.Navigate(srv.url+"/ops"))
+	p.until("the token form", `!!document.querySelector('#admin-token')`)
+	if eval[bool](p, `!!document.querySelector('.tiles')`) {
+		t.Fatal("the operator view shows figures without an admin token")
+	}
+
+	p.do("a wrong token", chromedp.SendKeys(chromedp.CSS("#admin-token"), "not-the-token\r"))
+	p.until("refused", `document.querySelector('.signin-status')?.textContent.includes('refused')`)
+	if eval[bool](p, `!!document.querySelector('.tiles')`) {
+		t.Fatal("the operator view shows figures for a wrong token")
+	}
+
+	p.do("the admin token", chromedp.SendKeys(chromedp.CSS("#admin-token"), srv.secrets.AdminToken+"\r"))
+	p.until("the stream", `!!document.querySelector('tr[data-stream="INBOX"]')`)
+	p.until("rates", `/^[0-9.,]+$/.test(document.querySelector('[data-tile="Appends/s"] .tile-value').textContent)`)
+	events := func() string {
+		return eval[string](p, `document.querySelector('tr[data-stream="INBOX"] td').textContent`)
+	}
+	before := events()
+	bob := srv.token(t, "bob", "Bob Worker")
+	srv.call(t, "POST", "/api/conversations/1/messages", bob, `{"message":"for the operator"}`, http.StatusCreated, nil)
+	p.until("the new event counted", `document.querySelector('tr[data-stream="INBOX"] td').textContent !== `+js(before))
+	for _, tile := range []string{"Open sockets", "Feed lag", "Projection lag", "Deliveries/s"} {
+		p.until(tile, `!!document.querySelector('[data-tile="`+tile+`"] .tile-value')`)
+	}
+	if b.shots != "" {
+		p.screenshot("ops")
+	}
+}
+
+// appPage is the app of an allowed origin, in miniature: it reads the
+// conversation list and the history from inboxd (the api query parameter)
+// with the inbox_token cookie, and shows what it got or why not.
+func appPage(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	fmt.Fprint(w, `<!doctype html><title>app</title><pre id="out">…</pre><script type="module">
+const api = new URLSearchParams(location.search).get('api');
+const out = document.getElementById('out');
+try {
+  const get = async (path) => {
+    const r = await fetch(api + path, {credentials: 'include'});
+    if (!r.ok) throw new Error('HTTP ' + r.status);
+    return r.json();
+  };
+  const {conversations} = await get('/api/conversations');
+  const {messages} = await get('/api/conversations/1/messages');
+  out.textContent = 'conversations ' + conversations.map((c) => c.id).join(',') + '; history ' + messages.map((m) => m.message).reverse().join('|');
+} catch (e) {
+  out.textContent = 'blocked: ' + e.message;
+}
+</script>`)
+}
+
+func testOrigins(t *testing.T, srv *server, b *browser, allowed, other string) {
+	cookie := func(token string) chromedp.Action[chromedp.Void] {
+		return chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
+			_, err := chromedp.Call(ctx, network.SetCookie, network.SetCookieParams{
+				Name: "inbox_token", Value: token, URL: srv.url, SameSite: network.CookieSameSiteLax,
+			})
+			return err
+		})
+	}
+	alice := srv.token(t, "alice", "Alice Doe")
+
+	p := b.page(t, "allowed origin", true)
+	p.do("cookie and open the app", cookie(alice), chromedp.Navigate(allowed+"/?api="+srv.url))
+	p.until("the app's answer", `document.querySelector('#out').textContent !== '…'`)
+	got := eval[string](p, `document.querySelector('#out').textContent`)
+	if !strings.HasPrefix(got, "conversations ") || !strings.Contains(got, "1") || !strings.Contains(got, "2") || !strings.Contains(got, aliceSays+"|"+bobSays) {
+		t.Errorf("the app on an allowed origin got %q, want both conversations and the history", got)
+	}
+
+	// Another origin's page gets nothing (the browser reports the refused
+	// CORS request on its console: this page is not strict).
+	q := b.page(t, "other origin", false)
+	q.do("cookie and open the page", cookie(alice), chromedp.Navigate(other+"/?api="+srv.url))
+	q.until("the page's answer", `document.querySelector('#out').textContent !== '…'`)
+	if got := eval[string](q, `document.querySelector('#out').textContent`); !strings.HasPrefix(got, "blocked:") {
+		t.Errorf("a page on another origin got %q, want it blocked", got)
+	}
+}
+
+// testRefused: carol signs in with the inbox_token cookie on the console's
+// own origin; her token then expires and her socket is cut. The upgrade is
+// refused (401), which a page cannot read: the console asks GET /api/session
+// and shows why.
+func testRefused(t *testing.T, srv *server, b *browser) {
+	cookie := func(token string) chromedp.Action[chromedp.Void] {
+		return chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
+			_, err := chromedp.Call(ctx, network.SetCookie, network.SetCookieParams{
+				Name: "inbox_token", Value: token, URL: srv.url, SameSite: network.CookieSameSiteStrict,
+			})
+			return err
+		})
+	}
+	p := b.page(t, "carol", true)
+	p.do("cookie and open the console", cookie(srv.token(t, "carol", "Carol Client")), chromedp.Navigate(srv.url+"/"))
+	p.do("continue with the cookie", chromedp.Click(chromedp.CSS(".signin-cookie button")))
+	p.until("carol's socket live", `document.querySelector('#conn')?.dataset.state === 'live'`)
+	p.until("her conversation", `!!document.querySelector('[data-conv="2"]')`)
+
+	expired, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"sub": "carol", "name": "Carol Client", "exp": time.Now().Add(-time.Hour).Unix(),
+	}).SignedString([]byte(srv.secrets.JWTSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.do("the cookie expires", cookie(expired))
+	srv.call(t, "POST", "/api/admin/users/carol/disconnect", srv.secrets.AdminToken, "", http.StatusOK, nil)
+	p.until("the reason shown", `document.querySelector('.signin-status')?.textContent.includes('token expired')`)
+	if b.shots != "" {
+		p.screenshot("refused")
+	}
+}

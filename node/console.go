@@ -1,0 +1,94 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"inbox/auth"
+	"inbox/eventstore"
+	"inbox/httpapi"
+)
+
+// Operator view and development sign-in: what the node gives the web
+// console beyond the public API.
+
+// maxLogEntries is how many recent warnings and errors the node keeps for
+// GET /api/admin/status.
+const maxLogEntries = 50
+
+// status answers GET /api/admin/status.
+func (n *Node) status(ctx context.Context) (httpapi.Status, error) {
+	info, err := n.store.Stream().Info(ctx)
+	if err != nil {
+		return httpapi.Status{}, fmt.Errorf("stream %s info: %w: %w", eventstore.StreamName, eventstore.ErrUnavailable, err)
+	}
+	totals, err := n.metrics.Totals()
+	if err != nil {
+		return httpapi.Status{}, err
+	}
+	last := info.State.LastSeq
+	feed, applied := n.hub.FeedSeq(), n.proj.Applied()
+	return httpapi.Status{
+		Node:      n.cfg.NodeID,
+		Time:      time.Now().UTC(),
+		StartedAt: n.started.UTC(),
+		Streams: []httpapi.StreamStatus{{
+			Name: info.Config.Name, Subjects: info.Config.Subjects, Replicas: info.Config.Replicas,
+			Messages: info.State.Msgs, Bytes: info.State.Bytes, FirstSeq: info.State.FirstSeq, LastSeq: last,
+			Consumers: info.State.Consumers,
+		}},
+		Feed:        httpapi.FeedStatus{Seq: feed, Lag: last - min(last, feed)},
+		Projection:  httpapi.ProjectionStatus{Applied: applied, Lag: last - min(last, applied)},
+		Totals:      totals,
+		Errors:      n.ring.Entries(),
+		ErrorsTotal: n.ring.Total(),
+	}, nil
+}
+
+// DevSignIn reports whether the console offers one-click sign-in: the node
+// verifies tokens with its generated development secret.
+func (n *Node) DevSignIn() bool { return n.devJWT }
+
+// devTokenTTL is how long a development sign-in lasts.
+const devTokenTTL = 24 * time.Hour
+
+// devTokens mints tokens for the console's one-click sign-in. Only a node on
+// development secrets has one (see devTokens).
+type devTokens struct {
+	n      *Node
+	minter *auth.Minter
+}
+
+// devTokens returns the development sign-in, or nil (the routes answer 404)
+// when the node verifies tokens with a configured secret or key.
+func (n *Node) devTokens() (httpapi.DevTokens, error) {
+	if !n.devJWT {
+		return nil, nil
+	}
+	m, err := auth.NewMinter(auth.MinterConfig{Secret: n.secrets.JWTSecret, Issuer: n.cfg.JWTIssuer, Audience: n.cfg.JWTAudience})
+	if err != nil {
+		return nil, fmt.Errorf("development sign-in: %w", err)
+	}
+	return devTokens{n: n, minter: m}, nil
+}
+
+func (d devTokens) Users(limit int) []httpapi.DevUser {
+	ids := d.n.dir.Users()
+	out := make([]httpapi.DevUser, 0, min(limit, len(ids)))
+	for _, id := range ids[:min(limit, len(ids))] {
+		p, _ := d.n.dir.Profile(id)
+		out = append(out, httpapi.DevUser{UserID: id, Name: p.Name})
+	}
+	return out
+}
+
+func (d devTokens) Mint(user string) (string, time.Time, error) {
+	name := ""
+	if p, ok := d.n.dir.Profile(user); ok {
+		name = p.Name
+	}
+	exp := time.Now().Add(devTokenTTL)
+	tok, err := d.minter.Mint(user, name, devTokenTTL)
+	return tok, exp, err
+}
