@@ -165,11 +165,17 @@ func run(args []string, stdout io.Writer) error {
 func printDemo(w io.Writer, n *node.Node, d node.Demo) {
 	host := n.HTTPAddr()
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nDemo ready. Users and conversations:\n")
+	fmt.Fprintf(&b, "\nDemo ready. Open the console in a browser:\n  http://%s/\n", host)
+	if n.DevSignIn() {
+		fmt.Fprintf(&b, "and sign in as any user with one click; a second browser window is a second user.\n")
+	} else {
+		fmt.Fprintf(&b, "and sign in with a token printed below.\n")
+	}
+	fmt.Fprintf(&b, "\nUsers and conversations:\n")
 	for _, c := range d.Conversations {
 		fmt.Fprintf(&b, "  conversation %d: %s\n", c.ID, strings.Join(c.Members, ", "))
 	}
-	fmt.Fprintf(&b, "\nIn one terminal per user (npm install -g wscat):\n")
+	fmt.Fprintf(&b, "\nOr chat at the protocol level, in one terminal per user (npm install -g wscat):\n")
 	for _, u := range d.Users {
 		fmt.Fprintf(&b, "  # %s\n  wscat -c \"ws://%s/ws/inbox/\" -H \"Authorization: Bearer %s\"\n", u.ID, host, u.Token)
 	}
