@@ -16,8 +16,8 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,24 +35,16 @@ import (
 // wait bounds every browser step.
 const wait = 15 * time.Second
 
-// chromium finds the browser. A machine without one skips the browser tests,
-// except under CI=true, where that is a failure.
+// chromium finds the browser: INBOX_CHROMIUM, or Debian's chromium on PATH.
+// A machine without one skips the browser tests, except under CI=true,
+// where that is a failure (testutil.RequireTool).
 func chromium(t *testing.T) string {
 	t.Helper()
 	if p := os.Getenv("INBOX_CHROMIUM"); p != "" {
 		return p
 	}
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome-stable", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	const why = "no chromium on PATH (apt-get install chromium, or set INBOX_CHROMIUM)"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(why + "; CI runs the browser tests, it never skips them")
-	}
-	t.Skip(why)
-	return ""
+	return testutil.RequireTool(t, "the console's tests drive headless Chromium (apt-get install chromium, or set INBOX_CHROMIUM)",
+		"chromium", "chromium-browser", "google-chrome-stable", "google-chrome")
 }
 
 // browser is one headless Chromium with a fresh profile.
@@ -275,7 +267,8 @@ func startServer(t *testing.T, allowedOrigins ...string) *server {
 		DataDir: dir, HTTPAddr: addr, NATSListen: "", NodeID: "console-test",
 		AllowedOrigins: append([]string{url}, allowedOrigins...),
 		Logger:         testutil.Logger(),
-		Edge:           wsedge.Config{RatePerSecond: 1000, RateBurst: 1000},
+		// Catch-ups of two events a page: a resume pages (SYNCED "more": true).
+		Edge: wsedge.Config{RatePerSecond: 1000, RateBurst: 1000, ResumePageEvents: 2},
 	}
 	cfg.Limits.MaxText = 200
 	cfg.API.UserRate, cfg.API.UserBurst = 1000, 1000
@@ -445,4 +438,25 @@ func (g *gate) untrack(cs ...net.Conn) {
 	for _, c := range cs {
 		delete(g.conns, c)
 	}
+}
+
+// metric reads one sample of the server's /metrics ("name{labels}").
+func (s *server) metric(t *testing.T, sample string) float64 {
+	t.Helper()
+	resp, err := http.Get(s.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, sample+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", line, err)
+			}
+			return f
+		}
+	}
+	return 0
 }

@@ -126,6 +126,7 @@ func testChat(t *testing.T, srv *server, b *browser) {
 // writes meanwhile, and alice comes back: every message, once, in order.
 func testResume(t *testing.T, srv *server, g *gate, alice, bob *page) {
 	before := messageIDs(alice)
+	synced := srv.metric(t, `inbox_frames_out_total{type="SYNCED"}`)
 	g.close()
 	var out struct{ Sockets int }
 	srv.call(t, "POST", "/api/admin/users/alice/disconnect", srv.secrets.AdminToken, "", http.StatusOK, &out)
@@ -146,6 +147,10 @@ func testResume(t *testing.T, srv *server, g *gate, alice, bob *page) {
 	alice.until("alice live again", `document.querySelector('#conn').dataset.state === 'live'`)
 	for _, text := range sent {
 		alice.until(text, shows(text))
+	}
+	// Two events a page: the three messages came in two pages at least.
+	if pages := srv.metric(t, `inbox_frames_out_total{type="SYNCED"}`) - synced; pages < 2 {
+		t.Errorf("alice's catch-up ended with %v SYNCED frames, want pages (2 or more)", pages)
 	}
 	got := messageIDs(alice)
 	if len(got) != len(before)+len(sent) {

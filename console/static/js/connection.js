@@ -10,6 +10,7 @@ const MIN_DELAY = 500; // first retry after 250-500 ms
 const MAX_DELAY = 15000;
 const PING_EVERY = 20000;
 const SILENCE = 45000; // no frame for this long, ping included: reconnect
+const RESUME_RETRY = 2000; // a refused RESUME that says not when is asked again after this
 
 export class Connection {
   // onFrame(frame) gets every server frame; onState(state) every change of
@@ -42,6 +43,7 @@ export class Connection {
   stop() {
     this.stopped = true;
     clearTimeout(this.retryTimer);
+    clearTimeout(this.resumeTimer);
     clearInterval(this.pinger);
     window.removeEventListener('online', this.onOnline);
     if (this.ws) this.ws.close(1000, 'signed out');
@@ -73,6 +75,8 @@ export class Connection {
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
     const ws = new WebSocket(`${scheme}//${location.host}/ws/inbox/?${q}`);
     this.ws = ws;
+    this.resuming = null;
+    clearTimeout(this.resumeTimer);
     let opened = false;
     this.setState({ name: 'connecting' });
     ws.onopen = () => {
@@ -97,13 +101,38 @@ export class Connection {
     if (Number.isSafeInteger(f.seq) && f.seq > this.lastSeq) this.lastSeq = f.seq;
     if (f.type === 'SYNCED') {
       if (f.more) {
-        this.send({ type: 'RESUME', since: f.seq });
+        this.resume(f.seq);
       } else {
+        this.resuming = null;
         this.attempts = 0;
         this.setState({ name: 'live' });
       }
+    } else if (f.type === 'ERROR' && this.resuming != null && !f.client_msg_id && this.resumeRefused(f)) {
+      return;
     }
     this.onFrame(f);
+  }
+
+  // resume asks for the next page of a catch-up. Until its SYNCED the
+  // socket gets no events (docs/protocol.md, Resume).
+  resume(since) {
+    clearTimeout(this.resumeTimer);
+    this.resuming = since;
+    this.send({ type: 'RESUME', since });
+  }
+
+  // resumeRefused handles the server's refusal of a RESUME: a spent catch-up
+  // budget (rate_limited) is asked again when it says; a catch-up already
+  // under way answers for itself. Other errors are the page's to show.
+  resumeRefused(f) {
+    if (f.code === 'rate_limited') {
+      const m = /in ([0-9.]+)(ms|s)\b/.exec(f.error ?? '');
+      const wait = f.retry_after_ms ?? (m ? Number(m[1]) * (m[2] === 's' ? 1000 : 1) : RESUME_RETRY);
+      clearTimeout(this.resumeTimer);
+      this.resumeTimer = setTimeout(() => this.resume(this.resuming), wait + 100);
+      return true;
+    }
+    return f.code === 'bad_request' && /catch-up/.test(f.error ?? '');
   }
 
   async closed(opened, ev) {
