@@ -7,8 +7,9 @@
 // Goroutines: one poller for the hub (Linux: epoll) reads every socket and
 // answers what cannot block; a socket's worker exists only while it has frames
 // that need the stream (a message, an admitted TYPING, READ, RESUME), and its
-// writer only while a write would block; plus one hub-wide pinger. Where the
-// poller cannot be used, each socket has a reader goroutine instead. A socket
+// writer only while a write would block; plus one hub-wide pinger and one
+// expirer (token expiry, expiry.go). Where the poller cannot be used, each
+// socket has a reader goroutine instead. A socket
 // ends when its reading ends. Dispatch never blocks on a socket: a socket
 // whose queue is full is closed with 4013.
 //
