@@ -406,3 +406,64 @@ func TestTypingChangeWaitsForGap(t *testing.T) {
 		t.Fatalf("stream moved from %d to %d after a stop and a start within the gap", last, now)
 	}
 }
+
+// stallStops holds every typing stop on its way to the stream until the
+// append's context ends, telling entered when one arrives and appended what
+// the stream answered.
+type stallStops struct {
+	*eventstore.Store
+	entered  chan struct{}
+	appended chan error
+}
+
+func (a stallStops) Append(ctx context.Context, e eventstore.Event, opts ...eventstore.AppendOption) (uint64, error) {
+	ev, ok := e.(*eventstore.Typing)
+	if !ok || ev.IsTyping {
+		return a.Store.Append(ctx, e, opts...)
+	}
+	a.entered <- struct{}{}
+	<-ctx.Done()
+	seq, err := a.Store.Append(ctx, e, opts...)
+	a.appended <- err
+	return seq, err
+}
+
+// TestCloseWaitsForDeferredTyping: Close cancels a deferred typing change
+// already appending and returns only once that append has returned, so
+// nothing the service runs by itself reaches the store after Close.
+func TestCloseWaitsForDeferredTyping(t *testing.T) {
+	st := testnats.Store(t, testnats.Server(t))
+	stall := stallStops{Store: st, entered: make(chan struct{}, 1), appended: make(chan error, 1)}
+	svc := chat.NewService(stall, st, chat.NewDirectory(), chat.Limits{TypingGap: 50 * time.Millisecond})
+	svc.Directory().Apply(eventstore.Stored{Seq: 1, Event: &eventstore.Created{ConversationID: 1, Members: members("a")}})
+	ctx := context.Background()
+	if seq, err := svc.Typing(ctx, "a", 1, true); err != nil || seq == 0 {
+		t.Fatalf("start = %d, %v", seq, err)
+	}
+	if seq, err := svc.Typing(ctx, "a", 1, false); err != nil || seq != 0 {
+		t.Fatalf("stop within the gap = %d, %v; want it deferred", seq, err)
+	}
+	select {
+	case <-stall.entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the deferred stop was never appended")
+	}
+	closed := make(chan struct{})
+	go func() {
+		svc.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not return")
+	}
+	select {
+	case err := <-stall.appended:
+		if err == nil {
+			t.Fatal("the deferred stop was stored during Close, want its append cancelled")
+		}
+	default:
+		t.Fatal("Close returned while the deferred stop was still appending")
+	}
+}

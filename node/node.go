@@ -447,7 +447,7 @@ func (n *Node) stop(ctx context.Context) {
 			errs = append(errs, n.hub.Shutdown(ctx))
 		}
 		if n.svc != nil {
-			n.svc.Close() // typing changes still waiting for their second are dropped
+			n.svc.Close() // typing changes waiting for their gap are dropped, one appending is cancelled and waited for
 		}
 		if n.pres != nil {
 			// After the sockets (their Offline calls are moot: Close removes
