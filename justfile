@@ -4,7 +4,7 @@
 run *ARGS:
     go run ./cmd/inboxd {{ARGS}}
 
-# the whole test suite, as CI runs it: installs the tools tests need, then vet and go test -race
+# the whole test suite, as CI runs it: installs the tools tests need, then vet, staticcheck and go test -race
 test:
     .ci/run
 

@@ -232,7 +232,7 @@ func TestResumeAcrossNodes(t *testing.T) {
 	}()
 
 	// bob reads some live traffic on node 1, then drops his socket.
-	first := bob.waitMessages(frameWait, func(ms []frame) error {
+	bob.waitMessages(frameWait, func(ms []frame) error {
 		if len(ms) < 50 {
 			return fmt.Errorf("%d messages", len(ms))
 		}
@@ -240,7 +240,7 @@ func TestResumeAcrossNodes(t *testing.T) {
 	})
 	bob.conn.CloseNow()
 	<-bob.done
-	first = bob.messages()
+	first := bob.messages()
 	last := first[len(first)-1].Seq
 
 	// Traffic continues while bob is away; he comes back on node 2.
