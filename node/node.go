@@ -53,6 +53,7 @@ type Config struct {
 	Limits         chat.Limits
 	Edge           wsedge.Config
 	API            httpapi.Config
+	HTTP           HTTPLimits // the HTTP server's timeouts and idle connection cap
 	// PresenceHeartbeat and PresenceNodeTTL tune cross-node presence (zero:
 	// presence's defaults, 5s and 3 heartbeats): a node that dies takes its
 	// users offline on every other node within about PresenceNodeTTL.
@@ -200,7 +201,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		mux.Handle(p, pages)
 	}
 	mux.Handle("/", api) // the API, and JSON 404s for everything else
-	n.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelWarn)}
+	n.http = newHTTPServer(cfg.HTTP, mux, n.log.With("component", "http"))
 	n.goRun("http server", func() error {
 		if err := n.http.Serve(n.ln); !errors.Is(err, http.ErrServerClosed) {
 			return err

@@ -191,19 +191,21 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusMethodNotAllowed, codeMethodNotAllowed, "a WebSocket handshake is a GET, not "+r.Method)
 		return
 	}
-	if !isUpgrade(r) {
-		h.refusals.Info("not_websocket", "socket refused: not a WebSocket handshake", "endpoint", endpointNames[ep], "remote", r.RemoteAddr)
-		w.Header().Set("Upgrade", "websocket")
-		w.Header().Set("Connection", "Upgrade")
-		httpError(w, http.StatusUpgradeRequired, chat.CodeBadRequest, r.URL.Path+" is a WebSocket endpoint: connect with a WebSocket client (Connection: Upgrade, Upgrade: websocket)")
-		return
-	}
 	claims, err := h.authn.Authenticate(r)
 	if err != nil {
 		reason := authReason(err)
 		h.m.AuthFailures.WithLabelValues(reason).Inc()
 		h.refusals.Info("auth_"+reason, "socket refused: authentication", "endpoint", endpointNames[ep], "remote", r.RemoteAddr, "err", err)
 		httpError(w, http.StatusUnauthorized, "unauthorized", err.Error())
+		return
+	}
+	// After the token, so a refused one reads the same whether or not the
+	// request is a handshake.
+	if !isUpgrade(r) {
+		h.refusals.Info("not_websocket", "socket refused: not a WebSocket handshake", "endpoint", endpointNames[ep], "remote", r.RemoteAddr)
+		w.Header().Set("Upgrade", "websocket")
+		w.Header().Set("Connection", "Upgrade")
+		httpError(w, http.StatusUpgradeRequired, chat.CodeBadRequest, r.URL.Path+" is a WebSocket endpoint: connect with a WebSocket client (Connection: Upgrade, Upgrade: websocket)")
 		return
 	}
 	user := claims.UserID
@@ -245,6 +247,10 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refusals.Info("handshake", "socket refused: handshake", "user_id", user, "remote", r.RemoteAddr, "err", err)
 		return
 	}
+	// No deadline of the HTTP server's (read, write, idle) applies to a
+	// socket: gobwas/ws clears them on upgrade, and so does this, whatever
+	// the library does. The socket's own are set per read and write.
+	nc.SetDeadline(time.Time{})
 	c := newConn(h, nc, claims, ep, id)
 	// The request's reader may hold bytes the client sent right after the
 	// handshake; they come first. net/http's buffers are then dropped.

@@ -15,9 +15,9 @@ import (
 )
 
 // TestPlainGetOnSocketRouteAnswersJSON is the finding "a plain GET on a
-// WebSocket route answers gobwas/ws's plain text": it now answers 426 with
-// the service's JSON error body (and Upgrade: websocket), another method 405
-// with Allow: GET, with or without a token.
+// WebSocket route answers gobwas/ws's plain text": with a valid token it now
+// answers 426 with the service's JSON error body (and Upgrade: websocket),
+// without one 401 as a handshake would; another method 405 with Allow: GET.
 func TestPlainGetOnSocketRouteAnswersJSON(t *testing.T) {
 	n := newNode(t, nodeOptions{})
 	n.create(t, 1, "alice")
@@ -45,8 +45,11 @@ func TestPlainGetOnSocketRouteAnswersJSON(t *testing.T) {
 				derr := json.NewDecoder(resp.Body).Decode(&body)
 				resp.Body.Close()
 				want, wantCode, header, value := http.StatusUpgradeRequired, "bad_request", "Upgrade", "websocket"
-				if method == "POST" {
+				switch {
+				case method == "POST":
 					want, wantCode, header, value = http.StatusMethodNotAllowed, "method_not_allowed", "Allow", "GET"
+				case token == "": // the token is checked first
+					want, wantCode, header, value = http.StatusUnauthorized, "unauthorized", "Cache-Control", "no-store"
 				}
 				switch {
 				case derr != nil:

@@ -83,6 +83,11 @@ func run(args []string, stdout io.Writer) error {
 	fs.DurationVar(&cfg.Edge.PingInterval, "ping-interval", 30*time.Second, "WebSocket ping interval; a socket silent for two intervals is closed")
 	fs.DurationVar(&cfg.Edge.TokenGrace, "token-grace", wsedge.DefaultTokenGrace,
 		"how long a socket outlives its token: warned (TOKEN_EXPIRING) that long before exp, closed with 4001 that long after unless it sent REFRESH")
+	fs.DurationVar(&cfg.HTTP.ReadHeaderTimeout, "http-read-header-timeout", node.DefaultHTTPReadHeaderTimeout, "longest an HTTP request's headers may take to arrive")
+	fs.DurationVar(&cfg.HTTP.ReadTimeout, "http-read-timeout", node.DefaultHTTPReadTimeout, "longest an HTTP request, headers and body, may take to arrive (not applied to WebSockets once upgraded)")
+	fs.DurationVar(&cfg.HTTP.WriteTimeout, "http-write-timeout", node.DefaultHTTPWriteTimeout, "longest from an HTTP request's headers to the end of its response (not applied to WebSockets once upgraded)")
+	fs.DurationVar(&cfg.HTTP.IdleTimeout, "http-idle-timeout", node.DefaultHTTPIdleTimeout, "how long an idle keep-alive HTTP connection is kept")
+	fs.IntVar(&cfg.HTTP.MaxIdlePerIP, "http-max-idle-per-ip", node.DefaultHTTPMaxIdlePerIP, "idle keep-alive HTTP connections one client address (IPv6: its /64) may hold; past it one is closed after its response")
 	fs.StringVar(&cfg.DebugAddr, "debug-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060; empty: off)")
 	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	fs.TextVar(&logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
@@ -115,6 +120,16 @@ func run(args []string, stdout io.Writer) error {
 		return fmt.Errorf("--ping-interval %s: must be at least 1s", cfg.Edge.PingInterval)
 	case cfg.Edge.TokenGrace <= 0:
 		return fmt.Errorf("--token-grace %s: must be positive", cfg.Edge.TokenGrace)
+	case cfg.HTTP.ReadHeaderTimeout <= 0:
+		return fmt.Errorf("--http-read-header-timeout %s: must be positive", cfg.HTTP.ReadHeaderTimeout)
+	case cfg.HTTP.ReadTimeout <= 0:
+		return fmt.Errorf("--http-read-timeout %s: must be positive", cfg.HTTP.ReadTimeout)
+	case cfg.HTTP.WriteTimeout <= 0:
+		return fmt.Errorf("--http-write-timeout %s: must be positive", cfg.HTTP.WriteTimeout)
+	case cfg.HTTP.IdleTimeout <= 0:
+		return fmt.Errorf("--http-idle-timeout %s: must be positive", cfg.HTTP.IdleTimeout)
+	case cfg.HTTP.MaxIdlePerIP < 1:
+		return fmt.Errorf("--http-max-idle-per-ip %d: must be positive", cfg.HTTP.MaxIdlePerIP)
 	}
 	cfg.Edge.RateBurst = int(2 * cfg.Edge.RatePerSecond)
 	cfg.API.UserBurst = int(max(1, 2*cfg.API.UserRate))

@@ -29,3 +29,16 @@ func TestBadFlag(t *testing.T) {
 		t.Errorf("a mistake printed %q on stdout", out.String())
 	}
 }
+
+// TestHTTPLimitFlags: the HTTP limits are flags with INBOX_* variables, and a
+// value that would switch a limit off is refused before anything starts.
+func TestHTTPLimitFlags(t *testing.T) {
+	var out strings.Builder
+	if err := run([]string{"--http-read-timeout", "0s"}, &out); err == nil || !strings.Contains(err.Error(), "--http-read-timeout 0s: must be positive") {
+		t.Errorf("--http-read-timeout 0s: err = %v", err)
+	}
+	t.Setenv("INBOX_HTTP_MAX_IDLE_PER_IP", "0")
+	if err := run(nil, &out); err == nil || !strings.Contains(err.Error(), "--http-max-idle-per-ip 0: must be positive") {
+		t.Errorf("INBOX_HTTP_MAX_IDLE_PER_IP=0: err = %v", err)
+	}
+}
