@@ -245,6 +245,7 @@ func (p *page) screenshot(label string) {
 // server is the inboxd under test: development secrets (one-click sign-in),
 // its own origin and app allowed to use the cookie.
 type server struct {
+	cfg     node.Config
 	node    *node.Node
 	url     string // http://127.0.0.1:port
 	secrets auth.DevSecrets
@@ -268,24 +269,18 @@ func startServer(t *testing.T, allowedOrigins ...string) *server {
 		AllowedOrigins: append([]string{url}, allowedOrigins...),
 		Logger:         testutil.Logger(),
 		// Catch-ups of two events a page: a resume pages (SYNCED "more": true).
-		Edge: wsedge.Config{RatePerSecond: 1000, RateBurst: 1000, ResumePageEvents: 2},
+		// Tokens warned of 90 minutes before they expire: a one-hour token
+		// gets TOKEN_EXPIRING at once.
+		Edge: wsedge.Config{RatePerSecond: 1000, RateBurst: 1000, ResumePageEvents: 2, TokenGrace: 90 * time.Minute},
 	}
 	cfg.Limits.MaxText = 200
 	cfg.API.UserRate, cfg.API.UserBurst = 1000, 1000
+	s := &server{cfg: cfg, url: url}
+	s.start(t)
+	t.Cleanup(func() { s.stop(t) })
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	n, err := node.Start(ctx, cfg)
-	if err != nil {
-		t.Fatalf("start inboxd: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		if err := n.Shutdown(ctx); err != nil {
-			t.Logf("shut down inboxd: %v", err)
-		}
-	})
-	if _, err := n.SeedDemo(ctx); err != nil {
+	if _, err := s.node.SeedDemo(ctx); err != nil {
 		t.Fatalf("demo: %v", err)
 	}
 	secrets, err := auth.LoadDevSecrets(dir)
@@ -296,7 +291,28 @@ func startServer(t *testing.T, allowedOrigins ...string) *server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &server{node: n, url: url, secrets: secrets, minter: minter}
+	s.secrets, s.minter = secrets, minter
+	return s
+}
+
+func (s *server) start(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	n, err := node.Start(ctx, s.cfg)
+	if err != nil {
+		t.Fatalf("start inboxd: %v", err)
+	}
+	s.node = n
+}
+
+func (s *server) stop(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := s.node.Shutdown(ctx); err != nil {
+		t.Logf("shut down inboxd: %v", err)
+	}
 }
 
 func (s *server) token(t *testing.T, user, name string) string {

@@ -30,6 +30,8 @@ func TestConsole(t *testing.T) {
 	t.Run("ops", func(t *testing.T) { testOps(t, srv, b) })
 	t.Run("origins", func(t *testing.T) { testOrigins(t, srv, b, app.URL, other.URL) })
 	t.Run("refused", func(t *testing.T) { testRefused(t, srv, b) })
+	t.Run("refresh", func(t *testing.T) { testRefresh(t, srv, b) })
+	t.Run("restart", func(t *testing.T) { testRestart(t, srv, b) })
 }
 
 // What alice and bob say (the screenshot in docs/ shows it).
@@ -148,6 +150,9 @@ func testResume(t *testing.T, srv *server, g *gate, alice, bob *page) {
 	for _, text := range sent {
 		alice.until(text, shows(text))
 	}
+	// She is reading the conversation: no unread count stays on it, though
+	// the conversation list fetched after the resume may say otherwise.
+	alice.until("no unread badge on the open conversation", `!document.querySelector('[data-conv="1"] .badge')`)
 	// Two events a page: the three messages came in two pages at least.
 	if pages := srv.metric(t, `inbox_frames_out_total{type="SYNCED"}`) - synced; pages < 2 {
 		t.Errorf("alice's catch-up ended with %v SYNCED frames, want pages (2 or more)", pages)
@@ -297,5 +302,53 @@ func testRefused(t *testing.T, srv *server, b *browser) {
 	p.until("the reason shown", `document.querySelector('.signin-status')?.textContent.includes('token expired')`)
 	if b.shots != "" {
 		p.screenshot("refused")
+	}
+}
+
+// testRefresh: a token pasted in that expires within the server's grace
+// period gets TOKEN_EXPIRING at once; the console renews it (development
+// sign-in) with a REFRESH and keeps the new token for its next socket.
+func testRefresh(t *testing.T, srv *server, b *browser) {
+	pasted := srv.token(t, "carol", "Carol Client") // one hour; warned 90 minutes ahead
+	refreshed := srv.metric(t, `inbox_frames_out_total{type="REFRESHED"}`)
+	p := b.page(t, "carol", true)
+	p.do("open the console", chromedp.Navigate(srv.url+"/"))
+	p.do("paste a token", chromedp.SendKeys(chromedp.CSS("#token"), pasted+"\r"))
+	p.until("carol's socket live", `document.querySelector('#conn')?.dataset.state === 'live'`)
+	p.until("a renewed token", `(sessionStorage.getItem('inbox.token') ?? `+js(pasted)+`) !== `+js(pasted))
+	renewed := eval[string](p, `sessionStorage.getItem('inbox.token')`)
+	for deadline := time.Now().Add(wait); srv.metric(t, `inbox_frames_out_total{type="REFRESHED"}`) <= refreshed; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the server answered no REFRESH with REFRESHED")
+		}
+	}
+	var s struct {
+		UserID string `json:"user_id"`
+	}
+	srv.call(t, "GET", "/api/session", renewed, "", http.StatusOK, &s)
+	if s.UserID != "carol" {
+		t.Errorf("the renewed token names %q, want carol", s.UserID)
+	}
+	p.do("reload", chromedp.Reload())
+	p.until("live again with it", `document.querySelector('#conn')?.dataset.state === 'live'`)
+}
+
+// testRestart: the server stops and starts again; the page reconnects and
+// catches up with what was sent after the restart, and is live again.
+func testRestart(t *testing.T, srv *server, b *browser) {
+	p := b.page(t, "alice", true)
+	signIn(p, srv.url, "alice")
+	p.do("open conversation 1", chromedp.Click(chromedp.CSS(`[data-conv="1"]`)))
+	p.until("history", shows(aliceSays))
+	before := len(messageIDs(p))
+	srv.stop(t)
+	p.until("alice reconnecting", `document.querySelector('#conn').dataset.state === 'retrying'`)
+	srv.start(t)
+	bob := srv.token(t, "bob", "Bob Worker")
+	srv.call(t, "POST", "/api/conversations/1/messages", bob, `{"message":"after the restart"}`, http.StatusCreated, nil)
+	p.until("the message sent after the restart", shows("after the restart"))
+	p.until("live", `document.querySelector('#conn').dataset.state === 'live'`)
+	if got := messageIDs(p); len(got) != before+1 {
+		t.Errorf("alice shows %d messages, want %d + 1: %v", len(got), before, got)
 	}
 }

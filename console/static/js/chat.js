@@ -4,7 +4,7 @@
 
 import { h, reconcile, shortTime, clockTime, fullTime, initials } from './dom.js';
 import { ChatStore } from './store.js';
-import { resume, signIn, forgetToken } from './signin.js';
+import { resume, signIn, forgetToken, rememberToken, renewer } from './signin.js';
 
 const root = document.getElementById('app');
 
@@ -23,6 +23,10 @@ async function main(reason) {
   }
   if (!signed) signed = await signIn(root, reason);
   const store = new ChatStore(signed.api, signed.session, signed.token, signed.names);
+  if (signed.token) {
+    store.renew = renewer(signed.session.user_id);
+    store.addEventListener('token', (ev) => rememberToken(ev.detail));
+  }
   const view = new ChatView(store, (why) => {
     store.stop();
     forgetToken();

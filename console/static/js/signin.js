@@ -17,6 +17,20 @@ export function forgetToken() {
   sessionStorage.removeItem(KEY);
 }
 
+export function rememberToken(token) {
+  sessionStorage.setItem(KEY, token);
+}
+
+// renewer returns how to get a fresh token for user before the one in use
+// expires: a development sign-in mints one; with any other token there is
+// no way (null), and the user signs in again after the socket closes.
+export function renewer(user) {
+  return async () => {
+    const { token } = await new API(null).post('/api/dev/token', { user_id: user });
+    return token;
+  };
+}
+
 // resume signs in with the stored token, if any: {api, session, token} or
 // null. A refused token is forgotten and its reason returned as {reason}.
 export async function resume() {
@@ -45,7 +59,7 @@ export function signIn(root, reason) {
     if (reason) say(`Signed out: ${reason}`);
 
     const finish = (api, session, token, names) => {
-      if (token) sessionStorage.setItem(KEY, token);
+      if (token) rememberToken(token);
       done({ api, session, token, names });
     };
 

@@ -43,6 +43,7 @@ export class ChatStore extends EventTarget {
     this.pending = new Map(); // client_msg_id -> {cmid, conv, text, state, error, messageId}
     this.presence = new Map(); // user id -> {online, last_seen}
     this.open = null; // the conversation shown
+    this.renew = null; // resolves to a fresh token for this user, where there is a way
     this.typingSent = null; // {conv, at}: this user's last TYPING start
     this.mark = 0; // counts unread updates, so an older answer does not overwrite a newer count
     this.conn = new Connection({
@@ -381,6 +382,22 @@ const handlers = {
       this.notify(`You are no longer a member of conversation ${f.conversation_id}.`);
     }
     this.emit('conversations');
+  },
+
+  // The token runs out soon: the socket closes one grace period after its
+  // exp unless a REFRESH brings a new one (docs/protocol.md).
+  TOKEN_EXPIRING(f) {
+    const until = new Date(f.close_at).toLocaleTimeString();
+    if (!this.renew) {
+      this.notify(`Your sign-in ends at ${until}: sign in again then.`);
+      return;
+    }
+    this.renew().then((token) => {
+      this.api.token = token;
+      this.conn.token = token;
+      this.conn.send({ type: 'REFRESH', token });
+      this.dispatchEvent(new CustomEvent('token', { detail: token }));
+    }).catch((e) => this.notify(`Your sign-in ends at ${until} and could not be renewed: ${e.message}`));
   },
 
   SYNCED(f) {
