@@ -28,6 +28,17 @@ const (
 	KindProfile Kind = "profile" // inbox.user.<user>.profile
 	KindJob     Kind = "job"     // inbox.job.<id>.created
 	KindStatus  Kind = "status"  // inbox.job.<id>.status
+
+	// A message's lifecycle: every event about message <m> of conversation
+	// <id> is on inbox.conv.<id>.msg.<m>.<kind>, so one subject filter
+	// (LifecycleFilter) orders them and an append can expect the last of
+	// them (ExpectLast).
+	KindEdit   Kind = "edit"   // inbox.conv.<id>.msg.<m>.edit
+	KindDelete Kind = "delete" // inbox.conv.<id>.msg.<m>.delete
+	KindReact  Kind = "react"  // inbox.conv.<id>.msg.<m>.react
+	KindErase  Kind = "erase"  // inbox.conv.<id>.msg.<m>.erase (a message), inbox.user.<user>.erase (a profile)
+
+	KindExpire Kind = "expire" // inbox.sys.expire: retention purged the messages below a sequence
 )
 
 // Member roles.
@@ -176,6 +187,66 @@ type JobStatus struct {
 	Detail json.RawMessage `json:"detail,omitempty"`
 }
 
+// Edit replaces the text of message MessageID. UserID is who edited it: its
+// sender, or SystemSender for the service API.
+type Edit struct {
+	Header
+	ConversationID int64  `json:"conversation_id"`
+	MessageID      int64  `json:"message_id"`
+	UserID         string `json:"user_id"`
+	Text           string `json:"message"`
+	ClientMsgID    string `json:"client_msg_id,omitempty"`
+}
+
+// Delete deletes message MessageID: readers see it with no text. The
+// message's events stay in the stream (an erasure removes them).
+type Delete struct {
+	Header
+	ConversationID int64  `json:"conversation_id"`
+	MessageID      int64  `json:"message_id"`
+	UserID         string `json:"user_id"`
+	ClientMsgID    string `json:"client_msg_id,omitempty"`
+}
+
+// React adds (On) or removes UserID's reaction Emoji to message MessageID.
+type React struct {
+	Header
+	ConversationID int64  `json:"conversation_id"`
+	MessageID      int64  `json:"message_id"`
+	UserID         string `json:"user_id"`
+	Emoji          string `json:"emoji"`
+	On             bool   `json:"on"`
+	ClientMsgID    string `json:"client_msg_id,omitempty"`
+}
+
+// Erased is the tombstone of an erased message: appended before the
+// message's events are securely deleted from the stream, it holds no
+// content, only what a read model needs to show the message as deleted
+// (docs/erasure.md). Seqs are the erased events: the message and its edits.
+type Erased struct {
+	Header
+	ConversationID int64     `json:"conversation_id"`
+	MessageID      int64     `json:"message_id"`
+	SenderID       string    `json:"sender_id"`
+	MsgType        string    `json:"msg_type"`
+	SentAt         time.Time `json:"sent_at"`
+	Seqs           []uint64  `json:"seqs"`
+}
+
+// ProfileErased is the tombstone of a user's erased profile events (Seqs).
+type ProfileErased struct {
+	Header
+	UserID string   `json:"user_id"`
+	Seqs   []uint64 `json:"seqs"`
+}
+
+// Expired says that retention purged every message below sequence Before
+// from the stream, with the events of their lifecycle below it.
+type Expired struct {
+	Header
+	Before uint64 `json:"before"`
+}
+
 func (e *Created) Kind() Kind       { return KindCreated }
 func (e *MemberChanged) Kind() Kind { return KindMember }
 func (e *Message) Kind() Kind       { return KindMessage }
@@ -184,25 +255,67 @@ func (e *Read) Kind() Kind          { return KindRead }
 func (e *Profile) Kind() Kind       { return KindProfile }
 func (e *Job) Kind() Kind           { return KindJob }
 func (e *JobStatus) Kind() Kind     { return KindStatus }
+func (e *Edit) Kind() Kind          { return KindEdit }
+func (e *Delete) Kind() Kind        { return KindDelete }
+func (e *React) Kind() Kind         { return KindReact }
+func (e *Erased) Kind() Kind        { return KindErase }
+func (e *ProfileErased) Kind() Kind { return KindErase }
+func (e *Expired) Kind() Kind       { return KindExpire }
 
 func (e *Created) Subject() string       { return ConvSubject(e.ConversationID, KindCreated) }
 func (e *MemberChanged) Subject() string { return ConvSubject(e.ConversationID, KindMember) }
 func (e *Message) Subject() string       { return ConvSubject(e.ConversationID, KindMessage) }
 func (e *Typing) Subject() string        { return ConvSubject(e.ConversationID, KindTyping) }
 func (e *Read) Subject() string          { return ConvSubject(e.ConversationID, KindRead) }
-func (e *Profile) Subject() string       { return "inbox.user." + e.UserID + ".profile" }
+func (e *Profile) Subject() string       { return UserSubject(e.UserID, KindProfile) }
 func (e *Job) Subject() string           { return "inbox.job." + strconv.FormatInt(e.JobID, 10) + ".created" }
 func (e *JobStatus) Subject() string {
 	return "inbox.job." + strconv.FormatInt(e.JobID, 10) + ".status"
 }
+
+func (e *Edit) Subject() string   { return MessageSubject(e.ConversationID, e.MessageID, KindEdit) }
+func (e *Delete) Subject() string { return MessageSubject(e.ConversationID, e.MessageID, KindDelete) }
+func (e *React) Subject() string  { return MessageSubject(e.ConversationID, e.MessageID, KindReact) }
+func (e *Erased) Subject() string { return MessageSubject(e.ConversationID, e.MessageID, KindErase) }
+func (e *ProfileErased) Subject() string {
+	return UserSubject(e.UserID, KindErase)
+}
+func (e *Expired) Subject() string { return "inbox.sys." + string(KindExpire) }
 
 // ConvSubject is the subject of a conversation event.
 func ConvSubject(id int64, k Kind) string {
 	return "inbox.conv." + strconv.FormatInt(id, 10) + "." + string(k)
 }
 
+// MessageSubject is the subject of a lifecycle event (edit, delete, react,
+// erase) of message msg in conversation conv.
+func MessageSubject(conv, msg int64, k Kind) string {
+	return ConvSubject(conv, KindMessage) + "." + strconv.FormatInt(msg, 10) + "." + string(k)
+}
+
+// LifecycleFilter matches every lifecycle event of message msg.
+func LifecycleFilter(conv, msg int64) string {
+	return ConvSubject(conv, KindMessage) + "." + strconv.FormatInt(msg, 10) + ".*"
+}
+
+// LifecyclesFilter matches the lifecycle events of every message of conv.
+func LifecyclesFilter(conv int64) string { return ConvSubject(conv, KindMessage) + ".*.*" }
+
+// EditsFilter matches the edits of every message of conv.
+func EditsFilter(conv int64) string { return ConvSubject(conv, KindMessage) + ".*." + string(KindEdit) }
+
+// UserSubject is the subject of a user event (profile, erase).
+func UserSubject(user string, k Kind) string { return "inbox.user." + user + "." + string(k) }
+
+// Filters over every conversation: what retention purges (messages, and
+// the events of their lifecycle).
+const (
+	AllMessages   = "inbox.conv.*.msg"
+	AllLifecycles = "inbox.conv.*.msg.*.*"
+)
+
 // Stream subjects: everything inbox appends lives under these.
-var streamSubjects = []string{"inbox.conv.*.*", "inbox.user.*.*", "inbox.job.*.*"}
+var streamSubjects = []string{"inbox.conv.*.*", AllLifecycles, "inbox.user.*.*", "inbox.job.*.*", "inbox.sys.*"}
 
 // Errors returned by Decode. All of them wrap ErrBadEvent.
 var (
@@ -233,12 +346,13 @@ func Decode(subject string, data []byte) (_ Event, err error) {
 			err = fmt.Errorf("%w: decoder panic on %s: %v", ErrBadEvent, subject, r)
 		}
 	}()
-	scope, id, kind, ok := splitSubject(subject)
+	sub, ok := splitSubject(subject)
 	if !ok {
 		return nil, fmt.Errorf("%w: subject %q is not an inbox subject", ErrBadEvent, subject)
 	}
+	kind := sub.kind
 	var e Event
-	switch scope + "." + string(kind) {
+	switch sub.scope + "." + string(kind) {
 	case "conv.created":
 		e = &Created{}
 	case "conv.member":
@@ -255,6 +369,18 @@ func Decode(subject string, data []byte) (_ Event, err error) {
 		e = &Job{}
 	case "job.status":
 		e = &JobStatus{}
+	case "msg.edit":
+		e = &Edit{}
+	case "msg.delete":
+		e = &Delete{}
+	case "msg.react":
+		e = &React{}
+	case "msg.erase":
+		e = &Erased{}
+	case "user.erase":
+		e = &ProfileErased{}
+	case "sys.expire":
+		e = &Expired{}
 	default:
 		return nil, fmt.Errorf("%w %q on %s", ErrUnknownKind, kind, subject)
 	}
@@ -270,31 +396,52 @@ func Decode(subject string, data []byte) (_ Event, err error) {
 	case h.Type != e.Kind():
 		return nil, fmt.Errorf("%w: payload type %q on %s", ErrBadEvent, h.Type, subject)
 	}
-	if err := validate(e, id); err != nil {
+	if err := validate(e, sub); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrBadEvent, subject, err)
 	}
 	return e, nil
 }
 
-// splitSubject splits inbox.<scope>.<id>.<kind>.
-func splitSubject(s string) (scope, id string, kind Kind, ok bool) {
-	rest, ok := strings.CutPrefix(s, "inbox.")
-	if !ok {
-		return "", "", "", false
-	}
-	parts := strings.Split(rest, ".")
-	if len(parts) != 3 {
-		return "", "", "", false
-	}
-	return parts[0], parts[1], Kind(parts[2]), true
+// subject is an inbox subject taken apart.
+type subject struct {
+	scope string // conv, user, job, sys; msg for a message's lifecycle
+	id    string // conversation, user or job id
+	msg   string // the message id of a lifecycle subject
+	kind  Kind
 }
 
-func validate(e Event, subjectID string) error {
+// splitSubject splits inbox.<scope>.<id>.<kind>,
+// inbox.conv.<id>.msg.<message id>.<kind> and inbox.sys.<kind>.
+func splitSubject(s string) (subject, bool) {
+	rest, ok := strings.CutPrefix(s, "inbox.")
+	if !ok {
+		return subject{}, false
+	}
+	parts := strings.Split(rest, ".")
+	switch {
+	case len(parts) == 3:
+		return subject{scope: parts[0], id: parts[1], kind: Kind(parts[2])}, true
+	case len(parts) == 5 && parts[0] == "conv" && parts[2] == string(KindMessage):
+		return subject{scope: "msg", id: parts[1], msg: parts[3], kind: Kind(parts[4])}, true
+	case len(parts) == 2 && parts[0] == "sys":
+		return subject{scope: "sys", kind: Kind(parts[1])}, true
+	}
+	return subject{}, false
+}
+
+func validate(e Event, sub subject) error {
+	subjectID := sub.id
 	checkID := func(id int64) error {
 		if id <= 0 || strconv.FormatInt(id, 10) != subjectID {
 			return fmt.Errorf("id %d does not match subject id %q", id, subjectID)
 		}
 		return nil
+	}
+	checkMsg := func(conv, msg int64) error {
+		if !ValidID(msg) || strconv.FormatInt(msg, 10) != sub.msg {
+			return fmt.Errorf("message id %d does not match subject message id %q", msg, sub.msg)
+		}
+		return checkID(conv)
 	}
 	checkUser := func(u string) error {
 		if !ValidUserID(u) {
@@ -359,6 +506,60 @@ func validate(e Event, subjectID string) error {
 		return checkID(e.JobID)
 	case *JobStatus:
 		return checkID(e.JobID)
+	case *Edit:
+		if err := checkUser(e.UserID); err != nil {
+			return err
+		}
+		return checkMsg(e.ConversationID, e.MessageID)
+	case *Delete:
+		if err := checkUser(e.UserID); err != nil {
+			return err
+		}
+		return checkMsg(e.ConversationID, e.MessageID)
+	case *React:
+		if err := checkUser(e.UserID); err != nil {
+			return err
+		}
+		if e.Emoji == "" || len(e.Emoji) > MaxEmojiBytes {
+			return fmt.Errorf("emoji of %d bytes", len(e.Emoji))
+		}
+		return checkMsg(e.ConversationID, e.MessageID)
+	case *Erased:
+		if err := checkUser(e.SenderID); err != nil {
+			return err
+		}
+		if err := checkSeqs(e.Seqs); err != nil {
+			return err
+		}
+		return checkMsg(e.ConversationID, e.MessageID)
+	case *ProfileErased:
+		if e.UserID != subjectID {
+			return fmt.Errorf("user id %q does not match subject", e.UserID)
+		}
+		if err := checkSeqs(e.Seqs); err != nil {
+			return err
+		}
+		return checkUser(e.UserID)
+	case *Expired:
+		if e.Before == 0 {
+			return errors.New("no sequence to expire before")
+		}
+	}
+	return nil
+}
+
+// MaxEmojiBytes bounds a reaction's emoji in a stored event (the service
+// checks what a client may send: chat.ValidEmoji).
+const MaxEmojiBytes = 64
+
+func checkSeqs(seqs []uint64) error {
+	if len(seqs) == 0 {
+		return errors.New("no sequences")
+	}
+	for _, s := range seqs {
+		if s == 0 || s > MaxID {
+			return fmt.Errorf("bad sequence %d", s)
+		}
 	}
 	return nil
 }

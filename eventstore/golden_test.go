@@ -16,6 +16,7 @@ import (
 var kinds = []eventstore.Kind{
 	eventstore.KindCreated, eventstore.KindMember, eventstore.KindMessage, eventstore.KindTyping,
 	eventstore.KindRead, eventstore.KindProfile, eventstore.KindJob, eventstore.KindStatus,
+	eventstore.KindEdit, eventstore.KindDelete, eventstore.KindReact, eventstore.KindErase, eventstore.KindExpire,
 }
 
 // goldenEvent is one stored v1 event of ../testdata/events/<kind>.json.
@@ -97,6 +98,25 @@ var goldenEvents = map[eventstore.Kind][]eventstore.Event{
 	eventstore.KindStatus: {
 		&eventstore.JobStatus{Header: v1(eventstore.KindStatus, "2025-01-15T11:05:00Z"), JobID: 42, Status: "running", Detail: json.RawMessage(`{"step":1,"of":3}`)},
 		&eventstore.JobStatus{Header: v1(eventstore.KindStatus, "2025-01-15T11:09:00Z"), JobID: 42, Status: "done"},
+	},
+	eventstore.KindEdit: {
+		&eventstore.Edit{Header: v1(eventstore.KindEdit, "2025-01-15T10:31:00Z"), ConversationID: 7, MessageID: 6, UserID: "alice", Text: "Hello, Bob", ClientMsgID: "e-1"},
+		&eventstore.Edit{Header: v1(eventstore.KindEdit, "2025-01-15T10:32:00Z"), ConversationID: 7, MessageID: 8, UserID: eventstore.SystemSender, Text: "[removed by a moderator]"},
+	},
+	eventstore.KindDelete: {
+		&eventstore.Delete{Header: v1(eventstore.KindDelete, "2025-01-15T10:33:00Z"), ConversationID: 7, MessageID: 6, UserID: "alice", ClientMsgID: "d-1"},
+	},
+	eventstore.KindReact: {
+		&eventstore.React{Header: v1(eventstore.KindReact, "2025-01-15T10:34:00Z"), ConversationID: 7, MessageID: 8, UserID: "bob", Emoji: "👍", On: true, ClientMsgID: "r-1"},
+		&eventstore.React{Header: v1(eventstore.KindReact, "2025-01-15T10:35:00Z"), ConversationID: 7, MessageID: 8, UserID: "bob", Emoji: "👍"},
+	},
+	eventstore.KindErase: {
+		&eventstore.Erased{Header: v1(eventstore.KindErase, "2025-01-16T09:00:00Z"), ConversationID: 7, MessageID: 8, SenderID: "alice",
+			MsgType: eventstore.TypeText, SentAt: ts("2025-01-15T10:30:05Z"), Seqs: []uint64{8, 11}},
+		&eventstore.ProfileErased{Header: v1(eventstore.KindErase, "2025-01-16T09:00:01Z"), UserID: "alice", Seqs: []uint64{2, 5}},
+	},
+	eventstore.KindExpire: {
+		&eventstore.Expired{Header: v1(eventstore.KindExpire, "2025-03-01T00:00:00Z"), Before: 1200},
 	},
 }
 

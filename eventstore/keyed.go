@@ -11,7 +11,10 @@ import (
 
 // Keyed operations: what a request sent with an idempotency key did.
 const (
-	OpSend = "send" // a message (client_msg_id, Idempotency-Key)
+	OpSend   = "send"   // a message (client_msg_id, Idempotency-Key)
+	OpEdit   = "edit"   // an edit of a message
+	OpDelete = "delete" // a deletion of a message
+	OpReact  = "react"  // a reaction added or removed
 )
 
 // Key is a client's idempotency key, scoped to the user who sent it and the
@@ -87,4 +90,38 @@ func (e *Message) Keyed() (Keyed, bool) {
 	}, true
 }
 
-var _ KeyedEvent = (*Message)(nil)
+// Keyed describes an edit sent with a key: its fingerprint covers the
+// message edited and the new text.
+func (e *Edit) Keyed() (Keyed, bool) {
+	return keyedOp(e.UserID, e.ConversationID, e.ClientMsgID, OpEdit, strconv.FormatInt(e.MessageID, 10), e.Text)
+}
+
+// Keyed describes a deletion sent with a key: its fingerprint covers the
+// message deleted.
+func (e *Delete) Keyed() (Keyed, bool) {
+	return keyedOp(e.UserID, e.ConversationID, e.ClientMsgID, OpDelete, strconv.FormatInt(e.MessageID, 10))
+}
+
+// Keyed describes a reaction sent with a key: its fingerprint covers the
+// message, the emoji and whether it is added or removed.
+func (e *React) Keyed() (Keyed, bool) {
+	return keyedOp(e.UserID, e.ConversationID, e.ClientMsgID, OpReact, strconv.FormatInt(e.MessageID, 10), e.Emoji, strconv.FormatBool(e.On))
+}
+
+func keyedOp(user string, conv int64, key, op string, parts ...string) (Keyed, bool) {
+	if key == "" {
+		return Keyed{}, false
+	}
+	return Keyed{
+		Key:         Key{UserID: user, ConversationID: conv, ClientKey: key},
+		Op:          op,
+		Fingerprint: Fingerprint(parts...),
+	}, true
+}
+
+var (
+	_ KeyedEvent = (*Message)(nil)
+	_ KeyedEvent = (*Edit)(nil)
+	_ KeyedEvent = (*Delete)(nil)
+	_ KeyedEvent = (*React)(nil)
+)

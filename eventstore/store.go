@@ -5,6 +5,7 @@ package eventstore
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -38,6 +39,9 @@ var (
 	ErrUnavailable = errors.New("event stream unavailable")
 	// ErrNotFound: no event is stored at that sequence (never was, or it expired).
 	ErrNotFound = errors.New("no event at that sequence")
+	// ErrStale: an append with ExpectLast found another last sequence on
+	// its filter; nothing was stored.
+	ErrStale = errors.New("not the last event on the subject")
 )
 
 // Config says where the stream lives and how it is set up.
@@ -206,9 +210,15 @@ func (s *Store) TypingTTL() time.Duration { return s.cfg.TypingTTL }
 
 // appendOptions are set by AppendOption.
 type appendOptions struct {
-	msgID     string
-	expectNew bool
-	duplicate *bool
+	msgID      string
+	expectNew  bool
+	expectLast *expectLast
+	duplicate  *bool
+}
+
+type expectLast struct {
+	seq    uint64
+	filter string
 }
 
 // AppendOption changes how an event is appended.
@@ -227,6 +237,15 @@ func ReportDuplicate(dup *bool) AppendOption { return func(o *appendOptions) { o
 // empty (JetStream's expected-last-subject-sequence 0): how a conversation or job
 // id is claimed without a racy read-then-write.
 func ExpectNew() AppendOption { return func(o *appendOptions) { o.expectNew = true } }
+
+// ExpectLast makes the append fail with ErrStale unless the last event
+// stored on filter (a subject, wildcards allowed) is at seq, 0 for none:
+// optimistic concurrency over the events filter matches, checked by
+// JetStream as it stores (Nats-Expected-Last-Subject-Sequence with
+// Nats-Expected-Last-Subject-Sequence-Subject).
+func ExpectLast(seq uint64, filter string) AppendOption {
+	return func(o *appendOptions) { o.expectLast = &expectLast{seq, filter} }
+}
 
 // Append stores e and returns its stream sequence. Without WithMsgID a random
 // message id is used, so the internal retry after a lost acknowledgement
@@ -247,6 +266,9 @@ func (s *Store) Append(ctx context.Context, e Event, opts ...AppendOption) (uint
 	if o.expectNew {
 		pubOpts = append(pubOpts, jetstream.WithExpectLastSequencePerSubject(0))
 	}
+	if o.expectLast != nil {
+		pubOpts = append(pubOpts, jetstream.WithExpectLastSequenceForSubject(o.expectLast.seq, o.expectLast.filter))
+	}
 	if e.Kind() == KindTyping {
 		pubOpts = append(pubOpts, jetstream.WithMsgTTL(s.cfg.TypingTTL))
 	}
@@ -262,7 +284,7 @@ func (s *Store) Append(ctx context.Context, e Event, opts ...AppendOption) (uint
 	// append's wait.
 	paf, err := s.js.PublishMsgAsync(&nats.Msg{Subject: e.Subject(), Data: data}, pubOpts...)
 	if err != nil {
-		return 0, classify(e, err)
+		return 0, classify(e, err, o.expectLast != nil)
 	}
 	select {
 	case ack := <-paf.Ok():
@@ -271,18 +293,22 @@ func (s *Store) Append(ctx context.Context, e Event, opts ...AppendOption) (uint
 		}
 		return ack.Sequence, nil
 	case err := <-paf.Err():
-		return 0, classify(e, err)
+		return 0, classify(e, err, o.expectLast != nil)
 	case <-ctx.Done():
-		return 0, classify(e, ctx.Err())
+		return 0, classify(e, ctx.Err(), false)
 	}
 }
 
-// classify maps a publish error to ErrExists or ErrUnavailable, keeping the cause.
-func classify(e Event, err error) error {
+// classify maps a publish error to ErrExists (ErrStale for an append with
+// ExpectLast) or ErrUnavailable, keeping the cause.
+func classify(e Event, err error, stale bool) error {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
 		switch apiErr.ErrorCode {
 		case jetstream.JSErrCodeStreamWrongLastSequence, jetstream.JSErrCodeStreamWrongLastSequenceConstant:
+			if stale {
+				return fmt.Errorf("append %s: %w (%s)", e.Subject(), ErrStale, apiErr.Description)
+			}
 			return fmt.Errorf("append %s: %w", e.Subject(), ErrExists)
 		}
 		return fmt.Errorf("append %s: %w", e.Subject(), err)
@@ -311,6 +337,112 @@ func (s *Store) LastStoredSeq(ctx context.Context) (uint64, error) {
 		return 0, fmt.Errorf("stream %s last message: %w", StreamName, err)
 	}
 	return msg.Sequence, nil
+}
+
+// LastSeqOf is the sequence of the last event stored on filter (a subject,
+// wildcards allowed), 0 if there is none.
+func (s *Store) LastSeqOf(ctx context.Context, filter string) (uint64, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.AppendTimeout)
+		defer cancel()
+	}
+	msg, err := s.stream.GetLastMsgForSubject(ctx, filter)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("last event on %s: %w: %v", filter, ErrUnavailable, err)
+	}
+	return msg.Sequence, nil
+}
+
+// SecureDelete removes the event at seq from the stream and overwrites its
+// stored bytes (JetStream's secure delete, done by every replica); it
+// reports false when no event is stored there (never was, or already
+// removed).
+func (s *Store) SecureDelete(ctx context.Context, seq uint64) (bool, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.AppendTimeout)
+		defer cancel()
+	}
+	// The request by hand: nats.go's SecureDeleteMsg flattens JetStream's
+	// error to text, and "not found" must be told from a failure.
+	req, _ := json.Marshal(struct {
+		Seq uint64 `json:"seq"`
+	}{seq})
+	msg, err := s.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.DELETE."+StreamName, req)
+	if err != nil {
+		return false, fmt.Errorf("secure delete seq %d: %w: %v", seq, ErrUnavailable, err)
+	}
+	var resp struct {
+		Success bool                `json:"success"`
+		Error   *jetstream.APIError `json:"error"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return false, fmt.Errorf("secure delete seq %d: answer %q: %w", seq, msg.Data, err)
+	}
+	switch {
+	case resp.Success:
+		return true, nil
+	case resp.Error != nil && (resp.Error.ErrorCode == errCodeSequenceNotFound || resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound):
+		return false, nil
+	case resp.Error != nil:
+		return false, fmt.Errorf("secure delete seq %d: %w", seq, resp.Error)
+	}
+	return false, fmt.Errorf("secure delete seq %d: refused without a reason", seq)
+}
+
+// errCodeSequenceNotFound is JetStream's answer to deleting a sequence it
+// does not hold ("sequence 2 not found").
+const errCodeSequenceNotFound jetstream.ErrorCode = 10043
+
+// Purge removes every event on filter stored below sequence before.
+func (s *Store) Purge(ctx context.Context, filter string, before uint64) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.AppendTimeout)
+		defer cancel()
+	}
+	if err := s.stream.Purge(ctx, jetstream.WithPurgeSubject(filter), jetstream.WithPurgeSequence(before)); err != nil {
+		return fmt.Errorf("purge %s below seq %d: %w: %v", filter, before, ErrUnavailable, err)
+	}
+	return nil
+}
+
+// FirstSince is the sequence of the first event on filter stored at or
+// after t; ok is false when there is none.
+func (s *Store) FirstSince(ctx context.Context, filter string, t time.Time) (seq uint64, ok bool, err error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.AppendTimeout)
+		defer cancel()
+	}
+	cons, err := s.js.OrderedConsumer(ctx, StreamName, jetstream.OrderedConsumerConfig{
+		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
+		OptStartTime:   &t,
+		FilterSubjects: []string{filter},
+	})
+	if err != nil {
+		return 0, false, fmt.Errorf("first event on %s since %s: %w", filter, t.Format(time.RFC3339), err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return 0, false, fmt.Errorf("first event on %s since %s: %w", filter, t.Format(time.RFC3339), err)
+	}
+	if info.NumPending == 0 {
+		return 0, false, nil
+	}
+	msg, err := cons.Next(jetstream.FetchContext(ctx))
+	if err != nil {
+		return 0, false, fmt.Errorf("first event on %s since %s: %w", filter, t.Format(time.RFC3339), err)
+	}
+	meta, err := msg.Metadata()
+	if err != nil {
+		return 0, false, fmt.Errorf("first event on %s since %s: %w", filter, t.Format(time.RFC3339), err)
+	}
+	return meta.Sequence.Stream, true, nil
 }
 
 // SubjectOf returns the subject the event at seq was stored under.
