@@ -100,7 +100,7 @@ func testChat(t *testing.T, srv *server, b *browser) {
 
 	// A refused message shows the server's reason, and can be discarded.
 	long := strings.Repeat("x", 250) // the server's limit is 200
-	alice.do("write too much", chromedp.SendKeys(chromedp.CSS("#composer"), long+"\r"))
+	alice.do("write too much", chromedp.SetValue(chromedp.CSS("#composer"), long), chromedp.SendKeys(chromedp.CSS("#composer"), "\r"))
 	alice.until("the refusal", `document.querySelector('#messages .pending.failed .msg-error')?.textContent.includes('the limit is 200')`)
 	alice.do("discard", chromedp.Click(chromedp.CSS(`#messages .pending.failed button:last-child`)))
 	alice.until("discarded", `!document.querySelector('#messages .pending')`)
@@ -202,7 +202,7 @@ func testOps(t *testing.T, srv *server, b *browser) {
 		t.Fatal("the operator view shows figures for a wrong token")
 	}
 
-	p.do("the admin token", chromedp.SendKeys(chromedp.CSS("#admin-token"), srv.secrets.AdminToken+"\r"))
+	p.do("the admin token", chromedp.SetValue(chromedp.CSS("#admin-token"), srv.secrets.AdminToken), chromedp.SendKeys(chromedp.CSS("#admin-token"), "\r"))
 	p.until("the stream", `!!document.querySelector('tr[data-stream="INBOX"]')`)
 	p.until("rates", `/^[0-9.,]+$/.test(document.querySelector('[data-tile="Appends/s"] .tile-value').textContent)`)
 	events := func() string {
@@ -313,7 +313,7 @@ func testRefresh(t *testing.T, srv *server, b *browser) {
 	refreshed := srv.metric(t, `inbox_frames_out_total{type="REFRESHED"}`)
 	p := b.page(t, "carol", true)
 	p.do("open the console", chromedp.Navigate(srv.url+"/"))
-	p.do("paste a token", chromedp.SendKeys(chromedp.CSS("#token"), pasted+"\r"))
+	p.do("paste a token", chromedp.SetValue(chromedp.CSS("#token"), pasted), chromedp.SendKeys(chromedp.CSS("#token"), "\r"))
 	p.until("carol's socket live", `document.querySelector('#conn')?.dataset.state === 'live'`)
 	p.until("a renewed token", `(sessionStorage.getItem('inbox.token') ?? `+js(pasted)+`) !== `+js(pasted))
 	renewed := eval[string](p, `sessionStorage.getItem('inbox.token')`)

@@ -1,4 +1,4 @@
-// The operator view (/ops): GET /api/admin/status every two seconds with
+// The operator view (/ops): GET /api/admin/status every second with
 // the admin token entered here (kept in sessionStorage for this tab). Rates
 // are the difference of two readings.
 
@@ -6,7 +6,7 @@ import { API } from './api.js';
 import { h, fullTime } from './dom.js';
 
 const KEY = 'inbox.admin';
-const EVERY = 2000;
+const EVERY = 1000;
 const root = document.getElementById('app');
 
 function main(reason) {
@@ -144,13 +144,13 @@ class OpsView {
           t.shed != null ? tile('Shed', number.format(t.shed), 'sends refused under load', t.shed ? 'warn' : null) : null)),
       h('section', { class: 'ops-section', 'aria-labelledby': 'streams' },
         h('h2', { id: 'streams' }, s.streams.length === 1 ? 'Stream' : 'Streams'),
-        h('table', { class: 'ops-table' },
+        h('div', { class: 'ops-scroll' }, h('table', { class: 'ops-table' },
           h('thead', {}, h('tr', {}, ['Name', 'Events', 'Size', 'First seq', 'Last seq', 'Replicas', 'Consumers'].map((c) => h('th', { scope: 'col' }, c)))),
           h('tbody', {}, s.streams.map((st) => h('tr', { dataset: { stream: st.name } },
             h('th', { scope: 'row' }, st.name, h('span', { class: 'subjects' }, st.subjects.join(' '))),
             h('td', {}, number.format(st.messages)), h('td', {}, bytes(st.bytes)),
             h('td', {}, number.format(st.first_seq)), h('td', {}, number.format(st.last_seq)),
-            h('td', {}, String(st.replicas)), h('td', {}, String(st.consumers))))))),
+            h('td', {}, String(st.replicas)), h('td', {}, String(st.consumers)))))))),
       h('section', { class: 'ops-section', 'aria-labelledby': 'errors' },
         h('h2', { id: 'errors' }, 'Last warnings and errors',
           h('span', { class: 'count' }, ` ${number.format(s.errors_total)} since start`)),
