@@ -92,6 +92,20 @@ func TestStartFailures(t *testing.T) {
 			withError: []string{"connect to NATS", "nats://127.0.0.1:1"},
 		},
 		{
+			name: "--nats-nkey without --nats-url",
+			setup: func(t *testing.T, data string) ([]string, []string) {
+				return []string{"--nats-nkey", "/nonexistent.nk"}, nil
+			},
+			withError: []string{"nkey", "--nats-url", "embedded server makes its own credentials"},
+		},
+		{
+			name: "unreadable --nats-creds",
+			setup: func(t *testing.T, data string) ([]string, []string) {
+				return []string{"--nats-url", "nats://127.0.0.1:1", "--nats-creds", "/nonexistent.creds"}, nil
+			},
+			withError: []string{"NATS credentials file", "/nonexistent.creds"},
+		},
+		{
 			name: "corrupt inbox.db",
 			setup: func(t *testing.T, data string) ([]string, []string) {
 				writeFile(t, filepath.Join(data, "inbox.db"), strings.Repeat("this is not a database\n", 300))

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os/exec"
 	"strings"
@@ -17,8 +18,15 @@ import (
 
 const natsWait = 30 * time.Second
 
+// readmeContext is the nats CLI context README.md's commands use: the
+// read-only inspection user's, which inboxd writes into its data folder.
+const readmeContext = "data/nats-inspect.json"
+
 // TestREADMENatsCLI runs the nats CLI commands of README.md ("Look inside the
-// stream") against a running inboxd --demo, on its embedded server's port.
+// stream") against a running inboxd --demo, on its embedded server's port, as
+// the README does: from inboxd's working folder, with the read-only context
+// inboxd wrote there. Then it runs the writes that context must not allow
+// (issue 15, item 2), and checks that none changed anything.
 func TestREADMENatsCLI(t *testing.T) {
 	natsBin := testutil.RequireTool(t, "the test runs the README's nats commands (go install github.com/nats-io/natscli/nats@v0.5.0)", "nats")
 	bins := build(t)
@@ -43,11 +51,45 @@ func TestREADMENatsCLI(t *testing.T) {
 	printed := ""
 	for _, l := range strings.Split(demo.text, "\n") {
 		if s, ok := strings.CutPrefix(l, "Inspect the stream: "); ok {
-			printed = strings.ReplaceAll(s, srv.natsURL, readmeNATS)
+			printed = normalizeDemo(s, srv)
 		}
 	}
 	if !strings.Contains(strings.Join(lines, "\n"), printed) || printed == "" {
 		t.Errorf("inboxd --demo prints %q, which README.md's nats commands do not show", printed)
+	}
+
+	nats := func(args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), natsWait)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, natsBin, args...)
+		cmd.Dir, cmd.Env = srv.dir, childEnv()
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	mustNats := func(args ...string) string {
+		t.Helper()
+		out, err := nats(args...)
+		if err != nil {
+			t.Fatalf("nats %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return out
+	}
+	// streamState is what the stream holds, by the inspection user's eyes.
+	streamState := func() string {
+		t.Helper()
+		var info struct {
+			State struct {
+				Messages  uint64 `json:"messages"`
+				FirstSeq  uint64 `json:"first_seq"`
+				LastSeq   uint64 `json:"last_seq"`
+				Consumers int    `json:"consumer_count"`
+			} `json:"state"`
+		}
+		out := mustNats("--context", readmeContext, "stream", "info", "INBOX", "--json")
+		if err := json.Unmarshal([]byte(out), &info); err != nil {
+			t.Fatalf("stream info --json: %v\n%s", err, out)
+		}
+		return fmt.Sprintf("%+v", info.State)
 	}
 
 	seen := map[string]bool{}
@@ -56,33 +98,46 @@ func TestREADMENatsCLI(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(pipe) > 0 || len(words) < 4 || words[1] != "--server" || words[2] != readmeNATS {
-			t.Fatalf("README.md's %q: want `nats --server %s ...` and no pipe", line, readmeNATS)
+		if len(pipe) > 0 || len(words) < 4 || words[1] != "--context" || words[2] != readmeContext {
+			t.Fatalf("README.md's %q: want `nats --context %s ...` and no pipe", line, readmeContext)
 		}
-		args := append([]string{"--server", srv.natsURL}, words[3:]...)
+		args := words[1:]
 		sub := strings.Join(words[3:], " ")
 		seen[sub] = true
 		switch sub {
 		case "stream info INBOX":
-			out := runNats(t, natsBin, args)
+			out := mustNats(args...)
 			for _, want := range []string{"Information for Stream INBOX", "inbox.conv.*.*", "inbox.user.*.*", "inbox.job.*.*"} {
 				if !strings.Contains(out, want) {
 					t.Errorf("%s: output lacks %q:\n%s", line, want, out)
 				}
 			}
 
-		case "stream view INBOX":
-			// It pages interactively and refuses to run without a terminal,
-			// so it gets one. More than a page of events makes it ask
-			// "Next Page?", answered no.
-			for i := range 10 {
-				postMessage(t, srv, aliceAuth, fmt.Sprintf("event %d", i))
+		case "stream get INBOX 1":
+			out := mustNats(args...)
+			for _, want := range []string{"INBOX#1", "inbox.user.alice.profile", `"type":"profile"`, `"user_id":"alice"`} {
+				if !strings.Contains(out, want) {
+					t.Errorf("%s: output lacks %q:\n%s", line, want, out)
+				}
 			}
-			out := runNatsTTY(t, natsBin, args)
-			if !strings.Contains(out, "Next Page?") || !strings.Contains(out, "[10] Subject:") || strings.Contains(out, "[11] Subject:") {
-				t.Errorf("%s: want the first page of ten events, then Next Page?:\n%s", line, out)
+
+		case "sub inbox.> --all --direct":
+			// Every stored event, then the next one appended: --count ends it
+			// one event past what is stored now.
+			var info struct {
+				State struct {
+					Messages int `json:"messages"`
+				} `json:"state"`
 			}
-			for _, want := range []string{"inbox.user.alice.profile", "inbox.conv.1.created", `"type":"created"`, `"user_id":"bob","role":"worker"`} {
+			if err := json.Unmarshal([]byte(mustNats("--context", readmeContext, "stream", "info", "INBOX", "--json")), &info); err != nil {
+				t.Fatal(err)
+			}
+			stored := info.State.Messages
+			out := runNatsSub(t, srv, natsBin, append(args, "--count", fmt.Sprint(stored+1)), fmt.Sprintf("[#%d]", stored), func() {
+				postMessage(t, srv, aliceAuth, "seen by nats sub --all")
+			})
+			for _, want := range []string{"[#1]", "inbox.user.alice.profile", "inbox.conv.1.created", `"user_id":"bob","role":"worker"`,
+				fmt.Sprintf("[#%d]", stored+1), `"message":"seen by nats sub --all"`} {
 				if !strings.Contains(out, want) {
 					t.Errorf("%s: output lacks %q:\n%s", line, want, out)
 				}
@@ -90,29 +145,12 @@ func TestREADMENatsCLI(t *testing.T) {
 
 		case "sub inbox.conv.>":
 			// Live events: it prints the next one appended (--count 1 ends it).
-			ctx, cancel := context.WithTimeout(context.Background(), natsWait)
-			defer cancel()
-			var out syncBuffer
-			cmd := exec.CommandContext(ctx, natsBin, append(args, "--count", "1")...)
-			cmd.Env, cmd.Stdout, cmd.Stderr = childEnv(), &out, &out
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			done := make(chan error, 1)
-			go func() { done <- cmd.Wait() }()
-			srv.waitFor(natsWait, "nats sub to subscribe", func() error {
-				if strings.Contains(out.String(), "Subscribing on") {
-					return nil
-				}
-				return context.DeadlineExceeded
+			out := runNatsSub(t, srv, natsBin, append(args, "--count", "1"), "Subscribing on", func() {
+				postMessage(t, srv, aliceAuth, "seen by nats sub")
 			})
-			postMessage(t, srv, aliceAuth, "seen by nats sub")
-			if err := <-done; err != nil {
-				t.Fatalf("%s --count 1: %v\n%s", line, err, out.String())
-			}
 			for _, want := range []string{"inbox.conv.1.msg", `"message":"seen by nats sub"`, `"sender_id":"alice"`} {
-				if !strings.Contains(out.String(), want) {
-					t.Errorf("%s: output lacks %q:\n%s", line, want, out.String())
+				if !strings.Contains(out, want) {
+					t.Errorf("%s: output lacks %q:\n%s", line, want, out)
 				}
 			}
 
@@ -120,11 +158,80 @@ func TestREADMENatsCLI(t *testing.T) {
 			t.Errorf("README.md shows %q, which this test does not run: add it here", line)
 		}
 	}
-	for _, want := range []string{"stream info INBOX", "stream view INBOX", "sub inbox.conv.>"} {
+	for _, want := range []string{"stream info INBOX", "stream get INBOX 1", "sub inbox.> --all --direct", "sub inbox.conv.>"} {
 		if !seen[want] {
-			t.Errorf("README.md does not show `nats --server %s %s`", readmeNATS, want)
+			t.Errorf("README.md does not show `nats --context %s %s`", readmeContext, want)
 		}
 	}
+
+	// Writes, as the inspection user: each fails (the server refuses it
+	// and the CLI times out after 2 s) and changes nothing.
+	before := streamState()
+	forged := `{"v":1,"type":"member","at":"2026-01-01T00:00:00Z","conversation_id":1,"op":"add","user_id":"mallory","role":"member"}`
+	for _, write := range [][]string{
+		{"pub", "inbox.conv.1.member", forged},
+		{"stream", "rm", "INBOX", "-f"},
+		{"stream", "purge", "INBOX", "-f"},
+		{"stream", "rmm", "INBOX", "1", "-f"},
+		{"stream", "add", "EVIL", "--subjects", "evil.>", "--defaults"},
+		{"consumer", "rm", "INBOX", "inbox-proj-inboxd", "-f"},
+		{"kv", "put", "inbox_presence", "user.mallory", "x"},
+		{"kv", "del", "inbox_presence", "node.inboxd", "-f"},
+	} {
+		args := append([]string{"--context", readmeContext, "--timeout", "2s"}, write...)
+		if out, err := nats(args...); err == nil {
+			t.Errorf("nats %s succeeded as the inspection user:\n%s", strings.Join(write, " "), out)
+		}
+	}
+	// stream view creates a consumer: refused too (it needs a terminal).
+	args := []string{"--context", readmeContext, "--timeout", "2s", "stream", "view", "INBOX"}
+	if out, err := runNatsTTY(t, srv, natsBin, args); err == nil || !strings.Contains(out, "Permissions Violation") {
+		t.Errorf("nats stream view as the inspection user: %v, want a permissions violation:\n%s", err, out)
+	}
+	if after := streamState(); after != before {
+		t.Errorf("refused writes changed the stream: %s, was %s", after, before)
+	}
+	if out := mustNats("--context", readmeContext, "stream", "ls", "--names"); strings.Contains(out, "EVIL") {
+		t.Errorf("stream EVIL was created:\n%s", out)
+	}
+	mustNats("--context", readmeContext, "consumer", "info", "INBOX", "inbox-proj-inboxd")
+
+	// Without credentials the port admits nothing, the finding's raw publish
+	// included.
+	for _, cmd := range [][]string{{"stream", "info", "INBOX"}, {"pub", "inbox.conv.1.member", forged}} {
+		out, err := nats(append([]string{"--server", srv.natsURL, "--timeout", "2s"}, cmd...)...)
+		if err == nil || !strings.Contains(out, "Authorization Violation") {
+			t.Errorf("nats --server %s %s without credentials: %v, want an authorization violation:\n%s", srv.natsURL, strings.Join(cmd, " "), err, out)
+		}
+	}
+}
+
+// runNatsSub runs a nats sub command in inboxd's folder, calls then once its
+// output shows ready, and returns its output once it exits (its --count
+// reached).
+func runNatsSub(t *testing.T, srv *inboxd, bin string, args []string, ready string, then func()) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), natsWait)
+	defer cancel()
+	var out syncBuffer
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = srv.dir, childEnv(), &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	srv.waitFor(natsWait, "nats sub to show "+ready, func() error {
+		if strings.Contains(out.String(), ready) {
+			return nil
+		}
+		return context.DeadlineExceeded
+	})
+	then()
+	if err := <-done; err != nil {
+		t.Fatalf("nats %s: %v\n%s", strings.Join(args, " "), err, out.String())
+	}
+	return out.String()
 }
 
 // postMessage sends text to conversation 1 over HTTP with the Authorization
@@ -143,23 +250,10 @@ func postMessage(t *testing.T, srv *inboxd, auth, text string) {
 	}
 }
 
-// runNats runs the nats CLI to the end and returns its output.
-func runNats(t *testing.T, bin string, args []string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), natsWait)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = childEnv()
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("nats %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-// runNatsTTY runs the nats CLI on a pseudo-terminal, answers each "Next
-// Page?" with n, and returns what it wrote.
-func runNatsTTY(t *testing.T, bin string, args []string) string {
+// runNatsTTY runs the nats CLI in inboxd's folder on a pseudo-terminal
+// (`stream view` refuses to run without one) and returns what it wrote and
+// how it exited.
+func runNatsTTY(t *testing.T, srv *inboxd, bin string, args []string) (string, error) {
 	t.Helper()
 	master, tty, err := openPTY()
 	if err != nil {
@@ -169,7 +263,7 @@ func runNatsTTY(t *testing.T, bin string, args []string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), natsWait)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = childEnv("TERM=dumb")
+	cmd.Dir, cmd.Env = srv.dir, childEnv("TERM=dumb")
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
 	cmd.SysProcAttr = ttyAttr()
 	if err := cmd.Start(); err != nil {
@@ -182,50 +276,12 @@ func runNatsTTY(t *testing.T, bin string, args []string) string {
 	read := make(chan struct{})
 	go func() {
 		defer close(read)
-		buf := make([]byte, 4096)
-		positions := 0
-		for {
-			n, err := master.Read(buf)
-			out.Write(buf[:n])
-			// The prompt asks where the cursor is (ESC[6n) and waits for
-			// the terminal's answer (ESC[row;colR).
-			for ; strings.Count(out.String(), "\x1b[6n") > positions; positions++ {
-				master.Write([]byte("\x1b[24;1R"))
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	// Type the answer into a quiet terminal only: the prompt reads the cursor
-	// position buffered, and keys sent along with it would be lost.
-	go func() {
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		answered, size, quiet := 0, 0, time.Now()
-		for {
-			select {
-			case <-read:
-				return
-			case now := <-tick.C:
-				s := out.String()
-				if len(s) != size {
-					size, quiet = len(s), now
-				}
-				if now.Sub(quiet) >= 300*time.Millisecond && strings.Count(s, "Next Page?") > answered {
-					answered++
-					master.Write([]byte("n\r"))
-				}
-			}
-		}
+		io.Copy(&out, master)
 	}()
 	werr := cmd.Wait()
 	select {
 	case <-read:
 	case <-time.After(5 * time.Second):
 	}
-	if werr != nil {
-		t.Fatalf("nats %s: %v\n%s", strings.Join(args, " "), werr, out.String())
-	}
-	return strings.ReplaceAll(out.String(), "\r\n", "\n")
+	return strings.ReplaceAll(out.String(), "\r\n", "\n"), werr
 }

@@ -299,6 +299,7 @@ func normalizeDemo(s string, srv *inboxd) string {
 	if srv != nil {
 		s = strings.ReplaceAll(s, srv.httpAddr, readmeHTTP)
 		s = strings.ReplaceAll(s, srv.natsURL, readmeNATS)
+		s = strings.ReplaceAll(s, filepath.Join(srv.dir, "data")+string(filepath.Separator), "data/")
 	}
 	s = tokenRE.ReplaceAllString(s, "Bearer TOKEN")
 	lines := strings.Split(strings.TrimSpace(s), "\n")

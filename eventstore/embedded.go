@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -21,8 +23,12 @@ type EmbeddedConfig struct {
 	// Dir holds JetStream's file storage.
 	Dir string
 	// Listen is the client address ("127.0.0.1:4222"); empty means no listener
-	// (in-process connections only).
+	// (in-process connections only). A listener requires Credentials.
 	Listen string
+	// Credentials, if set, are the only users the server admits; connect
+	// with ConnectEmbedded(ns, name, creds.ServiceOption()). Without them the
+	// server takes no client but in-process ones.
+	Credentials *Credentials
 	// SyncAlways fsyncs every write before acknowledging it (safe against an
 	// OS crash, much slower). Default: JetStream's periodic sync.
 	SyncAlways bool
@@ -50,9 +56,18 @@ func RunEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 		// refused by the default 1 MiB pending limit of slow in-process clients.
 		MaxPending: 64 << 20,
 	}
-	if cfg.Listen == "" {
+	if cfg.Credentials != nil {
+		opts.Nkeys = cfg.Credentials.users()
+	}
+	switch {
+	case cfg.Listen == "":
 		opts.DontListen = true
-	} else {
+	case cfg.Credentials == nil:
+		// The rule the finding of issue 15 (item 2) asks for, kept even if
+		// credentials ever become optional: a port without authentication
+		// lets any process that reaches it forge events or delete the stream.
+		return nil, fmt.Errorf("NATS listen address %s: refused without credentials (any local process could write the stream)", cfg.Listen)
+	default:
 		host, port, err := net.SplitHostPort(cfg.Listen)
 		if err != nil {
 			return nil, fmt.Errorf("NATS listen address %q: %w", cfg.Listen, err)
@@ -87,22 +102,57 @@ func RunEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 	return ns, nil
 }
 
-// ConnectEmbedded connects to ns in-process (no TCP).
-func ConnectEmbedded(ns *server.Server, name string) (*nats.Conn, error) {
-	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.Name(name), nats.MaxReconnects(-1))
+// ConnectEmbedded connects to ns in-process (no TCP); opts add the
+// credentials of a server that requires them.
+func ConnectEmbedded(ns *server.Server, name string, opts ...nats.Option) (*nats.Conn, error) {
+	opts = append([]nats.Option{nats.InProcessServer(ns), nats.Name(name), nats.MaxReconnects(-1)}, opts...)
+	nc, err := nats.Connect("", opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to embedded NATS: %w", err)
 	}
 	return nc, nil
 }
 
-// Connect connects to an external NATS server or cluster (comma-separated URLs),
-// failing fast with one clear error when none answers.
-func Connect(url, name string, log *slog.Logger) (*nats.Conn, error) {
+// Auth is how a connection to an external NATS server authenticates beside
+// what its URL carries (nats://user:password@host, nats://token@host): a
+// user credentials file (a JWT and its nkey seed, as nsc writes them) or an
+// nkey seed file; at most one of the two.
+type Auth struct {
+	CredsFile string
+	NkeyFile  string
+}
+
+func (a Auth) options() ([]nats.Option, error) {
+	switch {
+	case a.CredsFile != "" && a.NkeyFile != "":
+		return nil, errors.New("NATS credentials: give a credentials file or an nkey seed file, not both")
+	case a.CredsFile != "":
+		if _, err := os.Stat(a.CredsFile); err != nil {
+			return nil, fmt.Errorf("NATS credentials file: %w", err)
+		}
+		return []nats.Option{nats.UserCredentials(a.CredsFile)}, nil
+	case a.NkeyFile != "":
+		opt, err := nats.NkeyOptionFromSeed(a.NkeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("NATS nkey seed file %s: %w", a.NkeyFile, err)
+		}
+		return []nats.Option{opt}, nil
+	}
+	return nil, nil
+}
+
+// Connect connects to an external NATS server or cluster (comma-separated
+// URLs) with auth, failing fast with one clear error when none answers.
+// Errors and logs show the URLs without their passwords or tokens.
+func Connect(urls, name string, auth Auth, log *slog.Logger) (*nats.Conn, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	nc, err := nats.Connect(url,
+	authOpts, err := auth.options()
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(urls, append(authOpts,
 		nats.Name(name),
 		nats.Timeout(5*time.Second),
 		nats.MaxReconnects(-1),
@@ -114,11 +164,30 @@ func Connect(url, name string, log *slog.Logger) (*nats.Conn, error) {
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted())
 		}),
-	)
+	)...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
+		return nil, fmt.Errorf("connect to NATS at %s: %w", RedactURLs(urls), err)
 	}
 	return nc, nil
+}
+
+// RedactURLs is a comma-separated list of NATS URLs with every password, or
+// token, replaced by "xxxxx".
+func RedactURLs(urls string) string {
+	list := strings.Split(urls, ",")
+	for i, s := range list {
+		u, err := url.Parse(strings.TrimSpace(s))
+		if err != nil || u.User == nil {
+			continue
+		}
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		} else {
+			u.User = url.User("xxxxx") // a token
+		}
+		list[i] = u.String()
+	}
+	return strings.Join(list, ",")
 }
 
 func checkWritable(dir string) error {

@@ -42,6 +42,7 @@ type Config struct {
 	Replicas       int    // stream replicas on an external cluster
 	NodeID         string // names this node's durable projection consumer
 	SyncAlways     bool   // embedded NATS fsyncs every write before acknowledging
+	NATSAuth       eventstore.Auth
 	JWTSecret      string
 	JWTPublicKey   string // PEM file (RS256 or EdDSA)
 	JWTIssuer      string // required iss of user tokens (empty: not checked)
@@ -72,6 +73,7 @@ type Node struct {
 	log      *slog.Logger
 	lock     *os.File
 	ns       *server.Server // nil with an external NATS
+	creds    eventstore.Credentials
 	nc       *nats.Conn
 	store    *eventstore.Store
 	db       *projections.DB
@@ -262,24 +264,57 @@ func (n *Node) openData() error {
 	return nil
 }
 
+// openNATS connects to the external NATS, or starts the embedded server,
+// which admits only the credentials kept in the data folder: the service's
+// (this connection's) and the read-only inspection user's, whose nats CLI
+// context it writes when it listens on a port.
 func (n *Node) openNATS(ctx context.Context) error {
+	name := "inboxd-" + n.cfg.NodeID
 	var err error
 	if n.cfg.NATSURL != "" {
-		n.nc, err = eventstore.Connect(n.cfg.NATSURL, "inboxd-"+n.cfg.NodeID, n.log.With("component", "nats"))
+		if err := (eventstore.Credentials{Dir: n.cfg.DataDir}).RemoveInspectContext(); err != nil {
+			return err // an embedded run's: it names a port that is not this node's
+		}
+		n.nc, err = eventstore.Connect(n.cfg.NATSURL, name, n.cfg.NATSAuth, n.log.With("component", "nats"))
+		return err
+	}
+	if n.cfg.NATSAuth != (eventstore.Auth{}) {
+		return errors.New("a NATS credentials or nkey file goes with --nats-url: the embedded server makes its own credentials in the data folder")
+	}
+	if n.creds, err = eventstore.LoadOrCreateCredentials(n.cfg.DataDir); err != nil {
 		return err
 	}
 	n.ns, err = eventstore.RunEmbedded(eventstore.EmbeddedConfig{
-		Dir:        filepath.Join(n.cfg.DataDir, "nats"),
-		Listen:     n.cfg.NATSListen,
-		SyncAlways: n.cfg.SyncAlways,
-		ServerName: n.cfg.NodeID,
-		Logger:     n.log,
+		Dir:         filepath.Join(n.cfg.DataDir, "nats"),
+		Listen:      n.cfg.NATSListen,
+		Credentials: &n.creds,
+		SyncAlways:  n.cfg.SyncAlways,
+		ServerName:  n.cfg.NodeID,
+		Logger:      n.log,
 	})
 	if err != nil {
 		return err
 	}
-	n.nc, err = eventstore.ConnectEmbedded(n.ns, "inboxd-"+n.cfg.NodeID)
-	return err
+	service, err := n.creds.ServiceOption()
+	if err != nil {
+		return err
+	}
+	if n.nc, err = eventstore.ConnectEmbedded(n.ns, name, service); err != nil {
+		return err
+	}
+	if n.cfg.NATSListen == "" {
+		return n.creds.RemoveInspectContext()
+	}
+	return n.creds.WriteInspectContext(n.ns.ClientURL())
+}
+
+// InspectContext is the nats CLI context file of the embedded server's
+// read-only inspection user ("" without an embedded server's port).
+func (n *Node) InspectContext() string {
+	if n.ns == nil || n.cfg.NATSListen == "" {
+		return ""
+	}
+	return n.creds.InspectContext()
 }
 
 // startPresence joins the cluster-wide presence bucket. Changes go to the
@@ -412,7 +447,8 @@ func (n *Node) HTTPAddr() string {
 	return n.ln.Addr().String()
 }
 
-// NATSURL is the client URL of the embedded server, or the external URL.
+// NATSURL is the client URL of the embedded server, or the external URLs
+// without their passwords or tokens.
 func (n *Node) NATSURL() string {
 	if n.ns != nil {
 		if n.cfg.NATSListen == "" {
@@ -420,7 +456,7 @@ func (n *Node) NATSURL() string {
 		}
 		return n.ns.ClientURL()
 	}
-	return n.cfg.NATSURL
+	return eventstore.RedactURLs(n.cfg.NATSURL)
 }
 
 // Service is the node's domain service (for seeding demos and tests).

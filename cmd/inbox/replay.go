@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -20,7 +21,7 @@ import (
 
 // replayCmd rebuilds the read model from stream sequence 1:
 //
-//	inbox replay [--data DIR] [--nats-url URL] [--out FILE]
+//	inbox replay [--data DIR] [--nats-url URL [--nats-creds FILE | --nats-nkey FILE]] [--out FILE]
 //
 // Without --out the new database replaces <data>/inbox.db, which requires
 // inboxd to be stopped.
@@ -35,24 +36,25 @@ and inboxd may run. Undecodable events are counted as skipped, never fatal.`,
 		"inbox replay                       # rebuild ./data/inbox.db (inboxd stopped)",
 		"inbox replay --out /tmp/inbox.db   # a copy, while inboxd runs",
 		"inbox replay --nats-url nats://10.0.0.5:4222 --data /var/lib/inbox")
-	dataDir, natsURL := storeFlags(fs)
+	var sf storeFlags
+	sf.register(fs)
 	out := fs.String("out", "", "write the rebuilt database to this new file instead of replacing <data>/inbox.db")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
-	live := filepath.Join(*dataDir, "inbox.db")
-	lock := filepath.Join(*dataDir, "inboxd.lock")
+	live := filepath.Join(sf.dataDir, "inbox.db")
+	lock := filepath.Join(sf.dataDir, "inboxd.lock")
 	target := *out
 	if target == "" {
 		if projections.Locked(lock) {
-			return fmt.Errorf("inboxd is running on %s (it holds %s): stop it first, or write elsewhere with --out", *dataDir, lock)
+			return fmt.Errorf("inboxd is running on %s (it holds %s): stop it first, or write elsewhere with --out", sf.dataDir, lock)
 		}
-		if _, err := private.Dir(*dataDir); err != nil {
+		if _, err := private.Dir(sf.dataDir); err != nil {
 			return fmt.Errorf("create data folder: %w", err)
 		}
 		target = fmt.Sprintf("%s.replay-%d", live, os.Getpid())
 	}
-	store, closeStore, err := openStore(ctx, *dataDir, *natsURL, "inbox-replay")
+	store, closeStore, err := sf.openStore(ctx, "inbox-replay")
 	if err != nil {
 		return err
 	}
@@ -72,7 +74,7 @@ and inboxd may run. Undecodable events are counted as skipped, never fatal.`,
 	if *out == "" {
 		if projections.Locked(lock) {
 			os.Remove(target)
-			return fmt.Errorf("inboxd started on %s during the replay: stop it and replay again", *dataDir)
+			return fmt.Errorf("inboxd started on %s during the replay: stop it and replay again", sf.dataDir)
 		}
 		if err := projections.Install(target, live); err != nil {
 			os.Remove(target)
@@ -87,29 +89,40 @@ and inboxd may run. Undecodable events are counted as skipped, never fatal.`,
 }
 
 // storeFlags are the flags of commands that read the stream.
-func storeFlags(fs *flag.FlagSet) (dataDir, natsURL *string) {
-	dataDir = fs.String("data", "./data", "data folder holding inbox.db and, with embedded NATS, the stream")
-	natsURL = fs.String("nats-url", "", "NATS server holding the INBOX stream (default: inboxd's embedded server at nats://127.0.0.1:4222 while it runs, else the stream in <data>/nats, opened in-process)")
-	return dataDir, natsURL
+type storeFlags struct {
+	dataDir, natsURL string
+	auth             eventstore.Auth
 }
 
-// openStore opens the INBOX stream: on url if given; else on a running
-// inboxd's embedded server; else, inboxd being stopped, on the data folder's
-// own JetStream storage with an in-process nats-server.
-func openStore(ctx context.Context, dataDir, url, name string) (*eventstore.Store, func(), error) {
+func (f *storeFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.dataDir, "data", "./data", "data folder holding inbox.db and, with embedded NATS, the stream")
+	fs.StringVar(&f.natsURL, "nats-url", "", "NATS server holding the INBOX stream (default: the embedded server of the inboxd running on --data, with the port and credentials it keeps there; else, inboxd stopped, the stream in <data>/nats, opened in-process)")
+	fs.StringVar(&f.auth.CredsFile, "nats-creds", "", "with --nats-url: NATS user credentials file (JWT and nkey seed)")
+	fs.StringVar(&f.auth.NkeyFile, "nats-nkey", "", "with --nats-url: NATS nkey seed file")
+}
+
+// openStore opens the INBOX stream: on --nats-url if given; else on the
+// embedded server of the inboxd running on the data folder, as the service
+// (its port and key are in the data folder); else, inboxd being stopped, on
+// the data folder's own JetStream storage with an in-process nats-server.
+func (f *storeFlags) openStore(ctx context.Context, name string) (*eventstore.Store, func(), error) {
 	var (
 		nc      *nats.Conn
 		cleanup = func() {}
 		err     error
 	)
-	natsDir := filepath.Join(dataDir, "nats")
-	_, statErr := os.Stat(natsDir)
+	natsDir := filepath.Join(f.dataDir, "nats")
 	switch {
-	case url != "":
-		nc, err = eventstore.Connect(url, name, nil)
-	case projections.Locked(filepath.Join(dataDir, "inboxd.lock")) || statErr != nil:
-		nc, err = eventstore.Connect("nats://127.0.0.1:4222", name, nil)
+	case f.natsURL != "":
+		nc, err = eventstore.Connect(f.natsURL, name, f.auth, nil)
+	case f.auth != (eventstore.Auth{}):
+		return nil, nil, errors.New("--nats-creds and --nats-nkey go with --nats-url")
+	case projections.Locked(filepath.Join(f.dataDir, "inboxd.lock")):
+		nc, err = connectRunning(f.dataDir, name)
 	default:
+		if _, serr := os.Stat(natsDir); serr != nil {
+			return nil, nil, fmt.Errorf("no stream in %s and no inboxd runs on %s: pass --nats-url for an external NATS (%w)", natsDir, f.dataDir, serr)
+		}
 		ns, rerr := eventstore.RunEmbedded(eventstore.EmbeddedConfig{Dir: natsDir, ServerName: name})
 		if rerr != nil {
 			return nil, nil, rerr
@@ -128,6 +141,23 @@ func openStore(ctx context.Context, dataDir, url, name string) (*eventstore.Stor
 		return nil, nil, err
 	}
 	return store, func() { nc.Close(); cleanup() }, nil
+}
+
+// connectRunning connects to the embedded server of the inboxd running on
+// dataDir as the service, at the port it wrote into its nats CLI context.
+func connectRunning(dataDir, name string) (*nats.Conn, error) {
+	url, err := eventstore.InspectURL(dataDir)
+	if errors.Is(err, eventstore.ErrNoNATSPort) {
+		return nil, fmt.Errorf("the inboxd running on %s has no NATS port of its own (--nats-listen \"\" or --nats-url): pass --nats-url, or stop it to read %s directly", dataDir, filepath.Join(dataDir, "nats"))
+	}
+	if err != nil {
+		return nil, err
+	}
+	creds, err := eventstore.LoadCredentials(dataDir)
+	if err != nil {
+		return nil, err
+	}
+	return eventstore.Connect(url, name, eventstore.Auth{NkeyFile: creds.ServiceKey()}, nil)
 }
 
 // rebuildBar shows a rebuild's progress on a terminal: events read of those

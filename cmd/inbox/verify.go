@@ -19,7 +19,7 @@ var errDifferences = errors.New("the live read model differs from a rebuild")
 // verifyCmd rebuilds the read model into a temporary file and compares it
 // with the live one, table by table:
 //
-//	inbox verify [--data DIR] [--nats-url URL]
+//	inbox verify [--data DIR] [--nats-url URL [--nats-creds FILE | --nats-nkey FILE]]
 //
 // It prints every difference and fails when there is any.
 func verifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -32,11 +32,12 @@ every difference and fails when there is any. inboxd may keep running: the
 rebuild follows the live database while it moves on.`,
 		"inbox verify                       # ./data/inbox.db against the stream",
 		"inbox verify --data /var/lib/inbox --nats-url nats://10.0.0.5:4222")
-	dataDir, natsURL := storeFlags(fs)
+	var sf storeFlags
+	sf.register(fs)
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
-	live := filepath.Join(*dataDir, "inbox.db")
+	live := filepath.Join(sf.dataDir, "inbox.db")
 	if _, err := os.Stat(live); err != nil {
 		return fmt.Errorf("live read model: %w", err)
 	}
@@ -45,7 +46,7 @@ rebuild follows the live database while it moves on.`,
 		return err
 	}
 	defer db.Close()
-	store, closeStore, err := openStore(ctx, *dataDir, *natsURL, "inbox-verify")
+	store, closeStore, err := sf.openStore(ctx, "inbox-verify")
 	if err != nil {
 		return err
 	}

@@ -37,7 +37,10 @@ names one); SQLite read models of it in the data folder serve history,
 conversation lists and unread counts. Each user holds one WebSocket
 (/ws/inbox/); the HTTP API is under /api/ (described at /api/openapi.json).
 Without --jwt-secret or --jwt-public-key it generates development secrets into
-the data folder and says so. SIGINT or SIGTERM stops it cleanly.`
+the data folder and says so. The embedded NATS port (--nats-listen) admits only
+the credentials inboxd keeps in the data folder; nats-inspect.json there is a
+read-only nats CLI context (nats --context data/nats-inspect.json stream info
+INBOX). SIGINT or SIGTERM stops it cleanly.`
 
 var examples = []string{
 	"inboxd --demo            # demo users and conversations, and a wscat command per user",
@@ -62,8 +65,10 @@ func run(args []string, stdout io.Writer) error {
 	cli.Describe(fs, "inboxd [flags]", description, examples...)
 	fs.StringVar(&cfg.DataDir, "data", "./data", "data folder: read model, embedded NATS storage, development secrets")
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8000", "HTTP API and WebSocket address")
-	fs.StringVar(&cfg.NATSListen, "nats-listen", "127.0.0.1:4222", "embedded NATS client address, for the nats CLI (empty: in-process only)")
-	fs.StringVar(&cfg.NATSURL, "nats-url", "", "use this NATS server or cluster (comma-separated URLs) instead of embedding one")
+	fs.StringVar(&cfg.NATSListen, "nats-listen", "127.0.0.1:4222", "embedded NATS client address, for the nats CLI (empty: in-process only); it admits only the credentials kept in the data folder")
+	fs.StringVar(&cfg.NATSURL, "nats-url", "", "use this NATS server or cluster (comma-separated URLs; nats://user:password@host for a password) instead of embedding one")
+	fs.StringVar(&cfg.NATSAuth.CredsFile, "nats-creds", "", "with --nats-url: NATS user credentials file (JWT and nkey seed, as nsc writes it)")
+	fs.StringVar(&cfg.NATSAuth.NkeyFile, "nats-nkey", "", "with --nats-url: NATS nkey seed file")
 	fs.IntVar(&cfg.Replicas, "replicas", 1, "stream replicas (3 on a three-node cluster)")
 	fs.StringVar(&cfg.NodeID, "node", "inboxd", "node id: names this node's durable projection consumer; unique per node sharing a stream")
 	fs.BoolVar(&cfg.SyncAlways, "sync-always", false, "embedded NATS fsyncs every write before acknowledging (survives an OS crash; slower)")
@@ -197,6 +202,9 @@ func printDemo(w io.Writer, n *node.Node, d node.Demo) {
 	if len(d.Conversations) > 0 {
 		fmt.Fprintf(&b, "\nThen type, for example:\n  {\"conversation_id\": %d, \"message\": \"Hello\", \"type\": \"TEXT\", \"client_msg_id\": \"c-1\"}\n", d.Conversations[0].ID)
 	}
-	fmt.Fprintf(&b, "\nInspect the stream: nats --server %s stream view INBOX\n\n", n.NATSURL())
+	if ctx := n.InspectContext(); ctx != "" {
+		fmt.Fprintf(&b, "\nInspect the stream: nats --context %s stream info INBOX\n", ctx)
+	}
+	b.WriteString("\n")
 	io.WriteString(w, b.String())
 }
