@@ -29,6 +29,8 @@ type fakeInbox struct {
 	mu      sync.Mutex // orders appends and fan-out
 	nextID  int64
 	seq     int64
+	refuse  string // messages whose text starts with this are refused with rate_limited
+	stored  atomic.Int64
 	members map[int64][]string
 	conns   map[string]*fakeConn
 	open    atomic.Int64
@@ -87,7 +89,9 @@ func newFakeInbox(t *testing.T) (*fakeInbox, *httptest.Server) {
 	})
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
 		n := f.open.Load()
-		fmt.Fprintf(w, "# HELP process_resident_memory_bytes x\nprocess_resident_memory_bytes %d\nprocess_cpu_seconds_total 1.5\ngo_goroutines %d\ninbox_open_sockets %d\n", 1e8+n*1000, 10+n, n)
+		// A millisecond of CPU per message stored.
+		fmt.Fprintf(w, "# HELP process_resident_memory_bytes x\nprocess_resident_memory_bytes %d\nprocess_cpu_seconds_total %g\ngo_goroutines %d\ninbox_open_sockets %d\n",
+			1e8+n*1000, 1.5+float64(f.stored.Load())/1000, 10+n, n)
 	})
 	mux.HandleFunc("GET /ws/inbox/", func(w http.ResponseWriter, r *http.Request) {
 		tok, err := jwt.Parse(r.URL.Query().Get("token"), func(*jwt.Token) (any, error) { return []byte(f.secret), nil },
@@ -149,7 +153,12 @@ func (f *fakeInbox) handle(c *fakeConn, user string, data []byte) {
 		c.send(map[string]any{"type": "ERROR", "code": "forbidden", "client_msg_id": in.ClientMsgID})
 		return
 	}
+	if f.refuse != "" && strings.HasPrefix(in.Message, f.refuse) {
+		c.send(map[string]any{"type": "ERROR", "code": "rate_limited", "error": "refused", "client_msg_id": in.ClientMsgID, "retry_after_ms": 100})
+		return
+	}
 	f.seq++
+	f.stored.Add(1)
 	c.send(map[string]any{"type": "ACK", "client_msg_id": in.ClientMsgID, "message_id": f.seq, "seq": f.seq})
 	msg := map[string]any{"id": f.seq, "conversation_id": in.ConversationID, "sender_id": user, "message": in.Message,
 		"type": "TEXT", "message_id": f.seq, "seq": f.seq, "client_msg_id": in.ClientMsgID}
@@ -188,8 +197,9 @@ func TestRunAgainstFake(t *testing.T) {
 			URL: srv.URL, Mode: ModeFanout, Users: 20, Rate: 400, Duration: 1e9, Warmup: 2e8,
 			Settle: 1e8, Drain: 5e9, DataDir: dir, Seed: 1,
 			// Pass judges loss and order here, not speed: a loaded machine
-			// (or -race) can push the p99 of a correct run past the default 50 ms.
-			RampP99: time.Minute,
+			// (or -race) can push the p99 of a correct run past the default
+			// 50 ms, and make the bench send late.
+			RampP99: time.Minute, keepUp: 1e-9,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -199,8 +209,13 @@ func TestRunAgainstFake(t *testing.T) {
 			s.Expected != 2*s.Sent || s.Delivered != s.Expected || s.Unknown != 0 || !s.Pass {
 			t.Fatalf("fanout step = %+v", s)
 		}
-		if s.Latency.Count == 0 || s.Latency.P99 <= 0 || s.ServerCPUPct != 0 {
-			t.Fatalf("latency %+v, server cpu %v", s.Latency, s.ServerCPUPct)
+		if s.Latency.Count == 0 || s.Latency.P99 <= 0 {
+			t.Fatalf("latency %+v", s.Latency)
+		}
+		// The fake spends 1 ms per message stored, and each is delivered twice.
+		if s.ServerCPUSeconds != round3(float64(s.Sent)/1000) || s.ServerCPUPerDelivery != 500 || s.BenchCPUSeconds <= 0 || s.BenchCPUPerDelivery <= 0 {
+			t.Fatalf("server cpu %v s, %v µs per delivery; bench %v s, %v µs per delivery",
+				s.ServerCPUSeconds, s.ServerCPUPerDelivery, s.BenchCPUSeconds, s.BenchCPUPerDelivery)
 		}
 		if rep.Sockets != 20 || rep.Conversations != 10 || rep.AliveAtEnd != 20 || len(rep.Disconnects) != 0 {
 			t.Fatalf("report = %+v", rep)
@@ -216,15 +231,34 @@ func TestRunAgainstFake(t *testing.T) {
 	})
 
 	t.Run("ramp", func(t *testing.T) {
+		// The ramp climbs while steps pass and stops at the first that
+		// fails: here the fake refuses every message of the second step. A
+		// step is judged on loss and refusals, not speed (keepUp, RampP99),
+		// which a loaded machine decides.
+		f.mu.Lock()
+		f.refuse = "b:2:"
+		f.mu.Unlock()
+		defer func() {
+			f.mu.Lock()
+			f.refuse = ""
+			f.mu.Unlock()
+		}()
 		rep, err := Run(t.Context(), Config{
-			URL: srv.URL, Mode: ModeFanout, Conversations: 5, Ramp: []float64{100, 200}, Duration: 3e8,
-			Settle: 1e7, DataDir: dir, RampP99: 1e9,
+			URL: srv.URL, Mode: ModeFanout, Conversations: 5, Ramp: []float64{100, 200, 300}, Duration: 3e8,
+			Settle: 1e7, DataDir: dir, RampP99: time.Minute, keepUp: 1e-9,
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(rep.Ramp) != 2 || rep.MaxRateOK != 200 || rep.Users != 10 {
+		if len(rep.Ramp) != 2 || rep.MaxRateOK != 100 || rep.Users != 10 || rep.Fanout == nil || rep.Fanout.RateTarget != 100 {
 			t.Fatalf("ramp = %+v, max %v", rep.Ramp, rep.MaxRateOK)
+		}
+		first, second := rep.Ramp[0], rep.Ramp[1]
+		if !first.Pass || first.Lost != 0 || first.Delivered != 2*first.Sent {
+			t.Fatalf("first step = %+v", first)
+		}
+		if second.Pass || second.Errors["rate_limited"] != second.Sent || second.Expected != 0 || !strings.Contains(second.Fail, "refused") {
+			t.Fatalf("second step = %+v", second)
 		}
 	})
 

@@ -133,7 +133,7 @@ broken line here
 
 func TestJudge(t *testing.T) {
 	ok := StepReport{RateTarget: 1000, RateAchieved: 990, Counts: Counts{Sent: 100}, Latency: Percentiles{P99: 10}}
-	if pass, why := judge(ok, 50e6); !pass {
+	if pass, why := judge(ok, 50e6, defaultKeepUp); !pass {
 		t.Fatalf("judge = %v %s", pass, why)
 	}
 	for name, mod := range map[string]func(*StepReport){
@@ -145,7 +145,7 @@ func TestJudge(t *testing.T) {
 	} {
 		s := ok
 		mod(&s)
-		if pass, _ := judge(s, 50e6); pass {
+		if pass, _ := judge(s, 50e6, defaultKeepUp); pass {
 			t.Errorf("%s: passed", name)
 		}
 	}

@@ -94,12 +94,18 @@ func gauge(s Sample, name string) int64 {
 // serverCPUPct is the server's CPU use between two scrapes, as a percentage
 // of the machine's cores.
 func serverCPUPct(before, after Sample, wall time.Duration, cores int) float64 {
+	return cpuPct(time.Duration(serverCPUSeconds(before, after)*float64(time.Second)), wall, cores)
+}
+
+// serverCPUSeconds is the CPU time the server spent between two scrapes (0
+// if it does not expose process_cpu_seconds_total).
+func serverCPUSeconds(before, after Sample) float64 {
 	b, ok1 := before.Get("process_cpu_seconds_total")
 	a, ok2 := after.Get("process_cpu_seconds_total")
 	if !ok1 || !ok2 {
 		return 0
 	}
-	return cpuPct(time.Duration((a-b)*float64(time.Second)), wall, cores)
+	return a - b
 }
 
 func cpuPct(cpu, wall time.Duration, cores int) float64 {

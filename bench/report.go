@@ -78,13 +78,21 @@ type StepReport struct {
 	Slowest       []Window    `json:"slowest_windows,omitempty"` // the 100 ms windows of arrival with the slowest deliveries, after warm-up
 	BenchCPUPct   float64     `json:"bench_cpu_pct"`
 	ServerCPUPct  float64     `json:"server_cpu_pct"`
-	ServerRSS     int64       `json:"server_rss,omitempty"`
-	TypingSockets int         `json:"typing_sockets,omitempty"` // sockets storming TYPING during the step
-	TypingSent    int64       `json:"typing_sent,omitempty"`    // TYPING frames they sent
-	TypingPerS    float64     `json:"typing_per_s,omitempty"`
-	TypingFailed  int64       `json:"typing_failed,omitempty"` // writes that failed
-	Pass          bool        `json:"pass"`
-	Fail          string      `json:"fail,omitempty"` // why it did not pass
+	// CPU-seconds each process spent over the step (warm-up to the end of
+	// the drain), and per delivery (a message arriving at one member's
+	// socket), in microseconds: the cost of a delivered message, which
+	// unlike a percentage does not depend on how busy the machine was.
+	ServerCPUSeconds     float64 `json:"server_cpu_s"`
+	BenchCPUSeconds      float64 `json:"bench_cpu_s"`
+	ServerCPUPerDelivery float64 `json:"server_cpu_us_per_delivery"`
+	BenchCPUPerDelivery  float64 `json:"bench_cpu_us_per_delivery"`
+	ServerRSS            int64   `json:"server_rss,omitempty"`
+	TypingSockets        int     `json:"typing_sockets,omitempty"` // sockets storming TYPING during the step
+	TypingSent           int64   `json:"typing_sent,omitempty"`    // TYPING frames they sent
+	TypingPerS           float64 `json:"typing_per_s,omitempty"`
+	TypingFailed         int64   `json:"typing_failed,omitempty"` // writes that failed
+	Pass                 bool    `json:"pass"`
+	Fail                 string  `json:"fail,omitempty"` // why it did not pass
 }
 
 // WriteJSON writes the report as one JSON line.
@@ -132,16 +140,16 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if len(steps) > 0 {
 		fmt.Fprintln(w)
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "rate\tsent/s\tsent\tacked\tdelivered\tdeliv/s\texpected\tlost\tdup\tooo\tp50ms\tp90ms\tp99ms\tmaxms\tack p99\tlag p99\tsrv cpu%\tbench cpu%\terrors\tresult\t")
+		fmt.Fprintln(tw, "rate\tsent/s\tsent\tacked\tdelivered\tdeliv/s\texpected\tlost\tdup\tooo\tp50ms\tp90ms\tp99ms\tmaxms\tack p99\tlag p99\tsrv cpu%\tbench cpu%\tsrv µs/deliv\tbench µs/deliv\terrors\tresult\t")
 		for _, s := range steps {
 			result := "ok"
 			if !s.Pass {
 				result = "FAIL: " + s.Fail
 			}
-			fmt.Fprintf(tw, "%.0f\t%.0f\t%d\t%d\t%d\t%.0f\t%d\t%d\t%d\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.1f\t%.1f\t%s\t%s\t\n",
+			fmt.Fprintf(tw, "%.0f\t%.0f\t%d\t%d\t%d\t%.0f\t%d\t%d\t%d\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.1f\t%.1f\t%.1f\t%.1f\t%s\t%s\t\n",
 				s.RateTarget, s.RateAchieved, s.Sent, s.Acked, s.Delivered, s.DeliveredPerS, s.Expected, s.Lost, s.Duplicated, s.OutOfOrder,
 				s.Latency.P50, s.Latency.P90, s.Latency.P99, s.Latency.Max, s.AckLatency.P99, s.SendLag.P99,
-				s.ServerCPUPct, s.BenchCPUPct, mapStr(s.Errors), result)
+				s.ServerCPUPct, s.BenchCPUPct, s.ServerCPUPerDelivery, s.BenchCPUPerDelivery, mapStr(s.Errors), result)
 		}
 		if err := tw.Flush(); err != nil {
 			return err

@@ -80,7 +80,16 @@ type Config struct {
 
 	Log      io.Writer // human output: progress and the table (default io.Discard)
 	Progress bool      // draw progress bars on Log
+
+	// keepUp is the share of a step's target rate the bench must send for
+	// the step to pass (default defaultKeepUp). Tests of the bench's
+	// accounting, which a loaded machine must not fail, lower it.
+	keepUp float64
 }
+
+// defaultKeepUp: a step whose bench sent less than this share of the target
+// rate did not offer the load it names, and fails.
+const defaultKeepUp = 0.95
 
 func (c *Config) setDefaults() {
 	if c.URL == "" {
@@ -140,6 +149,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Log == nil {
 		c.Log = io.Discard
+	}
+	if c.keepUp == 0 {
+		c.keepUp = defaultKeepUp
 	}
 }
 
