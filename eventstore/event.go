@@ -548,6 +548,11 @@ func validate(e Event, sub subject) error {
 	return nil
 }
 
+// MaxReactionsPerUser is how many distinct emoji one user may have on one
+// message: a reaction past it is refused by the service and, in an event
+// published by other means, ignored by the read model.
+const MaxReactionsPerUser = 20
+
 // MaxEmojiBytes bounds a reaction's emoji in a stored event (the service
 // checks what a client may send: chat.ValidEmoji).
 const MaxEmojiBytes = 64

@@ -19,7 +19,7 @@ type UnreadChange struct {
 	ConversationID int64
 	UserID         string
 	Unread         int64
-	Seq            uint64 // the event that last changed it (a message, a receipt, a join)
+	Seq            uint64 // the event that last changed it (a message, a receipt, a join, a deletion)
 }
 
 // maxCachedConversations bounds the conversation state kept between batches.
@@ -40,17 +40,24 @@ type memberState struct {
 // convState is a conversation and its members as the batch sees it. A
 // conversation that was never created can still have messages (the stream is
 // the truth); exists says whether its row is written.
+//
+// lastMsg is the latest message that is not deleted (0: none), and the
+// conversation's activity is the later of its creation and lastMsg: both
+// depend only on which messages exist at the end, never on when a deleted,
+// erased or expired one was seen, so a rebuild agrees with a live read model.
 type convState struct {
-	id           int64
-	exists       bool
-	createdSeq   uint64
-	createdAt    string
-	lastMsg      int64
-	lastActivity uint64
-	members      map[string]*memberState
-	dirty        bool
-	touched      bool // in applier.touched
+	id         int64
+	exists     bool
+	createdSeq uint64
+	createdAt  string
+	lastMsg    int64
+	members    map[string]*memberState
+	dirty      bool
+	touched    bool // in applier.touched
 }
+
+// lastActivity orders the conversation list: its creation or last message.
+func (c *convState) lastActivity() uint64 { return max(c.createdSeq, uint64(c.lastMsg)) }
 
 // member returns uid's state unless uid is not (or no longer) a member.
 func (c *convState) member(uid string) *memberState {
@@ -69,6 +76,9 @@ type applier struct {
 	touched []*convState
 	st      stmts // bound to the current batch's transaction
 	base    stmts // prepared on the writer connection, on first use
+	// forget: the batch erased or expired content; once it commits, the
+	// write-ahead log is checkpointed and truncated so no old page keeps it.
+	forget bool
 }
 
 func newApplier(db *DB, log *slog.Logger) *applier {
@@ -90,13 +100,30 @@ const (
 	qDelMember
 	qCountOthers
 	qMarkRead
-	qMsgConv
 	qUpProfile
 	qInsJob
 	qInsJobMember
 	qUpJobStatus
 	qSetMeta
 	qUpKey
+	qMsgState
+	qEditMsg
+	qDeleteMsg
+	qEraseMsg
+	qInsErased
+	qLifeSeq
+	qAddReaction
+	qDelReaction
+	qCountReactions
+	qDelReactions
+	qDelKeyAt
+	qDelProfileAt
+	qSelExpired
+	qExpiringConvs
+	qExpireReactions
+	qExpireMessages
+	qExpireKeys
+	qSetExpired
 	numStmts
 )
 
@@ -104,7 +131,7 @@ var queries = [numStmts]string{
 	qInsMsg: `INSERT INTO messages (id, conversation_id, sender_id, sender_name, sender_avatar, text, type, client_msg_id, created_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 	qSelConv:    `SELECT created_seq, created_at, last_message_id, last_activity_seq FROM conversations WHERE id = ?`,
-	qSelLastMsg: `SELECT coalesce(max(id), 0) FROM messages WHERE conversation_id = ?`,
+	qSelLastMsg: `SELECT coalesce(max(id), 0) FROM messages WHERE conversation_id = ? AND deleted = 0`,
 	qSelMembers: `SELECT user_id, role, joined_seq, read_up_to, unread FROM members WHERE conversation_id = ?`,
 	qUpConv: `INSERT INTO conversations (id, created_seq, created_at, last_message_id, last_activity_seq) VALUES (?, ?, ?, ?, ?)
 			ON CONFLICT (id) DO UPDATE SET last_message_id = excluded.last_message_id, last_activity_seq = excluded.last_activity_seq`,
@@ -112,16 +139,35 @@ var queries = [numStmts]string{
 			ON CONFLICT (conversation_id, user_id) DO UPDATE SET role = excluded.role, joined_seq = excluded.joined_seq,
 			read_up_to = excluded.read_up_to, unread = excluded.unread`,
 	qDelMember:   `DELETE FROM members WHERE conversation_id = ? AND user_id = ?`,
-	qCountOthers: `SELECT count(*) FROM messages WHERE conversation_id = ? AND id > ? AND id <= ? AND sender_id <> ?`,
+	qCountOthers: `SELECT count(*) FROM messages WHERE conversation_id = ? AND id > ? AND id <= ? AND sender_id <> ? AND deleted = 0`,
 	qMarkRead:    `UPDATE messages SET is_read = 1 WHERE conversation_id = ? AND id > ? AND id <= ? AND sender_id <> ? AND is_read = 0`,
-	qMsgConv:     `SELECT conversation_id FROM messages WHERE id = ?`,
 	qUpProfile: `INSERT INTO profiles (user_id, name, avatar, updated_seq) VALUES (?, ?, ?, ?)
 			ON CONFLICT (user_id) DO UPDATE SET name = excluded.name, avatar = excluded.avatar, updated_seq = excluded.updated_seq`,
 	qInsJob:       `INSERT OR IGNORE INTO jobs (id, created_seq, created_at) VALUES (?, ?, ?)`,
 	qInsJobMember: `INSERT OR IGNORE INTO job_members (job_id, user_id) VALUES (?, ?)`,
 	qUpJobStatus: `INSERT INTO job_status (job_id, status, detail, seq, updated_at) VALUES (?, ?, ?, ?, ?)
 			ON CONFLICT (job_id) DO UPDATE SET status = excluded.status, detail = excluded.detail, seq = excluded.seq, updated_at = excluded.updated_at`,
-	qSetMeta: `UPDATE meta SET applied_seq = ?, skipped = ? WHERE id = 1`,
+	qSetMeta:   `UPDATE meta SET applied_seq = ?, skipped = ? WHERE id = 1`,
+	qMsgState:  `SELECT conversation_id, sender_id, deleted, erased FROM messages WHERE id = ?`,
+	qEditMsg:   `UPDATE messages SET text = ?, edited_at = ?, life_seq = ? WHERE id = ?`,
+	qDeleteMsg: `UPDATE messages SET text = '', edited_at = NULL, deleted = 1, life_seq = ? WHERE id = ?`,
+	qEraseMsg: `UPDATE messages SET sender_name = '', sender_avatar = NULL, text = '', client_msg_id = '', is_read = 0,
+			edited_at = NULL, deleted = 1, erased = 1, life_seq = ? WHERE id = ?`,
+	qInsErased: `INSERT INTO messages (id, conversation_id, sender_id, sender_name, sender_avatar, text, type, client_msg_id, created_at,
+			deleted, erased, life_seq) VALUES (?, ?, ?, '', NULL, '', ?, '', ?, 1, 1, ?)`,
+	qLifeSeq:         `UPDATE messages SET life_seq = ? WHERE id = ?`,
+	qAddReaction:     `INSERT OR IGNORE INTO reactions (message_id, emoji, user_id, seq) VALUES (?, ?, ?, ?)`,
+	qDelReaction:     `DELETE FROM reactions WHERE message_id = ? AND emoji = ? AND user_id = ?`,
+	qCountReactions:  `SELECT count(*) FROM reactions WHERE message_id = ? AND user_id = ?`,
+	qDelReactions:    `DELETE FROM reactions WHERE message_id = ?`,
+	qDelKeyAt:        `DELETE FROM idempotency WHERE seq = ?`,
+	qDelProfileAt:    `DELETE FROM profiles WHERE user_id = ? AND updated_seq = ?`,
+	qSelExpired:      `SELECT expired_before FROM meta WHERE id = 1`,
+	qExpiringConvs:   `SELECT DISTINCT conversation_id FROM messages WHERE id < ?`,
+	qExpireReactions: `DELETE FROM reactions WHERE message_id < ?`,
+	qExpireMessages:  `DELETE FROM messages WHERE id < ?`,
+	qExpireKeys:      `DELETE FROM idempotency WHERE seq < ?`,
+	qSetExpired:      `UPDATE meta SET expired_before = max(expired_before, ?) WHERE id = 1`,
 	qUpKey: `INSERT INTO idempotency (user_id, conversation_id, key, op, fingerprint, seq, at) VALUES (?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (user_id, conversation_id, key) DO UPDATE SET op = excluded.op, fingerprint = excluded.fingerprint,
 			seq = excluded.seq, at = excluded.at`,
@@ -159,7 +205,14 @@ func (a *applier) apply(ctx context.Context, events []eventstore.Stored) ([]Unre
 	if err != nil {
 		clear(a.convs) // the cache may hold rolled-back state
 		a.touched = a.touched[:0]
+		a.forget = false
 		return nil, err
+	}
+	if a.forget {
+		a.forget = false
+		if err := a.db.checkpoint(context.WithoutCancel(ctx)); err != nil {
+			a.log.Warn("checkpoint the write-ahead log after an erasure", "err", err)
+		}
 	}
 	if len(a.convs) > maxCachedConversations {
 		clear(a.convs)
@@ -259,7 +312,7 @@ func (a *applier) applyEvent(ctx context.Context, st *eventstore.Stored) error {
 		if err := a.recordKey(ctx, e, seq, created); err != nil {
 			return err
 		}
-		c.lastMsg, c.lastActivity = int64(seq), seq
+		c.lastMsg = int64(seq)
 		a.touch(c, true)
 		for uid, m := range c.members {
 			if uid != e.SenderID && !m.removed {
@@ -276,7 +329,7 @@ func (a *applier) applyEvent(ctx context.Context, st *eventstore.Stored) error {
 			a.log.Warn("ignore second creation of a conversation", "seq", seq, "conversation_id", c.id, "created_seq", c.createdSeq)
 			return nil
 		}
-		c.exists, c.createdSeq, c.createdAt, c.lastActivity = true, seq, at(&e.Header, st), seq
+		c.exists, c.createdSeq, c.createdAt = true, seq, at(&e.Header, st)
 		for _, m := range e.Members {
 			a.join(c, m.UserID, m.Role, seq)
 		}
@@ -331,6 +384,12 @@ func (a *applier) applyEvent(ctx context.Context, st *eventstore.Stored) error {
 		}
 	case *eventstore.Typing:
 		// Ephemeral: delivered live, never stored.
+	case *eventstore.Edit, *eventstore.Delete, *eventstore.React, *eventstore.Erased:
+		return a.lifecycle(ctx, st)
+	case *eventstore.ProfileErased:
+		return a.profileErased(ctx, e)
+	case *eventstore.Expired:
+		return a.expire(ctx, e, seq)
 	default:
 		return fmt.Errorf("no projection for event kind %q", st.Event.Kind())
 	}
@@ -351,17 +410,21 @@ func (a *applier) recordKey(ctx context.Context, e eventstore.KeyedEvent, seq ui
 }
 
 // join makes uid a member from seq on. Its read watermark starts at the
-// conversation's last message: history from before joining (or re-joining)
-// is visible but never unread. A new member's count (0) is reported as a
-// change, so a client that joins sees its badge reset.
+// join: history from before joining (or re-joining) is visible but never
+// unread. A new member's count (0) is reported as a change, so a client that
+// joins sees its badge reset.
 func (a *applier) join(c *convState, uid, role string, seq uint64) {
-	c.members[uid] = &memberState{role: role, joinedSeq: seq, readUpTo: c.lastMsg, reported: -1, dirty: true, changed: seq}
+	c.members[uid] = &memberState{role: role, joinedSeq: seq, readUpTo: int64(seq), reported: -1, dirty: true, changed: seq}
 }
 
 // read moves a member's watermark forward: to the highest of up_to and the
-// named message ids that belong to the conversation, never past its last
-// message (so a watermark from the future cannot pre-read what comes later).
-// Others' messages it passes get is_read=1 and leave the reader's unread count.
+// named message ids (the service checked they are messages of the
+// conversation), never past the receipt itself (so a watermark from the
+// future cannot pre-read what comes later). The watermark depends on the
+// receipt alone, not on which messages exist: a message erased or expired
+// later leaves it as it was, as a rebuild without that message finds it.
+// Others' messages it passes get is_read=1 and leave the reader's unread
+// count (deleted ones no longer count).
 func (a *applier) read(ctx context.Context, e *eventstore.Read, seq uint64) error {
 	c, err := a.conv(ctx, e.ConversationID)
 	if err != nil {
@@ -372,29 +435,10 @@ func (a *applier) read(ctx context.Context, e *eventstore.Read, seq uint64) erro
 		return nil
 	}
 	target := max(e.UpTo, m.readUpTo)
-	ids := slices.Clone(e.MessageIDs)
-	slices.Sort(ids)
-	for _, id := range slices.Backward(ids) {
-		if id <= target {
-			break
-		}
-		if id > c.lastMsg {
-			continue
-		}
-		var conv int64
-		err := a.st[qMsgConv].QueryRowContext(ctx, id).Scan(&conv)
-		if errors.Is(err, sql.ErrNoRows) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("look up read message %d: %w", id, err)
-		}
-		if conv == c.id {
-			target = id
-			break
-		}
+	if len(e.MessageIDs) > 0 {
+		target = max(target, slices.Max(e.MessageIDs))
 	}
-	target = min(target, c.lastMsg)
+	target = min(target, int64(seq))
 	if target <= m.readUpTo {
 		return nil
 	}
@@ -427,7 +471,8 @@ func (a *applier) conv(ctx context.Context, id int64) (*convState, error) {
 		return c, nil
 	}
 	c := &convState{id: id, members: make(map[string]*memberState)}
-	err := a.st[qSelConv].QueryRowContext(ctx, id).Scan(&c.createdSeq, &c.createdAt, &c.lastMsg, &c.lastActivity)
+	var activity uint64 // derived: lastActivity()
+	err := a.st[qSelConv].QueryRowContext(ctx, id).Scan(&c.createdSeq, &c.createdAt, &c.lastMsg, &activity)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		if err := a.st[qSelLastMsg].QueryRowContext(ctx, id).Scan(&c.lastMsg); err != nil {
@@ -472,7 +517,7 @@ func (a *applier) flush(ctx context.Context) ([]UnreadChange, error) {
 	var changes []UnreadChange
 	for _, c := range a.touched {
 		if c.exists && c.dirty {
-			if _, err := a.st[qUpConv].ExecContext(ctx, c.id, int64(c.createdSeq), c.createdAt, c.lastMsg, int64(c.lastActivity)); err != nil {
+			if _, err := a.st[qUpConv].ExecContext(ctx, c.id, int64(c.createdSeq), c.createdAt, c.lastMsg, int64(c.lastActivity())); err != nil {
 				return nil, fmt.Errorf("store conversation %d: %w", c.id, err)
 			}
 		}

@@ -15,13 +15,15 @@ import (
 
 	_ "github.com/mattn/go-sqlite3" // database/sql driver "sqlite3"
 
-	"inbox/eventstore"
 	"inbox/internal/private"
 )
 
 // schemaVersion is stored in PRAGMA user_version. Version 2 added the
-// idempotency record (init migrates a version 1 database).
-const schemaVersion = 2
+// idempotency record; version 3 a message's lifecycle (edits, deletions,
+// reactions, erasure, retention) and read watermarks that no longer depend
+// on which messages exist. A database of an older version is emptied when
+// opened and rebuilt from the stream by the projector (RebuiltFrom).
+const schemaVersion = 3
 
 // ErrNotFound is returned by lookups of a row that does not exist.
 var ErrNotFound = errors.New("not found")
@@ -54,9 +56,21 @@ CREATE TABLE IF NOT EXISTS messages (
 	type            TEXT    NOT NULL,
 	client_msg_id   TEXT    NOT NULL DEFAULT '',
 	created_at      TEXT    NOT NULL,
-	is_read         INTEGER NOT NULL DEFAULT 0
+	is_read         INTEGER NOT NULL DEFAULT 0,
+	edited_at       TEXT,
+	deleted         INTEGER NOT NULL DEFAULT 0,
+	erased          INTEGER NOT NULL DEFAULT 0,
+	life_seq        INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages (conversation_id, id);
+CREATE INDEX IF NOT EXISTS messages_by_sender ON messages (sender_id, id);
+CREATE TABLE IF NOT EXISTS reactions (
+	message_id INTEGER NOT NULL,
+	emoji      TEXT    NOT NULL,
+	user_id    TEXT    NOT NULL,
+	seq        INTEGER NOT NULL,
+	PRIMARY KEY (message_id, emoji, user_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS profiles (
 	user_id     TEXT PRIMARY KEY,
 	name        TEXT NOT NULL,
@@ -91,18 +105,24 @@ CREATE TABLE IF NOT EXISTS idempotency (
 	PRIMARY KEY (user_id, conversation_id, key)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idempotency_by_at ON idempotency (at);
+CREATE INDEX IF NOT EXISTS idempotency_by_seq ON idempotency (seq);
 CREATE TABLE IF NOT EXISTS idempotency_pruned (
 	id     INTEGER PRIMARY KEY CHECK (id = 1),
 	before TEXT    NOT NULL
 );
 INSERT OR IGNORE INTO idempotency_pruned (id, before) VALUES (1, '');
 CREATE TABLE IF NOT EXISTS meta (
-	id          INTEGER PRIMARY KEY CHECK (id = 1),
-	applied_seq INTEGER NOT NULL,
-	skipped     INTEGER NOT NULL
+	id             INTEGER PRIMARY KEY CHECK (id = 1),
+	applied_seq    INTEGER NOT NULL,
+	skipped        INTEGER NOT NULL,
+	expired_before INTEGER NOT NULL DEFAULT 0
 );
 INSERT OR IGNORE INTO meta (id, applied_seq, skipped) VALUES (1, 0, 0);
 `
+
+// oldTables are every table a database of an older schema may hold.
+var oldTables = []string{"conversations", "members", "messages", "reactions", "profiles", "jobs", "job_members",
+	"job_status", "idempotency", "idempotency_pruned", "meta"}
 
 // DB is an open projection database: one writer connection (the projector's)
 // and a pool of readers that see committed state through WAL.
@@ -113,6 +133,8 @@ type DB struct {
 
 	applied atomic.Uint64 // last applied stream sequence, as committed
 	skipped atomic.Uint64 // undecodable events skipped, as committed
+
+	rebuiltFrom int // the schema version of the database emptied on open (0: none)
 }
 
 // Open opens (creating if missing) the projection database at path in WAL
@@ -137,6 +159,9 @@ func open(path, journal, sync string) (*DB, error) {
 		q.Set("_synchronous", sync)
 		q.Set("_busy_timeout", "5000")
 		q.Set("_txlock", txlock)
+		// Deleted and overwritten content is zeroed in the file, not left
+		// in free space: an erased message must leave no trace (docs/erasure.md).
+		q.Set("_secure_delete", "on")
 		return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
 	}
 	w, err := sql.Open("sqlite3", dsn("immediate"))
@@ -185,9 +210,9 @@ func (db *DB) init() error {
 	return nil
 }
 
-// migrate creates the schema, or brings a database of version from up to
-// date, in one transaction: a version 1 database gets the idempotency record,
-// filled from its keyed messages exactly as the projector would have.
+// migrate creates the schema in one transaction. A database of an older
+// version is emptied first: the read model is derived, and the projector
+// rebuilds it from the stream (its consumer restarts from sequence 1).
 func (db *DB) migrate(ctx context.Context, from int) (err error) {
 	tx, err := db.w.BeginTx(ctx, nil)
 	if err != nil {
@@ -198,13 +223,16 @@ func (db *DB) migrate(ctx context.Context, from int) (err error) {
 			tx.Rollback()
 		}
 	}()
+	if from > 0 {
+		for _, t := range oldTables {
+			if _, err := tx.ExecContext(ctx, "DROP TABLE IF EXISTS "+t); err != nil {
+				return fmt.Errorf("empty a version %d database: %w", from, err)
+			}
+		}
+		db.rebuiltFrom = from
+	}
 	if _, err := tx.ExecContext(ctx, schema); err != nil {
 		return fmt.Errorf("create schema: %w", err)
-	}
-	if from == 1 {
-		if err := backfillKeys(ctx, tx); err != nil {
-			return fmt.Errorf("migrate schema from version 1: %w", err)
-		}
 	}
 	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", schemaVersion)); err != nil {
 		return fmt.Errorf("set schema version: %w", err)
@@ -215,40 +243,9 @@ func (db *DB) migrate(ctx context.Context, from int) (err error) {
 	return nil
 }
 
-// backfillKeys records every stored message that carries a client_msg_id,
-// in stream order, as applying them would have.
-func backfillKeys(ctx context.Context, tx *sql.Tx) error {
-	rows, err := tx.QueryContext(ctx, `SELECT id, conversation_id, sender_id, client_msg_id, type, text, created_at
-		FROM messages WHERE client_msg_id <> '' ORDER BY id`)
-	if err != nil {
-		return fmt.Errorf("read keyed messages: %w", err)
-	}
-	defer rows.Close()
-	type row struct {
-		k   eventstore.Keyed
-		seq int64
-		at  string
-	}
-	var keyed []row
-	for rows.Next() {
-		var r row
-		var m eventstore.Message
-		if err := rows.Scan(&r.seq, &m.ConversationID, &m.SenderID, &m.ClientMsgID, &m.MsgType, &m.Text, &r.at); err != nil {
-			return fmt.Errorf("read keyed messages: %w", err)
-		}
-		r.k, _ = m.Keyed()
-		keyed = append(keyed, r)
-	}
-	if err := rows.Close(); err != nil {
-		return fmt.Errorf("read keyed messages: %w", err)
-	}
-	for _, r := range keyed {
-		if _, err := tx.ExecContext(ctx, queries[qUpKey], r.k.UserID, r.k.ConversationID, r.k.ClientKey, r.k.Op, r.k.Fingerprint, r.seq, r.at); err != nil {
-			return fmt.Errorf("record key of message %d: %w", r.seq, err)
-		}
-	}
-	return nil
-}
+// RebuiltFrom is the schema version of a database that Open found older
+// than this build's and emptied, to be rebuilt from the stream; 0 if none.
+func (db *DB) RebuiltFrom() int { return db.rebuiltFrom }
 
 // Path is the database file's path.
 func (db *DB) Path() string { return db.path }

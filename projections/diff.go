@@ -23,6 +23,7 @@ var diffTables = []struct {
 	{"conversations", []string{"id"}, false},
 	{"members", []string{"conversation_id", "user_id"}, false},
 	{"messages", []string{"id"}, false},
+	{"reactions", []string{"message_id", "emoji", "user_id"}, false},
 	{"profiles", []string{"user_id"}, false},
 	{"jobs", []string{"id"}, false},
 	{"job_members", []string{"job_id", "user_id"}, false},

@@ -60,16 +60,18 @@ func TestKeyRecordFollowsTheStream(t *testing.T) {
 	requireSame(t, db, rebuild(t, e))
 }
 
-// TestMigrateVersion1Database: a read model written before the idempotency
-// record existed gets it on open, filled from its messages, equal to a rebuild.
-func TestMigrateVersion1Database(t *testing.T) {
+// TestOlderSchemaRebuilt: a read model of an older schema (version 2:
+// watermarks and activity that followed which messages existed) is emptied
+// when opened, and its projector rebuilds it from the stream to what a
+// fresh rebuild holds.
+func TestOlderSchemaRebuilt(t *testing.T) {
 	e := newEnv(t)
-	path := filepath.Join(t.TempDir(), "v1.db")
+	path := filepath.Join(t.TempDir(), "v2.db")
 	db, err := Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := NewProjector(db, e.store, "v1", testLogger(t))
+	p := NewProjector(db, e.store, "v2", testLogger(t))
 	stop := startProjector(t, p)
 	e.append(t, created(1, "alice", "bob"))
 	for i := range 10 {
@@ -79,7 +81,7 @@ func TestMigrateVersion1Database(t *testing.T) {
 	waitApplied(t, e, p)
 	stop()
 	ctx := context.Background()
-	for _, q := range []string{`DROP TABLE idempotency`, `DROP TABLE idempotency_pruned`, `PRAGMA user_version = 1`} {
+	for _, q := range []string{`UPDATE members SET read_up_to = 1`, `PRAGMA user_version = 2`} {
 		if _, err := db.w.ExecContext(ctx, q); err != nil {
 			t.Fatal(err)
 		}
@@ -88,16 +90,19 @@ func TestMigrateVersion1Database(t *testing.T) {
 
 	db, err = Open(path)
 	if err != nil {
-		t.Fatalf("open a version 1 database: %v", err)
+		t.Fatalf("open a version 2 database: %v", err)
 	}
 	t.Cleanup(func() { db.Close() })
-	var v, n int
+	var v int
 	if err := db.r.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&v); err != nil || v != schemaVersion {
 		t.Fatalf("user_version %d (%v), want %d", v, err, schemaVersion)
 	}
-	if err := db.r.QueryRowContext(ctx, `SELECT count(*) FROM idempotency`).Scan(&n); err != nil || n != 4 {
-		t.Fatalf("%d idempotency records after migration (%v), want 4", n, err)
+	if db.RebuiltFrom() != 2 || db.applied.Load() != 0 {
+		t.Fatalf("RebuiltFrom %d, applied %d; want 2 and 0", db.RebuiltFrom(), db.applied.Load())
 	}
+	p = NewProjector(db, e.store, "v2", testLogger(t))
+	startProjector(t, p)
+	waitApplied(t, e, p)
 	requireSame(t, db, rebuild(t, e))
 }
 

@@ -201,13 +201,6 @@ func (m *model) conv(id int64) *modelConv {
 	return c
 }
 
-func (c *modelConv) last() int64 {
-	if len(c.msgs) == 0 {
-		return 0
-	}
-	return c.msgs[len(c.msgs)-1].id
-}
-
 func (m *model) apply(seq uint64, ev eventstore.Event) {
 	switch ev := ev.(type) {
 	case *eventstore.Created:
@@ -217,7 +210,7 @@ func (m *model) apply(seq uint64, ev eventstore.Event) {
 		}
 		c.exists = true
 		for _, mb := range ev.Members {
-			c.members[mb.UserID] = c.last()
+			c.members[mb.UserID] = int64(seq) // joining reads what came before
 		}
 	case *eventstore.MemberChanged:
 		c := m.conv(ev.ConversationID)
@@ -229,7 +222,7 @@ func (m *model) apply(seq uint64, ev eventstore.Event) {
 		case ev.Op == eventstore.OpRemove:
 			delete(c.members, ev.UserID)
 		case !ok:
-			c.members[ev.UserID] = c.last()
+			c.members[ev.UserID] = int64(seq)
 		}
 	case *eventstore.Message:
 		c := m.conv(ev.ConversationID)
@@ -240,13 +233,13 @@ func (m *model) apply(seq uint64, ev eventstore.Event) {
 		if !ok {
 			return
 		}
+		// The receipt's numbers as they are (the service checked them),
+		// never past the receipt itself.
 		target := max(wm, ev.UpTo)
 		for _, id := range ev.MessageIDs {
-			if slices.ContainsFunc(c.msgs, func(mm modelMsg) bool { return mm.id == id }) {
-				target = max(target, id)
-			}
+			target = max(target, id)
 		}
-		c.members[ev.UserID] = max(wm, min(target, c.last()))
+		c.members[ev.UserID] = max(wm, min(target, int64(seq)))
 	}
 }
 
@@ -435,7 +428,8 @@ func TestQueries(t *testing.T) {
 	}
 	got, _ := json.Marshal(older[0])
 	want := fmt.Sprintf(`{"id":%d,"conversation_id":1,"sender_id":"alice","sender_name":"Alice","sender_avatar":"https://example.com/a.png",`+
-		`"message":"Hello","type":"TEXT","created_at":"2025-01-15T10:30:00Z","message_id":%[1]d,"seq":%[1]d,"client_msg_id":"c-1","is_read":false}`, m1)
+		`"message":"Hello","type":"TEXT","created_at":"2025-01-15T10:30:00Z","message_id":%[1]d,"seq":%[1]d,"client_msg_id":"c-1","is_read":false,`+
+		`"edited_at":null,"deleted":false,"reactions":{}}`, m1)
 	if string(got) != want {
 		t.Errorf("wire shape\n got %s\nwant %s", got, want)
 	}

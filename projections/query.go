@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Member is a conversation member and its role.
@@ -14,20 +15,26 @@ type Member struct {
 }
 
 // Message is a stored message in the wire shape of the socket's message
-// frame; ID, MessageID and Seq are all its stream sequence.
+// frame; ID, MessageID and Seq are all its stream sequence. EditedAt is when
+// it was last edited (nil: never); a deleted one has no text, no reactions
+// and no EditedAt. Reactions are the emoji on it with who reacted, first
+// reactor first; never nil.
 type Message struct {
-	ID             int64   `json:"id"`
-	ConversationID int64   `json:"conversation_id"`
-	SenderID       string  `json:"sender_id"`
-	SenderName     string  `json:"sender_name"`
-	SenderAvatar   *string `json:"sender_avatar"`
-	Text           string  `json:"message"`
-	Type           string  `json:"type"`
-	CreatedAt      string  `json:"created_at"` // RFC3339 UTC, "2025-01-15T10:30:00Z"
-	MessageID      int64   `json:"message_id"`
-	Seq            int64   `json:"seq"`
-	ClientMsgID    string  `json:"client_msg_id,omitempty"`
-	IsRead         bool    `json:"is_read"` // read by a recipient
+	ID             int64               `json:"id"`
+	ConversationID int64               `json:"conversation_id"`
+	SenderID       string              `json:"sender_id"`
+	SenderName     string              `json:"sender_name"`
+	SenderAvatar   *string             `json:"sender_avatar"`
+	Text           string              `json:"message"`
+	Type           string              `json:"type"`
+	CreatedAt      string              `json:"created_at"` // RFC3339 UTC, "2025-01-15T10:30:00Z"
+	MessageID      int64               `json:"message_id"`
+	Seq            int64               `json:"seq"`
+	ClientMsgID    string              `json:"client_msg_id,omitempty"`
+	IsRead         bool                `json:"is_read"` // read by a recipient
+	EditedAt       *string             `json:"edited_at"`
+	Deleted        bool                `json:"deleted"`
+	Reactions      map[string][]string `json:"reactions"`
 }
 
 // Conversation is one entry of a user's conversation list.
@@ -53,17 +60,55 @@ type Snapshot struct {
 	Jobs          map[int64][]string
 }
 
-const messageColumns = `m.id, m.conversation_id, m.sender_id, m.sender_name, m.sender_avatar, m.text, m.type, m.client_msg_id, m.created_at, m.is_read`
+const messageColumns = `m.id, m.conversation_id, m.sender_id, m.sender_name, m.sender_avatar, m.text, m.type, m.client_msg_id, m.created_at, m.is_read,
+	m.edited_at, m.deleted`
 
 func scanMessage(sc interface{ Scan(...any) error }) (Message, error) {
 	var m Message
-	var avatar sql.NullString
-	err := sc.Scan(&m.ID, &m.ConversationID, &m.SenderID, &m.SenderName, &avatar, &m.Text, &m.Type, &m.ClientMsgID, &m.CreatedAt, &m.IsRead)
+	var avatar, edited sql.NullString
+	err := sc.Scan(&m.ID, &m.ConversationID, &m.SenderID, &m.SenderName, &avatar, &m.Text, &m.Type, &m.ClientMsgID, &m.CreatedAt, &m.IsRead,
+		&edited, &m.Deleted)
 	if avatar.Valid {
 		m.SenderAvatar = &avatar.String
 	}
+	if edited.Valid {
+		m.EditedAt = &edited.String
+	}
 	m.MessageID, m.Seq = m.ID, m.ID
+	m.Reactions = map[string][]string{}
 	return m, err
+}
+
+// loadReactions fills in the reactions of msgs.
+func loadReactions(ctx context.Context, q interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}, msgs []*Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	byID := make(map[int64]*Message, len(msgs))
+	args := make([]any, len(msgs))
+	for i, m := range msgs {
+		byID[m.ID] = m
+		args[i] = m.ID
+	}
+	rows, err := q.QueryContext(ctx, `SELECT message_id, emoji, user_id FROM reactions WHERE message_id IN (?`+
+		strings.Repeat(", ?", len(msgs)-1)+`) ORDER BY message_id, seq`, args...)
+	if err != nil {
+		return fmt.Errorf("reactions: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		var emoji, user string
+		if err := rows.Scan(&id, &emoji, &user); err != nil {
+			return fmt.Errorf("reactions: %w", err)
+		}
+		if m := byID[id]; m != nil {
+			m.Reactions[emoji] = append(m.Reactions[emoji], user)
+		}
+	}
+	return rows.Err()
 }
 
 // Conversations returns userID's conversations with their members, last
@@ -132,6 +177,7 @@ func queryConversations(ctx context.Context, tx *sql.Tx, userID string) ([]Conve
 		return nil, err
 	}
 	defer rows.Close()
+	var last []*Message
 	for rows.Next() {
 		msg, err := scanMessage(rows)
 		if err != nil {
@@ -139,9 +185,16 @@ func queryConversations(ctx context.Context, tx *sql.Tx, userID string) ([]Conve
 		}
 		if i, ok := index[msg.ConversationID]; ok {
 			convs[i].LastMessage = &msg
+			last = append(last, &msg)
 		}
 	}
-	return convs, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if err := loadReactions(ctx, tx, last); err != nil {
+		return nil, err
+	}
+	return convs, nil
 }
 
 // Messages returns up to limit messages of a conversation, newest first,
@@ -153,7 +206,12 @@ func (db *DB) Messages(ctx context.Context, convID, before int64, limit int) ([]
 	if before <= 0 {
 		before = 1<<63 - 1
 	}
-	rows, err := db.r.QueryContext(ctx, `SELECT `+messageColumns+` FROM messages m
+	tx, err := db.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("messages of conversation %d: %w", convID, err)
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, `SELECT `+messageColumns+` FROM messages m
 		WHERE m.conversation_id = ? AND m.id < ? ORDER BY m.id DESC LIMIT ?`, convID, before, limit)
 	if err != nil {
 		return nil, fmt.Errorf("messages of conversation %d: %w", convID, err)
@@ -168,6 +226,13 @@ func (db *DB) Messages(ctx context.Context, convID, before int64, limit int) ([]
 		msgs = append(msgs, m)
 	}
 	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("messages of conversation %d: %w", convID, err)
+	}
+	ptrs := make([]*Message, len(msgs))
+	for i := range msgs {
+		ptrs[i] = &msgs[i]
+	}
+	if err := loadReactions(ctx, tx, ptrs); err != nil {
 		return nil, fmt.Errorf("messages of conversation %d: %w", convID, err)
 	}
 	return msgs, nil

@@ -110,12 +110,13 @@ func checkRecordedReadModel(t *testing.T, db *projections.DB) {
 		return string(b)
 	}
 	const (
+		fresh = `"edited_at":null,"deleted":false,"reactions":{}` // never edited, deleted or reacted to
 		alice = `"sender_id":"alice","sender_name":"Alice Doe","sender_avatar":"https://example.com/alice.png"`
-		msg3  = `{"id":3,"conversation_id":1,` + alice + `,"message":"Hello","type":"TEXT","created_at":"2025-01-15T10:00:02Z","message_id":3,"seq":3,"client_msg_id":"c-1","is_read":false}`
-		msg5  = `{"id":5,"conversation_id":1,"sender_id":"bob","sender_name":"bob","sender_avatar":null,"message":"Hi Alice","type":"TEXT","created_at":"2025-01-15T10:00:04Z","message_id":5,"seq":5,"is_read":true}`
-		msg17 = `{"id":17,"conversation_id":1,"sender_id":"system","sender_name":"","sender_avatar":null,"message":"This conversation is recorded","type":"SYSTEM","created_at":"2025-01-15T10:04:00Z","message_id":17,"seq":17,"is_read":false}`
-		msg9  = `{"id":9,"conversation_id":2,"sender_id":"carol","sender_name":"Carol","sender_avatar":null,"message":"Anyone here?","type":"TEXT","created_at":"2025-01-15T10:01:03Z","message_id":9,"seq":9,"is_read":true}`
-		msg15 = `{"id":15,"conversation_id":2,` + alice + `,"message":"Welcome, dave","type":"TEXT","created_at":"2025-01-15T10:03:01Z","message_id":15,"seq":15,"is_read":false}`
+		msg3  = `{"id":3,"conversation_id":1,` + alice + `,"message":"Hello","type":"TEXT","created_at":"2025-01-15T10:00:02Z","message_id":3,"seq":3,"client_msg_id":"c-1","is_read":false,` + fresh + `}`
+		msg5  = `{"id":5,"conversation_id":1,"sender_id":"bob","sender_name":"bob","sender_avatar":null,"message":"Hi Alice","type":"TEXT","created_at":"2025-01-15T10:00:04Z","message_id":5,"seq":5,"is_read":true,` + fresh + `}`
+		msg17 = `{"id":17,"conversation_id":1,"sender_id":"system","sender_name":"","sender_avatar":null,"message":"This conversation is recorded","type":"SYSTEM","created_at":"2025-01-15T10:04:00Z","message_id":17,"seq":17,"is_read":false,` + fresh + `}`
+		msg9  = `{"id":9,"conversation_id":2,"sender_id":"carol","sender_name":"Carol","sender_avatar":null,"message":"Anyone here?","type":"TEXT","created_at":"2025-01-15T10:01:03Z","message_id":9,"seq":9,"is_read":true,` + fresh + `}`
+		msg15 = `{"id":15,"conversation_id":2,` + alice + `,"message":"Welcome, dave","type":"TEXT","created_at":"2025-01-15T10:03:01Z","message_id":15,"seq":15,"is_read":false,` + fresh + `}`
 		conv1 = `"id":1,"members":[{"user_id":"alice","role":"client"},{"user_id":"bob","role":"worker"}],"last_message":` + msg17
 		conv2 = `"id":2,"members":[{"user_id":"alice","role":"client"},{"user_id":"dave","role":"member"}],"last_message":` + msg15
 	)
