@@ -12,6 +12,10 @@ import (
 	"inbox/eventstore"
 )
 
+// DefaultTokenTTL is how long a minted development token lasts: inbox
+// token's, the demo's and the console's development sign-in.
+const DefaultTokenTTL = 24 * time.Hour
+
 // MinterConfig says how tokens are signed. Exactly one of Secret and
 // PrivateKeyFile is set.
 type MinterConfig struct {

@@ -12,7 +12,7 @@ import (
 // without typing, then with half the users each sending a TYPING start every
 // 250 ms, and reports both p99s and their ratio from the same run. Scaled to
 // fit server and client sockets into one process (the file limit); the full
-// size is `inbox bench --mode fanout --users 10000 --rate 5000
+// size is `inbox bench --mode fanout --users 10000 --msg-rate 5000
 // --typing-sockets 5000 --typing-every 250ms` against a separate inboxd.
 func BenchmarkTypingStorm(b *testing.B) {
 	const users, rate = 4000, 2000

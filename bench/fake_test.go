@@ -305,7 +305,7 @@ func TestRunRefuses(t *testing.T) {
 		{"remote", Config{URL: "http://10.1.2.3:8000"}, "loopback"},
 		{"mode", Config{Mode: "storm"}, "--mode"},
 		{"too many sockets", Config{Users: 1 << 30}, "open files"},
-		{"rate", Config{Rate: -1}, "--rate"},
+		{"rate", Config{Rate: -1}, "--msg-rate"},
 		{"unreachable", Config{URL: "http://127.0.0.1:1", DataDir: dir}, "not reachable"},
 		{"no secrets", Config{URL: "http://127.0.0.1:1", DataDir: t.TempDir()}, "development secrets"},
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"inbox/auth"
+	"inbox/node"
 )
 
 // Modes.
@@ -31,6 +32,25 @@ const (
 // fdReserve is how many descriptors beyond the sockets the process keeps for
 // itself (HTTP client, files, the runtime).
 const fdReserve = 64
+
+// Defaults for zero Config fields (see setDefaults, the one place they are
+// set). DefaultConvsPerUser and DefaultWarmup, where zero means none, are
+// inbox bench's flag defaults only.
+const (
+	DefaultURL                = "http://127.0.0.1:8000"
+	DefaultUsers              = 10000
+	DefaultConvSize           = 2
+	DefaultConvsPerUser       = 10
+	DefaultRate               = 1000
+	DefaultRampP99            = 50 * time.Millisecond
+	DefaultDuration           = 10 * time.Second
+	DefaultWarmup             = 2 * time.Second
+	DefaultDrain              = 10 * time.Second
+	DefaultSettle             = 3 * time.Second
+	DefaultConnectConcurrency = 64
+	DefaultSeedConcurrency    = 32
+	DefaultDialTimeout        = 10 * time.Second
+)
 
 // DefaultRamp is the rate ladder --ramp auto climbs, in messages per second.
 var DefaultRamp = []float64{2000, 5000, 7500, 10000, 12500, 15000, 20000, 25000, 30000}
@@ -93,19 +113,19 @@ const defaultKeepUp = 0.95
 
 func (c *Config) setDefaults() {
 	if c.URL == "" {
-		c.URL = "http://127.0.0.1:8000"
+		c.URL = DefaultURL
 	}
 	if c.Mode == "" {
 		c.Mode = ModeFanout
 	}
 	if c.ConvSize == 0 {
-		c.ConvSize = 2
+		c.ConvSize = DefaultConvSize
 	}
 	if c.Users == 0 {
 		if c.Mode == ModeFanout && c.Conversations > 0 {
 			c.Users = c.Conversations * c.ConvSize
 		} else {
-			c.Users = 10000
+			c.Users = DefaultUsers
 		}
 	}
 	if c.Mode == ModeFanout && c.Conversations == 0 {
@@ -115,34 +135,34 @@ func (c *Config) setDefaults() {
 		c.UserPrefix = "bench" + strconv.FormatInt(time.Now().Unix(), 36)
 	}
 	if c.Rate == 0 {
-		c.Rate = 1000
+		c.Rate = DefaultRate
 	}
 	if c.RampP99 == 0 {
-		c.RampP99 = 50 * time.Millisecond
+		c.RampP99 = DefaultRampP99
 	}
 	if c.Duration == 0 {
-		c.Duration = 10 * time.Second
+		c.Duration = DefaultDuration
 	}
 	if c.Drain == 0 {
-		c.Drain = 10 * time.Second
+		c.Drain = DefaultDrain
 	}
 	if c.TypingEvery == 0 {
 		c.TypingEvery = DefaultTypingEvery
 	}
 	if c.Settle == 0 {
-		c.Settle = 3 * time.Second
+		c.Settle = DefaultSettle
 	}
 	if c.DataDir == "" {
-		c.DataDir = "./data"
+		c.DataDir = node.DefaultDataDir
 	}
 	if c.ConnectConcurrency == 0 {
-		c.ConnectConcurrency = 64
+		c.ConnectConcurrency = DefaultConnectConcurrency
 	}
 	if c.SeedConcurrency == 0 {
-		c.SeedConcurrency = 32
+		c.SeedConcurrency = DefaultSeedConcurrency
 	}
 	if c.DialTimeout == 0 {
-		c.DialTimeout = 10 * time.Second
+		c.DialTimeout = DefaultDialTimeout
 	}
 	if c.Seed == 0 {
 		c.Seed = uint64(time.Now().UnixNano())
@@ -179,7 +199,7 @@ func (c *Config) validate() error {
 	case c.Mode == ModeFanout && c.Users < c.ConvSize:
 		return fmt.Errorf("--users %d: fan-out needs at least %d users", c.Users, c.ConvSize)
 	case c.Rate <= 0 || c.Rate > maxRate:
-		return fmt.Errorf("--rate %v: want 0 < rate <= %d", c.Rate, maxRate)
+		return fmt.Errorf("--msg-rate %v: want 0 < rate <= %d", c.Rate, maxRate)
 	case c.Duration <= 0 || c.Duration > maxDuration, c.Warmup < 0 || c.Warmup > maxDuration,
 		c.Drain <= 0 || c.Drain > maxDuration, c.Settle < 0 || c.Settle > maxDuration, c.Hold < 0 || c.Hold > maxDuration:
 		return fmt.Errorf("durations must be positive and at most %v", maxDuration)

@@ -48,9 +48,14 @@ type ReadModel interface {
 	MessageConversations(ctx context.Context, ids []int64) (applied uint64, convs map[int64]int64, err error)
 }
 
-// DefaultIdempotencyWindow is how long a client's idempotency key is
-// remembered by default (Limits.IdempotencyWindow).
-const DefaultIdempotencyWindow = 24 * time.Hour
+// Defaults for zero Limits fields (see defaults, the one place they are set).
+const (
+	DefaultMaxText           = 4000
+	DefaultMaxReadIDs        = 100
+	DefaultTypingGap         = time.Second
+	DefaultSettleTimeout     = 5 * time.Second
+	DefaultIdempotencyWindow = 24 * time.Hour
+)
 
 // Limits bound what a client may send.
 type Limits struct {
@@ -72,16 +77,16 @@ type Limits struct {
 
 func (l *Limits) defaults() {
 	if l.MaxText <= 0 {
-		l.MaxText = 4000
+		l.MaxText = DefaultMaxText
 	}
 	if l.MaxReadIDs <= 0 {
-		l.MaxReadIDs = 100
+		l.MaxReadIDs = DefaultMaxReadIDs
 	}
 	if l.TypingTTL <= 0 {
 		l.TypingTTL = eventstore.DefaultTypingTTL
 	}
 	if l.TypingGap <= 0 {
-		l.TypingGap = time.Second
+		l.TypingGap = DefaultTypingGap
 	}
 	if l.TypingInterval <= 0 {
 		// A start holds for TypingTTL: re-announcing it at half of that keeps
@@ -90,7 +95,7 @@ func (l *Limits) defaults() {
 		l.TypingInterval = max(l.TypingGap, l.TypingTTL/2)
 	}
 	if l.SettleTimeout <= 0 {
-		l.SettleTimeout = 5 * time.Second
+		l.SettleTimeout = DefaultSettleTimeout
 	}
 	if l.IdempotencyWindow <= 0 {
 		l.IdempotencyWindow = DefaultIdempotencyWindow

@@ -22,6 +22,7 @@ const StreamName = "INBOX"
 
 // Defaults for zero Config fields.
 const (
+	DefaultReplicas        = 1
 	DefaultDuplicateWindow = 2 * time.Minute
 	DefaultTypingTTL       = 10 * time.Second
 	DefaultAppendTimeout   = 5 * time.Second
@@ -74,7 +75,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, errors.New("eventstore: no NATS connection")
 	}
 	if cfg.Replicas <= 0 {
-		cfg.Replicas = 1
+		cfg.Replicas = DefaultReplicas
 	}
 	if cfg.DuplicateWindow <= 0 {
 		cfg.DuplicateWindow = DefaultDuplicateWindow

@@ -32,7 +32,6 @@ const (
 	DefaultMaxBodyBytes    = 64 << 10
 	DefaultConsistencyWait = 2 * time.Second
 	DefaultUserRate        = 20
-	DefaultUserBurst       = 40
 )
 
 // StaleHeader is set to "true" on an answer that may miss the caller's
@@ -48,7 +47,8 @@ type Config struct {
 	ConsistencyWait time.Duration
 	// UserRate and UserBurst bound the requests one user makes to the user
 	// routes of this node, all together (a token bucket); past them a
-	// request is answered 429 rate_limited with Retry-After.
+	// request is answered 429 rate_limited with Retry-After. UserBurst
+	// defaults to twice UserRate.
 	UserRate  float64
 	UserBurst int
 }
@@ -64,7 +64,7 @@ func (c *Config) defaults() {
 		c.UserRate = DefaultUserRate
 	}
 	if c.UserBurst <= 0 {
-		c.UserBurst = DefaultUserBurst
+		c.UserBurst = int(max(1, 2*c.UserRate))
 	}
 }
 

@@ -50,9 +50,6 @@ func (n *Node) status(ctx context.Context) (httpapi.Status, error) {
 // verifies tokens with its generated development secret.
 func (n *Node) DevSignIn() bool { return n.devJWT }
 
-// devTokenTTL is how long a development sign-in lasts.
-const devTokenTTL = 24 * time.Hour
-
 // devTokens mints tokens for the console's one-click sign-in. Only a node on
 // development secrets has one (see devTokens).
 type devTokens struct {
@@ -88,7 +85,7 @@ func (d devTokens) Mint(user string) (string, time.Time, error) {
 	if p, ok := d.n.dir.Profile(user); ok {
 		name = p.Name
 	}
-	exp := time.Now().Add(devTokenTTL)
-	tok, err := d.minter.Mint(user, name, devTokenTTL)
+	exp := time.Now().Add(auth.DefaultTokenTTL)
+	tok, err := d.minter.Mint(user, name, auth.DefaultTokenTTL)
 	return tok, exp, err
 }

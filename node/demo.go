@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"errors"
-	"time"
 
 	"inbox/auth"
 	"inbox/eventstore"
@@ -46,7 +45,7 @@ func (n *Node) SeedDemo(ctx context.Context) (Demo, error) {
 				return Demo{}, err
 			}
 		}
-		if u.Token, err = minter.Mint(u.ID, u.Name, 24*time.Hour); err != nil {
+		if u.Token, err = minter.Mint(u.ID, u.Name, auth.DefaultTokenTTL); err != nil {
 			return Demo{}, err
 		}
 		d.Users = append(d.Users, u)

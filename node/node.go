@@ -33,6 +33,19 @@ import (
 	"inbox/wsedge"
 )
 
+// Defaults of Config. Zero HTTPAddr, NodeID and ReadyMaxLag get theirs in
+// defaults, the one place they are set; DataDir and NATSListen are inboxd's
+// flag defaults only (a node needs a data folder named, and an empty
+// NATSListen means in-process only).
+const (
+	DefaultDataDir         = "./data"
+	DefaultHTTPAddr        = "127.0.0.1:8000"
+	DefaultNATSListen      = "127.0.0.1:4222"
+	DefaultNodeID          = "inboxd"
+	DefaultReadyMaxLag     = 1000
+	DefaultShutdownTimeout = 10 * time.Second // inboxd's grace for Shutdown
+)
+
 // Config is everything inboxd is configured with.
 type Config struct {
 	DataDir        string // read model, embedded NATS storage, development secrets
@@ -100,17 +113,24 @@ type Node struct {
 	failed   chan error // a background part that stopped on its own
 }
 
+func (c *Config) defaults() {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.HTTPAddr == "" {
+		c.HTTPAddr = DefaultHTTPAddr
+	}
+	if c.NodeID == "" {
+		c.NodeID = DefaultNodeID
+	}
+	if c.ReadyMaxLag == 0 {
+		c.ReadyMaxLag = DefaultReadyMaxLag
+	}
+}
+
 // Start brings a node up; on error everything started so far is stopped again.
 func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.NodeID == "" {
-		cfg.NodeID = "inboxd"
-	}
-	if cfg.ReadyMaxLag == 0 {
-		cfg.ReadyMaxLag = 1000
-	}
+	cfg.defaults()
 	ring := logring.New(maxLogEntries)
 	cfg.Logger = slog.New(ring.Handler(cfg.Logger.Handler()))
 	n := &Node{cfg: cfg, log: cfg.Logger, failed: make(chan error, 4), ring: ring, started: time.Now()}

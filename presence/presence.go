@@ -74,7 +74,7 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: node id %q (want [A-Za-z0-9_-]{1,64})", ErrBadConfig, c.NodeID)
 	}
 	if c.Replicas <= 0 {
-		c.Replicas = 1
+		c.Replicas = eventstore.DefaultReplicas
 	}
 	if c.Heartbeat <= 0 {
 		c.Heartbeat = DefaultHeartbeat

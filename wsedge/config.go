@@ -20,7 +20,8 @@ type Config struct {
 	MaxSocketsPerUser int
 	// RatePerSecond and RateBurst limit the frames a client may send on
 	// one socket; over the limit a frame is answered with ERROR
-	// rate_limited and not acted on.
+	// rate_limited and not acted on. RateBurst defaults to twice
+	// RatePerSecond.
 	RatePerSecond float64
 	RateBurst     int
 	// RateStrikes rate-limited frames in a row close the socket with 1008.
@@ -71,7 +72,6 @@ const (
 	DefaultSyncBufferFrames  = 1024
 	DefaultMaxSocketsPerUser = 16
 	DefaultRatePerSecond     = 20
-	DefaultRateBurst         = 40
 	DefaultRateStrikes       = 20
 	DefaultPingInterval      = 25 * time.Second
 	DefaultWriteTimeout      = 10 * time.Second
@@ -100,7 +100,6 @@ func (c Config) withDefaults() Config {
 	set(&c.QueueFrames, DefaultQueueFrames)
 	set(&c.SyncBufferFrames, DefaultSyncBufferFrames)
 	set(&c.MaxSocketsPerUser, DefaultMaxSocketsPerUser)
-	set(&c.RateBurst, DefaultRateBurst)
 	set(&c.RateStrikes, DefaultRateStrikes)
 	set(&c.MaxResumeFilters, DefaultMaxResumeFilters)
 	set(&c.ResumePageEvents, DefaultResumePageEvents)
@@ -109,6 +108,7 @@ func (c Config) withDefaults() Config {
 	if c.RatePerSecond <= 0 {
 		c.RatePerSecond = DefaultRatePerSecond
 	}
+	set(&c.RateBurst, max(1, int(2*c.RatePerSecond)))
 	if c.ResumeBudgetRate <= 0 {
 		c.ResumeBudgetRate = DefaultResumeBudgetRate
 	}

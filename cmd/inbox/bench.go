@@ -6,17 +6,18 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"time"
+	"strconv"
 
 	"inbox/bench"
 	"inbox/internal/cli"
+	"inbox/node"
 )
 
 // benchCmd load-tests a running inboxd over loopback:
 //
-//	inbox bench --mode fanout --users 10000 --rate 5000 --duration 30s
+//	inbox bench --mode fanout --users 10000 --msg-rate 5000 --duration 30s
 //	inbox bench --mode fanout --ramp auto
-//	inbox bench --mode fanout --users 10000 --rate 5000 --typing-sockets 5000
+//	inbox bench --mode fanout --users 10000 --msg-rate 5000 --typing-sockets 5000
 //	inbox bench --mode idle --users 19000 --convs-per-user 10 --hold 30s
 //
 // The table goes to stderr, one JSON line with every figure to stdout.
@@ -26,34 +27,34 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var cfg bench.Config
 	var sources, ramp string
 	var quiet bool
-	fs.StringVar(&cfg.URL, "url", "http://127.0.0.1:8000", "inboxd base URL; loopback only (127.0.0.0/8, ::1, localhost)")
+	fs.StringVar(&cfg.URL, "url", bench.DefaultURL, "inboxd base URL; loopback only (127.0.0.0/8, ::1, localhost)")
 	fs.StringVar(&cfg.Mode, "mode", bench.ModeFanout, "idle (memory per socket) or fanout (throughput, latency, loss)")
-	fs.IntVar(&cfg.Users, "users", 0, "users, one socket each (default 10000, or conversations×conv-size in fanout)")
-	fs.IntVar(&cfg.ConvsPerUser, "convs-per-user", 10, "idle: conversations each user belongs to (0: seed none)")
-	fs.IntVar(&cfg.ConvSize, "conv-size", 2, "members per seeded conversation (2..8)")
+	fs.IntVar(&cfg.Users, "users", 0, "users, one socket each (default "+strconv.Itoa(bench.DefaultUsers)+", or conversations×conv-size in fanout)")
+	fs.IntVar(&cfg.ConvsPerUser, "convs-per-user", bench.DefaultConvsPerUser, "idle: conversations each user belongs to (0: seed none)")
+	fs.IntVar(&cfg.ConvSize, "conv-size", bench.DefaultConvSize, "members per seeded conversation (2..8)")
 	fs.IntVar(&cfg.Conversations, "conversations", 0, "fanout: conversations (default users/conv-size)")
 	fs.Int64Var(&cfg.IDBase, "id-base", 0, "first conversation id (0: the server assigns ids)")
 	fs.StringVar(&cfg.UserPrefix, "user-prefix", "", "user id prefix (default bench<time>, new each run)")
 	fs.BoolVar(&cfg.Profiles, "profiles", false, "also set every user's profile through the service API")
-	fs.Float64Var(&cfg.Rate, "rate", 1000, "fanout: messages per second, all senders together")
+	fs.Float64Var(&cfg.Rate, "msg-rate", bench.DefaultRate, "fanout: messages per second, all senders together")
 	fs.StringVar(&ramp, "ramp", "", `fanout: rates to climb, e.g. "2k,5k,7.5k,10k", or "auto"; reports the highest with p99 <= --ramp-p99 and no loss`)
-	fs.DurationVar(&cfg.RampP99, "ramp-p99", 50*time.Millisecond, "fanout: p99 latency bound a ramp step must meet")
-	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "fanout: measured sending time per rate")
-	fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "fanout: sending time before measuring, per rate")
-	fs.DurationVar(&cfg.Drain, "drain", 10*time.Second, "fanout: longest wait for outstanding deliveries after sending")
+	fs.DurationVar(&cfg.RampP99, "ramp-p99", bench.DefaultRampP99, "fanout: p99 latency bound a ramp step must meet")
+	fs.DurationVar(&cfg.Duration, "duration", bench.DefaultDuration, "fanout: measured sending time per rate")
+	fs.DurationVar(&cfg.Warmup, "warmup", bench.DefaultWarmup, "fanout: sending time before measuring, per rate")
+	fs.DurationVar(&cfg.Drain, "drain", bench.DefaultDrain, "fanout: longest wait for outstanding deliveries after sending")
 	fs.IntVar(&cfg.TypingSockets, "typing-sockets", 0, "fanout: this many of the users each keep sending TYPING starts (a typing storm) while messages are measured")
 	fs.DurationVar(&cfg.TypingEvery, "typing-every", bench.DefaultTypingEvery, "fanout: how often each storming socket sends a TYPING start")
-	fs.DurationVar(&cfg.Settle, "settle", 3*time.Second, "wait after connecting before measuring")
+	fs.DurationVar(&cfg.Settle, "settle", bench.DefaultSettle, "wait after connecting before measuring")
 	fs.DurationVar(&cfg.Hold, "hold", 0, "idle: keep the sockets open this long after measuring")
 	fs.StringVar(&cfg.AdminToken, "admin-token", "", "service API token (default: the data folder's development token)")
 	fs.StringVar(&cfg.JWTSecret, "jwt-secret", "", "HS256 secret to mint user tokens (default: the data folder's development secret)")
 	fs.StringVar(&cfg.JWTIssuer, "jwt-issuer", "", "iss of the minted user tokens, when inboxd requires one")
 	fs.StringVar(&cfg.JWTAudience, "jwt-audience", "", "aud of the minted user tokens, when inboxd requires one")
-	fs.StringVar(&cfg.DataDir, "data", "./data", "data folder holding dev-secrets.json")
+	fs.StringVar(&cfg.DataDir, "data", node.DefaultDataDir, "data folder holding dev-secrets.json")
 	fs.StringVar(&sources, "source-addrs", "", "loopback source addresses to spread sockets over (default 127.0.0.2-127.0.0.9)")
-	fs.IntVar(&cfg.ConnectConcurrency, "connect-concurrency", 64, "sockets opened at once")
-	fs.IntVar(&cfg.SeedConcurrency, "seed-concurrency", 32, "service API requests at once while seeding")
-	fs.DurationVar(&cfg.DialTimeout, "dial-timeout", 10*time.Second, "timeout of one socket open")
+	fs.IntVar(&cfg.ConnectConcurrency, "connect-concurrency", bench.DefaultConnectConcurrency, "sockets opened at once")
+	fs.IntVar(&cfg.SeedConcurrency, "seed-concurrency", bench.DefaultSeedConcurrency, "service API requests at once while seeding")
+	fs.DurationVar(&cfg.DialTimeout, "dial-timeout", bench.DefaultDialTimeout, "timeout of one socket open")
 	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "idle: also read the server's VmRSS from /proc/<pid>/status")
 	fs.Uint64Var(&cfg.Seed, "seed", 0, "random seed (0: time-based)")
 	fs.BoolVar(&quiet, "quiet", false, "no progress bars or table: only the JSON line")
@@ -63,9 +64,9 @@ and measures memory per socket; --mode fanout sends messages between seeded
 conversation members and measures delivery latency and loss. It seeds users
 and conversations through the service API. Prints a table on stderr and one
 JSON line with every figure on stdout.`,
-		"inbox bench --mode fanout --users 10000 --rate 5000 --duration 30s",
+		"inbox bench --mode fanout --users 10000 --msg-rate 5000 --duration 30s",
 		"inbox bench --mode fanout --ramp auto",
-		"inbox bench --mode fanout --users 10000 --rate 5000 --typing-sockets 5000",
+		"inbox bench --mode fanout --users 10000 --msg-rate 5000 --typing-sockets 5000",
 		"inbox bench --mode idle --users 19000 --convs-per-user 10 --hold 30s")
 	if err := cli.Parse(fs, args); err != nil {
 		return err

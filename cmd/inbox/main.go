@@ -95,7 +95,7 @@ examples:
   inbox verify                      # does ./data/inbox.db match a rebuild from the stream?
   inbox replay                      # rebuild ./data/inbox.db from the stream (inboxd stopped)
   inbox replay --out /tmp/inbox.db  # ... or into a new file while inboxd runs
-  inbox bench --mode fanout --users 10000 --rate 5000 --duration 15s
+  inbox bench --mode fanout --users 10000 --msg-rate 5000 --duration 15s
 
 Run 'inbox <command> --help' for its flags; every flag has an INBOX_* environment variable.
 `)

@@ -6,6 +6,9 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
+
+	"inbox/auth"
 )
 
 func TestHelp(t *testing.T) {
@@ -57,5 +60,29 @@ func TestUsageErrors(t *testing.T) {
 				t.Errorf("a mistake printed %q on stdout", out.String())
 			}
 		})
+	}
+}
+
+// TestTokenEnvironment: inbox token reads inboxd's variables through its
+// flags, as every command does, and takes flags after the user too.
+func TestTokenEnvironment(t *testing.T) {
+	const secret = "a-secret-of-at-least-thirty-two-bytes"
+	t.Setenv("INBOX_JWT_SECRET", secret)
+	t.Setenv("INBOX_JWT_AUDIENCE", "inbox")
+	t.Setenv("INBOX_DATA", t.TempDir()) // no development secret there
+	var out strings.Builder
+	if err := run(context.Background(), []string{"token", "alice", "--jwt-issuer", "https://id.example", "--ttl", "1h"}, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	v, err := auth.NewVerifier(auth.Config{Secret: secret, Issuer: "https://id.example", Audience: "inbox"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims, err := v.Verify(strings.TrimSpace(out.String()))
+	if err != nil || claims.UserID != "alice" {
+		t.Fatalf("token verified as %+v, %v; want alice's, with inboxd's issuer and audience", claims, err)
+	}
+	if left := time.Until(claims.ExpiresAt); left > time.Hour || left < 59*time.Minute {
+		t.Errorf("token valid for %v more, want --ttl 1h", left)
 	}
 }

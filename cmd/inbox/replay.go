@@ -16,6 +16,7 @@ import (
 	"inbox/eventstore"
 	"inbox/internal/cli"
 	"inbox/internal/private"
+	"inbox/node"
 	"inbox/projections"
 )
 
@@ -95,7 +96,7 @@ type storeFlags struct {
 }
 
 func (f *storeFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.dataDir, "data", "./data", "data folder holding inbox.db and, with embedded NATS, the stream")
+	fs.StringVar(&f.dataDir, "data", node.DefaultDataDir, "data folder holding inbox.db and, with embedded NATS, the stream")
 	fs.StringVar(&f.natsURL, "nats-url", "", "NATS server holding the INBOX stream (default: the embedded server of the inboxd running on --data, with the port and credentials it keeps there; else, inboxd stopped, the stream in <data>/nats, opened in-process)")
 	fs.StringVar(&f.auth.CredsFile, "nats-creds", "", "with --nats-url: NATS user credentials file (JWT and nkey seed)")
 	fs.StringVar(&f.auth.NkeyFile, "nats-nkey", "", "with --nats-url: NATS nkey seed file")

@@ -6,33 +6,33 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"inbox/auth"
 	"inbox/internal/cli"
+	"inbox/node"
 )
 
 // tokenCmd mints a user token that inboxd accepts and prints it on stdout:
 //
-//	inbox token [--data DIR] [--ttl 24h] [--name "Display Name"] [--key FILE] [--issuer ISS] [--audience AUD] <user>
+//	inbox token [--data DIR] [--ttl 24h] [--name "Display Name"] [--key FILE] [--jwt-issuer ISS] [--jwt-audience AUD] <user>
 //
-// It signs with INBOX_JWT_SECRET if set, with --key (a PEM private key) if
-// given, and otherwise with the development secret inboxd generated into the
-// data folder.
+// It signs with --key (a PEM private key) if given, with --jwt-secret
+// (INBOX_JWT_SECRET, inboxd's) if set, and otherwise with the development
+// secret inboxd generated into the data folder. Its flags read their INBOX_*
+// variables like inboxd's, so it shares inboxd's environment.
 func tokenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("inbox token", flag.ContinueOnError)
 	fs.SetOutput(stdout)
-	dataDir := os.Getenv("INBOX_DATA")
-	if dataDir == "" {
-		dataDir = "./data"
-	}
-	fs.StringVar(&dataDir, "data", dataDir, "data folder whose development secret signs the token (INBOX_DATA)")
-	ttl := fs.Duration("ttl", 24*time.Hour, "how long the token is valid")
-	name := fs.String("name", "", "display name (the token's name claim)")
-	keyFile := fs.String("key", "", "PEM private key (RSA or Ed25519) to sign with, when inboxd verifies with INBOX_JWT_PUBLIC_KEY")
-	issuer := fs.String("issuer", os.Getenv("INBOX_JWT_ISSUER"), "iss claim, when inboxd requires one (INBOX_JWT_ISSUER)")
-	audience := fs.String("audience", os.Getenv("INBOX_JWT_AUDIENCE"), "aud claim, when inboxd requires one (INBOX_JWT_AUDIENCE)")
+	var o tokenOptions
+	fs.StringVar(&o.dataDir, "data", node.DefaultDataDir, "data folder whose development secret signs the token")
+	fs.DurationVar(&o.ttl, "ttl", auth.DefaultTokenTTL, "how long the token is valid")
+	fs.StringVar(&o.name, "name", "", "display name (the token's name claim)")
+	fs.StringVar(&o.keyFile, "key", "", "PEM private key (RSA or Ed25519) to sign with, when inboxd verifies with --jwt-public-key")
+	fs.StringVar(&o.secret, "jwt-secret", "", "HS256 secret to sign with: inboxd's --jwt-secret")
+	fs.StringVar(&o.publicKey, "jwt-public-key", "", "inboxd's --jwt-public-key, if it verifies with one: then --key must be given")
+	fs.StringVar(&o.issuer, "jwt-issuer", "", "iss claim, when inboxd requires one (its --jwt-issuer)")
+	fs.StringVar(&o.audience, "jwt-audience", "", "aud claim, when inboxd requires one (its --jwt-audience)")
 	cli.Describe(fs, "inbox token [flags] <user>", `
 Mint a JWT for <user> that inboxd accepts, and print it. It signs with --key (a
 PEM private key, when inboxd verifies with INBOX_JWT_PUBLIC_KEY), else with
@@ -43,31 +43,24 @@ the data folder.`,
 		"curl -H \"Authorization: Bearer $(inbox token alice)\" http://127.0.0.1:8000/api/conversations")
 
 	// Flags may come before or after the user.
-	var users []string
-	for {
-		if err := cli.ParseFlags(fs, args); err != nil {
-			return err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		users = append(users, fs.Arg(0))
-		args = fs.Args()[1:]
+	users, err := cli.ParseInterspersed(fs, args)
+	if err != nil {
+		return err
 	}
 	if len(users) != 1 {
 		return fmt.Errorf("want exactly one user id, got %d (usage: inbox token [flags] <user>)", len(users))
 	}
 
-	cfg, err := tokenSigner(dataDir, *keyFile)
+	cfg, err := o.signer()
 	if err != nil {
 		return err
 	}
-	cfg.Issuer, cfg.Audience = *issuer, *audience
+	cfg.Issuer, cfg.Audience = o.issuer, o.audience
 	m, err := auth.NewMinter(cfg)
 	if err != nil {
 		return err
 	}
-	token, err := m.Mint(users[0], *name, *ttl)
+	token, err := m.Mint(users[0], o.name, o.ttl)
 	if err != nil {
 		return err
 	}
@@ -75,21 +68,28 @@ the data folder.`,
 	return err
 }
 
-// tokenSigner picks the key inboxd verifies with: --key, INBOX_JWT_SECRET, or
-// the data folder's development secret.
-func tokenSigner(dataDir, keyFile string) (auth.MinterConfig, error) {
-	secret := os.Getenv("INBOX_JWT_SECRET")
+// tokenOptions are inbox token's flags.
+type tokenOptions struct {
+	dataDir, name, keyFile string
+	secret, publicKey      string
+	issuer, audience       string
+	ttl                    time.Duration
+}
+
+// signer picks the key inboxd verifies with: --key, --jwt-secret, or the
+// data folder's development secret.
+func (o tokenOptions) signer() (auth.MinterConfig, error) {
 	switch {
-	case keyFile != "":
-		return auth.MinterConfig{PrivateKeyFile: keyFile}, nil
-	case secret != "":
-		return auth.MinterConfig{Secret: secret}, nil
-	case os.Getenv("INBOX_JWT_PUBLIC_KEY") != "":
-		return auth.MinterConfig{}, errors.New("INBOX_JWT_PUBLIC_KEY is set, so inboxd accepts only tokens signed by its private key: pass it with --key FILE")
+	case o.keyFile != "":
+		return auth.MinterConfig{PrivateKeyFile: o.keyFile}, nil
+	case o.secret != "":
+		return auth.MinterConfig{Secret: o.secret}, nil
+	case o.publicKey != "":
+		return auth.MinterConfig{}, errors.New("--jwt-public-key (INBOX_JWT_PUBLIC_KEY) is set, so inboxd accepts only tokens signed by its private key: pass it with --key FILE")
 	}
-	s, err := auth.LoadDevSecrets(dataDir)
+	s, err := auth.LoadDevSecrets(o.dataDir)
 	if errors.Is(err, auth.ErrNoDevSecrets) {
-		return auth.MinterConfig{}, fmt.Errorf("%w (start inboxd with --data %s first, or set INBOX_JWT_SECRET)", err, dataDir)
+		return auth.MinterConfig{}, fmt.Errorf("%w (start inboxd with --data %s first, or set INBOX_JWT_SECRET)", err, o.dataDir)
 	}
 	if err != nil {
 		return auth.MinterConfig{}, err

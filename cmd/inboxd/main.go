@@ -17,6 +17,8 @@ import (
 
 	"inbox/auth"
 	"inbox/chat"
+	"inbox/eventstore"
+	"inbox/httpapi"
 	"inbox/internal/cli"
 	"inbox/node"
 	"inbox/wsedge"
@@ -49,111 +51,24 @@ var examples = []string{
 	"inboxd --nats-url nats://a:4222,nats://b:4222,nats://c:4222 --replicas 3 --node n1",
 }
 
+// options is what inboxd's command line says: the node's configuration and
+// what inboxd itself does around it.
+type options struct {
+	cfg   node.Config
+	demo  bool
+	grace time.Duration // how long shutdown waits
+}
+
 // run runs inboxd until a signal or a failure. Help (-h, --help) goes to
 // stdout and is not an error.
 func run(args []string, stdout io.Writer) error {
-	var (
-		cfg       node.Config
-		origins   string
-		logFormat string
-		logLevel  slog.Level
-		demo      bool
-		grace     time.Duration
-	)
-	fs := flag.NewFlagSet("inboxd", flag.ContinueOnError)
-	fs.SetOutput(stdout)
-	cli.Describe(fs, "inboxd [flags]", description, examples...)
-	fs.StringVar(&cfg.DataDir, "data", "./data", "data folder: read model, embedded NATS storage, development secrets")
-	fs.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8000", "HTTP API and WebSocket address")
-	fs.StringVar(&cfg.NATSListen, "nats-listen", "127.0.0.1:4222", "embedded NATS client address, for the nats CLI (empty: in-process only); it admits only the credentials kept in the data folder")
-	fs.StringVar(&cfg.NATSURL, "nats-url", "", "use this NATS server or cluster (comma-separated URLs; nats://user:password@host for a password) instead of embedding one")
-	fs.StringVar(&cfg.NATSAuth.CredsFile, "nats-creds", "", "with --nats-url: NATS user credentials file (JWT and nkey seed, as nsc writes it)")
-	fs.StringVar(&cfg.NATSAuth.NkeyFile, "nats-nkey", "", "with --nats-url: NATS nkey seed file")
-	fs.IntVar(&cfg.Replicas, "replicas", 1, "stream replicas (3 on a three-node cluster)")
-	fs.StringVar(&cfg.NodeID, "node", "inboxd", "node id: names this node's durable projection consumer; unique per node sharing a stream")
-	fs.BoolVar(&cfg.SyncAlways, "sync-always", false, "embedded NATS fsyncs every write before acknowledging (survives an OS crash; slower)")
-	fs.StringVar(&cfg.JWTSecret, "jwt-secret", "", "HS256 secret for user tokens (default: a development secret generated into the data folder)")
-	fs.StringVar(&cfg.JWTPublicKey, "jwt-public-key", "", "PEM public key file for RS256 or EdDSA user tokens")
-	fs.StringVar(&cfg.JWTIssuer, "jwt-issuer", "", "if set, user tokens must carry this iss")
-	fs.StringVar(&cfg.JWTAudience, "jwt-audience", "", "if set, user tokens must name this audience in aud")
-	fs.StringVar(&cfg.AdminToken, "admin-token", "", "bearer token of the service API (default: generated into the data folder)")
-	fs.StringVar(&origins, "allowed-origins", "", "comma-separated origins allowed to authenticate with the inbox_token cookie")
-	fs.IntVar(&cfg.Limits.MaxText, "max-text", 4000, "longest message text, in characters")
-	fs.DurationVar(&cfg.Limits.IdempotencyWindow, "idempotency-window", chat.DefaultIdempotencyWindow,
-		"how long a client_msg_id or Idempotency-Key is remembered per user and conversation: a retry within it is answered, not stored again")
-	fs.IntVar(&cfg.Edge.MaxSocketsPerUser, "max-sockets-per-user", 16, "open sockets one user may hold on this node")
-	fs.IntVar(&cfg.Edge.QueueFrames, "socket-queue", 256, "frames queued for one socket before it is closed as too slow (4013)")
-	fs.Float64Var(&cfg.Edge.RatePerSecond, "rate", 20, "frames per second one socket may send (burst: twice that)")
-	fs.Float64Var(&cfg.API.UserRate, "api-rate", 20, "HTTP API requests per second one user may make (burst: twice that)")
-	fs.DurationVar(&cfg.Edge.PingInterval, "ping-interval", 30*time.Second, "WebSocket ping interval; a socket silent for two intervals is closed")
-	fs.DurationVar(&cfg.Edge.TokenGrace, "token-grace", wsedge.DefaultTokenGrace,
-		"how long a socket outlives its token: warned (TOKEN_EXPIRING) that long before exp, closed with 4001 that long after unless it sent REFRESH")
-	fs.DurationVar(&cfg.HTTP.ReadHeaderTimeout, "http-read-header-timeout", node.DefaultHTTPReadHeaderTimeout, "longest an HTTP request's headers may take to arrive")
-	fs.DurationVar(&cfg.HTTP.ReadTimeout, "http-read-timeout", node.DefaultHTTPReadTimeout, "longest an HTTP request, headers and body, may take to arrive (not applied to WebSockets once upgraded)")
-	fs.DurationVar(&cfg.HTTP.WriteTimeout, "http-write-timeout", node.DefaultHTTPWriteTimeout, "longest from an HTTP request's headers to the end of its response (not applied to WebSockets once upgraded)")
-	fs.DurationVar(&cfg.HTTP.IdleTimeout, "http-idle-timeout", node.DefaultHTTPIdleTimeout, "how long an idle keep-alive HTTP connection is kept")
-	fs.IntVar(&cfg.HTTP.MaxIdlePerIP, "http-max-idle-per-ip", node.DefaultHTTPMaxIdlePerIP, "idle keep-alive HTTP connections one client address (IPv6: its /64) may hold; past it one is closed after its response")
-	fs.StringVar(&cfg.DebugAddr, "debug-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060; empty: off)")
-	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
-	fs.TextVar(&logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
-	fs.BoolVar(&demo, "demo", false, "create demo users and conversations and print ready-to-paste wscat commands")
-	fs.DurationVar(&grace, "shutdown-timeout", 10*time.Second, "how long shutdown waits for sockets and the projector")
-	if err := cli.Parse(fs, args); errors.Is(err, flag.ErrHelp) {
+	o, err := parse(args, stdout)
+	if errors.Is(err, flag.ErrHelp) {
 		return nil
 	} else if err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
-	switch {
-	case cfg.Replicas < 1 || cfg.Replicas > 5:
-		return fmt.Errorf("--replicas %d: must be 1 to 5", cfg.Replicas)
-	case cfg.Limits.MaxText < 1:
-		return fmt.Errorf("--max-text %d: must be positive", cfg.Limits.MaxText)
-	case cfg.Limits.IdempotencyWindow <= 0:
-		return fmt.Errorf("--idempotency-window %s: must be positive", cfg.Limits.IdempotencyWindow)
-	case cfg.Edge.MaxSocketsPerUser < 1:
-		return fmt.Errorf("--max-sockets-per-user %d: must be positive", cfg.Edge.MaxSocketsPerUser)
-	case cfg.Edge.QueueFrames < 1:
-		return fmt.Errorf("--socket-queue %d: must be positive", cfg.Edge.QueueFrames)
-	case cfg.Edge.RatePerSecond <= 0:
-		return fmt.Errorf("--rate %g: must be positive", cfg.Edge.RatePerSecond)
-	case cfg.API.UserRate <= 0:
-		return fmt.Errorf("--api-rate %g: must be positive", cfg.API.UserRate)
-	case cfg.Edge.PingInterval < time.Second:
-		return fmt.Errorf("--ping-interval %s: must be at least 1s", cfg.Edge.PingInterval)
-	case cfg.Edge.TokenGrace <= 0:
-		return fmt.Errorf("--token-grace %s: must be positive", cfg.Edge.TokenGrace)
-	case cfg.HTTP.ReadHeaderTimeout <= 0:
-		return fmt.Errorf("--http-read-header-timeout %s: must be positive", cfg.HTTP.ReadHeaderTimeout)
-	case cfg.HTTP.ReadTimeout <= 0:
-		return fmt.Errorf("--http-read-timeout %s: must be positive", cfg.HTTP.ReadTimeout)
-	case cfg.HTTP.WriteTimeout <= 0:
-		return fmt.Errorf("--http-write-timeout %s: must be positive", cfg.HTTP.WriteTimeout)
-	case cfg.HTTP.IdleTimeout <= 0:
-		return fmt.Errorf("--http-idle-timeout %s: must be positive", cfg.HTTP.IdleTimeout)
-	case cfg.HTTP.MaxIdlePerIP < 1:
-		return fmt.Errorf("--http-max-idle-per-ip %d: must be positive", cfg.HTTP.MaxIdlePerIP)
-	}
-	cfg.Edge.RateBurst = int(2 * cfg.Edge.RatePerSecond)
-	cfg.API.UserBurst = int(max(1, 2*cfg.API.UserRate))
-	cfg.AllowedOrigins = auth.SplitOrigins(origins)
-
-	opts := &slog.HandlerOptions{Level: logLevel}
-	switch logFormat {
-	case "text":
-		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, opts))
-	case "json":
-		cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, opts))
-	default:
-		return fmt.Errorf("--log-format %q: want text or json", logFormat)
-	}
-
-	if demo && cfg.JWTPublicKey != "" && cfg.JWTSecret == "" {
-		return errors.New("--demo mints tokens and needs an HS256 secret; unset --jwt-public-key or set --jwt-secret")
-	}
-
+	cfg, demo, grace := o.cfg, o.demo, o.grace
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	n, err := node.Start(ctx, cfg)
@@ -180,6 +95,108 @@ func run(args []string, stdout io.Writer) error {
 		cfg.Logger.Warn("shutdown", "err", err)
 	}
 	return failure
+}
+
+// parse reads the command line and the INBOX_* environment. Every flag's
+// default is its package's (node, chat, wsedge, httpapi, eventstore).
+func parse(args []string, stdout io.Writer) (options, error) {
+	var (
+		cfg       node.Config
+		origins   string
+		logFormat string
+		logLevel  slog.Level
+		demo      bool
+		grace     time.Duration
+	)
+	fs := flag.NewFlagSet("inboxd", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	cli.Describe(fs, "inboxd [flags]", description, examples...)
+	fs.StringVar(&cfg.DataDir, "data", node.DefaultDataDir, "data folder: read model, embedded NATS storage, development secrets")
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", node.DefaultHTTPAddr, "HTTP API and WebSocket address")
+	fs.StringVar(&cfg.NATSListen, "nats-listen", node.DefaultNATSListen, "embedded NATS client address, for the nats CLI (empty: in-process only); it admits only the credentials kept in the data folder")
+	fs.StringVar(&cfg.NATSURL, "nats-url", "", "use this NATS server or cluster (comma-separated URLs; nats://user:password@host for a password) instead of embedding one")
+	fs.StringVar(&cfg.NATSAuth.CredsFile, "nats-creds", "", "with --nats-url: NATS user credentials file (JWT and nkey seed, as nsc writes it)")
+	fs.StringVar(&cfg.NATSAuth.NkeyFile, "nats-nkey", "", "with --nats-url: NATS nkey seed file")
+	fs.IntVar(&cfg.Replicas, "replicas", eventstore.DefaultReplicas, "stream replicas (3 on a three-node cluster)")
+	fs.StringVar(&cfg.NodeID, "node", node.DefaultNodeID, "node id: names this node's durable projection consumer; unique per node sharing a stream")
+	fs.BoolVar(&cfg.SyncAlways, "sync-always", false, "embedded NATS fsyncs every write before acknowledging (survives an OS crash; slower)")
+	fs.StringVar(&cfg.JWTSecret, "jwt-secret", "", "HS256 secret for user tokens (default: a development secret generated into the data folder)")
+	fs.StringVar(&cfg.JWTPublicKey, "jwt-public-key", "", "PEM public key file for RS256 or EdDSA user tokens")
+	fs.StringVar(&cfg.JWTIssuer, "jwt-issuer", "", "if set, user tokens must carry this iss")
+	fs.StringVar(&cfg.JWTAudience, "jwt-audience", "", "if set, user tokens must name this audience in aud")
+	fs.StringVar(&cfg.AdminToken, "admin-token", "", "bearer token of the service API (default: generated into the data folder)")
+	fs.StringVar(&origins, "allowed-origins", "", "comma-separated origins allowed to authenticate with the inbox_token cookie")
+	fs.IntVar(&cfg.Limits.MaxText, "max-text", chat.DefaultMaxText, "longest message text, in characters")
+	fs.DurationVar(&cfg.Limits.IdempotencyWindow, "idempotency-window", chat.DefaultIdempotencyWindow,
+		"how long a client_msg_id or Idempotency-Key is remembered per user and conversation: a retry within it is answered, not stored again")
+	fs.IntVar(&cfg.Edge.MaxSocketsPerUser, "max-sockets-per-user", wsedge.DefaultMaxSocketsPerUser, "open sockets one user may hold on this node")
+	fs.IntVar(&cfg.Edge.QueueFrames, "socket-queue", wsedge.DefaultQueueFrames, "frames queued for one socket before it is closed as too slow (4013)")
+	fs.Float64Var(&cfg.Edge.RatePerSecond, "rate", wsedge.DefaultRatePerSecond, "frames per second one socket may send (burst: twice that)")
+	fs.Float64Var(&cfg.API.UserRate, "api-rate", httpapi.DefaultUserRate, "HTTP API requests per second one user may make (burst: twice that)")
+	fs.DurationVar(&cfg.Edge.PingInterval, "ping-interval", wsedge.DefaultPingInterval, "WebSocket ping interval; a socket silent for two intervals is closed")
+	fs.DurationVar(&cfg.Edge.TokenGrace, "token-grace", wsedge.DefaultTokenGrace,
+		"how long a socket outlives its token: warned (TOKEN_EXPIRING) that long before exp, closed with 4001 that long after unless it sent REFRESH")
+	fs.DurationVar(&cfg.HTTP.ReadHeaderTimeout, "http-read-header-timeout", node.DefaultHTTPReadHeaderTimeout, "longest an HTTP request's headers may take to arrive")
+	fs.DurationVar(&cfg.HTTP.ReadTimeout, "http-read-timeout", node.DefaultHTTPReadTimeout, "longest an HTTP request, headers and body, may take to arrive (not applied to WebSockets once upgraded)")
+	fs.DurationVar(&cfg.HTTP.WriteTimeout, "http-write-timeout", node.DefaultHTTPWriteTimeout, "longest from an HTTP request's headers to the end of its response (not applied to WebSockets once upgraded)")
+	fs.DurationVar(&cfg.HTTP.IdleTimeout, "http-idle-timeout", node.DefaultHTTPIdleTimeout, "how long an idle keep-alive HTTP connection is kept")
+	fs.IntVar(&cfg.HTTP.MaxIdlePerIP, "http-max-idle-per-ip", node.DefaultHTTPMaxIdlePerIP, "idle keep-alive HTTP connections one client address (IPv6: its /64) may hold; past it one is closed after its response")
+	fs.StringVar(&cfg.DebugAddr, "debug-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060; empty: off)")
+	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	fs.TextVar(&logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
+	fs.BoolVar(&demo, "demo", false, "create demo users and conversations and print ready-to-paste wscat commands")
+	fs.DurationVar(&grace, "shutdown-timeout", node.DefaultShutdownTimeout, "how long shutdown waits for sockets and the projector")
+	if err := cli.Parse(fs, args); err != nil {
+		return options{}, err
+	}
+	if fs.NArg() > 0 {
+		return options{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	switch {
+	case cfg.Replicas < 1 || cfg.Replicas > 5:
+		return options{}, fmt.Errorf("--replicas %d: must be 1 to 5", cfg.Replicas)
+	case cfg.Limits.MaxText < 1:
+		return options{}, fmt.Errorf("--max-text %d: must be positive", cfg.Limits.MaxText)
+	case cfg.Limits.IdempotencyWindow <= 0:
+		return options{}, fmt.Errorf("--idempotency-window %s: must be positive", cfg.Limits.IdempotencyWindow)
+	case cfg.Edge.MaxSocketsPerUser < 1:
+		return options{}, fmt.Errorf("--max-sockets-per-user %d: must be positive", cfg.Edge.MaxSocketsPerUser)
+	case cfg.Edge.QueueFrames < 1:
+		return options{}, fmt.Errorf("--socket-queue %d: must be positive", cfg.Edge.QueueFrames)
+	case cfg.Edge.RatePerSecond <= 0:
+		return options{}, fmt.Errorf("--rate %g: must be positive", cfg.Edge.RatePerSecond)
+	case cfg.API.UserRate <= 0:
+		return options{}, fmt.Errorf("--api-rate %g: must be positive", cfg.API.UserRate)
+	case cfg.Edge.PingInterval < time.Second:
+		return options{}, fmt.Errorf("--ping-interval %s: must be at least 1s", cfg.Edge.PingInterval)
+	case cfg.Edge.TokenGrace <= 0:
+		return options{}, fmt.Errorf("--token-grace %s: must be positive", cfg.Edge.TokenGrace)
+	case cfg.HTTP.ReadHeaderTimeout <= 0:
+		return options{}, fmt.Errorf("--http-read-header-timeout %s: must be positive", cfg.HTTP.ReadHeaderTimeout)
+	case cfg.HTTP.ReadTimeout <= 0:
+		return options{}, fmt.Errorf("--http-read-timeout %s: must be positive", cfg.HTTP.ReadTimeout)
+	case cfg.HTTP.WriteTimeout <= 0:
+		return options{}, fmt.Errorf("--http-write-timeout %s: must be positive", cfg.HTTP.WriteTimeout)
+	case cfg.HTTP.IdleTimeout <= 0:
+		return options{}, fmt.Errorf("--http-idle-timeout %s: must be positive", cfg.HTTP.IdleTimeout)
+	case cfg.HTTP.MaxIdlePerIP < 1:
+		return options{}, fmt.Errorf("--http-max-idle-per-ip %d: must be positive", cfg.HTTP.MaxIdlePerIP)
+	}
+	cfg.AllowedOrigins = auth.SplitOrigins(origins)
+
+	opts := &slog.HandlerOptions{Level: logLevel}
+	switch logFormat {
+	case "text":
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, opts))
+	case "json":
+		cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	default:
+		return options{}, fmt.Errorf("--log-format %q: want text or json", logFormat)
+	}
+	if demo && cfg.JWTPublicKey != "" && cfg.JWTSecret == "" {
+		return options{}, errors.New("--demo mints tokens and needs an HS256 secret; unset --jwt-public-key or set --jwt-secret")
+	}
+	return options{cfg: cfg, demo: demo, grace: grace}, nil
 }
 
 func printDemo(w io.Writer, n *node.Node, d node.Demo) {

@@ -1,8 +1,16 @@
 package main
 
 import (
+	"io"
+	"os"
 	"strings"
 	"testing"
+
+	"inbox/chat"
+	"inbox/eventstore"
+	"inbox/httpapi"
+	"inbox/node"
+	"inbox/wsedge"
 )
 
 func TestHelp(t *testing.T) {
@@ -40,5 +48,44 @@ func TestHTTPLimitFlags(t *testing.T) {
 	t.Setenv("INBOX_HTTP_MAX_IDLE_PER_IP", "0")
 	if err := run(nil, &out); err == nil || !strings.Contains(err.Error(), "--http-max-idle-per-ip 0: must be positive") {
 		t.Errorf("INBOX_HTTP_MAX_IDLE_PER_IP=0: err = %v", err)
+	}
+}
+
+// TestFlagDefaults: with no flag and no INBOX_* variable, inboxd configures
+// what the packages default to.
+func TestFlagDefaults(t *testing.T) {
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "INBOX_") {
+			name, _, _ := strings.Cut(kv, "=")
+			t.Setenv(name, "")
+			os.Unsetenv(name)
+		}
+	}
+	o, err := parse(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		flag      string
+		got, want any
+	}{
+		{"data", o.cfg.DataDir, node.DefaultDataDir},
+		{"http-addr", o.cfg.HTTPAddr, node.DefaultHTTPAddr},
+		{"nats-listen", o.cfg.NATSListen, node.DefaultNATSListen},
+		{"node", o.cfg.NodeID, node.DefaultNodeID},
+		{"shutdown-timeout", o.grace, node.DefaultShutdownTimeout},
+		{"replicas", o.cfg.Replicas, eventstore.DefaultReplicas},
+		{"max-text", o.cfg.Limits.MaxText, chat.DefaultMaxText},
+		{"idempotency-window", o.cfg.Limits.IdempotencyWindow, chat.DefaultIdempotencyWindow},
+		{"max-sockets-per-user", o.cfg.Edge.MaxSocketsPerUser, wsedge.DefaultMaxSocketsPerUser},
+		{"socket-queue", o.cfg.Edge.QueueFrames, wsedge.DefaultQueueFrames},
+		{"rate", o.cfg.Edge.RatePerSecond, float64(wsedge.DefaultRatePerSecond)},
+		{"ping-interval", o.cfg.Edge.PingInterval, wsedge.DefaultPingInterval},
+		{"token-grace", o.cfg.Edge.TokenGrace, wsedge.DefaultTokenGrace},
+		{"api-rate", o.cfg.API.UserRate, float64(httpapi.DefaultUserRate)},
+	} {
+		if c.got != c.want {
+			t.Errorf("--%s defaults to %v, want the package's %v", c.flag, c.got, c.want)
+		}
 	}
 }

@@ -60,12 +60,40 @@ func ParseFlags(fs *flag.FlagSet, args []string) error {
 // parser, so a bad value in either place fails the same way. Usage lists the
 // variables.
 func Parse(fs *flag.FlagSet, args []string) error {
-	fs.VisitAll(func(f *flag.Flag) {
-		f.Usage += " (env " + EnvName(f.Name) + ")"
-	})
+	describeEnv(fs)
 	if err := ParseFlags(fs, args); err != nil {
 		return err
 	}
+	return fromEnv(fs)
+}
+
+// ParseInterspersed is Parse for a command whose flags may also come after
+// its arguments ("inbox token alice --ttl 1h"): it returns the arguments.
+func ParseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	describeEnv(fs)
+	var rest []string
+	for {
+		if err := ParseFlags(fs, args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		rest = append(rest, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	return rest, fromEnv(fs)
+}
+
+// describeEnv names each flag's variable in its usage.
+func describeEnv(fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		f.Usage += " (env " + EnvName(f.Name) + ")"
+	})
+}
+
+// fromEnv sets every flag not given on the command line from its variable.
+func fromEnv(fs *flag.FlagSet) error {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var errs []error
