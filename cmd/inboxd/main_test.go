@@ -83,6 +83,11 @@ func TestFlagDefaults(t *testing.T) {
 		{"ping-interval", o.cfg.Edge.PingInterval, wsedge.DefaultPingInterval},
 		{"token-grace", o.cfg.Edge.TokenGrace, wsedge.DefaultTokenGrace},
 		{"api-rate", o.cfg.API.UserRate, float64(httpapi.DefaultUserRate)},
+		{"http-read-header-timeout", o.cfg.HTTP.ReadHeaderTimeout, node.DefaultHTTPReadHeaderTimeout},
+		{"http-read-timeout", o.cfg.HTTP.ReadTimeout, node.DefaultHTTPReadTimeout},
+		{"http-write-timeout", o.cfg.HTTP.WriteTimeout, node.DefaultHTTPWriteTimeout},
+		{"http-idle-timeout", o.cfg.HTTP.IdleTimeout, node.DefaultHTTPIdleTimeout},
+		{"http-max-idle-per-ip", o.cfg.HTTP.MaxIdlePerIP, node.DefaultHTTPMaxIdlePerIP},
 	} {
 		if c.got != c.want {
 			t.Errorf("--%s defaults to %v, want the package's %v", c.flag, c.got, c.want)
