@@ -35,6 +35,10 @@ func (l *locator) SubjectOf(ctx context.Context, seq uint64) (string, error) {
 	return l.Store.SubjectOf(ctx, seq)
 }
 
+func keyedLimits(dupWindow time.Duration) chat.Limits {
+	return chat.Limits{DuplicateWindow: dupWindow, IdempotencyWindow: time.Hour}
+}
+
 func newKeyed(t testing.TB, dupWindow time.Duration, loc **locator) *keyed {
 	t.Helper()
 	st := testnats.StoreWith(t, testnats.Server(t), eventstore.Config{DuplicateWindow: dupWindow})
@@ -56,8 +60,7 @@ func newKeyed(t testing.TB, dupWindow time.Duration, loc **locator) *keyed {
 		*loc = l
 	}
 	k := &keyed{t: t, store: st, proj: projections.NewProjector(db, st, "chat", nil)}
-	k.svc = chat.NewService(st, l, dir, chat.Limits{DuplicateWindow: dupWindow, IdempotencyWindow: time.Hour})
-	k.svc.SetReadModel(k.proj)
+	k.svc = chat.New(keyedLimits(dupWindow), chat.Deps{Store: st, Locator: l, Directory: dir, ReadModel: k.proj})
 	k.start()
 	t.Cleanup(func() { k.stop() })
 	return k
@@ -290,9 +293,9 @@ func BenchmarkRead100IDs(b *testing.B) {
 		rm   chat.ReadModel
 	}{{"stream", nil}, {"read-model", k.proj}} {
 		b.Run(tc.name, func(b *testing.B) {
-			k.svc.SetReadModel(tc.rm)
+			svc := chat.New(keyedLimits(time.Minute), chat.Deps{Store: k.store, Locator: k.store, Directory: k.svc.Directory(), ReadModel: tc.rm})
 			for b.Loop() {
-				if _, err := k.svc.Read(ctx, "b", 1, 0, ids); err != nil {
+				if _, err := svc.Read(ctx, "b", 1, 0, ids); err != nil {
 					b.Fatal(err)
 				}
 			}

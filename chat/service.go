@@ -57,17 +57,18 @@ const (
 	DefaultIdempotencyWindow = 24 * time.Hour
 )
 
-// Limits bound what a client may send.
+// Limits configure a Service: what a client may send, and how long the
+// service waits and remembers. Zero fields take the defaults (WithDefaults).
 type Limits struct {
-	MaxText        int           // characters in a message (default 4000)
-	MaxReadIDs     int           // message_ids in one receipt (default 100)
+	MaxText        int           // characters in a message (default DefaultMaxText)
+	MaxReadIDs     int           // message_ids in one receipt (default DefaultMaxReadIDs)
 	TypingInterval time.Duration // the same typing state is appended about once per interval, ±25% at random (default: half of TypingTTL, at least TypingGap)
-	TypingGap      time.Duration // at most one typing event per user and conversation per gap; a change of state sooner waits for it (default 1s)
+	TypingGap      time.Duration // at most one typing event per user and conversation per gap; a change of state sooner waits for it (default DefaultTypingGap)
 	TypingTTL      time.Duration // a typing start expires this long after it was sent (default eventstore.DefaultTypingTTL; the stream's per-message TTL)
-	SettleTimeout  time.Duration // how long an admin change waits to be visible locally (default 5s)
+	SettleTimeout  time.Duration // how long an admin change waits to be visible locally (default DefaultSettleTimeout)
 	// IdempotencyWindow is how long a request sent with a key (client_msg_id,
 	// Idempotency-Key) is answered again instead of stored again (default
-	// DefaultIdempotencyWindow). It needs a read model (SetReadModel);
+	// DefaultIdempotencyWindow). It needs a read model (Deps.ReadModel);
 	// without one a key lasts as long as the stream's duplicate window.
 	IdempotencyWindow time.Duration
 	// DuplicateWindow is the stream's Nats-Msg-Id window (default
@@ -75,7 +76,9 @@ type Limits struct {
 	DuplicateWindow time.Duration
 }
 
-func (l *Limits) defaults() {
+// WithDefaults returns l with every zero field set to its default: the
+// limits New gives a Service.
+func (l Limits) WithDefaults() Limits {
 	if l.MaxText <= 0 {
 		l.MaxText = DefaultMaxText
 	}
@@ -103,6 +106,7 @@ func (l *Limits) defaults() {
 	if l.DuplicateWindow <= 0 {
 		l.DuplicateWindow = eventstore.DefaultDuplicateWindow
 	}
+	return l
 }
 
 // Service validates and appends.
@@ -132,12 +136,40 @@ type Service struct {
 	nextConv, nextJob atomic.Int64
 }
 
-// NewService returns a Service appending to store and checking membership in dir.
-func NewService(store Appender, locate MessageLocator, dir *Directory, limits Limits) *Service {
-	limits.defaults()
+// Deps are the parts a Service is built on. Store, Locator and Directory
+// are required.
+type Deps struct {
+	Store     Appender
+	Locator   MessageLocator
+	Directory *Directory // membership, fed by the stream (feed)
+	// ReadModel, if set, keeps idempotency keys for IdempotencyWindow and
+	// checks read receipts in one query; nil: keys last the stream's
+	// duplicate window and receipts are checked against the stream.
+	ReadModel ReadModel
+	// Logger hears what no caller does (a typing event the service appends
+	// by itself that fails); nil: discard.
+	Logger *slog.Logger
+}
+
+// New returns a Service; zero limits take their defaults. It panics if a
+// required dependency is missing: that is a wiring mistake, not a runtime
+// condition.
+func New(limits Limits, d Deps) *Service {
+	switch {
+	case d.Store == nil:
+		panic("chat: no store")
+	case d.Locator == nil:
+		panic("chat: no message locator")
+	case d.Directory == nil:
+		panic("chat: no directory")
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
 	s := &Service{
-		store: store, locate: locate, dir: dir, limits: limits, now: time.Now, rand: rand.Float64,
-		log: slog.New(slog.DiscardHandler), typing: make(map[typingKey]typingState),
+		store: d.Store, locate: d.Locator, dir: d.Directory, reads: d.ReadModel,
+		limits: limits.WithDefaults(), now: time.Now, rand: rand.Float64,
+		log: d.Logger, typing: make(map[typingKey]typingState),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s
@@ -152,15 +184,6 @@ func (s *Service) Close() {
 	s.cancel()
 	s.closeTyping()
 }
-
-// SetLogger sets where the service logs what no caller hears of (a typing
-// event it appends by itself that fails). Call it before using the service.
-func (s *Service) SetLogger(l *slog.Logger) { s.log = l }
-
-// SetReadModel makes the service keep idempotency keys for
-// IdempotencyWindow and check read receipts against rm. Call it before
-// using the service.
-func (s *Service) SetReadModel(rm ReadModel) { s.reads = rm }
 
 // Directory is the service's membership directory.
 func (s *Service) Directory() *Directory { return s.dir }

@@ -33,7 +33,7 @@ func newServiceWith(t *testing.T, limits chat.Limits) (*chat.Service, *eventstor
 		st.Tail(ctx, 1, nil, func(s eventstore.Stored) { dir.Apply(s) })
 	}()
 	t.Cleanup(func() { cancel(); <-done })
-	return chat.NewService(st, st, dir, limits), st
+	return chat.New(limits, chat.Deps{Store: st, Locator: st, Directory: dir}), st
 }
 
 func members(ids ...string) []eventstore.Member {
@@ -434,7 +434,7 @@ func (a stallStops) Append(ctx context.Context, e eventstore.Event, opts ...even
 func TestCloseWaitsForDeferredTyping(t *testing.T) {
 	st := testnats.Store(t, testnats.Server(t))
 	stall := stallStops{Store: st, entered: make(chan struct{}, 1), appended: make(chan error, 1)}
-	svc := chat.NewService(stall, st, chat.NewDirectory(), chat.Limits{TypingGap: 50 * time.Millisecond})
+	svc := chat.New(chat.Limits{TypingGap: 50 * time.Millisecond}, chat.Deps{Store: stall, Locator: st, Directory: chat.NewDirectory()})
 	svc.Directory().Apply(eventstore.Stored{Seq: 1, Event: &eventstore.Created{ConversationID: 1, Members: members("a")}})
 	ctx := context.Background()
 	if seq, err := svc.Typing(ctx, "a", 1, true); err != nil || seq == 0 {

@@ -82,7 +82,7 @@ func newNode(t *testing.T, opt nodeOptions) *node {
 	})
 	t.Cleanup(func() { cancel(); wg.Wait() })
 
-	svc := chat.NewService(st, st, dir, chat.Limits{})
+	svc := chat.New(chat.Limits{}, chat.Deps{Store: st, Locator: st, Directory: dir, ReadModel: proj})
 	verifier, err := auth.NewVerifier(auth.Config{Secret: testSecret, AllowedOrigins: opt.origins})
 	if err != nil {
 		t.Fatal(err)

@@ -178,9 +178,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Skipped: func() float64 { return float64(n.proj.Skipped()) },
 		Lag:     func() float64 { return float64(n.lag(context.Background())) },
 	})
-	n.svc = chat.NewService(countingAppender{n.store, n.metrics}, n.store, n.dir, limits)
-	n.svc.SetLogger(n.log.With("component", "chat"))
-	n.svc.SetReadModel(n.proj) // the durable idempotency record, and receipts checked in one query
+	n.svc = chat.New(limits, chat.Deps{
+		Store: countingAppender{n.store, n.metrics}, Locator: n.store, Directory: n.dir,
+		ReadModel: n.proj, // the durable idempotency record, and receipts checked in one query
+		Logger:    n.log.With("component", "chat"),
+	})
 	n.proj.KeyWindow = n.svc.Limits().IdempotencyWindow
 	if err := n.startPresence(ctx); err != nil {
 		return nil, err

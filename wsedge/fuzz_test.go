@@ -95,7 +95,7 @@ func runSocket(t *testing.T, m *metrics.Metrics, input []byte) []byte {
 	dir := chat.NewDirectory()
 	dir.Seed(0, map[int64][]eventstore.Member{1: {{UserID: "alice", Role: "member"}, {UserID: "bob", Role: "member"}}}, nil, nil)
 	store := &memStore{subjects: map[uint64]string{}}
-	svc := chat.NewService(store, store, dir, chat.Limits{MaxText: 50})
+	svc := chat.New(chat.Limits{MaxText: 50}, chat.Deps{Store: store, Locator: store, Directory: dir})
 	verifier, err := auth.NewVerifier(auth.Config{Secret: testSecret})
 	if err != nil {
 		t.Fatal(err)

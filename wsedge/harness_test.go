@@ -72,7 +72,7 @@ func newNode(t testing.TB, o nodeOptions) *node {
 	if o.limits.TypingInterval == 0 {
 		o.limits.TypingInterval = time.Millisecond
 	}
-	svc := chat.NewService(store, store, dir, o.limits)
+	svc := chat.New(o.limits, chat.Deps{Store: store, Locator: store, Directory: dir})
 	verifier, err := auth.NewVerifier(auth.Config{Secret: testSecret})
 	if err != nil {
 		t.Fatal(err)
