@@ -87,11 +87,12 @@ type Change struct {
 func (d *Directory) Apply(st eventstore.Stored) Change {
 	defer d.advance(st.Seq)
 	switch e := st.Event.(type) {
-	case *eventstore.Message, *eventstore.Typing, *eventstore.Read:
+	case *eventstore.Message, *eventstore.Typing, *eventstore.Read,
+		*eventstore.Edit, *eventstore.Delete, *eventstore.React, *eventstore.Erased:
 		d.mu.RLock()
 		defer d.mu.RUnlock()
 		return Change{Members: d.sorted[convID(e)]}
-	case nil:
+	case nil, *eventstore.Expired:
 		return Change{}
 	}
 	d.mu.Lock()
@@ -127,6 +128,11 @@ func (d *Directory) Apply(st eventstore.Stored) Change {
 		d.maxConv = maxID(d.maxConv, e.ConversationID)
 	case *eventstore.Profile:
 		d.profile[e.UserID] = Profile{Name: e.Name, Avatar: e.Avatar}
+		return ch
+	case *eventstore.ProfileErased:
+		// Appended expecting the user's last profile event: no newer
+		// profile than the erased ones exists.
+		delete(d.profile, e.UserID)
 		return ch
 	case *eventstore.Job:
 		set := make(map[string]struct{}, len(e.Members))
@@ -176,6 +182,14 @@ func convID(e eventstore.Event) int64 {
 	case *eventstore.Typing:
 		return e.ConversationID
 	case *eventstore.Read:
+		return e.ConversationID
+	case *eventstore.Edit:
+		return e.ConversationID
+	case *eventstore.Delete:
+		return e.ConversationID
+	case *eventstore.React:
+		return e.ConversationID
+	case *eventstore.Erased:
 		return e.ConversationID
 	}
 	return 0

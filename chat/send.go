@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 	"unicode/utf8"
 
 	"inbox/eventstore"
@@ -93,18 +94,9 @@ func (s *Service) Send(ctx context.Context, from Sender, req SendRequest) (Sent,
 // stored within the window: then it answers with that one (see Send).
 func (s *Service) appendKeyed(ctx context.Context, ev eventstore.KeyedEvent, k eventstore.Keyed) (Sent, error) {
 	if s.reads != nil {
-		// The lookup below is complete for every request stored before the
-		// read model's horizon; one stored after it is caught by the
-		// stream's duplicate window as long as the horizon is within half
-		// that window of now (the other half is for the append's own time
-		// and clock skew between nodes and the stream).
 		now := s.now()
-		covered, err := s.reads.Covers(ctx, now.Add(-s.limits.DuplicateWindow/2))
-		if err != nil {
-			return Sent{}, &Error{Code: CodeUnavailable, Msg: "the event stream did not answer; nothing was stored", Err: err}
-		}
-		if !covered {
-			return Sent{}, Errorf(CodeUnavailable, "this node's read model is behind the event stream, so a retry could not be told from a new request; nothing was stored, retry shortly")
+		if err := s.keysCovered(ctx, now); err != nil {
+			return Sent{}, err
 		}
 		rec, found, err := s.reads.KeyRecord(ctx, k.Key)
 		if err != nil {
@@ -148,6 +140,23 @@ func (s *Service) appendKeyed(ctx context.Context, ev eventstore.KeyedEvent, k e
 		return Sent{}, fmt.Errorf("message id %s was deduplicated against seq %d (%s), which is not that key's request", k.MsgID(), seq, st.Subject)
 	}
 	return s.replay(k, stored, seq)
+}
+
+// keysCovered refuses a keyed request while the read model's record of keys
+// cannot be trusted: its lookup is complete for every request stored before
+// the read model's horizon; one stored after it is caught by the stream's
+// duplicate window as long as the horizon is within half that window of now
+// (the other half is for the append's own time and clock skew between nodes
+// and the stream).
+func (s *Service) keysCovered(ctx context.Context, now time.Time) error {
+	covered, err := s.reads.Covers(ctx, now.Add(-s.limits.DuplicateWindow/2))
+	if err != nil {
+		return &Error{Code: CodeUnavailable, Msg: "the event stream did not answer; nothing was stored", Err: err}
+	}
+	if !covered {
+		return Errorf(CodeUnavailable, "this node's read model is behind the event stream, so a retry could not be told from a new request; nothing was stored, retry shortly")
+	}
+	return nil
 }
 
 // replay answers a request with key k from the request stored at seq with

@@ -29,6 +29,10 @@ type Appender interface {
 type MessageLocator interface {
 	SubjectOf(ctx context.Context, seq uint64) (string, error)
 	Get(ctx context.Context, seq uint64) (eventstore.Stored, error)
+	// LastSeqOf is the last sequence stored on filter (0: none): after an
+	// append expecting another one (eventstore.ErrStale), the read model is
+	// waited for up to it.
+	LastSeqOf(ctx context.Context, filter string) (uint64, error)
 }
 
 // ReadModel is what the service asks the read model: the durable record of
@@ -46,6 +50,11 @@ type ReadModel interface {
 	// and the conversation of each of ids that is a message: an id at or
 	// below applied that is missing is not a message.
 	MessageConversations(ctx context.Context, ids []int64) (applied uint64, convs map[int64]int64, err error)
+	// MessageState returns message id as the read model holds it, with
+	// user's reactions to it, and the last sequence applied.
+	MessageState(ctx context.Context, id int64, user string) (st eventstore.MessageState, found bool, applied uint64, err error)
+	// WaitFor blocks until the read model has applied seq or ctx ends.
+	WaitFor(ctx context.Context, seq uint64) error
 }
 
 // Defaults for zero Limits fields (see defaults, the one place they are set).
@@ -74,6 +83,9 @@ type Limits struct {
 	// DuplicateWindow is the stream's Nats-Msg-Id window (default
 	// eventstore.DefaultDuplicateWindow; a node sets its store's).
 	DuplicateWindow time.Duration
+	// EditWindow is how long after sending a sender may edit or delete a
+	// message (default DefaultEditWindow); the service API has none.
+	EditWindow time.Duration
 }
 
 // WithDefaults returns l with every zero field set to its default: the
@@ -105,6 +117,9 @@ func (l Limits) WithDefaults() Limits {
 	}
 	if l.DuplicateWindow <= 0 {
 		l.DuplicateWindow = eventstore.DefaultDuplicateWindow
+	}
+	if l.EditWindow <= 0 {
+		l.EditWindow = DefaultEditWindow
 	}
 	return l
 }

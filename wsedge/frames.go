@@ -34,6 +34,9 @@ const (
 	kPong
 	kRefreshed
 	kTokenExpiring
+	kEdited
+	kDeleted
+	kReaction
 	kWSPing // WebSocket control frames
 	kWSPong
 	kWSClose
@@ -45,6 +48,7 @@ var kindLabels = [numKinds]string{
 	kJoined: "CONVERSATION_JOINED", kLeft: "CONVERSATION_LEFT", kUnread: "UNREAD",
 	kJobStatus: "JOB_STATUS", kPresence: "PRESENCE", kSynced: "SYNCED", kPong: "PONG",
 	kRefreshed: "REFRESHED", kTokenExpiring: "TOKEN_EXPIRING",
+	kEdited: "MESSAGE_EDITED", kDeleted: "MESSAGE_DELETED", kReaction: "REACTION",
 	kWSPing: "ws_ping", kWSPong: "ws_pong", kWSClose: "ws_close",
 }
 
@@ -217,6 +221,36 @@ type tokenExpiringFrame struct {
 	CloseAt   string `json:"close_at"`
 }
 
+// editedFrame: a message's new text, to every member (the issue's shape:
+// unlike other control frames it carries message, the new text).
+type editedFrame struct {
+	Type           string `json:"type"`
+	ConversationID int64  `json:"conversation_id"`
+	MessageID      int64  `json:"message_id"`
+	Message        string `json:"message"`
+	EditedAt       string `json:"edited_at"`
+	Seq            uint64 `json:"seq"`
+}
+
+// deletedFrame: a message was deleted or erased; clients drop its text.
+type deletedFrame struct {
+	Type           string `json:"type"`
+	ConversationID int64  `json:"conversation_id"`
+	MessageID      int64  `json:"message_id"`
+	Seq            uint64 `json:"seq"`
+}
+
+// reactionFrame: a reaction added (on) or removed.
+type reactionFrame struct {
+	Type           string `json:"type"`
+	ConversationID int64  `json:"conversation_id"`
+	MessageID      int64  `json:"message_id"`
+	UserID         string `json:"user_id"`
+	Emoji          string `json:"emoji"`
+	On             bool   `json:"on"`
+	Seq            uint64 `json:"seq"`
+}
+
 // createdAt formats an event time like the seed: RFC 3339, UTC, whole seconds.
 func createdAt(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
@@ -226,6 +260,18 @@ func encodeMessage(seq uint64, e *eventstore.Message) frame {
 		SenderAvatar: e.SenderAvatar, Message: e.Text, Type: e.MsgType, CreatedAt: createdAt(e.At),
 		MessageID: seq, Seq: seq, ClientMsgID: e.ClientMsgID,
 	})
+}
+
+func encodeEdited(seq uint64, e *eventstore.Edit) frame {
+	return textFrame(kEdited, seq, editedFrame{"MESSAGE_EDITED", e.ConversationID, e.MessageID, e.Text, createdAt(e.At), seq})
+}
+
+func encodeDeleted(seq uint64, conv, id int64) frame {
+	return textFrame(kDeleted, seq, deletedFrame{"MESSAGE_DELETED", conv, id, seq})
+}
+
+func encodeReaction(seq uint64, e *eventstore.React) frame {
+	return textFrame(kReaction, seq, reactionFrame{"REACTION", e.ConversationID, e.MessageID, e.UserID, e.Emoji, e.On, seq})
 }
 
 // expiresAtLayout is RFC 3339 with exactly three fractional digits.
@@ -291,6 +337,12 @@ func encodeAck(clientMsgID string, conv int64, seq uint64) frame {
 	return textFrame(kAck, 0, ackFrame{"ACK", clientMsgID, ref{conv}, seq, seq})
 }
 
+// encodeChangeAck acknowledges an EDIT, DELETE or REACT: message_id is the
+// message changed, seq the change's event.
+func encodeChangeAck(clientMsgID string, conv int64, id int64, seq uint64) frame {
+	return textFrame(kAck, 0, ackFrame{"ACK", clientMsgID, ref{conv}, uint64(id), seq})
+}
+
 func encodeError(err error, clientMsgID string, conv int64) frame {
 	f := errorFrame{Type: "ERROR", Code: chat.CodeOf(err), Error: err.Error(), ClientMsgID: clientMsgID}
 	if f.Code == chat.CodeInternal || f.Code == chat.CodeUnavailable {
@@ -315,6 +367,9 @@ const (
 	inPing    = "PING"
 	inResume  = "RESUME"
 	inRefresh = "REFRESH"
+	inEdit    = "EDIT"
+	inDelete  = "DELETE"
+	inReact   = "REACT"
 	inInvalid = "invalid"
 )
 
@@ -331,6 +386,9 @@ type clientFrame struct {
 	UpTo           int64   `json:"up_to"`
 	Since          *uint64 `json:"since"`
 	Token          string  `json:"token"`
+	MessageID      int64   `json:"message_id"`
+	Emoji          string  `json:"emoji"`
+	On             *bool   `json:"on"`
 }
 
 // request is a decoded, checked client frame.
@@ -386,6 +444,21 @@ func decodeFrame(data []byte) (request, error) {
 		r.op = inRefresh
 		if r.Token == "" {
 			return r, badRequest("a REFRESH frame needs token")
+		}
+	case "EDIT":
+		r.op = inEdit
+		if r.MessageID == 0 || r.Message == nil {
+			return r, badRequest("an EDIT frame needs message_id and message")
+		}
+	case "DELETE":
+		r.op = inDelete
+		if r.MessageID == 0 {
+			return r, badRequest("a DELETE frame needs message_id")
+		}
+	case "REACT":
+		r.op = inReact
+		if r.MessageID == 0 || r.Emoji == "" || r.On == nil {
+			return r, badRequest("a REACT frame needs message_id, emoji and on")
 		}
 	default:
 		return r, badRequest("unknown frame type %q", truncate(r.Type, 32))

@@ -45,6 +45,13 @@ func FuzzClientFrame(f *testing.F) {
 		`{"conversation_id": 1.5, "message": "x"}`,
 		`{"conversation_id": "1", "message": 7}`,
 		`{"message": "\u00e9\ud83d\ude00", "conversation_id": 2}`,
+		`{"type": "EDIT", "conversation_id": 1, "message_id": 6, "message": "new text", "client_msg_id": "e-1"}`,
+		`{"type": "EDIT", "conversation_id": 1, "message_id": 6}`,
+		`{"type": "DELETE", "conversation_id": 1, "message_id": 6, "client_msg_id": "d-1"}`,
+		`{"type": "DELETE", "conversation_id": 1, "message_id": -6}`,
+		`{"type": "REACT", "conversation_id": 1, "message_id": 6, "emoji": "👍", "on": true}`,
+		`{"type": "REACT", "conversation_id": 1, "message_id": 6, "emoji": "👩\u200d💻", "on": false, "client_msg_id": "r-1"}`,
+		`{"type": "REACT", "conversation_id": 1, "message_id": 6, "emoji": "👍", "on": "yes"}`,
 		`[]`, `null`, `{`, "\xff",
 	} {
 		f.Add([]byte(s))
@@ -177,6 +184,8 @@ func (s *memStore) SubjectOf(_ context.Context, seq uint64) (string, error) {
 	}
 	return "", eventstore.ErrNotFound
 }
+
+func (s *memStore) LastSeqOf(context.Context, string) (uint64, error) { return 0, nil }
 
 // Get finds nothing: memStore never reports a duplicate, so Send never asks.
 func (s *memStore) Get(context.Context, uint64) (eventstore.Stored, error) {

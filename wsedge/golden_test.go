@@ -54,6 +54,12 @@ func TestGoldenFrames(t *testing.T) {
 		{"pong", pongFrame},
 		{"refreshed", encodeRefreshed(at.Add(time.Hour))},
 		{"token-expiring", encodeTokenExpiring(at, at.Add(30*time.Second))},
+		{"ack-change", encodeChangeAck("e-1", 1, 6, 16)},
+		{"message-edited", encodeEdited(16, &eventstore.Edit{Header: eventstore.Header{At: at.Add(time.Minute)}, ConversationID: 1, MessageID: 6,
+			UserID: "alice", Text: "Hello, Bob"})},
+		{"message-deleted", encodeDeleted(17, 1, 6)},
+		{"reaction", encodeReaction(18, &eventstore.React{ConversationID: 1, MessageID: 7, UserID: "bob", Emoji: "👍", On: true})},
+		{"reaction-off", encodeReaction(19, &eventstore.React{ConversationID: 1, MessageID: 7, UserID: "bob", Emoji: "👍"})},
 	}
 	dir := filepath.Join("..", "testdata", "frames")
 	names := map[string]bool{}

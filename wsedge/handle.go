@@ -156,12 +156,41 @@ func (c *conn) act(j job) {
 		if _, err := svc.Read(ctx, c.user, req.ConversationID, req.UpTo, req.MessageIDs); err != nil {
 			c.replyError(err, req)
 		}
+	case inEdit, inDelete, inReact:
+		c.change(req)
 	case inPing:
 		c.enqueue(pongFrame)
 	case inResume:
 		c.resume(*req.Since)
 	case inRefresh:
 		c.refresh(req.Token)
+	}
+}
+
+// change acts on an EDIT, DELETE or REACT frame; with a client_msg_id it is
+// acknowledged, naming the message and the change's seq.
+func (c *conn) change(req request) {
+	ctx, svc := c.hub.ctx, c.hub.svc
+	by := chat.Actor{UserID: c.user}
+	var ch chat.Changed
+	var err error
+	switch req.op {
+	case inEdit:
+		ch, err = svc.Edit(ctx, by, chat.EditRequest{ConversationID: req.ConversationID, MessageID: req.MessageID, Text: *req.Message, ClientMsgID: req.ClientMsgID})
+	case inDelete:
+		ch, err = svc.Delete(ctx, by, chat.DeleteRequest{ConversationID: req.ConversationID, MessageID: req.MessageID, ClientMsgID: req.ClientMsgID})
+	case inReact:
+		ch, err = svc.React(ctx, c.user, chat.ReactRequest{ConversationID: req.ConversationID, MessageID: req.MessageID, Emoji: req.Emoji, On: *req.On, ClientMsgID: req.ClientMsgID})
+	}
+	if err == nil && (ch.ConversationID != req.ConversationID || ch.MessageID != req.MessageID) {
+		err = fmt.Errorf("%s of message %d in %d answered with message %d of %d", req.op, req.MessageID, req.ConversationID, ch.MessageID, ch.ConversationID)
+	}
+	if err != nil {
+		c.replyError(err, req)
+		return
+	}
+	if req.ClientMsgID != "" {
+		c.enqueue(encodeChangeAck(req.ClientMsgID, ch.ConversationID, ch.MessageID, ch.Seq))
 	}
 }
 

@@ -154,7 +154,7 @@ func New(cfg Config, svc *chat.Service, authn Authenticator, reader Reader, m *m
 	for k := range numKinds {
 		h.framesOut[k] = m.FramesOut.WithLabelValues(kindLabels[k])
 	}
-	for _, t := range []string{inMessage, inTyping, inRead, inPing, inResume, inRefresh, inInvalid} {
+	for _, t := range []string{inMessage, inTyping, inRead, inPing, inResume, inRefresh, inEdit, inDelete, inReact, inInvalid} {
 		h.framesIn[t] = m.FramesIn.WithLabelValues(t)
 	}
 	if !cfg.goroutineReaders {
@@ -481,6 +481,14 @@ func (h *Hub) Dispatch(st eventstore.Stored, ch chat.Change) {
 		h.membershipLocked(st, e.ConversationID, ch)
 	case *eventstore.JobStatus:
 		h.deliverLocked(st.Time, ch.Members, "", 0, e.JobID, func() frame { return encodeJobStatus(seq, e) })
+	case *eventstore.Edit:
+		h.deliverLocked(st.Time, ch.Members, "", e.ConversationID, 0, func() frame { return encodeEdited(seq, e) })
+	case *eventstore.Delete:
+		h.deliverLocked(st.Time, ch.Members, "", e.ConversationID, 0, func() frame { return encodeDeleted(seq, e.ConversationID, e.MessageID) })
+	case *eventstore.Erased:
+		h.deliverLocked(st.Time, ch.Members, "", e.ConversationID, 0, func() frame { return encodeDeleted(seq, e.ConversationID, e.MessageID) })
+	case *eventstore.React:
+		h.deliverLocked(st.Time, ch.Members, "", e.ConversationID, 0, func() frame { return encodeReaction(seq, e) })
 	}
 }
 

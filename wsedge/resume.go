@@ -226,7 +226,8 @@ func (c *conn) replayScope() replayScope {
 		}
 	}
 	for _, id := range s.convs {
-		s.filters = append(s.filters, eventstore.ConvSubject(id, eventstore.KindMessage), eventstore.ConvSubject(id, eventstore.KindRead))
+		s.filters = append(s.filters, eventstore.ConvSubject(id, eventstore.KindMessage), eventstore.ConvSubject(id, eventstore.KindRead),
+			eventstore.LifecyclesFilter(id))
 	}
 	return s
 }
@@ -324,6 +325,26 @@ func (c *conn) replayItem(st eventstore.Stored, convs []int64) (replayItem, bool
 	case *eventstore.Read:
 		if in(e.ConversationID) {
 			it.f = encodeRead(st.Seq, e)
+			return it, true
+		}
+	case *eventstore.Edit:
+		if in(e.ConversationID) {
+			it.f = encodeEdited(st.Seq, e)
+			return it, true
+		}
+	case *eventstore.Delete:
+		if in(e.ConversationID) {
+			it.f = encodeDeleted(st.Seq, e.ConversationID, e.MessageID)
+			return it, true
+		}
+	case *eventstore.Erased:
+		if in(e.ConversationID) {
+			it.f = encodeDeleted(st.Seq, e.ConversationID, e.MessageID)
+			return it, true
+		}
+	case *eventstore.React:
+		if in(e.ConversationID) {
+			it.f = encodeReaction(st.Seq, e)
 			return it, true
 		}
 	case *eventstore.Created:

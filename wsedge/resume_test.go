@@ -300,6 +300,7 @@ func TestResumeManyConversationsFiltered(t *testing.T) {
 			for _, k := range []eventstore.Kind{eventstore.KindCreated, eventstore.KindMember, eventstore.KindMessage, eventstore.KindRead} {
 				allowed[eventstore.ConvSubject(id, k)] = true
 			}
+			allowed[eventstore.LifecyclesFilter(id)] = true
 		}
 		_, seq, err := n.svc.CreateConversation(ctx, id, members)
 		if err != nil {
@@ -345,7 +346,7 @@ func TestResumeManyConversationsFiltered(t *testing.T) {
 		batched = batched || !slices.Contains(fs, "inbox.conv.*.member")
 	}
 	if !batched {
-		t.Fatal("202 filters were never split into batches")
+		t.Fatal("302 filters were never split into batches")
 	}
 
 	var got []uint64
@@ -358,7 +359,7 @@ func TestResumeManyConversationsFiltered(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("catch-up over %d pages: %d frames, want %d, each once, in stream order:\n got %v\nwant %v", pages, len(got), len(want), got, want)
 	}
-	if pages < 3 { // each of 4 batches reads at most 50 events per page
+	if pages < 3 { // each of 5 batches reads at most 50 events per page
 		t.Fatalf("%d frames came in %d pages of at most 50 events per read", len(got), pages)
 	}
 	t.Logf("%d frames in %d pages, %d reads", len(got), pages, len(reader.reads))
