@@ -48,18 +48,12 @@ func newKeyed(t testing.TB, dupWindow time.Duration, loc **locator) *keyed {
 	}
 	t.Cleanup(func() { db.Close() })
 	dir := chat.NewDirectory()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		st.Tail(ctx, 1, nil, func(s eventstore.Stored) { dir.Apply(s) })
-	}()
-	t.Cleanup(func() { cancel(); <-done })
+	runFeed(t, st, dir)
 	l := &locator{Store: st}
 	if loc != nil {
 		*loc = l
 	}
-	k := &keyed{t: t, store: st, proj: projections.NewProjector(db, st, "chat", nil)}
+	k := &keyed{t: t, store: st, proj: projections.NewProjector(projections.ProjectorConfig{Name: "chat"}, projections.ProjectorDeps{DB: db, Store: st})}
 	k.svc = chat.New(keyedLimits(dupWindow), chat.Deps{Store: st, Locator: l, Directory: dir, ReadModel: k.proj})
 	k.start()
 	t.Cleanup(func() { k.stop() })

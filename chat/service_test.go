@@ -12,11 +12,12 @@ import (
 
 	"inbox/chat"
 	"inbox/eventstore"
+	"inbox/feed"
 	"inbox/internal/testnats"
 )
 
-// newService wires a Service to a real stream with its directory fed by Tail,
-// as a node does.
+// newService wires a Service to a real stream with its directory kept by the
+// live feed, as a node does.
 func newService(t *testing.T) (*chat.Service, *eventstore.Store) {
 	t.Helper()
 	return newServiceWith(t, chat.Limits{MaxText: 10})
@@ -26,14 +27,22 @@ func newServiceWith(t *testing.T, limits chat.Limits) (*chat.Service, *eventstor
 	t.Helper()
 	st := testnats.Store(t, testnats.Server(t))
 	dir := chat.NewDirectory()
+	runFeed(t, st, dir)
+	return chat.New(limits, chat.Deps{Store: st, Locator: st, Directory: dir}), st
+}
+
+// runFeed keeps dir current with st's events (the live feed, without
+// sockets) until the test ends.
+func runFeed(t testing.TB, st *eventstore.Store, dir *chat.Directory) {
+	t.Helper()
+	live := feed.New(feed.Config{}, feed.Deps{Source: st, Directory: dir})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		st.Tail(ctx, 1, nil, func(s eventstore.Stored) { dir.Apply(s) })
+		live.Run(ctx, feed.Discard)
 	}()
 	t.Cleanup(func() { cancel(); <-done })
-	return chat.New(limits, chat.Deps{Store: st, Locator: st, Directory: dir}), st
 }
 
 func members(ids ...string) []eventstore.Member {

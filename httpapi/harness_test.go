@@ -20,6 +20,7 @@ import (
 	"inbox/auth"
 	"inbox/chat"
 	"inbox/eventstore"
+	"inbox/feed"
 	"inbox/internal/testnats"
 	"inbox/metrics"
 	"inbox/projections"
@@ -65,7 +66,7 @@ func newNode(t *testing.T, opt nodeOptions) *node {
 		t.Fatalf("open projection: %v", err)
 	}
 	t.Cleanup(func() { db.Close() })
-	proj := projections.NewProjector(db, st, "httpapi", nil)
+	proj := projections.NewProjector(projections.ProjectorConfig{Name: "httpapi"}, projections.ProjectorDeps{DB: db, Store: st})
 	dir := chat.NewDirectory()
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -77,8 +78,9 @@ func newNode(t *testing.T, opt nodeOptions) *node {
 			}
 		})
 	}
+	live := feed.New(feed.Config{}, feed.Deps{Source: st, Directory: dir})
 	wg.Go(func() {
-		_ = st.Tail(ctx, 1, nil, func(s eventstore.Stored) { dir.Apply(s) })
+		_ = live.Run(ctx, feed.Discard) // the API has no sockets: the feed keeps the directory current
 	})
 	t.Cleanup(func() { cancel(); wg.Wait() })
 

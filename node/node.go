@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -24,6 +23,7 @@ import (
 	"inbox/chat"
 	"inbox/console"
 	"inbox/eventstore"
+	"inbox/feed"
 	"inbox/httpapi"
 	"inbox/internal/logring"
 	"inbox/internal/private"
@@ -95,8 +95,7 @@ type Node struct {
 	svc      *chat.Service
 	hub      *wsedge.Hub
 	pres     *presence.Tracker
-	presStop context.CancelFunc         // halts the tracker as a crash would (keys stay)
-	presHub  atomic.Pointer[wsedge.Hub] // where presence changes go, once the hub exists
+	presStop context.CancelFunc // halts the tracker as a crash would (keys stay)
 	metrics  *metrics.Metrics
 	http     *http.Server
 	debug    *http.Server
@@ -168,12 +167,24 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	n.dir = chat.NewDirectory()
 	n.dir.Seed(snap.Seq, convMembers(snap), profiles(snap), snap.Jobs)
+	// The live feed comes first: the projector's unread counts and presence
+	// changes push into it, and it hands them, with the stream, to the hub
+	// (its sink, given to Run below). Nothing is wired after construction.
+	live := feed.New(feed.Config{}, feed.Deps{Source: n.store, Directory: n.dir})
 	limits := cfg.Limits
 	if limits.TypingTTL <= 0 {
 		limits.TypingTTL = n.store.TypingTTL() // a typing start expires with its event
 	}
 	limits.DuplicateWindow = n.store.DuplicateWindow()
-	n.proj = projections.NewProjector(n.db, n.store, cfg.NodeID, n.log)
+	limits = limits.WithDefaults()
+	n.proj = projections.NewProjector(projections.ProjectorConfig{Name: cfg.NodeID, KeyWindow: limits.IdempotencyWindow}, projections.ProjectorDeps{
+		DB: n.db, Store: n.store, Logger: n.log,
+		OnApplied: func(_ uint64, changes []projections.UnreadChange) {
+			for _, c := range changes {
+				live.PushUnread(c.Seq, c.ConversationID, c.UserID, c.Unread)
+			}
+		},
+	})
 	n.metrics = metrics.New(metrics.Sources{
 		Skipped: func() float64 { return float64(n.proj.Skipped()) },
 		Lag:     func() float64 { return float64(n.lag(context.Background())) },
@@ -183,28 +194,18 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		ReadModel: n.proj, // the durable idempotency record, and receipts checked in one query
 		Logger:    n.log.With("component", "chat"),
 	})
-	n.proj.KeyWindow = n.svc.Limits().IdempotencyWindow
-	if err := n.startPresence(ctx); err != nil {
+	if err := n.startPresence(ctx, live); err != nil {
 		return nil, err
 	}
-	edge := cfg.Edge
-	edge.Presence = n.pres
-	n.hub = wsedge.New(edge, n.svc, verifier, n.store, n.metrics, n.log)
-	n.presHub.Store(n.hub)
-	n.proj.OnApplied = func(_ uint64, changes []projections.UnreadChange) {
-		for _, c := range changes {
-			n.hub.PushUnread(c.Seq, c.ConversationID, c.UserID, c.Unread)
-		}
-	}
+	n.hub = wsedge.New(cfg.Edge, wsedge.Deps{
+		Service: n.svc, Authenticator: verifier, Reader: n.store, Presence: n.pres,
+		Metrics: n.metrics, Logger: n.log,
+	})
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	n.goRun("projector", func() error { return n.proj.Run(runCtx) })
-	n.goRun("stream feed", func() error {
-		return n.store.Tail(runCtx, snap.Seq+1, nil, func(st eventstore.Stored) {
-			n.hub.Dispatch(st, n.dir.Apply(st))
-		})
-	})
+	n.goRun("stream feed", func() error { return live.Run(runCtx, n.hub) })
 	if err := n.catchUp(ctx); err != nil {
 		return nil, err
 	}
@@ -340,17 +341,16 @@ func (n *Node) InspectContext() string {
 }
 
 // startPresence joins the cluster-wide presence bucket. Changes go to the
-// hub, which tells the users who share a conversation with the subject.
-func (n *Node) startPresence(ctx context.Context) error {
+// live feed, whose sink (the hub) tells the users who share a conversation
+// with the subject.
+func (n *Node) startPresence(ctx context.Context, live *feed.Feed) error {
 	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	t, err := presence.Start(pctx, n.store.JetStream(), presence.Config{
+	t, err := presence.Start(pctx, presence.Config{
 		NodeID: n.cfg.NodeID, Replicas: n.cfg.Replicas,
 		Heartbeat: n.cfg.PresenceHeartbeat, NodeTTL: n.cfg.PresenceNodeTTL,
-		Logger: n.log,
-	}, func(c presence.Change) {
-		if h := n.presHub.Load(); h != nil {
-			h.PushPresence(c.UserID, c.Online, c.LastSeen)
-		}
+	}, presence.Deps{
+		JetStream: n.store.JetStream(), Logger: n.log,
+		Notify: func(c presence.Change) { live.PushPresence(c.UserID, c.Online, c.LastSeen) },
 	})
 	if err != nil {
 		cancel()

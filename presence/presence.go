@@ -66,7 +66,16 @@ type Config struct {
 	// dead node's users stay online. JetStream counts per-key TTLs in whole
 	// seconds, so it is rounded up to one. Default 3 × Heartbeat.
 	NodeTTL time.Duration
-	Logger  *slog.Logger
+}
+
+// Deps are the parts a Tracker is built on. JetStream is required.
+type Deps struct {
+	JetStream jetstream.JetStream
+	// Notify is called for each transition after Start returns (not for the
+	// state loaded at start: ask Status), on the tracker's goroutine, one at
+	// a time; it must not block. nil: nobody is told.
+	Notify func(Change)
+	Logger *slog.Logger // nil: discard
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -87,9 +96,6 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.NodeTTL <= c.Heartbeat {
 		return c, fmt.Errorf("%w: node TTL %v must exceed the heartbeat %v", ErrBadConfig, c.NodeTTL, c.Heartbeat)
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	return c, nil
 }
@@ -165,24 +171,30 @@ type userState struct {
 
 // Start creates or updates the bucket, clears what a previous run of this
 // node id left behind, registers the node, loads every node's users and starts
-// following changes. notify is called for each transition after Start
-// returns (not for the state loaded at start: ask Status), on the tracker's
-// goroutine, one at a time; it must not block.
+// following changes, telling d.Notify of each transition.
 //
 // Cancelling ctx stops the tracker the way a crash would (its keys stay until
 // they expire); Close stops it and removes them.
-func Start(ctx context.Context, js jetstream.JetStream, cfg Config, notify func(Change)) (*Tracker, error) {
+func Start(ctx context.Context, cfg Config, d Deps) (*Tracker, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
+	if d.JetStream == nil {
+		return nil, fmt.Errorf("%w: no JetStream", ErrBadConfig)
+	}
+	notify := d.Notify
 	if notify == nil {
 		notify = func(Change) {}
 	}
+	logger := d.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	t := &Tracker{
 		cfg:     cfg,
-		log:     cfg.Logger.With("component", "presence", "node", cfg.NodeID),
-		js:      js,
+		log:     logger.With("component", "presence", "node", cfg.NodeID),
+		js:      d.JetStream,
 		notify:  notify,
 		nodeKey: "node." + cfg.NodeID,
 		run:     []byte(strconv.FormatInt(time.Now().UnixNano(), 10)),

@@ -48,11 +48,11 @@ func start(t *testing.T, s *server.Server, cfg Config) *node {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &node{cancel: cancel}
-	n.Tracker, err = Start(ctx, js, cfg, func(c Change) {
+	n.Tracker, err = Start(ctx, cfg, Deps{JetStream: js, Notify: func(c Change) {
 		n.mu.Lock()
 		n.changes = append(n.changes, c)
 		n.mu.Unlock()
-	})
+	}})
 	if err != nil {
 		cancel()
 		t.Fatalf("start node %s: %v", cfg.NodeID, err)

@@ -159,23 +159,23 @@ func (p *Projector) horizon() time.Time {
 	return time.Unix(0, max(p.appliedAt.Load(), p.caughtUpAt.Load()))
 }
 
-// prune deletes idempotency records older than KeyWindow, at most once per
+// prune deletes idempotency records older than the key window, at most once per
 // pruneEvery; it runs on the projector's goroutine, between batches.
 func (p *Projector) prune(ctx context.Context) {
-	if p.KeyWindow <= 0 {
+	if p.keyWindow <= 0 {
 		return
 	}
 	now := time.Now()
-	if now.Sub(p.prunedAt) < min(max(p.KeyWindow/8, time.Second), time.Hour) {
+	if now.Sub(p.prunedAt) < min(max(p.keyWindow/8, time.Second), time.Hour) {
 		return
 	}
 	p.prunedAt = now
-	n, err := p.db.PruneKeys(context.WithoutCancel(ctx), now.Add(-p.KeyWindow))
+	n, err := p.db.PruneKeys(context.WithoutCancel(ctx), now.Add(-p.keyWindow))
 	if err != nil {
 		p.log.Warn("prune idempotency records", "err", err)
 		return
 	}
 	if n > 0 {
-		p.log.Debug("pruned idempotency records", "deleted", n, "window", p.KeyWindow)
+		p.log.Debug("pruned idempotency records", "deleted", n, "window", p.keyWindow)
 	}
 }

@@ -20,7 +20,7 @@ func keyedMsg(conv int64, sender, key, text string, at time.Time) *eventstore.Me
 func TestKeyRecordFollowsTheStream(t *testing.T) {
 	e := newEnv(t)
 	db := openDB(t, "k.db")
-	p := NewProjector(db, e.store, "k", testLogger(t))
+	p := NewProjector(ProjectorConfig{Name: "k"}, ProjectorDeps{DB: db, Store: e.store, Logger: testLogger(t)})
 	startProjector(t, p)
 	at := time.Date(2025, 1, 15, 10, 30, 0, 0, time.UTC)
 	e.append(t, created(1, "alice", "bob"))
@@ -71,7 +71,7 @@ func TestOlderSchemaRebuilt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := NewProjector(db, e.store, "v2", testLogger(t))
+	p := NewProjector(ProjectorConfig{Name: "v2"}, ProjectorDeps{DB: db, Store: e.store, Logger: testLogger(t)})
 	stop := startProjector(t, p)
 	e.append(t, created(1, "alice", "bob"))
 	for i := range 10 {
@@ -100,7 +100,7 @@ func TestOlderSchemaRebuilt(t *testing.T) {
 	if db.RebuiltFrom() != 2 || db.applied.Load() != 0 {
 		t.Fatalf("RebuiltFrom %d, applied %d; want 2 and 0", db.RebuiltFrom(), db.applied.Load())
 	}
-	p = NewProjector(db, e.store, "v2", testLogger(t))
+	p = NewProjector(ProjectorConfig{Name: "v2"}, ProjectorDeps{DB: db, Store: e.store, Logger: testLogger(t)})
 	startProjector(t, p)
 	waitApplied(t, e, p)
 	requireSame(t, db, rebuild(t, e))
@@ -111,8 +111,7 @@ func TestOlderSchemaRebuilt(t *testing.T) {
 func TestPruneKeys(t *testing.T) {
 	e := newEnv(t)
 	db := openDB(t, "p.db")
-	p := NewProjector(db, e.store, "p", testLogger(t))
-	p.KeyWindow = time.Hour
+	p := NewProjector(ProjectorConfig{Name: "p", KeyWindow: time.Hour}, ProjectorDeps{DB: db, Store: e.store, Logger: testLogger(t)})
 	startProjector(t, p)
 	now := time.Now().UTC()
 	e.append(t, created(1, "alice"))
@@ -152,7 +151,7 @@ func TestPruneKeys(t *testing.T) {
 func TestMessageConversations(t *testing.T) {
 	e := newEnv(t)
 	db := openDB(t, "m.db")
-	p := NewProjector(db, e.store, "m", testLogger(t))
+	p := NewProjector(ProjectorConfig{Name: "m"}, ProjectorDeps{DB: db, Store: e.store, Logger: testLogger(t)})
 	stop := startProjector(t, p)
 	e.append(t, created(1, "alice"))
 	e.append(t, created(2, "alice"))
@@ -177,7 +176,7 @@ func TestMessageConversations(t *testing.T) {
 func TestCovers(t *testing.T) {
 	e := newEnv(t)
 	db := openDB(t, "c.db")
-	p := NewProjector(db, e.store, "c", testLogger(t))
+	p := NewProjector(ProjectorConfig{Name: "c"}, ProjectorDeps{DB: db, Store: e.store, Logger: testLogger(t)})
 	ctx := context.Background()
 	covers := func(at time.Time) bool {
 		t.Helper()

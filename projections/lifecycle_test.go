@@ -69,7 +69,7 @@ func lastMessage(t testing.TB, db *DB, user string, conv int64) *Message {
 func TestLifecycleApplies(t *testing.T) {
 	e := newEnv(t)
 	db := openDB(t, "l.db")
-	p := NewProjector(db, e.store, "l", testLogger(t))
+	p := NewProjector(ProjectorConfig{Name: "l"}, ProjectorDeps{DB: db, Store: e.store, Logger: testLogger(t)})
 	startProjector(t, p)
 	e.append(t, created(1, "alice", "bob"))
 	m1 := e.append(t, msg(1, "alice", "hello"))
@@ -123,7 +123,7 @@ func TestLifecycleApplies(t *testing.T) {
 func TestReactionLimit(t *testing.T) {
 	e := newEnv(t)
 	db := openDB(t, "r.db")
-	p := NewProjector(db, e.store, "r", testLogger(t))
+	p := NewProjector(ProjectorConfig{Name: "r"}, ProjectorDeps{DB: db, Store: e.store, Logger: testLogger(t)})
 	startProjector(t, p)
 	e.append(t, created(1, "alice", "bob"))
 	m := e.append(t, msg(1, "alice", "react to me"))
@@ -167,7 +167,7 @@ func TestEraseAgreesWithRebuild(t *testing.T) {
 	const secret = "my password is hunter2-zebra"
 	e := newEnv(t)
 	db := openDB(t, "e.db")
-	p := NewProjector(db, e.store, "e", testLogger(t))
+	p := NewProjector(ProjectorConfig{Name: "e"}, ProjectorDeps{DB: db, Store: e.store, Logger: testLogger(t)})
 	startProjector(t, p)
 	m, ed, _ := lifecycleStream(t, e, secret)
 	waitApplied(t, e, p)
@@ -217,7 +217,7 @@ func TestEraseAgreesWithRebuild(t *testing.T) {
 func TestExpireAgreesWithRebuild(t *testing.T) {
 	e := newEnv(t)
 	db := openDB(t, "x.db")
-	p := NewProjector(db, e.store, "x", testLogger(t))
+	p := NewProjector(ProjectorConfig{Name: "x"}, ProjectorDeps{DB: db, Store: e.store, Logger: testLogger(t)})
 	startProjector(t, p)
 	_, _, later := lifecycleStream(t, e, "old")
 	e.append(t, created(2, "alice", "bob"))
@@ -261,7 +261,7 @@ func TestExpireAgreesWithRebuild(t *testing.T) {
 func TestProfileErased(t *testing.T) {
 	e := newEnv(t)
 	db := openDB(t, "p.db")
-	p := NewProjector(db, e.store, "p", testLogger(t))
+	p := NewProjector(ProjectorConfig{Name: "p"}, ProjectorDeps{DB: db, Store: e.store, Logger: testLogger(t)})
 	startProjector(t, p)
 	p1 := e.append(t, &eventstore.Profile{UserID: "alice", Name: "Alice Old"})
 	p2 := e.append(t, &eventstore.Profile{UserID: "alice", Name: "Alice Private-Surname"})

@@ -127,7 +127,7 @@ func TestProjectorResumesAfterCancel(t *testing.T) {
 	})
 	// Stop and restart the projector a few times while the messages pour in.
 	for range 5 {
-		p := NewProjector(db, e.store, "node1", testLogger(t))
+		p := NewProjector(ProjectorConfig{Name: "node1"}, ProjectorDeps{DB: db, Store: e.store, Logger: testLogger(t)})
 		stop := startProjector(t, p)
 		before := p.Applied()
 		checkFor(t, 10*time.Second, time.Millisecond, func() error {
@@ -143,7 +143,7 @@ func TestProjectorResumesAfterCancel(t *testing.T) {
 	if err := <-appendErr; err != nil {
 		t.Fatal(err)
 	}
-	p := NewProjector(db, e.store, "node1", testLogger(t))
+	p := NewProjector(ProjectorConfig{Name: "node1"}, ProjectorDeps{DB: db, Store: e.store, Logger: testLogger(t)})
 	startProjector(t, p)
 	waitApplied(t, e, p)
 	requireSame(t, db, rebuild(t, e))
@@ -160,13 +160,13 @@ func TestProjectorRepositionsAfterRebuiltDB(t *testing.T) {
 	e.append(t, created(1, "alice", "bob"))
 	e.append(t, msg(1, "alice", "one"))
 	first := openDB(t, "first.db")
-	p := NewProjector(first, e.store, "n", testLogger(t))
+	p := NewProjector(ProjectorConfig{Name: "n"}, ProjectorDeps{DB: first, Store: e.store, Logger: testLogger(t)})
 	stop := startProjector(t, p)
 	waitApplied(t, e, p)
 	stop()
 	// A brand-new database under the same consumer name starts from sequence 1.
 	fresh := openDB(t, "fresh.db")
-	p = NewProjector(fresh, e.store, "n", testLogger(t))
+	p = NewProjector(ProjectorConfig{Name: "n"}, ProjectorDeps{DB: fresh, Store: e.store, Logger: testLogger(t)})
 	startProjector(t, p)
 	e.append(t, msg(1, "bob", "two"))
 	waitApplied(t, e, p)
@@ -261,14 +261,13 @@ func TestRandomWorkloadReplayMatchesLive(t *testing.T) {
 	}
 	e := newEnv(t)
 	live := openDB(t, "live.db")
-	p := NewProjector(live, e.store, "live", testLogger(t))
 	var (
 		mu      sync.Mutex
 		changes = map[[2]string]int64{}
 		lastSeq = map[[2]string]uint64{}
 		badSeq  []string
 	)
-	p.OnApplied = func(batch uint64, cs []UnreadChange) {
+	onApplied := func(batch uint64, cs []UnreadChange) {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, c := range cs {
@@ -282,6 +281,7 @@ func TestRandomWorkloadReplayMatchesLive(t *testing.T) {
 			lastSeq[k] = c.Seq
 		}
 	}
+	p := NewProjector(ProjectorConfig{Name: "live"}, ProjectorDeps{DB: live, Store: e.store, OnApplied: onApplied, Logger: testLogger(t)})
 	startProjector(t, p)
 
 	rng := rand.New(rand.NewPCG(1, uint64(time.Now().UnixNano())))
@@ -389,7 +389,7 @@ func TestRandomWorkloadReplayMatchesLive(t *testing.T) {
 func TestQueries(t *testing.T) {
 	e := newEnv(t)
 	db := openDB(t, "q.db")
-	p := NewProjector(db, e.store, "q", testLogger(t))
+	p := NewProjector(ProjectorConfig{Name: "q"}, ProjectorDeps{DB: db, Store: e.store, Logger: testLogger(t)})
 	startProjector(t, p)
 	avatar := "https://example.com/a.png"
 	e.append(t, created(1, "alice", "bob"))
@@ -492,7 +492,7 @@ func TestDiffReportsDifferences(t *testing.T) {
 func TestVerify(t *testing.T) {
 	e := newEnv(t)
 	live := openDB(t, "live.db")
-	p := NewProjector(live, e.store, "v", testLogger(t))
+	p := NewProjector(ProjectorConfig{Name: "v"}, ProjectorDeps{DB: live, Store: e.store, Logger: testLogger(t)})
 	stop := startProjector(t, p)
 	e.append(t, created(1, "alice", "bob"))
 	for i := range 20 {

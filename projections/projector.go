@@ -23,18 +23,35 @@ const MaxBatch = 1000
 // most this long.
 const Linger = 2 * time.Millisecond
 
+// ProjectorConfig configures a Projector.
+type ProjectorConfig struct {
+	// Name names the durable consumer, inbox-proj-<Name>: unique per
+	// projection database (e.g. the node id) and a valid consumer name
+	// token. Required.
+	Name string
+	// KeyWindow is how long idempotency records are kept: older ones are
+	// pruned now and then (every KeyWindow/8, at most hourly). Zero keeps
+	// them.
+	KeyWindow time.Duration
+}
+
+// ProjectorDeps are the parts a Projector is built on. DB and Store are
+// required.
+type ProjectorDeps struct {
+	DB    *DB
+	Store *eventstore.Store
+	// OnApplied, if set, is called after each committed batch with the last
+	// applied sequence and the members whose unread count changed. It runs
+	// on the projector's goroutine: it must not block for long.
+	OnApplied func(seq uint64, changes []UnreadChange)
+	Logger    *slog.Logger // nil: discard
+}
+
 // Projector keeps a DB up to date with the INBOX stream through a durable
 // JetStream pull consumer, inbox-proj-<name>, one per projection database.
 type Projector struct {
-	// OnApplied, when set, is called after each committed batch with the last
-	// applied sequence and the members whose unread count changed. It runs on
-	// the projector's goroutine: it must not block for long.
-	OnApplied func(seq uint64, changes []UnreadChange)
-
-	// KeyWindow is how long idempotency records are kept: older ones are
-	// pruned now and then (every KeyWindow/8, at most hourly). Zero keeps
-	// them. Set it before Run.
-	KeyWindow time.Duration
+	onApplied func(seq uint64, changes []UnreadChange) // nil: nobody is told
+	keyWindow time.Duration
 
 	db      *DB
 	store   *eventstore.Store
@@ -53,22 +70,33 @@ type Projector struct {
 	prunedAt   time.Time    // last prune; the projector's goroutine only
 }
 
-// NewProjector returns a projector that applies the INBOX stream to db under
-// the durable consumer inbox-proj-<name>. name must be unique per database
-// (e.g. the node name) and a valid consumer name token.
-func NewProjector(db *DB, store *eventstore.Store, name string, logger *slog.Logger) *Projector {
+// NewProjector returns a projector that applies the INBOX stream to d.DB
+// under the durable consumer inbox-proj-<cfg.Name>. It panics if a required
+// part is missing: that is a wiring mistake, not a runtime condition.
+func NewProjector(cfg ProjectorConfig, d ProjectorDeps) *Projector {
+	switch {
+	case cfg.Name == "":
+		panic("projections: projector without a name")
+	case d.DB == nil:
+		panic("projections: projector without a database")
+	case d.Store == nil:
+		panic("projections: projector without a store")
+	}
+	logger := d.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	durable := "inbox-proj-" + name
+	durable := "inbox-proj-" + cfg.Name
 	logger = logger.With("component", "projector", "consumer", durable)
 	return &Projector{
-		db:       db,
-		store:    store,
-		durable:  durable,
-		log:      logger,
-		apl:      newApplier(db, logger),
-		advanced: make(chan struct{}),
+		onApplied: d.OnApplied,
+		keyWindow: cfg.KeyWindow,
+		db:        d.DB,
+		store:     d.Store,
+		durable:   durable,
+		log:       logger,
+		apl:       newApplier(d.DB, logger),
+		advanced:  make(chan struct{}),
 	}
 }
 
@@ -278,8 +306,8 @@ func (p *Projector) applyBatch(ctx context.Context, batch []eventstore.Stored) e
 	}
 	p.broadcast()
 	p.prune(ctx)
-	if p.OnApplied != nil {
-		p.OnApplied(p.Applied(), changes)
+	if p.onApplied != nil {
+		p.onApplied(p.Applied(), changes)
 	}
 	return nil
 }

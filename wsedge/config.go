@@ -57,9 +57,6 @@ type Config struct {
 	// the token expires the socket gets TOKEN_EXPIRING, and TokenGrace after,
 	// unless a REFRESH came, it is closed with 4001.
 	TokenGrace time.Duration
-	// Presence, if set, hears of a user's first socket opening and last
-	// closing on this node.
-	Presence Presence
 
 	goroutineReaders bool             // tests: read every socket on its own goroutine, not the poller
 	now              func() time.Time // tests: the clock of the catch-up budget

@@ -107,7 +107,7 @@ func runSocket(t *testing.T, m *metrics.Metrics, input []byte) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := New(Config{MaxFrameBytes: 256, CloseGrace: time.Millisecond}, svc, verifier, nopReader{}, m, testutil.Logger())
+	h := New(Config{MaxFrameBytes: 256, CloseGrace: time.Millisecond}, Deps{Service: svc, Authenticator: verifier, Reader: nopReader{}, Metrics: m, Logger: testutil.Logger()})
 	nc := &memConn{in: bytes.NewReader(input)}
 	if status, _, msg := h.reserve("alice"); status != 0 {
 		t.Fatal(msg)

@@ -24,14 +24,15 @@ import (
 	"inbox/auth"
 	"inbox/chat"
 	"inbox/eventstore"
+	"inbox/feed"
 	"inbox/internal/testnats"
 	"inbox/internal/testutil"
 	"inbox/metrics"
 )
 
-// The harness wires real parts: a nats-server with JetStream, the event
-// store, the chat Directory and Service, the hub, one feed goroutine
-// (store.Tail → dir.Apply → hub.Dispatch) and an httptest server.
+// The harness wires real parts as a node does: a nats-server with JetStream,
+// the event store, the chat Directory and Service, the hub, the live feed
+// (feed.Feed: store.Tail → dir.Apply → hub.Dispatch) and an httptest server.
 
 const testSecret = "wsedge-test-secret-0123456789abcdef0123"
 
@@ -39,6 +40,7 @@ type node struct {
 	store  *eventstore.Store
 	dir    *chat.Directory
 	svc    *chat.Service
+	feed   *feed.Feed
 	hub    *Hub
 	m      *metrics.Metrics
 	srv    *httptest.Server
@@ -89,17 +91,14 @@ func newNode(t testing.TB, o nodeOptions) *node {
 	if o.log == nil {
 		o.log = testutil.Logger()
 	}
-	hub := New(o.cfg, svc, verifier, reader, m, o.log)
+	live := feed.New(feed.Config{}, feed.Deps{Source: store, Directory: dir})
+	hub := New(o.cfg, Deps{Service: svc, Authenticator: verifier, Reader: reader, Metrics: m, Logger: o.log})
 
 	ctx, cancel := context.WithCancel(context.Background())
 	feedDone := make(chan struct{})
 	go func() {
 		defer close(feedDone)
-		err := store.Tail(ctx, 1, nil, func(st eventstore.Stored) {
-			ch := dir.Apply(st)
-			hub.Dispatch(st, ch)
-		})
-		if err != nil && ctx.Err() == nil {
+		if err := live.Run(ctx, hub); err != nil && ctx.Err() == nil {
 			t.Errorf("feed: %v", err)
 		}
 	}()
@@ -119,7 +118,7 @@ func newNode(t testing.TB, o nodeOptions) *node {
 		cancel()
 		<-feedDone
 	})
-	return &node{store: store, dir: dir, svc: svc, hub: hub, m: m, srv: srv, minter: minter}
+	return &node{store: store, dir: dir, svc: svc, feed: live, hub: hub, m: m, srv: srv, minter: minter}
 }
 
 func (n *node) token(t testing.TB, user string) string {

@@ -1,6 +1,7 @@
 // Package wsedge is inbox's WebSocket edge (github.com/gobwas/ws): it
 // authenticates before the upgrade, keeps a bounded per-socket state, routes
-// the node's single stream feed to the sockets in memory (user → sockets),
+// what the node's live feed (package feed) hands it to the sockets in memory
+// (user → sockets),
 // turns client frames into chat.Service calls, and resumes a reconnecting
 // client from a stream sequence with no gap and no duplicate.
 //
@@ -77,13 +78,31 @@ const (
 
 var endpointNames = [...]string{epInbox: "inbox", epChat: "chat", epJob: "job"}
 
-// Hub serves the WebSocket endpoints and fans the stream out to sockets.
+// Deps are the parts a Hub is built on. Service, Authenticator and Reader
+// are required.
+type Deps struct {
+	// Service appends what clients send; its Directory answers membership.
+	Service       *chat.Service
+	Authenticator Authenticator
+	// Reader serves catch-up reads.
+	Reader Reader
+	// Presence, if set, hears of a user's first socket opening and last
+	// closing on this node.
+	Presence Presence
+	// Metrics counts sockets and frames; nil: a registry of the hub's own.
+	Metrics *metrics.Metrics
+	Logger  *slog.Logger // nil: discard
+}
+
+// Hub serves the WebSocket endpoints and fans the live feed out to sockets;
+// it is the feed's sink (feed.Sink).
 type Hub struct {
 	cfg    Config
 	svc    *chat.Service
 	dir    *chat.Directory
 	authn  Authenticator
 	reader Reader
+	pres   Presence // nil: none
 	m      *metrics.Metrics
 	log    *slog.Logger
 	// refusals logs, sampled, what a client can provoke at will: refused
@@ -101,8 +120,7 @@ type Hub struct {
 	// lastSeq is the last sequence Dispatch was called with, stored once
 	// the event's frames are queued. It is written with mu read-held by the
 	// one feed goroutine and read with mu held, so a socket registered under
-	// mu knows exactly which events it will get live; PushUnread reads it
-	// under unreadMu to hold a count back until its event went out.
+	// mu knows exactly which events it will get live.
 	lastSeq atomic.Uint64
 
 	mu     sync.RWMutex
@@ -112,24 +130,7 @@ type Hub struct {
 
 	presMu sync.Mutex // orders Presence calls
 	exp    expiries   // token expiry deadlines (expiry.go)
-
-	// UNREAD frames waiting for the feed to dispatch the event that made
-	// their count, oldest first (PushUnread). Locked after mu.
-	unreadMu sync.Mutex
-	held     []heldUnread
 }
-
-// heldUnread is an UNREAD frame held back until the feed passes seq.
-type heldUnread struct {
-	seq    uint64
-	conv   int64
-	user   string
-	unread int64
-}
-
-// maxHeldUnread bounds the UNREAD frames held back; past it they are sent at
-// once, possibly ahead of their event (a feed far behind the projector).
-const maxHeldUnread = 1 << 16
 
 // userSockets are one user's sockets on this node.
 type userSockets struct {
@@ -137,14 +138,30 @@ type userSockets struct {
 	reserved int // upgrades in progress, counted against MaxSocketsPerUser
 }
 
-// New returns a Hub. svc appends and its Directory answers membership; reader
-// serves catch-up reads; m and log must not be nil.
-func New(cfg Config, svc *chat.Service, authn Authenticator, reader Reader, m *metrics.Metrics, log *slog.Logger) *Hub {
+// New returns a Hub; zero Config fields take their defaults. It panics if a
+// required dependency is missing: that is a wiring mistake, not a runtime
+// condition.
+func New(cfg Config, d Deps) *Hub {
+	switch {
+	case d.Service == nil:
+		panic("wsedge: no chat service")
+	case d.Authenticator == nil:
+		panic("wsedge: no authenticator")
+	case d.Reader == nil:
+		panic("wsedge: no stream reader")
+	}
+	if d.Metrics == nil {
+		d.Metrics = metrics.New(metrics.Sources{})
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
 	cfg = cfg.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &Hub{
-		cfg: cfg, svc: svc, dir: svc.Directory(), authn: authn, reader: reader, m: m,
-		log:      log.With("component", "wsedge"),
+		cfg: cfg, svc: d.Service, dir: d.Service.Directory(), authn: d.Authenticator, reader: d.Reader,
+		pres: d.Presence, m: d.Metrics,
+		log:      d.Logger.With("component", "wsedge"),
 		framesIn: make(map[string]prometheus.Counter),
 		ctx:      ctx, cancel: cancel,
 		users: make(map[string]*userSockets),
@@ -152,10 +169,10 @@ func New(cfg Config, svc *chat.Service, authn Authenticator, reader Reader, m *m
 	h.refusals = logsample.New(h.log, 0, 0)
 	h.exp.wake = make(chan struct{}, 1)
 	for k := range numKinds {
-		h.framesOut[k] = m.FramesOut.WithLabelValues(kindLabels[k])
+		h.framesOut[k] = h.m.FramesOut.WithLabelValues(kindLabels[k])
 	}
 	for _, t := range []string{inMessage, inTyping, inRead, inPing, inResume, inRefresh, inEdit, inDelete, inReact, inInvalid} {
-		h.framesIn[t] = m.FramesIn.WithLabelValues(t)
+		h.framesIn[t] = h.m.FramesIn.WithLabelValues(t)
 	}
 	if !cfg.goroutineReaders {
 		p, err := newPoller(h)
@@ -424,8 +441,8 @@ func (h *Hub) register(c *conn, resume bool, since uint64) bool {
 
 	h.m.OpenSockets.Inc()
 	h.log.Debug("socket open", "user_id", c.user, "endpoint", endpointNames[c.ep], "id", c.id, "seq", c.liveFrom)
-	if first && h.cfg.Presence != nil {
-		h.cfg.Presence.Online(c.user)
+	if first && h.pres != nil {
+		h.pres.Online(c.user)
 	}
 	return true
 }
@@ -452,22 +469,22 @@ func (h *Hub) unregister(c *conn) {
 
 	h.m.OpenSockets.Dec()
 	h.log.Debug("socket closed", "user_id", c.user, "endpoint", endpointNames[c.ep], "id", c.id)
-	if last && h.cfg.Presence != nil {
-		h.cfg.Presence.Offline(c.user)
+	if last && h.pres != nil {
+		h.pres.Offline(c.user)
 	}
 }
 
-// Dispatch routes one stream event to the sockets it concerns. The node's
-// single feed goroutine calls it in stream order, right after dir.Apply(st)
+// Dispatch routes one stream event to the sockets it concerns. The live
+// feed's goroutine calls it in stream order, right after dir.Apply(st)
 // returned ch. Each frame is encoded once and its bytes shared by every
 // recipient; Dispatch never blocks on a socket.
 func (h *Hub) Dispatch(st eventstore.Stored, ch chat.Change) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	seq := st.Seq
-	// lastSeq moves after the event's frames are queued: PushUnread sends an
-	// UNREAD for seq at once only when its event is already on the sockets.
-	defer h.releaseUnread(seq)
+	// lastSeq moves once the event's frames are queued, under mu: a socket
+	// registering gets, live, exactly the events after it.
+	defer h.lastSeq.Store(seq)
 	switch e := st.Event.(type) {
 	case *eventstore.Message:
 		h.deliverLocked(st.Time, ch.Members, "", e.ConversationID, 0, func() frame { return encodeMessage(seq, e) })
@@ -525,64 +542,29 @@ func (h *Hub) deliverLocked(at time.Time, users []string, skip string, conv, job
 	}
 }
 
-// PushUnread sends an UNREAD frame to user's sockets that carry conv, once
-// the feed has dispatched the event at seq that made the count (a message, a
-// receipt, a join): the projector and the feed read the stream separately,
-// and a client must never see a count before the message it counts.
-func (h *Hub) PushUnread(seq uint64, conv int64, user string, unread int64) {
+// PushUnread sends an UNREAD frame with user's unread count of conv to its
+// sockets that carry conv. The live feed calls it once the event that made
+// the count has been dispatched (feed.Feed.PushUnread).
+func (h *Hub) PushUnread(conv int64, user string, unread int64) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	if h.users[user] == nil {
-		return // no socket here to tell
-	}
-	h.unreadMu.Lock()
-	defer h.unreadMu.Unlock()
-	h.sendDueLocked() // older frames first, so counts never go back in time
-	u := heldUnread{seq: seq, conv: conv, user: user, unread: unread}
-	if seq > h.lastSeq.Load() && len(h.held) < maxHeldUnread {
-		h.held = append(h.held, u)
-		return
-	}
-	h.sendUnreadLocked(u)
+	h.deliverLocked(time.Time{}, []string{user}, "", conv, 0, func() frame { return encodeUnread(conv, unread) })
 }
 
-// releaseUnread marks seq dispatched and sends the UNREAD frames it was
-// holding back. mu is read-held.
-func (h *Hub) releaseUnread(seq uint64) {
-	h.lastSeq.Store(seq)
-	h.unreadMu.Lock()
-	h.sendDueLocked()
-	h.unreadMu.Unlock()
-}
-
-// sendDueLocked sends, in order, the held UNREAD frames whose event has been
-// dispatched. mu is read-held and unreadMu held.
-func (h *Hub) sendDueLocked() {
-	if len(h.held) == 0 {
-		return
-	}
-	last := h.lastSeq.Load()
-	kept := h.held[:0]
-	for _, u := range h.held {
-		if u.seq <= last {
-			h.sendUnreadLocked(u)
-		} else {
-			kept = append(kept, u)
-		}
-	}
-	clear(h.held[len(kept):])
-	h.held = kept
-}
-
-func (h *Hub) sendUnreadLocked(u heldUnread) {
-	h.deliverLocked(time.Time{}, []string{u.user}, "", u.conv, 0, func() frame { return encodeUnread(u.conv, u.unread) })
+// Connected reports whether user has a socket on this node, or one being
+// opened.
+func (h *Hub) Connected(user string) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.users[user] != nil
 }
 
 // PushPresence tells the users who share a conversation with user that it
 // came online or went offline (lastSeen: when, if known). The frame goes to
 // their inbox sockets and to their legacy chat sockets of a conversation user
 // is in; never to user's own sockets, never to anyone else. It is encoded once.
-// The presence tracker calls it on its own goroutine; it does not block.
+// The presence tracker calls it, through the live feed, on its own
+// goroutine; it does not block.
 func (h *Hub) PushPresence(user string, online bool, lastSeen time.Time) {
 	contacts := h.dir.Contacts(user)
 	if len(contacts) == 0 {

@@ -1,0 +1,198 @@
+// Package feed is inbox's live feed: the one goroutine that follows the
+// event stream, applies each event to the in-memory membership Directory and
+// hands it, with what it changed, to the sockets (Tail → Apply → Dispatch);
+// and the rule that a socket never gets an unread count before the message
+// it counts.
+//
+// The feed reads from a Source (today the whole stream, eventstore.Store's
+// Tail) and delivers to a Sink (the WebSocket hub). Both are small interfaces
+// declared here, so either side can change: a source of per-conversation
+// subscriptions, a sink that batches its writes.
+//
+// A feed is built before the parts that push into it (the projector's unread
+// counts, presence changes) and before its sink, which is given to Run: a
+// node can wire projector → feed → hub → service → projector without a
+// setter.
+package feed
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"inbox/chat"
+	"inbox/eventstore"
+)
+
+// Source is the stream the feed follows; *eventstore.Store is one. Tail
+// calls fn for every event from sequence from on, in order, on the caller's
+// goroutine, until ctx ends or the stream fails.
+type Source interface {
+	Tail(ctx context.Context, from uint64, filters []string, fn func(eventstore.Stored)) error
+}
+
+// Sink is where the feed delivers; *wsedge.Hub is one. Dispatch is called on
+// the feed's goroutine, in stream order; PushUnread and PushPresence on the
+// goroutine of whoever pushed (the projector, the presence tracker). None may
+// block.
+type Sink interface {
+	// Dispatch routes one stream event, with what applying it to the
+	// directory changed, to the sockets it concerns.
+	Dispatch(st eventstore.Stored, ch chat.Change)
+	// PushUnread sends user's unread count of conversation conv.
+	PushUnread(conv int64, user string, unread int64)
+	// PushPresence tells user's contacts that it came online or went offline.
+	PushPresence(user string, online bool, lastSeen time.Time)
+	// Connected reports whether user has a socket here: a count for a user
+	// who has none is not held back.
+	Connected(user string) bool
+}
+
+var _ Source = (*eventstore.Store)(nil)
+
+// DefaultMaxHeld is Config.MaxHeld's default.
+const DefaultMaxHeld = 1 << 16
+
+// Config tunes a Feed. Zero fields take their defaults.
+type Config struct {
+	// MaxHeld bounds the unread counts held back waiting for their event;
+	// past it they are sent at once, possibly ahead of their event (a feed
+	// far behind the projector).
+	MaxHeld int
+}
+
+// Deps are the parts a Feed is built on; both are required.
+type Deps struct {
+	Source    Source
+	Directory *chat.Directory // seeded up to where the feed starts (Directory.Seq)
+}
+
+// Feed is the live feed. Build it with New, run it with Run.
+type Feed struct {
+	cfg     Config
+	src     Source
+	dir     *chat.Directory
+	running atomic.Bool
+
+	mu         sync.Mutex
+	sink       Sink         // nil until Run
+	dispatched uint64       // the last sequence the sink was handed
+	held       []heldUnread // counts waiting for their event, oldest first
+}
+
+// heldUnread is an unread count held back until the feed passes seq.
+type heldUnread struct {
+	seq    uint64
+	conv   int64
+	user   string
+	unread int64
+}
+
+// Discard is a Sink that delivers nothing, for a node part that only needs
+// the directory kept up to date.
+var Discard Sink = discard{}
+
+type discard struct{}
+
+func (discard) Dispatch(eventstore.Stored, chat.Change) {}
+func (discard) PushUnread(int64, string, int64)         {}
+func (discard) PushPresence(string, bool, time.Time)    {}
+func (discard) Connected(string) bool                   { return false }
+
+// New returns a Feed. It panics if a dependency is missing: that is a wiring
+// mistake, not a runtime condition.
+func New(cfg Config, d Deps) *Feed {
+	switch {
+	case d.Source == nil:
+		panic("feed: no source")
+	case d.Directory == nil:
+		panic("feed: no directory")
+	}
+	if cfg.MaxHeld <= 0 {
+		cfg.MaxHeld = DefaultMaxHeld
+	}
+	return &Feed{cfg: cfg, src: d.Source, dir: d.Directory}
+}
+
+// Run follows the source from the event after the directory's last
+// (Directory.Seq()+1) until ctx ends or the source fails, and returns the
+// source's error. Each event is applied to the directory, then dispatched to
+// sink; then the unread counts it made are released. One Run per Feed.
+func (f *Feed) Run(ctx context.Context, sink Sink) error {
+	if sink == nil {
+		return errors.New("feed: no sink")
+	}
+	if !f.running.CompareAndSwap(false, true) {
+		return errors.New("feed: already running")
+	}
+	from := f.dir.Seq() + 1
+	f.mu.Lock()
+	f.sink = sink
+	f.dispatched = from - 1 // the directory's seed: counts up to it are due
+	f.sendDueLocked()
+	f.mu.Unlock()
+	return f.src.Tail(ctx, from, nil, func(st eventstore.Stored) {
+		sink.Dispatch(st, f.dir.Apply(st))
+		f.mu.Lock()
+		f.dispatched = st.Seq
+		f.sendDueLocked()
+		f.mu.Unlock()
+	})
+}
+
+// PushUnread sends user's unread count of conv once the feed has dispatched
+// the event at seq that made it (a message, a receipt, a join): the
+// projector and the feed read the stream separately, and a client must never
+// see a count before the message it counts. Counts go out in the order
+// pushed. Pushed before Run, a count waits for Run.
+func (f *Feed) PushUnread(seq uint64, conv int64, user string, unread int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.sink != nil && !f.sink.Connected(user) {
+		return // no socket here to tell
+	}
+	f.sendDueLocked() // older counts first, so counts never go back in time
+	u := heldUnread{seq: seq, conv: conv, user: user, unread: unread}
+	if f.sink == nil || seq > f.dispatched {
+		if len(f.held) < f.cfg.MaxHeld {
+			f.held = append(f.held, u)
+			return
+		}
+		if f.sink == nil {
+			return // nowhere to send it: no socket can be open before Run
+		}
+	}
+	f.sink.PushUnread(u.conv, u.user, u.unread)
+}
+
+// PushPresence tells user's contacts on the sink that it came online or
+// went offline (lastSeen: when, if known). Before Run there is no socket to
+// tell, and the change is dropped.
+func (f *Feed) PushPresence(user string, online bool, lastSeen time.Time) {
+	f.mu.Lock()
+	sink := f.sink
+	f.mu.Unlock()
+	if sink != nil {
+		sink.PushPresence(user, online, lastSeen)
+	}
+}
+
+// sendDueLocked sends, in order, the held counts whose event has been
+// dispatched. f.mu must be held.
+func (f *Feed) sendDueLocked() {
+	if len(f.held) == 0 || f.sink == nil {
+		return
+	}
+	kept := f.held[:0]
+	for _, u := range f.held {
+		if u.seq <= f.dispatched {
+			f.sink.PushUnread(u.conv, u.user, u.unread)
+		} else {
+			kept = append(kept, u)
+		}
+	}
+	clear(f.held[len(kept):])
+	f.held = kept
+}

@@ -1,0 +1,179 @@
+package feed_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"inbox/chat"
+	"inbox/eventstore"
+	"inbox/feed"
+	"inbox/internal/testnats"
+	"inbox/internal/testutil"
+)
+
+// recorder is a Sink that writes down what it is handed, in order.
+type recorder struct {
+	mu        sync.Mutex
+	got       []string
+	connected map[string]bool
+}
+
+func (r *recorder) add(format string, args ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.got = append(r.got, fmt.Sprintf(format, args...))
+}
+
+func (r *recorder) Dispatch(st eventstore.Stored, ch chat.Change) {
+	r.add("event %d %v", st.Seq, ch.Members)
+}
+
+func (r *recorder) PushUnread(conv int64, user string, unread int64) {
+	r.add("unread %d %s %d", conv, user, unread)
+}
+
+func (r *recorder) PushPresence(user string, online bool, _ time.Time) {
+	r.add("presence %s %v", user, online)
+}
+
+func (r *recorder) Connected(user string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.connected[user]
+}
+
+func (r *recorder) lines() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.got)
+}
+
+// wait polls until the sink was handed exactly want.
+func (r *recorder) wait(t *testing.T, want ...string) {
+	t.Helper()
+	testutil.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if got := r.lines(); !slices.Equal(got, want) {
+			return fmt.Errorf("sink got %q, want %q", got, want)
+		}
+		return nil
+	})
+}
+
+type env struct {
+	store *eventstore.Store
+	dir   *chat.Directory
+	feed  *feed.Feed
+	sink  *recorder
+}
+
+// newEnv builds a feed on a real stream; seed, if set, seeds the directory
+// first, as a node does from its read model.
+func newEnv(t *testing.T, seed func(*chat.Directory)) *env {
+	t.Helper()
+	e := &env{store: testnats.Store(t, testnats.Server(t)), dir: chat.NewDirectory(), sink: &recorder{connected: map[string]bool{"bob": true}}}
+	if seed != nil {
+		seed(e.dir)
+	}
+	e.feed = feed.New(feed.Config{}, feed.Deps{Source: e.store, Directory: e.dir})
+	return e
+}
+
+func (e *env) run(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.feed.Run(ctx, e.sink) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && ctx.Err() == nil {
+			t.Errorf("feed: %v", err)
+		}
+	})
+}
+
+func (e *env) append(t *testing.T, ev eventstore.Event) uint64 {
+	t.Helper()
+	seq, err := e.store.Append(context.Background(), ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return seq
+}
+
+func created(conv int64, users ...string) *eventstore.Created {
+	ev := &eventstore.Created{ConversationID: conv}
+	for _, u := range users {
+		ev.Members = append(ev.Members, eventstore.Member{UserID: u, Role: eventstore.RoleMember})
+	}
+	return ev
+}
+
+func message(conv int64, from, text string) *eventstore.Message {
+	return &eventstore.Message{ConversationID: conv, SenderID: from, SenderName: from, Text: text, MsgType: eventstore.TypeText}
+}
+
+// TestDispatchAfterApply: every event reaches the sink in stream order,
+// after the directory applied it, with what it changed.
+func TestDispatchAfterApply(t *testing.T) {
+	e := newEnv(t, nil)
+	e.run(t)
+	e.append(t, created(1, "alice", "bob"))
+	e.append(t, message(1, "alice", "hi"))
+	e.sink.wait(t, "event 1 [alice bob]", "event 2 [alice bob]")
+	if got := e.dir.Seq(); got != 2 {
+		t.Fatalf("directory at %d, want 2", got)
+	}
+}
+
+// TestUnreadWaitsForItsEvent: a count pushed before the feed dispatched the
+// event that made it (the projector ran ahead) is held back until that event
+// went to the sink, and held counts go out in the order pushed.
+func TestUnreadWaitsForItsEvent(t *testing.T) {
+	e := newEnv(t, nil)
+	e.run(t)
+	e.append(t, created(1, "alice", "bob"))
+	e.sink.wait(t, "event 1 [alice bob]")
+	e.feed.PushUnread(2, 1, "bob", 1)
+	e.feed.PushUnread(3, 1, "bob", 2)
+	e.feed.PushUnread(1, 1, "bob", 0) // its event is dispatched: due now, after the held ones that are due (none)
+	e.sink.wait(t, "event 1 [alice bob]", "unread 1 bob 0")
+	e.append(t, message(1, "alice", "one"))
+	e.sink.wait(t, "event 1 [alice bob]", "unread 1 bob 0", "event 2 [alice bob]", "unread 1 bob 1")
+	e.append(t, message(1, "alice", "two"))
+	e.sink.wait(t, "event 1 [alice bob]", "unread 1 bob 0", "event 2 [alice bob]", "unread 1 bob 1", "event 3 [alice bob]", "unread 1 bob 2")
+}
+
+// TestUnreadWithoutSocket: a count for a user with no socket on the sink is
+// neither held nor sent.
+func TestUnreadWithoutSocket(t *testing.T) {
+	e := newEnv(t, nil)
+	e.run(t)
+	e.append(t, created(1, "alice", "carol"))
+	e.sink.wait(t, "event 1 [alice carol]")
+	e.feed.PushUnread(2, 1, "carol", 1)
+	e.append(t, message(1, "alice", "hi"))
+	e.sink.wait(t, "event 1 [alice carol]", "event 2 [alice carol]")
+}
+
+// TestRunStartsAfterTheSeed: the feed starts after the directory's seed (a
+// node's read model snapshot); a count pushed before Run waits for it, and
+// one for an event of the seed is due at once.
+func TestRunStartsAfterTheSeed(t *testing.T) {
+	e := newEnv(t, nil)
+	e.append(t, created(1, "alice", "bob"))
+	e.append(t, message(1, "alice", "seeded"))
+	e.dir.Seed(2, map[int64][]eventstore.Member{1: created(1, "alice", "bob").Members}, nil, nil)
+	e.feed.PushUnread(2, 1, "bob", 1)
+	e.feed.PushUnread(3, 1, "bob", 2)
+	e.feed.PushPresence("alice", true, time.Time{}) // before Run: no socket to tell
+	e.run(t)
+	e.sink.wait(t, "unread 1 bob 1")
+	e.append(t, message(1, "alice", "live"))
+	e.sink.wait(t, "unread 1 bob 1", "event 3 [alice bob]", "unread 1 bob 2")
+	e.feed.PushPresence("alice", false, time.Now())
+	e.sink.wait(t, "unread 1 bob 1", "event 3 [alice bob]", "unread 1 bob 2", "presence alice false")
+}
