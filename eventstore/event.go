@@ -268,10 +268,8 @@ func (e *Message) Subject() string       { return ConvSubject(e.ConversationID, 
 func (e *Typing) Subject() string        { return ConvSubject(e.ConversationID, KindTyping) }
 func (e *Read) Subject() string          { return ConvSubject(e.ConversationID, KindRead) }
 func (e *Profile) Subject() string       { return UserSubject(e.UserID, KindProfile) }
-func (e *Job) Subject() string           { return "inbox.job." + strconv.FormatInt(e.JobID, 10) + ".created" }
-func (e *JobStatus) Subject() string {
-	return "inbox.job." + strconv.FormatInt(e.JobID, 10) + ".status"
-}
+func (e *Job) Subject() string           { return JobSubject(e.JobID, "created") }
+func (e *JobStatus) Subject() string     { return JobSubject(e.JobID, KindStatus) }
 
 func (e *Edit) Subject() string   { return MessageSubject(e.ConversationID, e.MessageID, KindEdit) }
 func (e *Delete) Subject() string { return MessageSubject(e.ConversationID, e.MessageID, KindDelete) }
@@ -285,6 +283,15 @@ func (e *Expired) Subject() string { return "inbox.sys." + string(KindExpire) }
 // ConvSubject is the subject of a conversation event.
 func ConvSubject(id int64, k Kind) string {
 	return "inbox.conv." + strconv.FormatInt(id, 10) + "." + string(k)
+}
+
+// AllConvs matches the events of kind k of every conversation.
+func AllConvs(k Kind) string { return "inbox.conv.*." + string(k) }
+
+// JobSubject is the subject of a job event: its creation (k "created", the
+// seed's subject for KindJob) or a status.
+func JobSubject(id int64, k Kind) string {
+	return "inbox.job." + strconv.FormatInt(id, 10) + "." + string(k)
 }
 
 // MessageSubject is the subject of a lifecycle event (edit, delete, react,
@@ -310,7 +317,7 @@ func UserSubject(user string, k Kind) string { return "inbox.user." + user + "."
 // Filters over every conversation: what retention purges (messages, and
 // the events of their lifecycle).
 const (
-	AllMessages   = "inbox.conv.*.msg"
+	AllMessages   = "inbox.conv.*." + string(KindMessage)
 	AllLifecycles = "inbox.conv.*.msg.*.*"
 )
 

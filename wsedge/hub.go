@@ -339,8 +339,11 @@ func route(path string) (endpoint, int64, bool) {
 const codeMethodNotAllowed = "method_not_allowed"
 
 // isUpgrade reports whether r asks for a WebSocket: Connection names the
-// upgrade token and Upgrade is websocket (RFC 6455 4.2.1). The rest of the
-// handshake is checked by gobwas/ws.
+// upgrade token and Upgrade is websocket (RFC 6455 4.2.1). gobwas/ws checks
+// the same inside HTTPUpgrader.Upgrade, but only there, with no exported
+// helper, and it answers a failure in plain text; this check comes first so
+// that a plain GET gets the service's JSON 426. The rest of the handshake
+// (Sec-WebSocket-Key, -Version) is left to gobwas/ws.
 func isUpgrade(r *http.Request) bool {
 	if !strings.EqualFold(strings.TrimSpace(r.Header.Get("Upgrade")), "websocket") {
 		return false

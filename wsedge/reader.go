@@ -116,35 +116,25 @@ func parseHeader(p []byte) (h ws.Header, n int, ok bool) {
 }
 
 // checkHeader applies the protocol and the size limit to a header; on a
-// violation it has closed the socket.
+// violation it has closed the socket. RFC 6455's rules (reserved opcodes and
+// bits, masking, control frames, fragmentation) are gobwas/ws's CheckHeader;
+// the rest is this server's: a length whose top bit is set (parseHeader's
+// -1), binary frames (1003) and the size limit (1009).
 func (c *conn) checkHeader(h ws.Header) bool {
 	size := int64(0)
 	if c.msg != nil {
 		size = int64(len(*c.msg))
 	}
-	switch {
-	case h.Length < 0:
+	state := ws.StateServerSide
+	if c.inMsg {
+		state = state.Set(ws.StateFragmented)
+	}
+	if h.Length < 0 {
 		c.violate(ws.StatusProtocolError, "bad frame header")
-	case h.Rsv != 0:
-		c.violate(ws.StatusProtocolError, "reserved bits set: no extension was negotiated")
-	case !h.Masked:
-		c.violate(ws.StatusProtocolError, "client frames must be masked")
-	case h.OpCode.IsControl():
-		if !h.Fin || h.Length > ws.MaxControlFramePayloadSize {
-			c.violate(ws.StatusProtocolError, "fragmented or oversized control frame")
-		}
-	case h.OpCode == ws.OpText:
-		if c.inMsg {
-			c.violate(ws.StatusProtocolError, "new message before the previous one ended")
-		}
-	case h.OpCode == ws.OpContinuation:
-		if !c.inMsg {
-			c.violate(ws.StatusProtocolError, "continuation frame without a message")
-		}
-	case h.OpCode == ws.OpBinary:
+	} else if err := ws.CheckHeader(h, state); err != nil {
+		c.violate(ws.StatusProtocolError, err.Error())
+	} else if h.OpCode == ws.OpBinary {
 		c.violate(ws.StatusUnsupportedData, "binary frames are not accepted; send JSON text")
-	default:
-		c.violate(ws.StatusProtocolError, "unknown opcode")
 	}
 	if !c.discard && !h.OpCode.IsControl() && size+h.Length > int64(c.hub.cfg.MaxFrameBytes) {
 		c.violate(ws.StatusMessageTooBig, "message larger than the limit")
@@ -229,6 +219,10 @@ func (c *conn) control(h ws.Header, p []byte) ctlResult {
 	return ctlOK
 }
 
+// validCloseCode reports whether a client may close with code (RFC 6455
+// 7.4). gobwas/ws's CheckCloseFrameData is not used: it accepts codes of
+// 5000 and above, which no range defines, and refuses 1012–1014, which IANA
+// has registered since.
 func validCloseCode(code ws.StatusCode) bool {
 	switch {
 	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014:

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"maps"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -213,7 +212,7 @@ func (c *conn) replayScope() replayScope {
 	case epInbox:
 		// The user's own joins and leaves may be in any conversation,
 		// including one it has left since.
-		s.filters = []string{"inbox.conv.*." + string(eventstore.KindCreated), "inbox.conv.*." + string(eventstore.KindMember)}
+		s.filters = []string{eventstore.AllConvs(eventstore.KindCreated), eventstore.AllConvs(eventstore.KindMember)}
 		s.convs = dir.Conversations(c.user)
 	case epChat:
 		s.filters = []string{eventstore.ConvSubject(c.id, eventstore.KindCreated), eventstore.ConvSubject(c.id, eventstore.KindMember)}
@@ -222,7 +221,7 @@ func (c *conn) replayScope() replayScope {
 		}
 	case epJob:
 		if dir.IsJobMember(c.id, c.user) {
-			s.filters = []string{"inbox.job." + strconv.FormatInt(c.id, 10) + "." + string(eventstore.KindStatus)}
+			s.filters = []string{eventstore.JobSubject(c.id, eventstore.KindStatus)}
 		}
 	}
 	for _, id := range s.convs {
