@@ -124,6 +124,8 @@ type Deps struct {
 	// Sockets closes a user's sockets (POST
 	// /api/admin/users/{user_id}/disconnect); nil: 503.
 	Sockets Sockets
+	// Eraser erases messages and users (POST …/erase); nil: 503.
+	Eraser Eraser
 	// Dev mints tokens for the console's development sign-in (/api/dev/);
 	// nil, as on any node with configured secrets: those routes answer 404.
 	Dev DevTokens
@@ -154,6 +156,7 @@ type api struct {
 	origins Origins // nil: no CORS
 	status  func(ctx context.Context) (Status, error)
 	sockets Sockets
+	eraser  Eraser
 	dev     DevTokens
 }
 
@@ -186,7 +189,7 @@ func New(cfg Config, d Deps) http.Handler {
 		cfg: cfg, svc: d.Service, dir: d.Service.Directory(), users: d.Verifier, admin: d.Admin,
 		reads: d.DB, proj: d.Projection, pres: d.Presence, m: d.Metrics, ready: d.Ready, log: d.Logger, mux: http.NewServeMux(),
 		limit:  newUserLimits(cfg.UserRate, cfg.UserBurst),
-		status: d.Status, sockets: d.Sockets, dev: d.Dev,
+		status: d.Status, sockets: d.Sockets, eraser: d.Eraser, dev: d.Dev,
 	}
 	a.refusals = logsample.New(a.log, 0, 0)
 	a.origins, _ = d.Verifier.(Origins)
@@ -228,6 +231,10 @@ var routes = []route{
 	{method: "GET", path: "/api/conversations", access: user, handle: (*api).listConversations},
 	{method: "GET", path: "/api/conversations/{id}/messages", access: user, handle: (*api).listMessages},
 	{method: "POST", path: "/api/conversations/{id}/messages", access: user, handle: (*api).sendMessage},
+	{method: "PATCH", path: "/api/conversations/{id}/messages/{message_id}", access: user, handle: (*api).editMessage},
+	{method: "DELETE", path: "/api/conversations/{id}/messages/{message_id}", access: user, handle: (*api).deleteMessage},
+	{method: "PUT", path: "/api/conversations/{id}/messages/{message_id}/reactions/{emoji}", access: user, handle: (*api).addReaction},
+	{method: "DELETE", path: "/api/conversations/{id}/messages/{message_id}/reactions/{emoji}", access: user, handle: (*api).removeReaction},
 	{method: "GET", path: "/api/presence", access: user, handle: (*api).getPresence},
 	{method: "GET", path: "/api/session", access: user, handle: (*api).getSession},
 
@@ -236,6 +243,10 @@ var routes = []route{
 	{method: "DELETE", path: "/api/admin/conversations/{id}/members/{user_id}", access: admin, handle: (*api).removeMember},
 	{method: "PUT", path: "/api/admin/profiles/{user_id}", access: admin, handle: (*api).setProfile},
 	{method: "POST", path: "/api/admin/conversations/{id}/messages", access: admin, handle: (*api).postSystem},
+	{method: "PATCH", path: "/api/admin/conversations/{id}/messages/{message_id}", access: admin, handle: (*api).editMessage},
+	{method: "DELETE", path: "/api/admin/conversations/{id}/messages/{message_id}", access: admin, handle: (*api).deleteMessage},
+	{method: "POST", path: "/api/admin/conversations/{id}/messages/{message_id}/erase", access: admin, handle: (*api).eraseMessage},
+	{method: "POST", path: "/api/admin/users/{user_id}/erase", access: admin, handle: (*api).eraseUser},
 	{method: "POST", path: "/api/admin/jobs", access: admin, handle: (*api).createJob},
 	{method: "POST", path: "/api/admin/jobs/{id}/status", access: admin, handle: (*api).postJobStatus},
 	{method: "GET", path: "/api/admin/status", access: admin, handle: (*api).getStatus},

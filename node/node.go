@@ -22,6 +22,7 @@ import (
 	"inbox/auth"
 	"inbox/chat"
 	"inbox/console"
+	"inbox/erasure"
 	"inbox/eventstore"
 	"inbox/feed"
 	"inbox/httpapi"
@@ -30,6 +31,7 @@ import (
 	"inbox/metrics"
 	"inbox/presence"
 	"inbox/projections"
+	"inbox/retention"
 	"inbox/wsedge"
 )
 
@@ -77,7 +79,10 @@ type Config struct {
 	// eventstore.DefaultDuplicateWindow). Idempotency keys outlive it through
 	// the read model (Limits.IdempotencyWindow).
 	DuplicateWindow time.Duration
-	Logger          *slog.Logger
+	// MessageMaxAge, if set, expires messages older than it from the stream
+	// and the read models (retention); zero keeps them.
+	MessageMaxAge time.Duration
+	Logger        *slog.Logger
 }
 
 // Node is a running inboxd.
@@ -161,6 +166,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.db, err = projections.Open(filepath.Join(cfg.DataDir, "inbox.db")); err != nil {
 		return nil, err
 	}
+	if v := n.db.RebuiltFrom(); v != 0 {
+		n.log.Warn("the read model had an older schema: rebuilding it from the stream", "file", n.db.Path(), "schema", v)
+	}
 	snap, err := n.db.Snapshot(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("load membership snapshot: %w", err)
@@ -205,6 +213,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	n.goRun("projector", func() error { return n.proj.Run(runCtx) })
+	if cfg.MessageMaxAge > 0 {
+		ret := retention.New(retention.Config{MaxAge: cfg.MessageMaxAge, Logger: n.log}, n.store)
+		n.goRun("retention", func() error { return ret.Run(runCtx) })
+	}
 	n.goRun("stream feed", func() error { return live.Run(runCtx, n.hub) })
 	if err := n.catchUp(ctx); err != nil {
 		return nil, err
@@ -217,7 +229,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	api := httpapi.New(cfg.API, httpapi.Deps{
 		Service: n.svc, DB: n.db, Projection: n.proj, Verifier: verifier, Admin: admin,
 		Presence: n.pres, Metrics: n.metrics, Ready: n.ready, Logger: n.log.With("component", "httpapi"),
-		Status: n.status, Sockets: n.hub, Dev: dev,
+		Status: n.status, Sockets: n.hub, Dev: dev, Eraser: erasure.New(n.store, n.proj, n.log),
 	})
 	mux := http.NewServeMux()
 	mux.Handle("/ws/", n.hub)

@@ -212,9 +212,18 @@ type rtClient struct {
 // rtDial opens /ws/inbox/ on n as user.
 func rtDial(t testing.TB, n *Node, user string) *rtClient {
 	t.Helper()
+	c := rtDialURL(t, n, user, "/ws/inbox/")
+	c.ping() // registered, and presence told, once the PONG is back
+	return c
+}
+
+// rtDialURL opens path (an endpoint, with its query) on n as user and
+// returns at once: the first frames are the socket's (a catch-up's).
+func rtDialURL(t testing.TB, n *Node, user, path string) *rtClient {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), rtFrameWait)
 	defer cancel()
-	conn, _, err := websocket.Dial(ctx, "ws://"+n.HTTPAddr()+"/ws/inbox/", &websocket.DialOptions{
+	conn, _, err := websocket.Dial(ctx, "ws://"+n.HTTPAddr()+path, &websocket.DialOptions{
 		HTTPHeader: http.Header{"Authorization": {"Bearer " + rtToken(t, user)}},
 	})
 	if err != nil {
@@ -241,7 +250,6 @@ func rtDial(t testing.TB, n *Node, user string) *rtClient {
 		}
 	}()
 	t.Cleanup(func() { conn.CloseNow() })
-	c.ping() // registered, and presence told, once the PONG is back
 	return c
 }
 
@@ -282,9 +290,10 @@ func (c *rtClient) next() map[string]any {
 	return nil
 }
 
-// rtType is a frame's control type, or "MESSAGE" for a message frame.
+// rtType is a frame's control type, or "MESSAGE" for a message frame (the
+// seed's shape: id, message_id and message).
 func rtType(f map[string]any) string {
-	if _, ok := f["message_id"]; ok && f["message"] != nil {
+	if _, ok := f["id"]; ok && f["message_id"] != nil && f["message"] != nil {
 		return "MESSAGE"
 	}
 	s, _ := f["type"].(string)

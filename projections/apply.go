@@ -208,12 +208,6 @@ func (a *applier) apply(ctx context.Context, events []eventstore.Stored) ([]Unre
 		a.forget = false
 		return nil, err
 	}
-	if a.forget {
-		a.forget = false
-		if err := a.db.checkpoint(context.WithoutCancel(ctx)); err != nil {
-			a.log.Warn("checkpoint the write-ahead log after an erasure", "err", err)
-		}
-	}
 	if len(a.convs) > maxCachedConversations {
 		clear(a.convs)
 	}
@@ -269,6 +263,14 @@ func (a *applier) applyTx(ctx context.Context, events []eventstore.Stored) (chan
 	}
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("commit batch up to %d: %w", applied, err)
+	}
+	if a.forget {
+		// Before the batch counts as applied: whoever waits for an erasure
+		// to be applied finds no old page left in the write-ahead log.
+		a.forget = false
+		if err := a.db.checkpoint(ctx); err != nil {
+			a.log.Warn("checkpoint the write-ahead log after an erasure", "err", err)
+		}
 	}
 	a.db.applied.Store(applied)
 	a.db.skipped.Store(skipped)

@@ -127,6 +127,10 @@ func parse(args []string, stdout io.Writer) (options, error) {
 	fs.StringVar(&cfg.AdminToken, "admin-token", "", "bearer token of the service API (default: generated into the data folder)")
 	fs.StringVar(&origins, "allowed-origins", "", "comma-separated origins allowed to authenticate with the inbox_token cookie")
 	fs.IntVar(&cfg.Limits.MaxText, "max-text", chat.DefaultMaxText, "longest message text, in characters")
+	fs.DurationVar(&cfg.Limits.EditWindow, "edit-window", chat.DefaultEditWindow,
+		"how long after sending a message its sender may edit or delete it (the service API may at any time)")
+	fs.DurationVar(&cfg.MessageMaxAge, "message-max-age", 0,
+		"expire messages (with their edits and reactions) older than this from the stream and the read models; 0 keeps them")
 	fs.DurationVar(&cfg.Limits.IdempotencyWindow, "idempotency-window", chat.DefaultIdempotencyWindow,
 		"how long a client_msg_id or Idempotency-Key is remembered per user and conversation: a retry within it is answered, not stored again")
 	fs.IntVar(&cfg.Edge.MaxSocketsPerUser, "max-sockets-per-user", wsedge.DefaultMaxSocketsPerUser, "open sockets one user may hold on this node")
@@ -157,6 +161,10 @@ func parse(args []string, stdout io.Writer) (options, error) {
 		return options{}, fmt.Errorf("--replicas %d: must be 1 to 5", cfg.Replicas)
 	case cfg.Limits.MaxText < 1:
 		return options{}, fmt.Errorf("--max-text %d: must be positive", cfg.Limits.MaxText)
+	case cfg.Limits.EditWindow <= 0:
+		return options{}, fmt.Errorf("--edit-window %s: must be positive", cfg.Limits.EditWindow)
+	case cfg.MessageMaxAge < 0:
+		return options{}, fmt.Errorf("--message-max-age %s: must be positive, or 0 to keep messages", cfg.MessageMaxAge)
 	case cfg.Limits.IdempotencyWindow <= 0:
 		return options{}, fmt.Errorf("--idempotency-window %s: must be positive", cfg.Limits.IdempotencyWindow)
 	case cfg.Edge.MaxSocketsPerUser < 1:
