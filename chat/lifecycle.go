@@ -280,6 +280,9 @@ func (s *Service) replayChange(k, stored eventstore.Keyed, seq uint64, id int64)
 // against the event at seq.
 func (s *Service) replayStored(ctx context.Context, k eventstore.Keyed, seq uint64, id int64) (Changed, error) {
 	st, err := s.locate.Get(ctx, seq)
+	if errors.Is(err, eventstore.ErrNotFound) {
+		return Changed{}, erasedKey(k, seq)
+	}
 	if err != nil {
 		return Changed{}, &Error{Code: CodeUnavailable, Msg: "the event stream did not answer; nothing was stored", Err: err}
 	}

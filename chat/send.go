@@ -128,6 +128,9 @@ func (s *Service) appendKeyed(ctx context.Context, ev eventstore.KeyedEvent, k e
 	// The stream already holds an event with this key's message id: compare
 	// it with this request.
 	st, err := s.locate.Get(ctx, seq)
+	if errors.Is(err, eventstore.ErrNotFound) {
+		return Sent{}, erasedKey(k, seq)
+	}
 	if err != nil {
 		return Sent{}, &Error{Code: CodeUnavailable, Msg: "the event stream did not answer; nothing was stored", Err: err}
 	}
@@ -140,6 +143,14 @@ func (s *Service) appendKeyed(ctx context.Context, ev eventstore.KeyedEvent, k e
 		return Sent{}, fmt.Errorf("message id %s was deduplicated against seq %d (%s), which is not that key's request", k.MsgID(), seq, st.Subject)
 	}
 	return s.replay(k, stored, seq)
+}
+
+// erasedKey refuses a retry whose key the stream's duplicate window still
+// holds for an event that is gone (erased, expired): it is never answered
+// with that event, nor stored again under the same key.
+func erasedKey(k eventstore.Keyed, seq uint64) error {
+	return Errorf(CodeConflict, "key %q was used in conversation %d for event %d, which has been erased; nothing was stored: use a new key",
+		k.ClientKey, k.ConversationID, seq)
 }
 
 // keysCovered refuses a keyed request while the read model's record of keys

@@ -384,7 +384,9 @@ func TestEraseForgets(t *testing.T) {
 	}
 	a, b := rtDial(t, n, "alice"), rtDial(t, n, "bob")
 	const secret, secretEdit, other = "my password is hunter2-zebra", "my password is hunter2-zebra-unicorn", "lunch at noon-quokka"
-	m := a.sendMessage(1, secret)
+	send := map[string]any{"conversation_id": 1, "message": secret, "client_msg_id": "s-1"}
+	a.send(send)
+	m := testutil.Int(t, a.ackFor("s-1"), "message_id")
 	a.send(map[string]any{"type": "EDIT", "conversation_id": 1, "message_id": m, "message": secretEdit, "client_msg_id": "e-1"})
 	edit := uint64(testutil.Int(t, a.ackFor("e-1"), "seq"))
 	b.send(map[string]any{"type": "REACT", "conversation_id": 1, "message_id": m, "emoji": "😱", "on": true})
@@ -426,6 +428,15 @@ func TestEraseForgets(t *testing.T) {
 	}
 	if h[m2]["message"] != other {
 		t.Errorf("alice's other message: %v", h[m2])
+	}
+	// A retry of the erased send (its key is still in the stream's duplicate
+	// window) is refused, never answered with the erased message nor stored.
+	a.send(send)
+	if got := a.errorFor("s-1"); got != "conflict" {
+		t.Errorf("the erased message's send again: %s, want conflict", got)
+	}
+	if hits := grepFiles(t, natsDir, secret); len(hits) > 0 {
+		t.Errorf("NATS store after the retry: %v", hits)
 	}
 	// Again: nothing new to erase.
 	if st, rep := rtJSON(t, n, "", "POST", fmt.Sprintf("/api/admin/conversations/1/messages/%d/erase", m), nil); st != http.StatusOK ||
