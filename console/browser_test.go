@@ -106,6 +106,7 @@ func testChat(t *testing.T, srv *server, b *browser) {
 	alice.until("discarded", `!document.querySelector('#messages .pending')`)
 
 	testResume(t, srv, g, alice, bob)
+	testLifecycle(alice, bob)
 
 	// At phone width the list and the conversation take turns.
 	bob.do("phone width", chromedp.EmulateViewport(390, 760))
@@ -166,6 +167,53 @@ func testResume(t *testing.T, srv *server, g *gate, alice, bob *page) {
 			t.Errorf("messages out of order or doubled: %v", got)
 			break
 		}
+	}
+}
+
+// testLifecycle: alice edits a message and bob sees the new text marked
+// edited; bob reacts and takes it back, alice sees the count come and go;
+// alice deletes a message and bob sees it deleted, his list's preview
+// back on the message before it.
+func testLifecycle(alice, bob *page) {
+	const draft, edited = "Grey tiles, then?", "Grey tiles, then? And white grout."
+	alice.do("write", chromedp.SendKeys(chromedp.CSS("#composer"), draft+"\r"))
+	alice.until("stored", shows(draft)+` && !document.querySelector('#messages .pending')`)
+	mine := `[...document.querySelectorAll('#messages li.mine')].find((li) => li.querySelector('.bubble')?.textContent === ` + js(draft) + `)`
+	click(alice, "edit her message", mine+`.querySelector('[data-action="edit"]')`)
+	alice.do("new text", chromedp.SetValue(chromedp.CSS(`#messages .edit-form textarea`), edited),
+		chromedp.Click(chromedp.CSS(`#messages .edit-form button[type="submit"]`)))
+	bob.until("the edit", shows(edited)+` && [...document.querySelectorAll('#messages li[data-id]')].some((li) => li.querySelector('.bubble')?.textContent === `+
+		js(edited)+` && li.querySelector('.edited'))`)
+	alice.until("her edit", shows(edited))
+
+	theirs := `[...document.querySelectorAll('#messages li.theirs')].find((li) => li.querySelector('.bubble')?.textContent === ` + js(edited) + `)`
+	click(bob, "react", theirs+`.querySelector('[data-action="react"]')`)
+	bob.do("👍", chromedp.Click(chromedp.CSS(`#messages .msg-actions.open .pick[data-emoji="👍"]`)))
+	alice.until("bob's 👍", `document.querySelector('#messages li.mine .reaction[data-emoji="👍"]')?.textContent === '👍 1'`)
+	if alice.b.shots != "" {
+		alice.screenshot("reaction")
+	}
+	bob.until("his 👍 marked", `!!document.querySelector('#messages li.theirs .reaction.mine[data-emoji="👍"]')`)
+	bob.do("take it back", chromedp.Click(chromedp.CSS(`#messages li.theirs .reaction.mine[data-emoji="👍"]`)))
+	alice.until("no 👍", `!document.querySelector('#messages .reaction')`)
+
+	const oops = "Oops, that was for another chat"
+	alice.do("write", chromedp.SendKeys(chromedp.CSS("#composer"), oops+"\r"))
+	alice.until("stored", shows(oops)+` && !document.querySelector('#messages .pending')`)
+	bob.until("bob's preview", `document.querySelector('[data-conv="1"] .conv-last')?.textContent === `+js(oops))
+	last := `[...document.querySelectorAll('#messages li.mine')].find((li) => li.querySelector('.bubble')?.textContent === ` + js(oops) + `)`
+	click(alice, "delete it", last+`.querySelector('[data-action="delete"]')`)
+	alice.do("for everyone", chromedp.Click(chromedp.CSS(`#messages [data-action="confirm-delete"]`)))
+	bob.until("deleted for bob", `!(`+shows(oops)+`) && !!document.querySelector('#messages li.deleted .bubble.deleted')`)
+	bob.until("preview back", `document.querySelector('[data-conv="1"] .conv-last')?.textContent !== `+js(oops))
+	alice.until("deleted for alice", `!(`+shows(oops)+`)`)
+}
+
+// click clicks the element expr finds (a message's action, shown on hover).
+func click(p *page, what, expr string) {
+	p.t.Helper()
+	if !eval[bool](p, `(() => { const el = `+expr+`; if (!el) return false; el.click(); return true })()`) {
+		p.fail("%s: nothing to click", what)
 	}
 }
 

@@ -3,7 +3,7 @@
 // connection's state. Entry point of / (chat.html).
 
 import { h, reconcile, shortTime, clockTime, fullTime, initials } from './dom.js';
-import { ChatStore } from './store.js';
+import { ChatStore, QUICK_REACTIONS } from './store.js';
 import { resume, signIn, forgetToken, rememberToken, renewer } from './signin.js';
 
 const root = document.getElementById('app');
@@ -60,6 +60,9 @@ class ChatView {
     this.store = store;
     this.signOut = (why) => signOut(why);
     this.messageEls = new Map(); // key -> {sig, el}
+    this.editing = null; // the id of the message being edited here
+    this.confirming = null; // the id of the message whose deletion waits for a yes
+    this.picking = null; // the id of the message whose emoji choice is open
     this.build();
     store.addEventListener('change', (ev) => this.changed(ev.detail));
     store.addEventListener('notice', (ev) => this.notice(ev.detail));
@@ -249,8 +252,7 @@ class ChatView {
 
   // renderMessages shows the open conversation: its messages by id, then
   // the pending ones, reusing the element of every message that did not
-  // change. Edit, delete and reactions add their state to the signature
-  // and their controls to messageView.
+  // change (its state, with edits, deletion and reactions, is the signature).
   renderMessages() {
     const s = this.store;
     const conv = s.convs.get(s.open);
@@ -268,6 +270,8 @@ class ChatView {
     const items = msgs.map((m, i) => this.messageView(`m${m.id}`, {
       mine: m.sender_id === s.me, first: apart(msgs[i - 1], m), last: apart(m, msgs[i + 1]),
       name: m.sender_name || s.name(m.sender_id), text: m.message, time: m.created_at, id: m.id, seen: m.id === lastSeen,
+      conv: conv.id, edited: !!m.edited_at, deleted: !!m.deleted, reactions: m.reactions ?? {},
+      changeable: s.mayChange(m), editing: this.editing === m.id, confirming: this.confirming === m.id, picking: this.picking === m.id,
     }));
     for (const p of s.pending.values()) {
       if (p.conv !== conv.id) continue;
@@ -301,17 +305,115 @@ class ChatView {
     } else if (v.state) {
       status.push(h('span', { class: 'msg-state' }, v.state === 'sent' ? 'Sent' : 'Sending…'));
     }
+    if (v.edited) status.push(h('span', { class: 'edited' }, 'edited'));
     if (v.time && (v.last || v.seen)) status.push(h('time', { datetime: v.time }, clockTime(v.time)));
     if (v.seen) status.push(h('span', { class: 'seen' }, 'Seen'));
+    const bubble = v.editing ? this.editForm(v)
+      : v.deleted ? h('div', { class: 'bubble deleted' }, 'Message deleted')
+        : h('div', { class: 'bubble', title: v.time ? fullTime(v.time) : null }, v.text);
     const el = h('li', {
-      class: ['msg', v.mine ? 'mine' : 'theirs', v.first ? 'first' : '', v.state ? `pending ${v.state}` : ''].filter(Boolean).join(' '),
+      class: ['msg', v.mine ? 'mine' : 'theirs', v.first ? 'first' : '', v.state ? `pending ${v.state}` : '', v.deleted ? 'deleted' : ''].filter(Boolean).join(' '),
       dataset: { key, id: v.id, cmid: v.cmid },
     },
     v.first && !v.mine ? h('span', { class: 'msg-sender' }, v.name) : null,
-    h('div', { class: 'bubble', title: v.time ? fullTime(v.time) : null }, v.text),
+    bubble,
+    v.id && !v.deleted ? this.reactionsView(v) : null,
+    v.id && !v.deleted && !v.editing ? this.actionsView(v) : null,
     h('div', { class: 'msg-meta' }, status));
     this.messageEls.set(key, { sig, el });
     return el;
+  }
+
+  // reactionsView: a chip per emoji with its count; the user's own are
+  // marked, and a click adds or removes the user's.
+  reactionsView(v) {
+    const s = this.store;
+    const chips = Object.entries(v.reactions).map(([emoji, users]) => {
+      const mine = users.includes(s.me);
+      return h('button', {
+        type: 'button', class: `reaction${mine ? ' mine' : ''}`, dataset: { emoji },
+        title: users.map((u) => s.name(u)).join(', '), 'aria-pressed': mine ? 'true' : 'false',
+        onclick: () => s.react(v.conv, v.id, emoji, !mine),
+      }, emoji, ' ', String(users.length));
+    });
+    return chips.length ? h('div', { class: 'reactions' }, chips) : null;
+  }
+
+  // actionsView: react, and for the user's own messages in the edit
+  // window, edit and delete (delete asks first).
+  actionsView(v) {
+    const s = this.store;
+    const pick = (id) => {
+      this.picking = id;
+      this.renderMessages();
+    };
+    if (v.confirming) {
+      return h('div', { class: 'msg-actions open' },
+        h('span', {}, 'Delete for everyone?'),
+        h('button', { type: 'button', class: 'link danger', dataset: { action: 'confirm-delete' }, onclick: () => {
+          this.confirming = null;
+          s.remove(v.conv, v.id);
+          this.renderMessages();
+        } }, 'Delete'),
+        h('button', { type: 'button', class: 'link', onclick: () => {
+          this.confirming = null;
+          this.renderMessages();
+        } }, 'Cancel'));
+    }
+    if (v.picking) {
+      return h('div', { class: 'msg-actions open', role: 'group', 'aria-label': 'Reactions' },
+        QUICK_REACTIONS.map((emoji) => h('button', {
+          type: 'button', class: 'pick', dataset: { emoji }, 'aria-label': `React with ${emoji}`,
+          onclick: () => {
+            this.picking = null;
+            if (!(v.reactions[emoji] ?? []).includes(s.me)) s.react(v.conv, v.id, emoji, true);
+            this.renderMessages();
+          },
+        }, emoji)),
+        h('button', { type: 'button', class: 'link', onclick: () => pick(null) }, 'Close'));
+    }
+    return h('div', { class: 'msg-actions' },
+      h('button', { type: 'button', class: 'link', dataset: { action: 'react' }, onclick: () => pick(v.id) }, 'React'),
+      v.changeable ? h('button', { type: 'button', class: 'link', dataset: { action: 'edit' }, onclick: () => {
+        this.editing = v.id;
+        this.renderMessages();
+        this.msgList.querySelector('.edit-form textarea')?.focus();
+      } }, 'Edit') : null,
+      v.changeable ? h('button', { type: 'button', class: 'link', dataset: { action: 'delete' }, onclick: () => {
+        this.confirming = v.id;
+        this.renderMessages();
+      } }, 'Delete') : null);
+  }
+
+  // editForm edits a message in place: Enter (or Save) sends an EDIT,
+  // Escape (or Cancel) leaves it as it was.
+  editForm(v) {
+    const done = () => {
+      this.editing = null;
+      this.renderMessages();
+    };
+    const area = h('textarea', { rows: '2', 'aria-label': 'Edit message' });
+    area.value = v.text;
+    const save = () => {
+      const text = area.value.trim();
+      if (text && text !== v.text) this.store.edit(v.conv, v.id, text);
+      done();
+    };
+    area.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
+        ev.preventDefault();
+        save();
+      } else if (ev.key === 'Escape') {
+        done();
+      }
+    });
+    return h('form', { class: 'bubble edit-form', onsubmit: (ev) => {
+      ev.preventDefault();
+      save();
+    } }, area,
+    h('div', { class: 'edit-buttons' },
+      h('button', { type: 'submit', class: 'primary' }, 'Save'),
+      h('button', { type: 'button', class: 'link', onclick: done }, 'Cancel')));
   }
 
   renderTyping() {

@@ -11,6 +11,8 @@ const TYPING_TTL = 10000; // a start without expires_at lasts this long (docs/pr
 const TYPING_REPEAT = 3000; // send another start while typing, at most this often
 const TYPING_IDLE = 5000; // no keystroke for this long: send a stop
 const PRESENCE_LOOKUPS = 20; // contacts asked about at start (the API limits requests per user)
+export const EDIT_WINDOW = 48 * 3600e3; // a sender may edit or delete this long (--edit-window's default)
+export const QUICK_REACTIONS = ['👍', '❤️', '😂', '🎉', '😮', '😢'];
 
 // A conversation as the client knows it.
 function newConversation(id) {
@@ -137,19 +139,22 @@ export class ChatStore extends EventTarget {
     this.emit('presence');
   }
 
-  // addMessage stores m (from history or the socket) once.
+  // addMessage stores m (from history or the socket) once. A socket's
+  // message frame has no lifecycle fields: what history or an edit,
+  // deletion or reaction frame said of it stays.
   addMessage(m) {
     const conv = this.conv(m.conversation_id);
     const had = conv.messages.get(m.id);
-    conv.messages.set(m.id, had ? { ...had, ...m, is_read: had.is_read || m.is_read } : m);
-    if (!conv.last || m.id >= conv.last.id) conv.last = conv.messages.get(m.id);
+    const merged = had ? { ...had, ...m, is_read: had.is_read || m.is_read } : { reactions: {}, edited_at: null, deleted: false, ...m };
+    if (had?.deleted) Object.assign(merged, { deleted: true, message: '', reactions: {}, edited_at: null });
+    conv.messages.set(m.id, merged);
+    if (!merged.deleted && (!conv.last || m.id >= conv.last.id)) conv.last = merged;
     if (m.sender_name) this.names.set(m.sender_id, m.sender_name);
     if (m.sender_id === this.me && m.client_msg_id) this.pending.delete(m.client_msg_id);
     return conv;
   }
 
-  // frame acts on one server frame. Edit, delete and reactions (once the
-  // server has them) add their frame types to the handlers below.
+  // frame acts on one server frame.
   frame(f) {
     const handle = handlers[f.type];
     if (handle) handle.call(this, f);
@@ -244,6 +249,40 @@ export class ChatStore extends EventTarget {
     const sent = this.conn.send({ conversation_id: p.conv, message: p.text, type: 'TEXT', client_msg_id: p.cmid });
     if (!sent) p.state = 'queued';
     this.emit('messages', p.conv);
+  }
+
+  // edit, remove and react change a message (docs/protocol.md): the
+  // server answers with MESSAGE_EDITED, MESSAGE_DELETED or REACTION to
+  // every member, or an ERROR (shown as a notice).
+  edit(conv, id, text) {
+    if (!text.trim()) return;
+    this.conn.send({ type: 'EDIT', conversation_id: conv, message_id: id, message: text, client_msg_id: newID() });
+  }
+
+  remove(conv, id) {
+    this.conn.send({ type: 'DELETE', conversation_id: conv, message_id: id, client_msg_id: newID() });
+  }
+
+  react(conv, id, emoji, on) {
+    this.conn.send({ type: 'REACT', conversation_id: conv, message_id: id, emoji, on, client_msg_id: newID() });
+  }
+
+  // mayChange: the user's own message, not deleted, within the edit window.
+  mayChange(m) {
+    return m.sender_id === this.me && !m.deleted && Date.now() - Date.parse(m.created_at) < EDIT_WINDOW;
+  }
+
+  // changed updates a message the store holds and tells the view.
+  changed(f, update) {
+    const conv = this.convs.get(f.conversation_id);
+    const m = conv?.messages.get(f.message_id);
+    if (!m) return; // not loaded: history will show it as it is
+    update(m);
+    if (m.deleted && conv.last?.id === m.id) {
+      conv.last = [...conv.messages.values()].filter((x) => !x.deleted).sort((a, b) => b.id - a.id)[0] ?? null;
+    }
+    this.emit('messages', conv.id);
+    this.emit('conversations');
   }
 
   retry(cmid) {
@@ -352,6 +391,23 @@ const handlers = {
       conv.reads.set(f.user_id, Math.max(conv.reads.get(f.user_id) ?? 0, upTo));
       this.emit('messages', conv.id);
     }
+  },
+
+  MESSAGE_EDITED(f) {
+    this.changed(f, (m) => Object.assign(m, { message: f.message, edited_at: f.edited_at }));
+  },
+
+  MESSAGE_DELETED(f) {
+    this.changed(f, (m) => Object.assign(m, { message: '', deleted: true, edited_at: null, reactions: {} }));
+  },
+
+  REACTION(f) {
+    this.changed(f, (m) => {
+      const users = (m.reactions[f.emoji] ?? []).filter((u) => u !== f.user_id);
+      if (f.on) users.push(f.user_id);
+      m.reactions = { ...m.reactions, [f.emoji]: users };
+      if (users.length === 0) delete m.reactions[f.emoji];
+    });
   },
 
   UNREAD(f) {
