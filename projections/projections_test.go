@@ -517,3 +517,48 @@ func TestVerify(t *testing.T) {
 		t.Fatalf("verify after tampering: %q (%v)", diffs, err)
 	}
 }
+
+// TestBatchSizer: a batch lingers Linger while events are few, longer as
+// they come faster, at most MaxLinger, and back to Linger once they stop.
+func TestBatchSizer(t *testing.T) {
+	var b batchSizer
+	now := time.Unix(1e9, 0)
+	if got := b.linger(now); got != Linger {
+		t.Fatalf("first batch lingers %v, want %v", got, Linger)
+	}
+	// 20 events/s: one event per batch every 50 ms.
+	for range 20 {
+		b.applied(1)
+		now = now.Add(50 * time.Millisecond)
+		if got := b.linger(now); got != Linger {
+			t.Fatalf("at 20 events/s a batch lingers %v, want %v", got, Linger)
+		}
+	}
+	// 1,000 events/s, then 10,000: longer, then the most.
+	var got time.Duration
+	for range 20 {
+		b.applied(10)
+		now = now.Add(10 * time.Millisecond)
+		got = b.linger(now)
+	}
+	if got <= Linger || got >= MaxLinger {
+		t.Fatalf("at 1,000 events/s a batch lingers %v, want between %v and %v", got, Linger, MaxLinger)
+	}
+	for range 20 {
+		b.applied(500)
+		now = now.Add(50 * time.Millisecond)
+		got = b.linger(now)
+	}
+	if got != MaxLinger {
+		t.Fatalf("at 10,000 events/s a batch lingers %v, want %v", got, MaxLinger)
+	}
+	// Quiet again: a second between single events.
+	for range 20 {
+		b.applied(1)
+		now = now.Add(time.Second)
+		got = b.linger(now)
+	}
+	if got != Linger {
+		t.Fatalf("after the load a batch lingers %v, want %v", got, Linger)
+	}
+}
