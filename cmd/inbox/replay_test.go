@@ -7,13 +7,16 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	_ "github.com/mattn/go-sqlite3"
 
+	"inbox/eventstore"
 	"inbox/internal/testnats"
 	"inbox/projections"
 )
@@ -153,5 +156,63 @@ func checkRecordedReadModel(t *testing.T, db *projections.DB) {
 	}
 	if status != "done" || detail != `{"step":2,"of":2}` || seq != 13 || updated != "2025-01-15T10:02:30Z" {
 		t.Errorf("job 42: %s %s at %d (%s), want done {\"step\":2,\"of\":2} at 13 (2025-01-15T10:02:30Z)", status, detail, seq, updated)
+	}
+}
+
+// TestReplayAfterErasure: `inbox replay` and `inbox verify` on the recorded
+// stream after its first message was edited, reacted to and erased (its
+// events securely deleted, a tombstone in their place): the rebuilt read
+// model shows the message deleted, holds neither text in its files, and
+// verifies.
+func TestReplayAfterErasure(t *testing.T) {
+	ctx := context.Background()
+	s := testnats.Server(t)
+	store := testnats.Store(t, s)
+	testnats.PublishRecorded(t, store, recordedStream)
+	const m = 3 // alice's "Hello"
+	appendEv := func(ev eventstore.Event) uint64 {
+		t.Helper()
+		seq, err := store.Append(ctx, ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return seq
+	}
+	edit := appendEv(&eventstore.Edit{ConversationID: 1, MessageID: m, UserID: "alice", Text: "Hello, secret-wombat"})
+	appendEv(&eventstore.React{ConversationID: 1, MessageID: m, UserID: "bob", Emoji: "👍", On: true})
+	appendEv(&eventstore.Erased{ConversationID: 1, MessageID: m, SenderID: "alice", MsgType: eventstore.TypeText,
+		SentAt: time.Date(2025, 1, 15, 10, 0, 2, 0, time.UTC), Seqs: []uint64{m, edit}})
+	for _, seq := range []uint64{m, edit} {
+		if ok, err := store.SecureDelete(ctx, seq); err != nil || !ok {
+			t.Fatalf("secure delete %d: %v, %v", seq, ok, err)
+		}
+	}
+	data := t.TempDir()
+	live := filepath.Join(data, "inbox.db")
+	var out bytes.Buffer
+	if err := run(ctx, []string{"replay", "--data", data, "--nats-url", s.ClientURL()}, &out, io.Discard); err != nil {
+		t.Fatalf("replay: %v", err)
+	}
+	db, err := projections.Open(live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := db.Messages(ctx, 1, m+1, 1)
+	db.Close()
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("message %d after the replay: %+v, %v", m, msgs, err)
+	}
+	if got := msgs[0]; got.ID != m || !got.Deleted || got.Text != "" || got.SenderID != "alice" || got.SenderName != "" ||
+		got.CreatedAt != "2025-01-15T10:00:02Z" || len(got.Reactions) != 0 {
+		t.Errorf("the erased message after the replay: %+v", got)
+	}
+	for _, p := range []string{live, live + "-wal"} {
+		if b, err := os.ReadFile(p); err == nil && (bytes.Contains(b, []byte("secret-wombat")) || bytes.Contains(b, []byte("Hello"))) {
+			t.Errorf("%s holds the erased text", p)
+		}
+	}
+	out.Reset()
+	if err := run(ctx, []string{"verify", "--data", data, "--nats-url", s.ClientURL()}, &out, io.Discard); err != nil {
+		t.Fatalf("verify: %v\n%s", err, out.String())
 	}
 }
