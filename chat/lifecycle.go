@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"time"
-	"unicode/utf8"
 
 	"inbox/eventstore"
 )
@@ -86,7 +85,7 @@ func (s *Service) Delete(ctx context.Context, by Actor, req DeleteRequest) (Chan
 // distinct ones per user and message; not on a deleted message.
 func (s *Service) React(ctx context.Context, user string, req ReactRequest) (Changed, error) {
 	if !ValidEmoji(req.Emoji) {
-		return Changed{}, Errorf(CodeBadRequest, "emoji %q is not one emoji (one grapheme cluster of emoji code points, at most 32 bytes)", truncate(req.Emoji, 40))
+		return Changed{}, Errorf(CodeBadRequest, "emoji %.40q is not one emoji (one grapheme cluster of emoji code points, at most 32 bytes)", req.Emoji)
 	}
 	ev := &eventstore.React{ConversationID: req.ConversationID, MessageID: req.MessageID, UserID: user, Emoji: req.Emoji, On: req.On, ClientMsgID: req.ClientMsgID}
 	return s.change(ctx, Actor{UserID: user}, ev, &ev.Header, func(st eventstore.MessageState) error {
@@ -279,31 +278,9 @@ func (s *Service) replayChange(k, stored eventstore.Keyed, seq uint64, id int64)
 // replayStored answers a change whose append the stream deduplicated
 // against the event at seq.
 func (s *Service) replayStored(ctx context.Context, k eventstore.Keyed, seq uint64, id int64) (Changed, error) {
-	st, err := s.locate.Get(ctx, seq)
-	if errors.Is(err, eventstore.ErrNotFound) {
-		return Changed{}, erasedKey(k, seq)
-	}
+	stored, err := s.storedKeyed(ctx, k, seq)
 	if err != nil {
-		return Changed{}, &Error{Code: CodeUnavailable, Msg: "the event stream did not answer; nothing was stored", Err: err}
-	}
-	ke, ok := st.Event.(eventstore.KeyedEvent)
-	var stored eventstore.Keyed
-	if ok {
-		stored, ok = ke.Keyed()
-	}
-	if !ok || stored.Key != k.Key {
-		return Changed{}, fmt.Errorf("message id %s was deduplicated against seq %d (%s), which is not that key's request", k.MsgID(), seq, st.Subject)
+		return Changed{}, err
 	}
 	return s.replayChange(k, stored, seq, id)
-}
-
-// truncate cuts s to at most n bytes, on a rune boundary, marking the cut.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "…"
 }

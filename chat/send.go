@@ -125,14 +125,22 @@ func (s *Service) appendKeyed(ctx context.Context, ev eventstore.KeyedEvent, k e
 	if !dup {
 		return Sent{ID: seq, ConversationID: k.ConversationID}, nil
 	}
-	// The stream already holds an event with this key's message id: compare
-	// it with this request.
+	stored, err := s.storedKeyed(ctx, k, seq)
+	if err != nil {
+		return Sent{}, err
+	}
+	return s.replay(k, stored, seq)
+}
+
+// storedKeyed returns the request stored at seq, against which the stream
+// deduplicated a request with key k: it is compared with this one.
+func (s *Service) storedKeyed(ctx context.Context, k eventstore.Keyed, seq uint64) (eventstore.Keyed, error) {
 	st, err := s.locate.Get(ctx, seq)
 	if errors.Is(err, eventstore.ErrNotFound) {
-		return Sent{}, erasedKey(k, seq)
+		return eventstore.Keyed{}, erasedKey(k, seq)
 	}
 	if err != nil {
-		return Sent{}, &Error{Code: CodeUnavailable, Msg: "the event stream did not answer; nothing was stored", Err: err}
+		return eventstore.Keyed{}, &Error{Code: CodeUnavailable, Msg: "the event stream did not answer; nothing was stored", Err: err}
 	}
 	ke, ok := st.Event.(eventstore.KeyedEvent)
 	var stored eventstore.Keyed
@@ -140,9 +148,9 @@ func (s *Service) appendKeyed(ctx context.Context, ev eventstore.KeyedEvent, k e
 		stored, ok = ke.Keyed()
 	}
 	if !ok || stored.Key != k.Key {
-		return Sent{}, fmt.Errorf("message id %s was deduplicated against seq %d (%s), which is not that key's request", k.MsgID(), seq, st.Subject)
+		return eventstore.Keyed{}, fmt.Errorf("message id %s was deduplicated against seq %d (%s), which is not that key's request", k.MsgID(), seq, st.Subject)
 	}
-	return s.replay(k, stored, seq)
+	return stored, nil
 }
 
 // erasedKey refuses a retry whose key the stream's duplicate window still

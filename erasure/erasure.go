@@ -303,10 +303,8 @@ func (e *Eraser) finish(ctx context.Context, rep *Report, seqs []uint64) error {
 		}
 	}
 	if len(rep.Tombstones) > 0 {
-		wctx, cancel := context.WithTimeout(ctx, e.settle)
-		defer cancel()
-		if err := e.reads.WaitFor(wctx, slices.Max(rep.Tombstones)); err != nil {
-			return &chat.Error{Code: chat.CodeUnavailable, Msg: "erased from the stream, but this node's read model has not applied it yet", Err: err}
+		if err := e.waitRead(ctx, slices.Max(rep.Tombstones), "erased from the stream, but this node's read model has not applied it yet"); err != nil {
+			return err
 		}
 	}
 	e.log.Info("erased", "user_id", rep.UserID, "messages", len(rep.Messages), "profile_events", len(rep.ProfileEvents),
@@ -320,12 +318,7 @@ func (e *Eraser) caughtUp(ctx context.Context) error {
 	if err != nil {
 		return unavailable(err)
 	}
-	wctx, cancel := context.WithTimeout(ctx, e.settle)
-	defer cancel()
-	if err := e.reads.WaitFor(wctx, last); err != nil {
-		return &chat.Error{Code: chat.CodeUnavailable, Msg: "this node's read model is behind the event stream; nothing was erased, retry shortly", Err: err}
-	}
-	return nil
+	return e.waitRead(ctx, last, "this node's read model is behind the event stream; nothing was erased, retry shortly")
 }
 
 // await waits for the read model to apply the last event on filter.
@@ -334,10 +327,16 @@ func (e *Eraser) await(ctx context.Context, filter string) error {
 	if err != nil {
 		return unavailable(err)
 	}
+	return e.waitRead(ctx, last, "this node's read model is behind the event stream; retry shortly")
+}
+
+// waitRead waits, at most the settle time, for the read model to apply
+// seq; else it answers unavailable with msg.
+func (e *Eraser) waitRead(ctx context.Context, seq uint64, msg string) error {
 	wctx, cancel := context.WithTimeout(ctx, e.settle)
 	defer cancel()
-	if err := e.reads.WaitFor(wctx, last); err != nil {
-		return &chat.Error{Code: chat.CodeUnavailable, Msg: "this node's read model is behind the event stream; retry shortly", Err: err}
+	if err := e.reads.WaitFor(wctx, seq); err != nil {
+		return &chat.Error{Code: chat.CodeUnavailable, Msg: msg, Err: err}
 	}
 	return nil
 }

@@ -1,11 +1,8 @@
 package erasure_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -14,6 +11,7 @@ import (
 	"inbox/erasure"
 	"inbox/eventstore"
 	"inbox/internal/testnats"
+	"inbox/internal/testutil"
 	"inbox/projections"
 )
 
@@ -70,19 +68,7 @@ func (e *env) applied(t *testing.T) {
 
 func (e *env) holds(t *testing.T, s string) bool {
 	t.Helper()
-	found := false
-	err := filepath.WalkDir(e.dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(path)
-		found = found || bytes.Contains(b, []byte(s))
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return found
+	return len(testutil.FilesHolding(t, e.dir, s)) > 0
 }
 
 // TestInterruptedErasureFinished: an erasure that stopped after its

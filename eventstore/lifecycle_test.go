@@ -1,18 +1,15 @@
 package eventstore_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"inbox/eventstore"
 	"inbox/internal/testnats"
+	"inbox/internal/testutil"
 )
 
 // TestExpectLastSerializesALifecycle: of concurrent appends to one message's
@@ -94,7 +91,7 @@ func TestSecureDeleteLeavesNoBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := s.JetStreamConfig().StoreDir
-	if !grepDir(t, dir, secret) {
+	if len(testutil.FilesHolding(t, dir, secret)) == 0 {
 		t.Fatalf("the text is not in %s before the delete: the check below would prove nothing", dir)
 	}
 	if ok, err := st.SecureDelete(ctx, seq); err != nil || !ok {
@@ -111,7 +108,7 @@ func TestSecureDeleteLeavesNoBytes(t *testing.T) {
 			t.Fatalf("Get(%d): %+v, %v", s, got, err)
 		}
 	}
-	if grepDir(t, dir, secret) {
+	if len(testutil.FilesHolding(t, dir, secret)) > 0 {
 		t.Fatalf("the deleted text is still in a file under %s", dir)
 	}
 }
@@ -159,25 +156,4 @@ func TestPurgeBelowAndFirstSince(t *testing.T) {
 			t.Errorf("event %d: %v", s, err)
 		}
 	}
-}
-
-// grepDir reports whether any file under dir holds s.
-func grepDir(t testing.TB, dir, s string) bool {
-	t.Helper()
-	found := false
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		found = found || bytes.Contains(data, []byte(s))
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return found
 }

@@ -6,10 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"net/url"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -301,31 +299,6 @@ func TestEditWindowFromOutside(t *testing.T) {
 	}
 }
 
-// grepFiles lists the files under dir that hold any of words.
-func grepFiles(t testing.TB, dir string, words ...string) []string {
-	t.Helper()
-	var hits []string
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		for _, w := range words {
-			if bytes.Contains(data, []byte(w)) {
-				hits = append(hits, fmt.Sprintf("%s holds %q", path, w))
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return hits
-}
-
 // requireReplayAgrees rebuilds n's read model from the stream (inbox
 // replay) and verifies it against the live one (inbox verify): no
 // difference either way.
@@ -397,7 +370,7 @@ func TestEraseForgets(t *testing.T) {
 	}
 	natsDir, dataDir := s.JetStreamConfig().StoreDir, n.cfg.DataDir
 	for _, dir := range []string{natsDir, dataDir} {
-		if len(grepFiles(t, dir, secret, secretEdit)) == 0 {
+		if len(testutil.FilesHolding(t, dir, secret, secretEdit)) == 0 {
 			t.Fatalf("no file under %s holds the text before the erasure: the checks below would prove nothing", dir)
 		}
 	}
@@ -416,10 +389,10 @@ func TestEraseForgets(t *testing.T) {
 			t.Errorf("stream get %d: still there", seq)
 		}
 	}
-	if hits := grepFiles(t, natsDir, secret, secretEdit); len(hits) > 0 {
+	if hits := testutil.FilesHolding(t, natsDir, secret, secretEdit); len(hits) > 0 {
 		t.Errorf("NATS store after the erasure: %v", hits)
 	}
-	if hits := grepFiles(t, dataDir, secret, secretEdit); len(hits) > 0 {
+	if hits := testutil.FilesHolding(t, dataDir, secret, secretEdit); len(hits) > 0 {
 		t.Errorf("data folder after the erasure: %v", hits)
 	}
 	h := rtHistory(t, n, "bob", 1)
@@ -435,7 +408,7 @@ func TestEraseForgets(t *testing.T) {
 	if got := a.errorFor("s-1"); got != "conflict" {
 		t.Errorf("the erased message's send again: %s, want conflict", got)
 	}
-	if hits := grepFiles(t, natsDir, secret); len(hits) > 0 {
+	if hits := testutil.FilesHolding(t, natsDir, secret); len(hits) > 0 {
 		t.Errorf("NATS store after the retry: %v", hits)
 	}
 	// Again: nothing new to erase.
@@ -451,11 +424,11 @@ func TestEraseForgets(t *testing.T) {
 		t.Fatalf("erase alice: %d %v", st, rep)
 	}
 	for _, dir := range []string{natsDir, dataDir} {
-		if hits := grepFiles(t, dir, secret, secretEdit, other, "Secret-Surname"); len(hits) > 0 {
+		if hits := testutil.FilesHolding(t, dir, secret, secretEdit, other, "Secret-Surname"); len(hits) > 0 {
 			t.Errorf("after erasing alice: %v", hits)
 		}
 	}
-	if len(grepFiles(t, natsDir, "bob's own words-wombat")) == 0 {
+	if len(testutil.FilesHolding(t, natsDir, "bob's own words-wombat")) == 0 {
 		t.Error("bob's message is gone from the stream too")
 	}
 	if h := rtHistory(t, n, "bob", 1); h[reply]["message"] != "bob's own words-wombat" || h[m2]["message"] != "" {
