@@ -3,6 +3,7 @@ package chat
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"maps"
 	"slices"
 	"sync"
@@ -29,9 +30,9 @@ type Directory struct {
 	maxConv int64
 	maxJob  int64
 
-	seq     atomic.Uint64
+	applied []atomic.Uint64 // per partition: the last stream sequence applied
 	wmu     sync.Mutex
-	waiters map[uint64][]chan struct{}
+	waiters map[uint64][]chan struct{} // by event id
 }
 
 // Profile is a user's display name and avatar.
@@ -40,9 +41,11 @@ type Profile struct {
 	Avatar *string
 }
 
-// NewDirectory returns an empty directory at sequence 0.
+// NewDirectory returns an empty directory at the start of one partition
+// (Seed sets the partitions).
 func NewDirectory() *Directory {
 	return &Directory{
+		applied: make([]atomic.Uint64, 1),
 		convs:   make(map[int64]map[string]string),
 		sorted:  make(map[int64][]string),
 		users:   make(map[string]map[int64]struct{}),
@@ -52,8 +55,9 @@ func NewDirectory() *Directory {
 	}
 }
 
-// Seed loads state from a snapshot taken at sequence seq. Call before the feed starts.
-func (d *Directory) Seed(seq uint64, convs map[int64][]eventstore.Member, profiles map[string]Profile, jobs map[int64][]string) {
+// Seed loads state from a snapshot taken at the applied sequences of each
+// partition. Call before the feed starts.
+func (d *Directory) Seed(applied eventstore.Cursor, convs map[int64][]eventstore.Member, profiles map[string]Profile, jobs map[int64][]string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for id, ms := range convs {
@@ -72,7 +76,10 @@ func (d *Directory) Seed(seq uint64, convs map[int64][]eventstore.Member, profil
 		d.jobs[id] = set
 		d.maxJob = maxID(d.maxJob, id)
 	}
-	d.seq.Store(seq)
+	d.applied = make([]atomic.Uint64, max(len(applied), 1))
+	for k, seq := range applied {
+		d.applied[k].Store(seq)
+	}
 }
 
 // Change says what an applied event did to membership.
@@ -154,19 +161,21 @@ func (d *Directory) Apply(st eventstore.Stored) Change {
 }
 
 // advance records seq as applied and wakes its waiters.
-func (d *Directory) advance(seq uint64) {
-	if seq <= d.seq.Load() {
+func (d *Directory) advance(id uint64) {
+	n := len(d.applied)
+	k, seq := eventstore.Split(n, id)
+	if k >= n || seq <= d.applied[k].Load() {
 		return
 	}
-	d.seq.Store(seq)
+	d.applied[k].Store(seq)
 	d.wmu.Lock()
 	defer d.wmu.Unlock()
-	for s, chs := range d.waiters {
-		if s <= seq {
+	for w, chs := range d.waiters {
+		if wk, ws := eventstore.Split(n, w); wk == k && ws <= seq {
 			for _, ch := range chs {
 				close(ch)
 			}
-			delete(d.waiters, s)
+			delete(d.waiters, w)
 		}
 	}
 }
@@ -350,18 +359,32 @@ func maxID(cur, id int64) int64 {
 	return max(cur, id)
 }
 
-// Seq is the last stream sequence applied.
-func (d *Directory) Seq() uint64 { return d.seq.Load() }
+// Partitions is the number of partitions the directory follows.
+func (d *Directory) Partitions() int { return len(d.applied) }
 
-// WaitFor blocks until the directory has applied seq or ctx ends.
-func (d *Directory) WaitFor(ctx context.Context, seq uint64) error {
+// Seq is the last stream sequence applied from each partition.
+func (d *Directory) Seq() eventstore.Cursor {
+	c := eventstore.NewCursor(len(d.applied))
+	for k := range d.applied {
+		c[k] = d.applied[k].Load()
+	}
+	return c
+}
+
+// WaitFor blocks until the directory has applied the event with id (in its
+// partition) or ctx ends.
+func (d *Directory) WaitFor(ctx context.Context, id uint64) error {
+	k, seq := eventstore.Split(len(d.applied), id)
+	if k >= len(d.applied) {
+		return fmt.Errorf("wait for event %d: no partition %d", id, k)
+	}
 	d.wmu.Lock()
-	if d.seq.Load() >= seq {
+	if d.applied[k].Load() >= seq {
 		d.wmu.Unlock()
 		return nil
 	}
 	ch := make(chan struct{})
-	d.waiters[seq] = append(d.waiters[seq], ch)
+	d.waiters[id] = append(d.waiters[id], ch)
 	d.wmu.Unlock()
 	select {
 	case <-ch:

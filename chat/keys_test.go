@@ -79,24 +79,24 @@ func (k *keyed) start() {
 // applied waits until the projection has applied the whole stream.
 func (k *keyed) applied() {
 	k.t.Helper()
-	last, err := k.store.LastSeq(context.Background())
+	last, err := k.store.Last(context.Background())
 	if err != nil {
 		k.t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := k.proj.WaitFor(ctx, last); err != nil {
+	if err := k.proj.WaitForAll(ctx, last); err != nil {
 		k.t.Fatal(err)
 	}
 }
 
 func (k *keyed) last() uint64 {
 	k.t.Helper()
-	last, err := k.store.LastSeq(context.Background())
+	last, err := k.store.Last(context.Background())
 	if err != nil {
 		k.t.Fatal(err)
 	}
-	return last
+	return last[0]
 }
 
 // TestKeyedSendRefusedWhileReadModelLags: a keyed send is looked up in the

@@ -160,7 +160,7 @@ func (s *Service) change(ctx context.Context, by Actor, ev eventstore.KeyedEvent
 		if err != nil {
 			return Changed{}, fmt.Errorf("look up message %d: %w", id, err)
 		}
-		if !found && uint64(id) > applied {
+		if !found && !applied.Covers(uint64(id)) {
 			// Sent, perhaps, but not applied yet: wait for it if it is a
 			// message of conv.
 			if err := s.awaitMessage(ctx, conv, id); err != nil {

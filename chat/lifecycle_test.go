@@ -211,7 +211,7 @@ func TestConcurrentChangesSerialized(t *testing.T) {
 		t.Fatalf("%d deletions stored, want 1", deletes)
 	}
 	var kinds []eventstore.Kind
-	if err := k.store.Read(ctx, 1, k.last(), []string{eventstore.LifecycleFilter(1, id)}, func(st eventstore.Stored) error {
+	if err := k.store.Read(ctx, 0, 1, k.last(), []string{eventstore.LifecycleFilter(1, id)}, func(st eventstore.Stored) error {
 		kinds = append(kinds, st.Event.Kind())
 		return nil
 	}); err != nil {
@@ -262,7 +262,7 @@ func TestKeyedChangeStoredOnce(t *testing.T) {
 		t.Errorf("a send's key for a deletion: %v, want conflict", err)
 	}
 	var edits int
-	if err := k.store.Read(ctx, 1, k.last(), []string{eventstore.LifecycleFilter(1, int64(sent.ID))}, func(eventstore.Stored) error {
+	if err := k.store.Read(ctx, 0, 1, k.last(), []string{eventstore.LifecycleFilter(1, int64(sent.ID))}, func(eventstore.Stored) error {
 		edits++
 		return nil
 	}); err != nil {

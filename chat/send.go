@@ -188,20 +188,35 @@ func (s *Service) replay(k, stored eventstore.Keyed, seq uint64) (Sent, error) {
 	return Sent{ID: seq, ConversationID: stored.ConversationID, Replayed: true}, nil
 }
 
-// LastWrite is the sequence of user's latest acknowledged message or receipt on
-// this node (0 if none): a read that must see the user's own writes waits for
-// the read model to reach it.
-func (s *Service) LastWrite(user string) uint64 {
+// LastWrite is, in each partition, the sequence of user's latest
+// acknowledged message or receipt on this node (nil if none): a read that
+// must see the user's own writes waits for the read model to reach it, in
+// the partitions the read covers.
+func (s *Service) LastWrite(user string) eventstore.Cursor {
 	if v, ok := s.lastWrite.Load(user); ok {
-		return v.(uint64)
+		return *v.(*eventstore.Cursor)
 	}
-	return 0
+	return nil
 }
 
-func (s *Service) noteWrite(user string, seq uint64) {
+func (s *Service) noteWrite(user string, id uint64) {
 	for {
-		old, loaded := s.lastWrite.LoadOrStore(user, seq)
-		if !loaded || old.(uint64) >= seq || s.lastWrite.CompareAndSwap(user, old, seq) {
+		old, loaded := s.lastWrite.Load(user)
+		if loaded && old.(*eventstore.Cursor).Covers(id) {
+			return
+		}
+		next := eventstore.NewCursor(s.dir.Partitions())
+		if loaded {
+			next = old.(*eventstore.Cursor).Clone()
+		}
+		next.Advance(id)
+		if !loaded {
+			if _, raced := s.lastWrite.LoadOrStore(user, &next); !raced {
+				return
+			}
+			continue
+		}
+		if s.lastWrite.CompareAndSwap(user, old, &next) {
 			return
 		}
 	}
@@ -256,7 +271,7 @@ func (s *Service) Read(ctx context.Context, user string, conv int64, upTo int64,
 	}
 	// Ids the read model has applied are checked in one query; only newer
 	// ones (sent since) are looked up in the stream, one by one.
-	var applied uint64
+	var applied eventstore.Cursor
 	var convs map[int64]int64
 	if s.reads != nil {
 		var err error
@@ -285,8 +300,8 @@ func (s *Service) Read(ctx context.Context, user string, conv int64, upTo int64,
 
 // messageIn reports whether message id is in conv: from convs if the read
 // model has applied id, else from the stream's subject for it (want).
-func (s *Service) messageIn(ctx context.Context, id, conv int64, want string, applied uint64, convs map[int64]int64) (bool, error) {
-	if uint64(id) <= applied {
+func (s *Service) messageIn(ctx context.Context, id, conv int64, want string, applied eventstore.Cursor, convs map[int64]int64) (bool, error) {
+	if applied != nil && applied.Covers(uint64(id)) {
 		c, ok := convs[id]
 		return ok && c == conv, nil
 	}

@@ -46,15 +46,16 @@ type ReadModel interface {
 	// KeyRecord returns the latest request recorded under k; found is false
 	// if there is none.
 	KeyRecord(ctx context.Context, k eventstore.Key) (rec eventstore.KeyRecord, found bool, err error)
-	// MessageConversations returns the last sequence the read model applied
-	// and the conversation of each of ids that is a message: an id at or
-	// below applied that is missing is not a message.
-	MessageConversations(ctx context.Context, ids []int64) (applied uint64, convs map[int64]int64, err error)
+	// MessageConversations returns what the read model applied from each
+	// partition and the conversation of each of ids that is a message: an
+	// id the cursor covers that is missing is not a message.
+	MessageConversations(ctx context.Context, ids []int64) (applied eventstore.Cursor, convs map[int64]int64, err error)
 	// MessageState returns message id as the read model holds it, with
-	// user's reactions to it, and the last sequence applied.
-	MessageState(ctx context.Context, id int64, user string) (st eventstore.MessageState, found bool, applied uint64, err error)
-	// WaitFor blocks until the read model has applied seq or ctx ends.
-	WaitFor(ctx context.Context, seq uint64) error
+	// user's reactions to it, and what it applied from each partition.
+	MessageState(ctx context.Context, id int64, user string) (st eventstore.MessageState, found bool, applied eventstore.Cursor, err error)
+	// WaitFor blocks until the read model has applied the event with id
+	// (in its partition) or ctx ends.
+	WaitFor(ctx context.Context, id uint64) error
 }
 
 // Defaults for zero Limits fields (see defaults, the one place they are set).
@@ -144,7 +145,7 @@ type Service struct {
 	typingMu sync.Mutex
 	typing   map[typingKey]typingState
 
-	lastWrite sync.Map // user id -> uint64: the user's latest acknowledged append on this node
+	lastWrite sync.Map // user id -> *eventstore.Cursor: the user's latest acknowledged append in each partition, on this node
 
 	// Ids handed out by this node, so concurrent creations here never race for
 	// the same id; another node's claim is caught by ExpectNew and retried.

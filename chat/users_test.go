@@ -9,7 +9,7 @@ import (
 
 func TestDirectoryUsers(t *testing.T) {
 	d := NewDirectory()
-	d.Seed(1,
+	d.Seed(eventstore.Cursor{1},
 		map[int64][]eventstore.Member{1: {{UserID: "bob", Role: eventstore.RoleMember}, {UserID: "alice", Role: eventstore.RoleMember}}},
 		map[string]Profile{"carol": {Name: "Carol"}, "alice": {Name: "Alice"}},
 		map[int64][]string{7: {"dave"}})

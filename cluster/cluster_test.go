@@ -43,7 +43,7 @@ func clusterStore(t *testing.T, c *testnats.Cluster) *eventstore.Store {
 func TestClusterStreamReplicated(t *testing.T) {
 	c, _, _ := twoNodes(t)
 	st := clusterStore(t, c)
-	info, err := st.Stream().Info(context.Background())
+	info, err := st.Streams()[0].Info(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,7 +325,7 @@ func TestNATSServerKilledUnderLoad(t *testing.T) {
 	})
 
 	// Kill the stream leader: the worst place to lose a server.
-	info, err := st.Stream().Info(context.Background())
+	info, err := st.Streams()[0].Info(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

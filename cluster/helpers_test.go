@@ -338,12 +338,8 @@ func streamMessages(t testing.TB, st *eventstore.Store, conv int64) map[string][
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	last, err := st.LastSeq(ctx)
-	if err != nil {
-		t.Fatalf("stream last seq: %v", err)
-	}
 	out := make(map[string][]uint64)
-	err = st.Read(ctx, 1, last, []string{eventstore.ConvSubject(conv, eventstore.KindMessage)}, func(s eventstore.Stored) error {
+	err := st.ReadAll(ctx, []string{eventstore.ConvSubject(conv, eventstore.KindMessage)}, func(s eventstore.Stored) error {
 		if m, ok := s.Event.(*eventstore.Message); ok {
 			out[m.ClientMsgID] = append(out[m.ClientMsgID], s.Seq)
 		}

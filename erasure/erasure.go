@@ -34,17 +34,17 @@ import (
 // Stream is what an erasure needs of the event stream; *eventstore.Store is one.
 type Stream interface {
 	Append(ctx context.Context, e eventstore.Event, opts ...eventstore.AppendOption) (uint64, error)
-	Read(ctx context.Context, from, to uint64, filters []string, fn func(eventstore.Stored) error, opts ...eventstore.ReadOption) error
-	SecureDelete(ctx context.Context, seq uint64) (bool, error)
-	LastSeq(ctx context.Context) (uint64, error)
+	ReadAll(ctx context.Context, filters []string, fn func(eventstore.Stored) error) error
+	SecureDelete(ctx context.Context, id uint64) (bool, error)
+	Last(ctx context.Context) (eventstore.Cursor, error)
 	LastSeqOf(ctx context.Context, filter string) (uint64, error)
 }
 
 // ReadModel is what an erasure asks the read model; *projections.Projector is one.
 type ReadModel interface {
-	MessageState(ctx context.Context, id int64, user string) (st eventstore.MessageState, found bool, applied uint64, err error)
-	MessagesBy(ctx context.Context, sender string) (msgs []eventstore.MessageState, applied uint64, err error)
-	WaitFor(ctx context.Context, seq uint64) error
+	MessageState(ctx context.Context, id int64, user string) (st eventstore.MessageState, found bool, applied eventstore.Cursor, err error)
+	MessagesBy(ctx context.Context, sender string) (msgs []eventstore.MessageState, applied eventstore.Cursor, err error)
+	WaitFor(ctx context.Context, id uint64) error
 }
 
 var _ Stream = (*eventstore.Store)(nil)
@@ -110,7 +110,7 @@ func (e *Eraser) Message(ctx context.Context, conv, id int64) (Report, error) {
 		if err != nil {
 			return Report{}, fmt.Errorf("erase message %d: %w", id, err)
 		}
-		if !found && uint64(id) > applied {
+		if !found && !applied.Covers(uint64(id)) {
 			if err := e.caughtUp(ctx); err != nil {
 				return Report{}, err
 			}
@@ -238,12 +238,8 @@ func (e *Eraser) tombstone(ctx context.Context, st eventstore.MessageState, seqs
 func (e *Eraser) profiles(ctx context.Context, user string) ([]uint64, uint64, error) {
 	subject := eventstore.UserSubject(user, eventstore.KindProfile)
 	for attempt := 0; ; attempt++ {
-		last, err := e.stream.LastSeq(ctx)
-		if err != nil {
-			return nil, 0, unavailable(err)
-		}
 		var seqs []uint64
-		if err := e.stream.Read(ctx, 1, last, []string{subject}, func(st eventstore.Stored) error {
+		if err := e.stream.ReadAll(ctx, []string{subject}, func(st eventstore.Stored) error {
 			seqs = append(seqs, st.Seq)
 			return nil
 		}); err != nil {
@@ -266,12 +262,8 @@ func (e *Eraser) profiles(ctx context.Context, user string) ([]uint64, uint64, e
 // edits returns the edits on filter (one message's, or a conversation's),
 // by message.
 func (e *Eraser) edits(ctx context.Context, conv int64, filter string) (map[int64][]uint64, error) {
-	last, err := e.stream.LastSeq(ctx)
-	if err != nil {
-		return nil, unavailable(err)
-	}
 	out := map[int64][]uint64{}
-	err = e.stream.Read(ctx, 1, last, []string{filter}, func(st eventstore.Stored) error {
+	err := e.stream.ReadAll(ctx, []string{filter}, func(st eventstore.Stored) error {
 		// inbox.conv.<conv>.msg.<id>.edit: the message id is in the subject,
 		// so an edit that does not decode is found too.
 		parts := strings.Split(st.Subject, ".")
@@ -303,7 +295,7 @@ func (e *Eraser) finish(ctx context.Context, rep *Report, seqs []uint64) error {
 		}
 	}
 	if len(rep.Tombstones) > 0 {
-		if err := e.waitRead(ctx, slices.Max(rep.Tombstones), "erased from the stream, but this node's read model has not applied it yet"); err != nil {
+		if err := e.waitRead(ctx, "erased from the stream, but this node's read model has not applied it yet", rep.Tombstones...); err != nil {
 			return err
 		}
 	}
@@ -314,11 +306,15 @@ func (e *Eraser) finish(ctx context.Context, rep *Report, seqs []uint64) error {
 
 // caughtUp waits for the read model to apply everything the stream holds now.
 func (e *Eraser) caughtUp(ctx context.Context) error {
-	last, err := e.stream.LastSeq(ctx)
+	last, err := e.stream.Last(ctx)
 	if err != nil {
 		return unavailable(err)
 	}
-	return e.waitRead(ctx, last, "this node's read model is behind the event stream; nothing was erased, retry shortly")
+	ids := make([]uint64, len(last))
+	for k := range last {
+		ids[k] = last.ID(k)
+	}
+	return e.waitRead(ctx, "this node's read model is behind the event stream; nothing was erased, retry shortly", ids...)
 }
 
 // await waits for the read model to apply the last event on filter.
@@ -327,16 +323,18 @@ func (e *Eraser) await(ctx context.Context, filter string) error {
 	if err != nil {
 		return unavailable(err)
 	}
-	return e.waitRead(ctx, last, "this node's read model is behind the event stream; retry shortly")
+	return e.waitRead(ctx, "this node's read model is behind the event stream; retry shortly", last)
 }
 
 // waitRead waits, at most the settle time, for the read model to apply
 // seq; else it answers unavailable with msg.
-func (e *Eraser) waitRead(ctx context.Context, seq uint64, msg string) error {
+func (e *Eraser) waitRead(ctx context.Context, msg string, ids ...uint64) error {
 	wctx, cancel := context.WithTimeout(ctx, e.settle)
 	defer cancel()
-	if err := e.reads.WaitFor(wctx, seq); err != nil {
-		return &chat.Error{Code: chat.CodeUnavailable, Msg: msg, Err: err}
+	for _, id := range ids { // each in its partition
+		if err := e.reads.WaitFor(wctx, id); err != nil {
+			return &chat.Error{Code: chat.CodeUnavailable, Msg: msg, Err: err}
+		}
 	}
 	return nil
 }

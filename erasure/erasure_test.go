@@ -55,13 +55,13 @@ func (e *env) append(t *testing.T, ev eventstore.Event) uint64 {
 
 func (e *env) applied(t *testing.T) {
 	t.Helper()
-	last, err := e.store.LastSeq(context.Background())
+	last, err := e.store.Last(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := e.proj.WaitFor(ctx, last); err != nil {
+	if err := e.proj.WaitForAll(ctx, last); err != nil {
 		t.Fatal(err)
 	}
 }

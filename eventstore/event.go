@@ -418,8 +418,13 @@ type subject struct {
 }
 
 // splitSubject splits inbox.<scope>.<id>.<kind>,
-// inbox.conv.<id>.msg.<message id>.<kind> and inbox.sys.<kind>.
+// inbox.conv.<id>.msg.<message id>.<kind> and inbox.sys.<kind>, each also
+// with a partition token after inbox. (inbox.p<k>.conv.<id>.<kind>).
 func splitSubject(s string) (subject, bool) {
+	k, s := unpartitioned(s)
+	if k < 0 {
+		return subject{}, false
+	}
 	rest, ok := strings.CutPrefix(s, "inbox.")
 	if !ok {
 		return subject{}, false

@@ -136,11 +136,11 @@ func TestPurgeBelowAndFirstSince(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first, ok, err := st.FirstSince(ctx, eventstore.AllMessages, cut)
+	first, ok, err := st.FirstSince(ctx, 0, eventstore.AllMessages, cut)
 	if err != nil || !ok || first != late {
 		t.Fatalf("FirstSince = %d, %v, %v; want %d", first, ok, err, late)
 	}
-	if _, ok, err := st.FirstSince(ctx, eventstore.AllMessages, time.Now().Add(time.Hour)); err != nil || ok {
+	if _, ok, err := st.FirstSince(ctx, 0, eventstore.AllMessages, time.Now().Add(time.Hour)); err != nil || ok {
 		t.Fatalf("FirstSince(an hour from now) = %v, %v; want none", ok, err)
 	}
 	if err := st.Purge(ctx, eventstore.AllMessages, seqs[2]); err != nil {

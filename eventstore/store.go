@@ -1,15 +1,21 @@
-// Package eventstore keeps inbox's events in the NATS JetStream stream INBOX:
-// it embeds nats-server or connects to an existing one, creates the stream,
-// appends typed events with deduplication and reads them back.
+// Package eventstore keeps inbox's events in NATS JetStream: the stream INBOX,
+// or with N partitions the streams INBOX-0 … INBOX-<N-1> (partition.go). It
+// embeds nats-server or connects to an existing one, creates the streams,
+// appends typed events with deduplication and reads them back. Subjects are
+// built here only; everything outside names an event by its id (ID).
 package eventstore
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -17,12 +23,14 @@ import (
 	"github.com/nats-io/nuid"
 )
 
-// StreamName is the one stream every event is appended to.
+// StreamName is the stream every event is appended to with one partition,
+// and the prefix of the partitions' streams with more (StreamNameOf).
 const StreamName = "INBOX"
 
 // Defaults for zero Config fields.
 const (
 	DefaultReplicas        = 1
+	DefaultPartitions      = 1
 	DefaultDuplicateWindow = 2 * time.Minute
 	DefaultTypingTTL       = 10 * time.Second
 	DefaultAppendTimeout   = 5 * time.Second
@@ -51,6 +59,10 @@ type Config struct {
 	Conn *nats.Conn
 	// Replicas of the stream (1 for a single server, 3 on a cluster).
 	Replicas int
+	// Partitions is how many streams conversations are spread over (default
+	// 1, at most MaxPartitions). It must stay what the streams were created
+	// with: Open refuses another with ErrPartitions.
+	Partitions int
 	// DuplicateWindow for Nats-Msg-Id deduplication.
 	DuplicateWindow time.Duration
 	// TypingTTL is the per-message TTL of typing events.
@@ -60,22 +72,31 @@ type Config struct {
 	Logger        *slog.Logger
 }
 
-// Store appends events to and reads events from the INBOX stream.
+// Store appends events to and reads events from the partitions' streams.
 type Store struct {
-	nc     *nats.Conn
-	js     jetstream.JetStream
-	stream jetstream.Stream
-	cfg    Config
-	log    *slog.Logger
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	n       int                // partitions
+	streams []jetstream.Stream // one per partition
+	cfg     Config
+	log     *slog.Logger
 }
 
-// Open creates or updates the INBOX stream on cfg.Conn and returns a Store on it.
+// Open creates or updates the streams of cfg.Partitions partitions on
+// cfg.Conn and returns a Store on them. Streams written with another number
+// of partitions make it fail with ErrPartitions, before it creates anything.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Conn == nil {
 		return nil, errors.New("eventstore: no NATS connection")
 	}
 	if cfg.Replicas <= 0 {
 		cfg.Replicas = DefaultReplicas
+	}
+	if cfg.Partitions <= 0 {
+		cfg.Partitions = DefaultPartitions
+	}
+	if cfg.Partitions > MaxPartitions {
+		return nil, fmt.Errorf("eventstore: %d partitions (at most %d: an event id names its partition in 8 bits)", cfg.Partitions, MaxPartitions)
 	}
 	if cfg.DuplicateWindow <= 0 {
 		cfg.DuplicateWindow = DefaultDuplicateWindow
@@ -103,11 +124,128 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 	}
-	stream, err := createStream(ctx, js, StreamConfig(cfg.Replicas, cfg.DuplicateWindow), cfg.Logger)
-	if err != nil {
-		return nil, fmt.Errorf("create or update stream %s: %w", StreamName, err)
+	n := cfg.Partitions
+	// Checked before creating (a mismatch creates nothing) and after (two
+	// processes started at once with different counts: at least the later
+	// one sees the other's streams). With one partition and the stream
+	// INBOX already there, there is nothing to check: a node started with
+	// more partitions refuses to run beside it.
+	check := true
+	if n == 1 {
+		st, err := lookupStream(ctx, js, StreamName, cfg.Logger)
+		if err != nil {
+			return nil, err
+		}
+		check = st == nil
 	}
-	return &Store{nc: cfg.Conn, js: js, stream: stream, cfg: cfg, log: cfg.Logger}, nil
+	if check {
+		if err := checkPartitions(ctx, js, n, cfg.Logger); err != nil {
+			return nil, err
+		}
+	}
+	s := &Store{nc: cfg.Conn, js: js, n: n, streams: make([]jetstream.Stream, n), cfg: cfg, log: cfg.Logger}
+	for k := range n {
+		name := StreamNameOf(n, k)
+		if s.streams[k], err = createStream(ctx, js, StreamConfig(n, k, cfg.Replicas, cfg.DuplicateWindow), cfg.Logger); err != nil {
+			return nil, fmt.Errorf("create or update stream %s: %w", name, err)
+		}
+	}
+	if check {
+		if err := checkPartitions(ctx, js, n, cfg.Logger); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Discover is the number of partitions the streams on nc were created with:
+// 1 for a stream INBOX, the count INBOX-0 records, 0 when there is neither
+// (nothing was ever appended).
+func Discover(ctx context.Context, nc *nats.Conn) (int, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return 0, fmt.Errorf("open jetstream: %w", err)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+	}
+	_, err = js.Stream(ctx, StreamName)
+	switch {
+	case err == nil:
+		return 1, nil
+	case !errors.Is(err, jetstream.ErrStreamNotFound):
+		return 0, fmt.Errorf("look up stream %s: %w", StreamName, err)
+	}
+	first := StreamNameOf(2, 0)
+	st, err := js.Stream(ctx, first)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("look up stream %s: %w", first, err)
+	}
+	n, err := strconv.Atoi(st.CachedInfo().Config.Metadata[metaPartitions])
+	if err != nil || n < 2 || n > MaxPartitions {
+		return 0, fmt.Errorf("stream %s does not record its partition count (metadata %s)", first, metaPartitions)
+	}
+	return n, nil
+}
+
+// lookupStream returns stream name, nil if there is none.
+func lookupStream(ctx context.Context, js jetstream.JetStream, name string, log *slog.Logger) (jetstream.Stream, error) {
+	var st jetstream.Stream
+	err := RetryAPI(ctx, log, "look up stream "+name, func(ctx context.Context) (err error) {
+		st, err = js.Stream(ctx, name)
+		return err
+	})
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up stream %s: %w", name, err)
+	}
+	return st, nil
+}
+
+// Stream metadata naming a partition's stream's place (N > 1).
+const (
+	metaPartitions = "inbox_partitions"
+	metaPartition  = "inbox_partition"
+)
+
+// checkPartitions refuses streams written with another number of
+// partitions than n: with one, a stream INBOX-0; with more, a stream INBOX,
+// or an INBOX-0 made for another count. Changing the count would put
+// conversations in other partitions and give ids another meaning.
+func checkPartitions(ctx context.Context, js jetstream.JetStream, n int, log *slog.Logger) error {
+	find := func(name string) (jetstream.Stream, error) { return lookupStream(ctx, js, name, log) }
+	first := StreamNameOf(2, 0)
+	if n == 1 {
+		st, err := find(first)
+		if st == nil || err != nil {
+			return err
+		}
+		return fmt.Errorf("%w: stream %s holds partition 0 of %s: the events were written with --partitions %[3]s (INBOX_PARTITIONS); start with that (changing the number of partitions of existing events is not supported)",
+			ErrPartitions, first, cmp.Or(st.CachedInfo().Config.Metadata[metaPartitions], "?"))
+	}
+	st, err := find(StreamName)
+	if err != nil {
+		return err
+	}
+	if st != nil {
+		return fmt.Errorf("%w: stream %s holds the events of one partition, not %d: start with --partitions 1 (INBOX_PARTITIONS; changing the number of partitions of existing events is not supported)",
+			ErrPartitions, StreamName, n)
+	}
+	if st, err = find(first); st == nil || err != nil {
+		return err
+	}
+	if had := st.CachedInfo().Config.Metadata[metaPartitions]; had != strconv.Itoa(n) {
+		return fmt.Errorf("%w: stream %s holds partition 0 of %s, not of %d: start with --partitions %[3]s (INBOX_PARTITIONS; changing the number of partitions of existing events is not supported)",
+			ErrPartitions, first, cmp.Or(had, "an unknown count"), n)
+	}
+	return nil
 }
 
 // apiAttempt bounds one JetStream API request made by RetryAPI.
@@ -140,6 +278,11 @@ func createStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 // sameConfig reports whether have already carries every setting of want (the
 // server fills in defaults for the rest).
 func sameConfig(have, want jetstream.StreamConfig) bool {
+	for k, v := range want.Metadata {
+		if have.Metadata[k] != v {
+			return false
+		}
+	}
 	return slices.Equal(have.Subjects, want.Subjects) && have.Replicas == want.Replicas &&
 		have.Duplicates == want.Duplicates && have.Storage == want.Storage &&
 		have.Retention == want.Retention && have.AllowMsgTTL == want.AllowMsgTTL &&
@@ -179,9 +322,12 @@ func RetryAPI(ctx context.Context, log *slog.Logger, what string, call func(ctx 
 	}
 }
 
-// StreamConfig is the INBOX stream's configuration.
-func StreamConfig(replicas int, dupWindow time.Duration) jetstream.StreamConfig {
-	return jetstream.StreamConfig{
+// StreamConfig is the configuration of partition k's stream among n: with
+// one partition the INBOX stream, as it always was; with more INBOX-<k>,
+// holding inbox.p<k>.… (profiles and jobs in partition 0 only), its place
+// recorded in its metadata.
+func StreamConfig(n, k int, replicas int, dupWindow time.Duration) jetstream.StreamConfig {
+	cfg := jetstream.StreamConfig{
 		Name:        StreamName,
 		Description: "inbox events: conversations, messages, typing, read receipts, profiles, jobs",
 		Subjects:    streamSubjects,
@@ -192,6 +338,23 @@ func StreamConfig(replicas int, dupWindow time.Duration) jetstream.StreamConfig 
 		AllowMsgTTL: true, // typing events expire on their own
 		AllowDirect: true, // message lookups by sequence served by any replica
 	}
+	if n <= 1 {
+		return cfg
+	}
+	cfg.Name = StreamNameOf(n, k)
+	cfg.Subjects = nil
+	for _, subj := range streamSubjects {
+		if k != 0 && (strings.HasPrefix(subj, "inbox.user.") || strings.HasPrefix(subj, "inbox.job.")) {
+			continue // profiles and jobs: partition 0
+		}
+		cfg.Subjects = append(cfg.Subjects, subjectIn(n, k, subj))
+	}
+	cfg.Description = fmt.Sprintf("inbox events, partition %d of %d: conversations hashed here", k, n)
+	if k == 0 {
+		cfg.Description += ", profiles and jobs"
+	}
+	cfg.Metadata = map[string]string{metaPartitions: strconv.Itoa(n), metaPartition: strconv.Itoa(k)}
+	return cfg
 }
 
 // Conn is the store's NATS connection.
@@ -200,8 +363,81 @@ func (s *Store) Conn() *nats.Conn { return s.nc }
 // JetStream is the store's JetStream context, for consumers.
 func (s *Store) JetStream() jetstream.JetStream { return s.js }
 
-// Stream is the INBOX stream handle.
-func (s *Store) Stream() jetstream.Stream { return s.stream }
+// Partitions is the number of partitions.
+func (s *Store) Partitions() int { return s.n }
+
+// Streams are the partitions' stream handles, partition 0 first.
+func (s *Store) Streams() []jetstream.Stream { return s.streams }
+
+// StreamName is partition k's stream.
+func (s *Store) StreamName(k int) string { return StreamNameOf(s.n, k) }
+
+// PartitionOf is the partition event e is appended to: its conversation's;
+// 0 for a profile, a job and its statuses; a retention marker's, that of
+// the event id it names.
+func (s *Store) PartitionOf(e Event) int {
+	k, _ := partitionOfEvent(s.n, e)
+	return k
+}
+
+// partitionOfEvent is e's partition among n; ok is false for an event that
+// could be in any (none today).
+func partitionOfEvent(n int, e Event) (int, bool) {
+	switch e := e.(type) {
+	case *Created:
+		return Partition(e.ConversationID, n), true
+	case *MemberChanged:
+		return Partition(e.ConversationID, n), true
+	case *Message:
+		return Partition(e.ConversationID, n), true
+	case *Typing:
+		return Partition(e.ConversationID, n), true
+	case *Read:
+		return Partition(e.ConversationID, n), true
+	case *Edit:
+		return Partition(e.ConversationID, n), true
+	case *Delete:
+		return Partition(e.ConversationID, n), true
+	case *React:
+		return Partition(e.ConversationID, n), true
+	case *Erased:
+		return Partition(e.ConversationID, n), true
+	case *Expired:
+		k, _ := Split(n, e.Before)
+		return k, true
+	case *Profile, *ProfileErased, *Job, *JobStatus:
+		return 0, true
+	}
+	return 0, false
+}
+
+// filtersIn maps filters of the unpartitioned layout to partition k's
+// subjects, leaving out those that name another partition's conversation;
+// ok is false when filters were given and none is in k (nothing to read).
+func (s *Store) filtersIn(k int, filters []string) (_ []string, ok bool) {
+	if filters == nil {
+		return nil, true
+	}
+	out := make([]string, 0, len(filters))
+	for _, f := range filters {
+		if p, one := partitionOfSubject(s.n, f); one && p != k {
+			continue
+		}
+		out = append(out, subjectIn(s.n, k, f))
+	}
+	return out, len(out) > 0
+}
+
+// onePartition is the one partition filter's events are in (see ExpectLast
+// and LastSeqOf); with more than one partition a filter over every
+// conversation is refused.
+func (s *Store) onePartition(filter string) (int, error) {
+	k, ok := partitionOfSubject(s.n, filter)
+	if !ok {
+		return 0, fmt.Errorf("filter %s spans the %d partitions: name a conversation, or a partition", filter, s.n)
+	}
+	return k, nil
+}
 
 // DuplicateWindow is the stream's Nats-Msg-Id deduplication window.
 func (s *Store) DuplicateWindow() time.Duration { return s.cfg.DuplicateWindow }
@@ -218,7 +454,7 @@ type appendOptions struct {
 }
 
 type expectLast struct {
-	seq    uint64
+	id     uint64
 	filter string
 }
 
@@ -240,17 +476,18 @@ func ReportDuplicate(dup *bool) AppendOption { return func(o *appendOptions) { o
 func ExpectNew() AppendOption { return func(o *appendOptions) { o.expectNew = true } }
 
 // ExpectLast makes the append fail with ErrStale unless the last event
-// stored on filter (a subject, wildcards allowed) is at seq, 0 for none:
-// optimistic concurrency over the events filter matches, checked by
-// JetStream as it stores (Nats-Expected-Last-Subject-Sequence with
+// stored on filter (a subject in the event's partition, wildcards allowed)
+// is the event with id, 0 for none (LastSeqOf): optimistic concurrency over
+// the events filter matches, checked by JetStream as it stores
+// (Nats-Expected-Last-Subject-Sequence with
 // Nats-Expected-Last-Subject-Sequence-Subject).
-func ExpectLast(seq uint64, filter string) AppendOption {
-	return func(o *appendOptions) { o.expectLast = &expectLast{seq, filter} }
+func ExpectLast(id uint64, filter string) AppendOption {
+	return func(o *appendOptions) { o.expectLast = &expectLast{id, filter} }
 }
 
-// Append stores e and returns its stream sequence. Without WithMsgID a random
-// message id is used, so the internal retry after a lost acknowledgement
-// never stores the event twice.
+// Append stores e in its partition and returns its event id (ID). Without
+// WithMsgID a random message id is used, so the internal retry after a lost
+// acknowledgement never stores the event twice.
 func (s *Store) Append(ctx context.Context, e Event, opts ...AppendOption) (uint64, error) {
 	var o appendOptions
 	for _, opt := range opts {
@@ -267,8 +504,13 @@ func (s *Store) Append(ctx context.Context, e Event, opts ...AppendOption) (uint
 	if o.expectNew {
 		pubOpts = append(pubOpts, jetstream.WithExpectLastSequencePerSubject(0))
 	}
+	k := s.PartitionOf(e)
 	if o.expectLast != nil {
-		pubOpts = append(pubOpts, jetstream.WithExpectLastSequenceForSubject(o.expectLast.seq, o.expectLast.filter))
+		p, seq := Split(s.n, o.expectLast.id)
+		if seq != 0 && p != k {
+			return 0, fmt.Errorf("append %s: expected last event %d is in partition %d, the event in %d", e.Subject(), o.expectLast.id, p, k)
+		}
+		pubOpts = append(pubOpts, jetstream.WithExpectLastSequenceForSubject(seq, subjectIn(s.n, k, o.expectLast.filter)))
 	}
 	if e.Kind() == KindTyping {
 		pubOpts = append(pubOpts, jetstream.WithMsgTTL(s.cfg.TypingTTL))
@@ -283,7 +525,7 @@ func (s *Store) Append(ctx context.Context, e Event, opts ...AppendOption) (uint
 	// subscription, not through the connection's lock, which the connection's
 	// flusher holds while it writes. Under load that lock was most of an
 	// append's wait.
-	paf, err := s.js.PublishMsgAsync(&nats.Msg{Subject: e.Subject(), Data: data}, pubOpts...)
+	paf, err := s.js.PublishMsgAsync(&nats.Msg{Subject: subjectIn(s.n, k, e.Subject()), Data: data}, pubOpts...)
 	if err != nil {
 		return 0, classify(e, err, o.expectLast != nil)
 	}
@@ -292,7 +534,7 @@ func (s *Store) Append(ctx context.Context, e Event, opts ...AppendOption) (uint
 		if o.duplicate != nil {
 			*o.duplicate = ack.Duplicate
 		}
-		return ack.Sequence, nil
+		return ID(s.n, k, ack.Sequence), nil
 	case err := <-paf.Err():
 		return 0, classify(e, err, o.expectLast != nil)
 	case <-ctx.Done():
@@ -317,52 +559,69 @@ func classify(e Event, err error, stale bool) error {
 	return fmt.Errorf("append %s: %w: %v", e.Subject(), ErrUnavailable, err)
 }
 
-// LastSeq is the stream's last sequence.
-func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
-	info, err := s.stream.Info(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("stream %s info: %w", StreamName, err)
+// Last is every partition's last stream sequence.
+func (s *Store) Last(ctx context.Context) (Cursor, error) {
+	c := NewCursor(s.n)
+	for k, st := range s.streams {
+		info, err := st.Info(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("stream %s info: %w", s.StreamName(k), err)
+		}
+		c[k] = info.State.LastSeq
 	}
-	return info.State.LastSeq, nil
+	return c, nil
 }
 
-// LastStoredSeq is the sequence of the newest event still stored (0 if none).
-// Unlike LastSeq it skips a tail of expired typing events, which no reader
-// will ever be delivered.
-func (s *Store) LastStoredSeq(ctx context.Context) (uint64, error) {
-	msg, err := s.stream.GetLastMsgForSubject(ctx, "inbox.>")
-	switch {
-	case errors.Is(err, jetstream.ErrMsgNotFound):
-		return 0, nil
-	case err != nil:
-		return 0, fmt.Errorf("stream %s last message: %w", StreamName, err)
+// LastStored is, in every partition, the sequence of the newest event still
+// stored (0 if none). Unlike Last it skips a tail of expired typing events,
+// which no reader will ever be delivered.
+func (s *Store) LastStored(ctx context.Context) (Cursor, error) {
+	c := NewCursor(s.n)
+	for k, st := range s.streams {
+		msg, err := st.GetLastMsgForSubject(ctx, subjectIn(s.n, k, "inbox.>"))
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+		case err != nil:
+			return nil, fmt.Errorf("stream %s last message: %w", s.StreamName(k), err)
+		default:
+			c[k] = msg.Sequence
+		}
 	}
-	return msg.Sequence, nil
+	return c, nil
 }
 
-// LastSeqOf is the sequence of the last event stored on filter (a subject,
-// wildcards allowed), 0 if there is none.
+// LastSeqOf is the id of the last event stored on filter (a subject,
+// wildcards allowed, within one partition: a conversation's, a user's or a
+// job's), 0 if there is none.
 func (s *Store) LastSeqOf(ctx context.Context, filter string) (uint64, error) {
+	k, err := s.onePartition(filter)
+	if err != nil {
+		return 0, err
+	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.cfg.AppendTimeout)
 		defer cancel()
 	}
-	msg, err := s.stream.GetLastMsgForSubject(ctx, filter)
+	msg, err := s.streams[k].GetLastMsgForSubject(ctx, subjectIn(s.n, k, filter))
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 		return 0, nil
 	case err != nil:
 		return 0, fmt.Errorf("last event on %s: %w: %v", filter, ErrUnavailable, err)
 	}
-	return msg.Sequence, nil
+	return ID(s.n, k, msg.Sequence), nil
 }
 
-// SecureDelete removes the event at seq from the stream and overwrites its
+// SecureDelete removes the event with id from its stream and overwrites its
 // stored bytes (JetStream's secure delete, done by every replica); it
 // reports false when no event is stored there (never was, or already
 // removed).
-func (s *Store) SecureDelete(ctx context.Context, seq uint64) (bool, error) {
+func (s *Store) SecureDelete(ctx context.Context, id uint64) (bool, error) {
+	k, seq := Split(s.n, id)
+	if k >= s.n {
+		return false, nil
+	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.cfg.AppendTimeout)
@@ -373,7 +632,7 @@ func (s *Store) SecureDelete(ctx context.Context, seq uint64) (bool, error) {
 	req, _ := json.Marshal(struct {
 		Seq uint64 `json:"seq"`
 	}{seq})
-	msg, err := s.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.DELETE."+StreamName, req)
+	msg, err := s.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.DELETE."+s.StreamName(k), req)
 	if err != nil {
 		return false, fmt.Errorf("secure delete seq %d: %w: %v", seq, ErrUnavailable, err)
 	}
@@ -399,31 +658,36 @@ func (s *Store) SecureDelete(ctx context.Context, seq uint64) (bool, error) {
 // does not hold ("sequence 2 not found").
 const errCodeSequenceNotFound jetstream.ErrorCode = 10043
 
-// Purge removes every event on filter stored below sequence before.
+// Purge removes every event on filter stored below the event id before, in
+// its partition (filter is mapped there).
 func (s *Store) Purge(ctx context.Context, filter string, before uint64) error {
+	k, seq := Split(s.n, before)
+	if k >= s.n {
+		return fmt.Errorf("purge %s below %d: no partition %d", filter, before, k)
+	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.cfg.AppendTimeout)
 		defer cancel()
 	}
-	if err := s.stream.Purge(ctx, jetstream.WithPurgeSubject(filter), jetstream.WithPurgeSequence(before)); err != nil {
+	if err := s.streams[k].Purge(ctx, jetstream.WithPurgeSubject(subjectIn(s.n, k, filter)), jetstream.WithPurgeSequence(seq)); err != nil {
 		return fmt.Errorf("purge %s below seq %d: %w: %v", filter, before, ErrUnavailable, err)
 	}
 	return nil
 }
 
-// FirstSince is the sequence of the first event on filter stored at or
-// after t; ok is false when there is none.
-func (s *Store) FirstSince(ctx context.Context, filter string, t time.Time) (seq uint64, ok bool, err error) {
+// FirstSince is the id of the first event on filter stored in partition k
+// at or after t; ok is false when there is none.
+func (s *Store) FirstSince(ctx context.Context, k int, filter string, t time.Time) (id uint64, ok bool, err error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.cfg.AppendTimeout)
 		defer cancel()
 	}
-	cons, err := s.js.OrderedConsumer(ctx, StreamName, jetstream.OrderedConsumerConfig{
+	cons, err := s.js.OrderedConsumer(ctx, s.StreamName(k), jetstream.OrderedConsumerConfig{
 		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
 		OptStartTime:   &t,
-		FilterSubjects: []string{filter},
+		FilterSubjects: []string{subjectIn(s.n, k, filter)},
 	})
 	if err != nil {
 		return 0, false, fmt.Errorf("first event on %s since %s: %w", filter, t.Format(time.RFC3339), err)
@@ -443,41 +707,47 @@ func (s *Store) FirstSince(ctx context.Context, filter string, t time.Time) (seq
 	if err != nil {
 		return 0, false, fmt.Errorf("first event on %s since %s: %w", filter, t.Format(time.RFC3339), err)
 	}
-	return meta.Sequence.Stream, true, nil
+	return ID(s.n, k, meta.Sequence.Stream), true, nil
 }
 
-// SubjectOf returns the subject the event at seq was stored under.
-func (s *Store) SubjectOf(ctx context.Context, seq uint64) (string, error) {
-	msg, err := s.getMsg(ctx, seq)
+// SubjectOf returns the subject the event with id was stored under, without
+// its partition token (inbox.conv.<id>.msg).
+func (s *Store) SubjectOf(ctx context.Context, id uint64) (string, error) {
+	msg, err := s.getMsg(ctx, id)
 	if err != nil {
 		return "", err
 	}
-	return msg.Subject, nil
+	_, subject := unpartitioned(msg.Subject)
+	return subject, nil
 }
 
-// Get returns the event stored at seq (a direct get, served by any replica).
-// An event that cannot be decoded is returned with Err set.
-func (s *Store) Get(ctx context.Context, seq uint64) (Stored, error) {
-	msg, err := s.getMsg(ctx, seq)
+// Get returns the event with id (a direct get, served by any replica). An
+// event that cannot be decoded is returned with Err set.
+func (s *Store) Get(ctx context.Context, id uint64) (Stored, error) {
+	msg, err := s.getMsg(ctx, id)
 	if err != nil {
 		return Stored{}, err
 	}
-	ev, derr := Decode(msg.Subject, msg.Data)
-	return Stored{Seq: msg.Sequence, Subject: msg.Subject, Time: msg.Time, Event: ev, Err: derr}, nil
+	k, _ := Split(s.n, id)
+	return s.decode(k, msg.Subject, msg.Data, msg.Sequence, msg.Time), nil
 }
 
-func (s *Store) getMsg(ctx context.Context, seq uint64) (*jetstream.RawStreamMsg, error) {
+func (s *Store) getMsg(ctx context.Context, id uint64) (*jetstream.RawStreamMsg, error) {
+	k, seq := Split(s.n, id)
+	if k >= s.n || seq == 0 {
+		return nil, fmt.Errorf("seq %d: %w", id, ErrNotFound)
+	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.cfg.AppendTimeout)
 		defer cancel()
 	}
-	msg, err := s.stream.GetMsg(ctx, seq)
+	msg, err := s.streams[k].GetMsg(ctx, seq)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return nil, fmt.Errorf("seq %d: %w", seq, ErrNotFound)
+			return nil, fmt.Errorf("seq %d: %w", id, ErrNotFound)
 		}
-		return nil, fmt.Errorf("get seq %d: %w: %v", seq, ErrUnavailable, err)
+		return nil, fmt.Errorf("get seq %d: %w: %v", id, ErrUnavailable, err)
 	}
 	return msg, nil
 }
@@ -485,35 +755,94 @@ func (s *Store) getMsg(ctx context.Context, seq uint64) (*jetstream.RawStreamMsg
 // Stored is an event read back from the stream. Err is set (and Event nil)
 // when the payload could not be decoded: readers log, count and skip it.
 type Stored struct {
-	Seq     uint64
+	// Seq is the event's id (ID): its stream sequence with one partition,
+	// seq<<8 | partition with more. A message's id is its event's.
+	Seq uint64
+	// Subject is the subject it was stored under, without the partition
+	// token: inbox.conv.<id>.msg whatever the partition.
 	Subject string
 	Time    time.Time
 	Event   Event
 	Err     error
 }
 
-// decodeMsg turns a consumed message into a Stored.
-func decodeMsg(msg jetstream.Msg) (Stored, error) {
-	meta, err := msg.Metadata()
-	if err != nil {
-		return Stored{}, fmt.Errorf("message metadata: %w", err)
+// decode turns what partition k's stream stored at seq into a Stored. An
+// event that is not where its conversation (or profile, or job) belongs,
+// published there by hand, is refused like an undecodable one: applying it
+// would break its conversation's order.
+func (s *Store) decode(k int, subject string, data []byte, seq uint64, t time.Time) Stored {
+	_, subject = unpartitioned(subject)
+	ev, err := Decode(subject, data)
+	if err == nil {
+		if p, ok := partitionOfEvent(s.n, ev); ok && p != k {
+			ev, err = nil, fmt.Errorf("%w: %s belongs to partition %d, stored in %d", ErrBadEvent, subject, p, k)
+		}
 	}
-	ev, derr := Decode(msg.Subject(), msg.Data())
-	return Stored{Seq: meta.Sequence.Stream, Subject: msg.Subject(), Time: meta.Timestamp, Event: ev, Err: derr}, nil
+	return Stored{Seq: ID(s.n, k, seq), Subject: subject, Time: t, Event: ev, Err: err}
 }
 
-// Tail delivers every event from sequence from (1 = the beginning) on, in
-// stream order, until ctx ends: one ordered consumer, recreated by nats.go
-// after a disconnect from the last delivered sequence, so nothing is skipped.
-// filters narrow the subjects (nil = all). fn runs on one goroutine.
-func (s *Store) Tail(ctx context.Context, from uint64, filters []string, fn func(Stored)) error {
-	cons, err := s.orderedFrom(ctx, from, filters)
+// DecodeMsg turns a message consumed from partition k's stream into a
+// Stored; a message without JetStream metadata (a programming error
+// upstream) is returned with Err set.
+func (s *Store) DecodeMsg(k int, msg jetstream.Msg) Stored {
+	meta, err := msg.Metadata()
+	if err != nil {
+		return Stored{Subject: msg.Subject(), Err: fmt.Errorf("message metadata: %w", err)}
+	}
+	return s.decode(k, msg.Subject(), msg.Data(), meta.Sequence.Stream, meta.Timestamp)
+}
+
+// Tail delivers every event after the cursor after (NewCursor: from the
+// beginning), partition by partition in stream order, until ctx ends or a
+// partition cannot be read: one ordered consumer per partition, recreated by
+// nats.go after a disconnect from the last delivered sequence, so nothing
+// is skipped. filters narrow the subjects (nil = all; see Read). fn is
+// never called concurrently: events of one partition reach it in order,
+// those of different partitions interleaved.
+func (s *Store) Tail(ctx context.Context, after Cursor, filters []string, fn func(Stored)) error {
+	if len(after) != s.n {
+		return fmt.Errorf("tail from a cursor of %d partitions; the stream has %d", len(after), s.n)
+	}
+	if s.n == 1 {
+		return s.tail(ctx, 0, after[0]+1, filters, fn)
+	}
+	tctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for k := range s.n {
+		fs, ok := s.filtersIn(k, filters)
+		if !ok {
+			continue
+		}
+		wg.Go(func() {
+			err := s.tail(tctx, k, after[k]+1, fs, func(st Stored) {
+				mu.Lock()
+				defer mu.Unlock()
+				fn(st)
+			})
+			if err != nil && tctx.Err() == nil {
+				cancel(err)
+			}
+		})
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return context.Cause(tctx)
+}
+
+// tail is Tail of partition k, from sequence from; filters are k's subjects.
+func (s *Store) tail(ctx context.Context, k int, from uint64, filters []string, fn func(Stored)) error {
+	cons, err := s.orderedFrom(ctx, k, from, filters)
 	if err != nil {
 		return err
 	}
+	name := s.StreamName(k)
 	it, err := cons.Messages(jetstream.PullMaxMessages(4096))
 	if err != nil {
-		return fmt.Errorf("tail %s from %d: %w", StreamName, from, err)
+		return fmt.Errorf("tail %s from %d: %w", name, from, err)
 	}
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
@@ -523,11 +852,11 @@ func (s *Store) Tail(ctx context.Context, from uint64, filters []string, fn func
 			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				return ctx.Err()
 			}
-			return fmt.Errorf("tail %s: %w", StreamName, err)
+			return fmt.Errorf("tail %s: %w", name, err)
 		}
-		st, err := decodeMsg(msg)
-		if err != nil {
-			s.log.Warn("skip message without metadata", "subject", msg.Subject(), "err", err)
+		st := s.DecodeMsg(k, msg)
+		if st.Seq == 0 {
+			s.log.Warn("skip message without metadata", "subject", msg.Subject(), "err", st.Err)
 			continue
 		}
 		fn(st)
@@ -549,12 +878,19 @@ type readOptions struct {
 // it will drop.
 func ReadBatch(n int) ReadOption { return func(o *readOptions) { o.batch = n } }
 
-// Read delivers the events with from <= seq <= to in stream order and returns
-// when it has passed to, the stream has nothing more, or fn returned an error
-// (returned as is): a bounded read (for resume and replay) with no
-// long-lived consumer behind it.
-func (s *Store) Read(ctx context.Context, from, to uint64, filters []string, fn func(Stored) error, opts ...ReadOption) error {
-	if to < from {
+// Read delivers the events of partition k with stream sequences from <= seq
+// <= to in stream order and returns when it has passed to, the stream has
+// nothing more, or fn returned an error (returned as is): a bounded read
+// (for resume and replay) with no long-lived consumer behind it. filters
+// are subjects of the unpartitioned layout (inbox.conv.<id>.msg), mapped to
+// partition k; those naming another partition's conversation are left out,
+// and when none is left there is nothing to read.
+func (s *Store) Read(ctx context.Context, k int, from, to uint64, filters []string, fn func(Stored) error, opts ...ReadOption) error {
+	if to < from || k < 0 || k >= s.n {
+		return nil
+	}
+	filters, ok := s.filtersIn(k, filters)
+	if !ok {
 		return nil
 	}
 	o := readOptions{batch: readBatch}
@@ -565,20 +901,21 @@ func (s *Store) Read(ctx context.Context, from, to uint64, filters []string, fn 
 		o.batch = int(span) // never more than the range holds
 	}
 	o.batch = max(o.batch, 1)
-	cons, err := s.orderedFrom(ctx, from, filters)
+	cons, err := s.orderedFrom(ctx, k, from, filters)
 	if err != nil {
 		return err
 	}
+	name := s.StreamName(k)
 	info, err := cons.Info(ctx)
 	if err != nil {
-		return fmt.Errorf("read %s from %d: %w", StreamName, from, err)
+		return fmt.Errorf("read %s from %d: %w", name, from, err)
 	}
 	if info.NumPending == 0 {
 		return nil
 	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(o.batch))
 	if err != nil {
-		return fmt.Errorf("read %s from %d: %w", StreamName, from, err)
+		return fmt.Errorf("read %s from %d: %w", name, from, err)
 	}
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
@@ -589,17 +926,16 @@ func (s *Store) Read(ctx context.Context, from, to uint64, filters []string, fn 
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return fmt.Errorf("read %s: %w", StreamName, err)
+			return fmt.Errorf("read %s: %w", name, err)
 		}
 		meta, err := msg.Metadata()
 		if err != nil {
-			return fmt.Errorf("read %s: message metadata: %w", StreamName, err)
+			return fmt.Errorf("read %s: message metadata: %w", name, err)
 		}
 		if meta.Sequence.Stream > to {
 			return nil
 		}
-		ev, derr := Decode(msg.Subject(), msg.Data())
-		if err := fn(Stored{Seq: meta.Sequence.Stream, Subject: msg.Subject(), Time: meta.Timestamp, Event: ev, Err: derr}); err != nil {
+		if err := fn(s.decode(k, msg.Subject(), msg.Data(), meta.Sequence.Stream, meta.Timestamp)); err != nil {
 			return err
 		}
 		if meta.Sequence.Stream >= to || meta.NumPending == 0 {
@@ -608,7 +944,22 @@ func (s *Store) Read(ctx context.Context, from, to uint64, filters []string, fn 
 	}
 }
 
-func (s *Store) orderedFrom(ctx context.Context, from uint64, filters []string) (jetstream.Consumer, error) {
+// ReadAll reads every partition from its start up to its last sequence
+// now, partition after partition (see Read).
+func (s *Store) ReadAll(ctx context.Context, filters []string, fn func(Stored) error) error {
+	last, err := s.Last(ctx)
+	if err != nil {
+		return err
+	}
+	for k := range last {
+		if err := s.Read(ctx, k, 1, last[k], filters, fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Store) orderedFrom(ctx context.Context, k int, from uint64, filters []string) (jetstream.Consumer, error) {
 	if from == 0 {
 		from = 1
 	}
@@ -617,9 +968,9 @@ func (s *Store) orderedFrom(ctx context.Context, from uint64, filters []string) 
 		OptStartSeq:    from,
 		FilterSubjects: filters,
 	}
-	cons, err := s.js.OrderedConsumer(ctx, StreamName, cfg)
+	cons, err := s.js.OrderedConsumer(ctx, s.StreamName(k), cfg)
 	if err != nil {
-		return nil, fmt.Errorf("ordered consumer on %s from %d: %w", StreamName, from, err)
+		return nil, fmt.Errorf("ordered consumer on %s from %d: %w", s.StreamName(k), from, err)
 	}
 	return cons, nil
 }

@@ -27,16 +27,16 @@ import (
 )
 
 // Source is the stream the feed follows; *eventstore.Store is one. Tail
-// calls fn for every event from sequence from on, in order, on the caller's
-// goroutine, until ctx ends or the stream fails.
+// calls fn for every event after the cursor after, each partition's in
+// order, one call at a time, until ctx ends or the stream fails.
 type Source interface {
-	Tail(ctx context.Context, from uint64, filters []string, fn func(eventstore.Stored)) error
+	Tail(ctx context.Context, after eventstore.Cursor, filters []string, fn func(eventstore.Stored)) error
 }
 
-// Sink is where the feed delivers; *wsedge.Hub is one. Dispatch is called on
-// the feed's goroutine, in stream order; PushUnread and PushPresence on the
-// goroutine of whoever pushed (the projector, the presence tracker). None may
-// block.
+// Sink is where the feed delivers; *wsedge.Hub is one. Dispatch is called
+// one event at a time, each partition's in stream order; PushUnread and
+// PushPresence on the goroutine of whoever pushed (the projector, the
+// presence tracker). None may block.
 type Sink interface {
 	// Dispatch routes one stream event, with what applying it to the
 	// directory changed, to the sockets it concerns.
@@ -77,9 +77,9 @@ type Feed struct {
 	running atomic.Bool
 
 	mu         sync.Mutex
-	sink       Sink         // nil until Run
-	dispatched uint64       // the last sequence the sink was handed
-	held       []heldUnread // counts waiting for their event, oldest first
+	sink       Sink              // nil until Run
+	dispatched eventstore.Cursor // per partition, the last sequence the sink was handed
+	held       []heldUnread      // counts waiting for their event, oldest first
 }
 
 // heldUnread is an unread count held back until the feed passes seq.
@@ -127,16 +127,16 @@ func (f *Feed) Run(ctx context.Context, sink Sink) error {
 	if !f.running.CompareAndSwap(false, true) {
 		return errors.New("feed: already running")
 	}
-	from := f.dir.Seq() + 1
+	after := f.dir.Seq()
 	f.mu.Lock()
 	f.sink = sink
-	f.dispatched = from - 1 // the directory's seed: counts up to it are due
+	f.dispatched = after.Clone() // the directory's seed: counts up to it are due
 	f.sendDueLocked()
 	f.mu.Unlock()
-	return f.src.Tail(ctx, from, nil, func(st eventstore.Stored) {
+	return f.src.Tail(ctx, after, nil, func(st eventstore.Stored) {
 		sink.Dispatch(st, f.dir.Apply(st))
 		f.mu.Lock()
-		f.dispatched = st.Seq
+		f.dispatched.Advance(st.Seq)
 		f.sendDueLocked()
 		f.mu.Unlock()
 	})
@@ -155,7 +155,7 @@ func (f *Feed) PushUnread(seq uint64, conv int64, user string, unread int64) {
 	}
 	f.sendDueLocked() // older counts first, so counts never go back in time
 	u := heldUnread{seq: seq, conv: conv, user: user, unread: unread}
-	if f.sink == nil || seq > f.dispatched {
+	if f.sink == nil || !f.dispatched.Covers(seq) {
 		if len(f.held) < f.cfg.MaxHeld {
 			f.held = append(f.held, u)
 			return
@@ -187,7 +187,7 @@ func (f *Feed) sendDueLocked() {
 	}
 	kept := f.held[:0]
 	for _, u := range f.held {
-		if u.seq <= f.dispatched {
+		if f.dispatched.Covers(u.seq) {
 			f.sink.PushUnread(u.conv, u.user, u.unread)
 		} else {
 			kept = append(kept, u)

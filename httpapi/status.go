@@ -40,17 +40,21 @@ type StreamStatus struct {
 }
 
 // FeedStatus is the node's live feed: the last sequence it routed to the
-// sockets, and how far that is behind the stream.
+// sockets, and how far that is behind the stream. With more than one
+// partition Seq is the sum of the partitions' and Cursor says each (the
+// cursor a client resumes from), Lag is summed over them.
 type FeedStatus struct {
-	Seq uint64 `json:"seq"`
-	Lag uint64 `json:"lag"`
+	Seq    uint64 `json:"seq"`
+	Lag    uint64 `json:"lag"`
+	Cursor string `json:"cursor,omitempty"`
 }
 
 // ProjectionStatus is the read model: the last sequence applied, and how far
-// that is behind the stream.
+// that is behind the stream; with more than one partition, as FeedStatus.
 type ProjectionStatus struct {
 	Applied uint64 `json:"applied"`
 	Lag     uint64 `json:"lag"`
+	Cursor  string `json:"cursor,omitempty"`
 }
 
 // getStatus: GET /api/admin/status.

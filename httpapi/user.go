@@ -38,6 +38,24 @@ func (a *api) catchUp(w http.ResponseWriter, r *http.Request, seq uint64) bool {
 	return true
 }
 
+// catchUpWrites waits, at most ConsistencyWait, for the projection to apply
+// the caller's last writes (chat.Service.LastWrite): in conv's partition
+// only, or with conv 0 in every partition.
+func (a *api) catchUpWrites(w http.ResponseWriter, r *http.Request, writes eventstore.Cursor, conv int64) bool {
+	if writes == nil {
+		return true
+	}
+	if conv != 0 {
+		return a.catchUp(w, r, writes.ID(eventstore.Partition(conv, len(writes))))
+	}
+	for k := range writes {
+		if writes[k] != 0 && !a.catchUp(w, r, writes.ID(k)) {
+			return false
+		}
+	}
+	return true
+}
+
 type conversationsResponse struct {
 	Conversations []projections.Conversation `json:"conversations"`
 }
@@ -45,7 +63,7 @@ type conversationsResponse struct {
 // listConversations: GET /api/conversations.
 func (a *api) listConversations(w http.ResponseWriter, r *http.Request) error {
 	c := claims(r)
-	a.catchUp(w, r, a.svc.LastWrite(c.UserID))
+	a.catchUpWrites(w, r, a.svc.LastWrite(c.UserID), 0)
 	convs, err := a.reads.Conversations(r.Context(), c.UserID)
 	if err != nil {
 		return err
@@ -84,7 +102,7 @@ func (a *api) listMessages(w http.ResponseWriter, r *http.Request) error {
 	if err := a.checkMember(conv, c.UserID); err != nil {
 		return err
 	}
-	a.catchUp(w, r, a.svc.LastWrite(c.UserID))
+	a.catchUpWrites(w, r, a.svc.LastWrite(c.UserID), conv)
 	msgs, err := a.reads.Messages(r.Context(), conv, before, int(limit))
 	if err != nil {
 		return err

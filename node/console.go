@@ -19,31 +19,49 @@ const maxLogEntries = 50
 
 // status answers GET /api/admin/status.
 func (n *Node) status(ctx context.Context) (httpapi.Status, error) {
-	info, err := n.store.Stream().Info(ctx)
-	if err != nil {
-		return httpapi.Status{}, fmt.Errorf("stream %s info: %w: %w", eventstore.StreamName, eventstore.ErrUnavailable, err)
+	streams := make([]httpapi.StreamStatus, 0, n.store.Partitions())
+	last := eventstore.NewCursor(n.store.Partitions())
+	for k, st := range n.store.Streams() {
+		info, err := st.Info(ctx)
+		if err != nil {
+			return httpapi.Status{}, fmt.Errorf("stream %s info: %w: %w", n.store.StreamName(k), eventstore.ErrUnavailable, err)
+		}
+		last[k] = info.State.LastSeq
+		streams = append(streams, httpapi.StreamStatus{
+			Name: info.Config.Name, Subjects: info.Config.Subjects, Replicas: info.Config.Replicas,
+			Messages: info.State.Msgs, Bytes: info.State.Bytes, FirstSeq: info.State.FirstSeq, LastSeq: last[k],
+			Consumers: info.State.Consumers,
+		})
 	}
 	totals, err := n.metrics.Totals()
 	if err != nil {
 		return httpapi.Status{}, err
 	}
-	last := info.State.LastSeq
 	feed, applied := n.hub.FeedSeq(), n.proj.Applied()
-	return httpapi.Status{
-		Node:      n.cfg.NodeID,
-		Time:      time.Now().UTC(),
-		StartedAt: n.started.UTC(),
-		Streams: []httpapi.StreamStatus{{
-			Name: info.Config.Name, Subjects: info.Config.Subjects, Replicas: info.Config.Replicas,
-			Messages: info.State.Msgs, Bytes: info.State.Bytes, FirstSeq: info.State.FirstSeq, LastSeq: last,
-			Consumers: info.State.Consumers,
-		}},
-		Feed:        httpapi.FeedStatus{Seq: feed, Lag: last - min(last, feed)},
-		Projection:  httpapi.ProjectionStatus{Applied: applied, Lag: last - min(last, applied)},
+	status := httpapi.Status{
+		Node:        n.cfg.NodeID,
+		Time:        time.Now().UTC(),
+		StartedAt:   n.started.UTC(),
+		Streams:     streams,
+		Feed:        httpapi.FeedStatus{Seq: sum(feed), Lag: feed.Behind(last)},
+		Projection:  httpapi.ProjectionStatus{Applied: sum(applied), Lag: applied.Behind(last)},
 		Totals:      totals,
 		Errors:      n.ring.Entries(),
 		ErrorsTotal: n.ring.Total(),
-	}, nil
+	}
+	if len(last) > 1 {
+		status.Feed.Cursor, status.Projection.Cursor = feed.String(), applied.String()
+	}
+	return status, nil
+}
+
+// sum is the sum of c's sequences: with one partition, its sequence.
+func sum(c eventstore.Cursor) uint64 {
+	var s uint64
+	for _, seq := range c {
+		s += seq
+	}
+	return s
 }
 
 // DevSignIn reports whether the console offers one-click sign-in: the node

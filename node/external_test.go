@@ -27,8 +27,15 @@ import (
 // inboxd does (create, send, type, read, presence across nodes, resume,
 // history, a restart with a busy presence bucket, a rebuild of the read
 // model) without one permissions violation in the server's log; its
-// inspection user has exactly the embedded server's rights.
+// inspection user has exactly the embedded server's rights. With 3
+// partitions, the service user's rights on INBOX are given on INBOX-0 …
+// INBOX-2 instead, as the file says.
 func TestExternalNATSLeastPrivilege(t *testing.T) {
+	t.Run("one partition", func(t *testing.T) { testExternalNATSLeastPrivilege(t, 1) })
+	t.Run("three partitions", func(t *testing.T) { testExternalNATSLeastPrivilege(t, 3) })
+}
+
+func testExternalNATSLeastPrivilege(t *testing.T, partitions int) {
 	conf := securityDocConf(t)
 	const svcPassword, inspectPassword = "inboxd-password-0123456789", "inspect-password-0123456789"
 	t.Setenv("INBOXD_PASSWORD", svcPassword)
@@ -44,6 +51,9 @@ func TestExternalNATSLeastPrivilege(t *testing.T) {
 		t.Fatalf("docs/security.md's configuration: %v", err)
 	}
 	opts.NoSigs, opts.NoLog = true, false
+	if partitions > 1 {
+		partitionRights(t, opts, partitions)
+	}
 	s := natsserver.RunServer(opts)
 	t.Cleanup(s.Shutdown)
 	log := &violationLog{}
@@ -56,7 +66,7 @@ func TestExternalNATSLeastPrivilege(t *testing.T) {
 	data1 := t.TempDir()
 	asInboxd := func(data string) func(*Config) {
 		return func(c *Config) {
-			c.NATSURL = svcURL
+			c.NATSURL, c.Partitions = svcURL, partitions
 			if data != "" {
 				c.DataDir = data
 			}
@@ -126,7 +136,7 @@ func TestExternalNATSLeastPrivilege(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	store, err := eventstore.Open(ctx, eventstore.Config{Conn: nc})
+	store, err := eventstore.Open(ctx, eventstore.Config{Conn: nc, Partitions: partitions})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,6 +147,37 @@ func TestExternalNATSLeastPrivilege(t *testing.T) {
 	if v := log.violations(); len(v) > 0 {
 		t.Errorf("the server refused the inboxd user %d times:\n%s", len(v), strings.Join(v, "\n"))
 	}
+}
+
+// partitionRights gives the inboxd user of opts its rights on INBOX on the
+// streams of n partitions instead (docs/security.md): every subject with an
+// INBOX token is replaced by one per partition ($JS.API.STREAM.INFO.INBOX
+// is kept too).
+func partitionRights(t *testing.T, opts *server.Options, n int) {
+	t.Helper()
+	for _, u := range opts.Users {
+		if u.Username != "inboxd" {
+			continue
+		}
+		var allow []string
+		for _, subj := range u.Permissions.Publish.Allow {
+			toks := strings.Split(subj, ".")
+			i := slices.Index(toks, eventstore.StreamName)
+			if i < 0 || subj == "$JS.API.STREAM.INFO.INBOX" {
+				allow = append(allow, subj)
+			}
+			if i < 0 {
+				continue
+			}
+			for k := range n {
+				toks[i] = eventstore.StreamNameOf(n, k)
+				allow = append(allow, strings.Join(toks, "."))
+			}
+		}
+		u.Permissions.Publish.Allow = allow
+		return
+	}
+	t.Fatal("docs/security.md's configuration has no inboxd user")
 }
 
 // securityDocConf is the one ```conf block of docs/security.md.

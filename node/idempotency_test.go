@@ -103,12 +103,8 @@ type storedMessage struct {
 func storedByKey(t testing.TB, st *eventstore.Store) map[eventstore.Key][]storedMessage {
 	t.Helper()
 	ctx := context.Background()
-	last, err := st.LastSeq(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := map[eventstore.Key][]storedMessage{}
-	err = st.Read(ctx, 1, last, []string{eventstore.AllMessages}, func(s eventstore.Stored) error {
+	err := st.ReadAll(ctx, []string{eventstore.AllMessages}, func(s eventstore.Stored) error {
 		if m, ok := s.Event.(*eventstore.Message); ok && m.ClientMsgID != "" {
 			k := eventstore.Key{UserID: m.SenderID, ConversationID: m.ConversationID, ClientKey: m.ClientMsgID}
 			out[k] = append(out[k], storedMessage{s.Seq, m.Text})

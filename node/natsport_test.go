@@ -136,7 +136,7 @@ func TestForgedEventRefused(t *testing.T) {
 	// Nothing stored: the service's next append directly follows the
 	// conversation's creation, no event is on the forged subject, and mallory
 	// is not a member, on this node or in a rebuild of its read model.
-	last, err := n.store.LastSeq(ctx)
+	last, err := n.store.Last(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,10 +144,10 @@ func TestForgedEventRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if seq != last+1 {
-		t.Errorf("the next append got seq %d after last seq %d: something else was stored", seq, last)
+	if seq != last[0]+1 {
+		t.Errorf("the next append got seq %d after last seq %d: something else was stored", seq, last[0])
 	}
-	if _, err := n.store.Stream().GetLastMsgForSubject(ctx, subject); !errors.Is(err, jetstream.ErrMsgNotFound) {
+	if _, err := n.store.Streams()[0].GetLastMsgForSubject(ctx, subject); !errors.Is(err, jetstream.ErrMsgNotFound) {
 		t.Errorf("last message on %s: %v, want none", subject, err)
 	}
 	if err := n.dir.WaitFor(ctx, seq); err != nil {
@@ -282,7 +282,7 @@ func TestInspectionUserReadOnly(t *testing.T) {
 	pub("inbox.user.mallory.profile", `{}`)
 	pub("$KV."+presence.Bucket+".user.mallory", `{}`)
 	pub("$JS.ACK.INBOX."+durable+".1.1.1.0.0", "")
-	cfg := eventstore.StreamConfig(1, time.Minute)
+	cfg := eventstore.StreamConfig(1, 0, 1, time.Minute)
 	req("$JS.API.STREAM.CREATE.EVIL", map[string]any{"name": "EVIL", "subjects": []string{"evil.>"}})
 	req("$JS.API.STREAM.UPDATE.INBOX", cfg)
 	req("$JS.API.STREAM.DELETE.INBOX", nil)
@@ -310,14 +310,14 @@ func TestInspectionUserReadOnly(t *testing.T) {
 	waitRefusedSub(t, errs, "_INBOX_other.>")
 	waitRefusedSub(t, errs, "$JS.API.>")
 
-	after, err := n.store.Stream().Info(ctx)
+	after, err := n.store.Streams()[0].Info(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if after.State.Msgs != before.State.Msgs || after.State.LastSeq != seq || after.State.FirstSeq != 1 {
 		t.Errorf("stream state changed by refused writes: %+v, was %+v", after.State, before.State)
 	}
-	proj, err := n.store.Stream().Consumer(ctx, durable)
+	proj, err := n.store.Streams()[0].Consumer(ctx, durable)
 	if err != nil {
 		t.Fatalf("the projector's consumer: %v", err)
 	}

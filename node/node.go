@@ -55,6 +55,7 @@ type Config struct {
 	NATSListen     string // embedded server's client port ("" = in-process only)
 	NATSURL        string // external NATS server or cluster; empty = embed one
 	Replicas       int    // stream replicas on an external cluster
+	Partitions     int    // streams conversations are spread over (0: one); fixed once there are events
 	NodeID         string // names this node's durable projection consumer
 	SyncAlways     bool   // embedded NATS fsyncs every write before acknowledging
 	NATSAuth       eventstore.Auth
@@ -159,7 +160,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	if n.store, err = eventstore.Open(ctx, eventstore.Config{
-		Conn: n.nc, Replicas: cfg.Replicas, DuplicateWindow: cfg.DuplicateWindow, Logger: n.log.With("component", "eventstore"),
+		Conn: n.nc, Replicas: cfg.Replicas, Partitions: cfg.Partitions, DuplicateWindow: cfg.DuplicateWindow, Logger: n.log.With("component", "eventstore"),
 	}); err != nil {
 		return nil, err
 	}
@@ -169,12 +170,15 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if v := n.db.RebuiltFrom(); v != 0 {
 		n.log.Warn("the read model had an older schema: rebuilding it from the stream", "file", n.db.Path(), "schema", v)
 	}
+	if err := n.db.Bind(n.store.Partitions()); err != nil {
+		return nil, err
+	}
 	snap, err := n.db.Snapshot(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("load membership snapshot: %w", err)
 	}
 	n.dir = chat.NewDirectory()
-	n.dir.Seed(snap.Seq, convMembers(snap), profiles(snap), snap.Jobs)
+	n.dir.Seed(snap.Applied, convMembers(snap), profiles(snap), snap.Jobs)
 	// The live feed comes first: the projector's unread counts and presence
 	// changes push into it, and it hands them, with the stream, to the hub
 	// (its sink, given to Run below). Nothing is wired after construction.
@@ -187,7 +191,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	limits = limits.WithDefaults()
 	n.proj = projections.NewProjector(projections.ProjectorConfig{Name: cfg.NodeID, KeyWindow: limits.IdempotencyWindow}, projections.ProjectorDeps{
 		DB: n.db, Store: n.store, Logger: n.log,
-		OnApplied: func(_ uint64, changes []projections.UnreadChange) {
+		OnApplied: func(_ uint64, changes []projections.UnreadChange) { // on the batch's partition's goroutine
 			for _, c := range changes {
 				live.PushUnread(c.Seq, c.ConversationID, c.UserID, c.Unread)
 			}
@@ -256,7 +260,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.secrets.Path != "" {
 		n.log.Warn("DEVELOPMENT MODE: using generated secrets; set INBOX_JWT_SECRET (or INBOX_JWT_PUBLIC_KEY) and INBOX_ADMIN_TOKEN in production", "file", n.secrets.Path)
 	}
-	n.log.Info("inboxd ready", "http", n.HTTPAddr(), "nats", n.NATSURL(), "node", cfg.NodeID, "applied_seq", n.proj.Applied())
+	n.log.Info("inboxd ready", "http", n.HTTPAddr(), "nats", n.NATSURL(), "node", cfg.NodeID, "partitions", n.store.Partitions(), "applied_seq", n.proj.Applied().String())
 	return n, nil
 }
 
@@ -420,39 +424,44 @@ func (n *Node) catchUp(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	for {
-		last, err := n.store.LastStoredSeq(ctx)
+		last, err := n.store.LastStored(ctx)
 		if err != nil {
 			return fmt.Errorf("catch up with the stream: %w", err)
 		}
 		wctx, wcancel := context.WithTimeout(ctx, time.Second)
-		err = n.dir.WaitFor(wctx, last)
+		for k := range last {
+			if err = n.dir.WaitFor(wctx, last.ID(k)); err != nil {
+				break
+			}
+		}
 		wcancel()
 		switch {
 		case err == nil:
 			return nil
 		case ctx.Err() != nil:
-			return fmt.Errorf("catch up with the stream to seq %d: applied %d after 2m", last, n.dir.Seq())
+			return fmt.Errorf("catch up with the stream to seq %s: applied %s after 2m", last, n.dir.Seq())
 		}
 	}
 }
 
-// lag is the stream's last sequence minus the projection's applied sequence.
+// lag is how many sequences the projection is behind the streams' last,
+// over every partition.
 func (n *Node) lag(ctx context.Context) uint64 {
-	last, err := n.store.LastSeq(ctx)
+	last, err := n.store.Last(ctx)
 	if err != nil {
 		return 0
 	}
-	return last - min(last, n.proj.Applied())
+	return n.proj.Applied().Behind(last)
 }
 
 // ready fails when the stream cannot be reached or the projection lags too far.
 func (n *Node) ready(ctx context.Context) error {
-	last, err := n.store.LastSeq(ctx)
+	last, err := n.store.Last(ctx)
 	if err != nil {
 		return fmt.Errorf("stream unreachable: %w", err)
 	}
-	if applied := n.proj.Applied(); last > applied+n.cfg.ReadyMaxLag {
-		return fmt.Errorf("projection %d events behind the stream (limit %d)", last-applied, n.cfg.ReadyMaxLag)
+	if behind := n.proj.Applied().Behind(last); behind > n.cfg.ReadyMaxLag {
+		return fmt.Errorf("projection %d events behind the stream (limit %d)", behind, n.cfg.ReadyMaxLag)
 	}
 	return nil
 }

@@ -424,12 +424,12 @@ func TestVerifyAfterRandomWorkload(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	last, err := n1.store.LastSeq(ctx)
+	last, err := n1.store.Last(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range nodes {
-		if err := n.proj.WaitFor(ctx, last); err != nil {
+		if err := n.proj.WaitForAll(ctx, last); err != nil {
 			t.Fatalf("node %s: projection did not reach %d: %v", n.cfg.NodeID, last, err)
 		}
 		diffs, err := projections.Verify(ctx, n.store, n.db, filepath.Join(t.TempDir(), "verify.db"), nil)

@@ -67,10 +67,14 @@ func (c *convState) member(uid string) *memberState {
 	return nil
 }
 
-// applier applies events to the projection, one transaction per batch. It
-// caches conversation state between batches: it must be the DB's only writer.
+// applier applies the events of one partition to the projection, one
+// transaction per batch. It caches the state of the partition's
+// conversations between batches: it must be the only writer of the
+// partition's rows (every conversation is in one partition, so the
+// partitions' appliers share no state).
 type applier struct {
 	db      *DB
+	k       int // the partition
 	log     *slog.Logger
 	convs   map[int64]*convState
 	touched []*convState
@@ -81,8 +85,20 @@ type applier struct {
 	forget bool
 }
 
-func newApplier(db *DB, log *slog.Logger) *applier {
-	return &applier{db: db, log: log, convs: make(map[int64]*convState)}
+// mask is what an id (or seq) is masked with to leave its partition
+// (retention's queries): 0 with one partition, whose ids are sequences.
+func (a *applier) mask() int64 {
+	if a.db.n <= 1 {
+		return 0
+	}
+	return eventstore.MaxPartitions - 1
+}
+
+func newApplier(db *DB, k int, log *slog.Logger) *applier {
+	if db.n > 1 {
+		log = log.With("partition", k)
+	}
+	return &applier{db: db, k: k, log: log, convs: make(map[int64]*convState)}
 }
 
 // The applier's statements: prepared once on the writer connection and bound
@@ -104,7 +120,8 @@ const (
 	qInsJob
 	qInsJobMember
 	qUpJobStatus
-	qSetMeta
+	qSelApplied
+	qSetApplied
 	qUpKey
 	qMsgState
 	qEditMsg
@@ -147,27 +164,31 @@ var queries = [numStmts]string{
 	qInsJobMember: `INSERT OR IGNORE INTO job_members (job_id, user_id) VALUES (?, ?)`,
 	qUpJobStatus: `INSERT INTO job_status (job_id, status, detail, seq, updated_at) VALUES (?, ?, ?, ?, ?)
 			ON CONFLICT (job_id) DO UPDATE SET status = excluded.status, detail = excluded.detail, seq = excluded.seq, updated_at = excluded.updated_at`,
-	qSetMeta:   `UPDATE meta SET applied_seq = ?, skipped = ? WHERE id = 1`,
-	qMsgState:  `SELECT conversation_id, sender_id, deleted, erased FROM messages WHERE id = ?`,
-	qEditMsg:   `UPDATE messages SET text = ?, edited_at = ?, life_seq = ? WHERE id = ?`,
-	qDeleteMsg: `UPDATE messages SET text = '', edited_at = NULL, deleted = 1, life_seq = ? WHERE id = ?`,
+	qSelApplied: `SELECT seq FROM applied WHERE k = ?`,
+	qSetApplied: `UPDATE applied SET seq = ?, skipped = skipped + ? WHERE k = ?`,
+	qMsgState:   `SELECT conversation_id, sender_id, deleted, erased FROM messages WHERE id = ?`,
+	qEditMsg:    `UPDATE messages SET text = ?, edited_at = ?, life_seq = ? WHERE id = ?`,
+	qDeleteMsg:  `UPDATE messages SET text = '', edited_at = NULL, deleted = 1, life_seq = ? WHERE id = ?`,
 	qEraseMsg: `UPDATE messages SET sender_name = '', sender_avatar = NULL, text = '', client_msg_id = '', is_read = 0,
 			edited_at = NULL, deleted = 1, erased = 1, life_seq = ? WHERE id = ?`,
 	qInsErased: `INSERT INTO messages (id, conversation_id, sender_id, sender_name, sender_avatar, text, type, client_msg_id, created_at,
 			deleted, erased, life_seq) VALUES (?, ?, ?, '', NULL, '', ?, '', ?, 1, 1, ?)`,
-	qLifeSeq:         `UPDATE messages SET life_seq = ? WHERE id = ?`,
-	qAddReaction:     `INSERT OR IGNORE INTO reactions (message_id, emoji, user_id, seq) VALUES (?, ?, ?, ?)`,
-	qDelReaction:     `DELETE FROM reactions WHERE message_id = ? AND emoji = ? AND user_id = ?`,
-	qCountReactions:  `SELECT count(*) FROM reactions WHERE message_id = ? AND user_id = ?`,
-	qDelReactions:    `DELETE FROM reactions WHERE message_id = ?`,
-	qDelKeyAt:        `DELETE FROM idempotency WHERE seq = ?`,
-	qDelProfileAt:    `DELETE FROM profiles WHERE user_id = ? AND updated_seq = ?`,
-	qSelExpired:      `SELECT expired_before FROM meta WHERE id = 1`,
-	qExpiringConvs:   `SELECT DISTINCT conversation_id FROM messages WHERE id < ?`,
-	qExpireReactions: `DELETE FROM reactions WHERE message_id < ?`,
-	qExpireMessages:  `DELETE FROM messages WHERE id < ?`,
-	qExpireKeys:      `DELETE FROM idempotency WHERE seq < ?`,
-	qSetExpired:      `UPDATE meta SET expired_before = max(expired_before, ?) WHERE id = 1`,
+	qLifeSeq:        `UPDATE messages SET life_seq = ? WHERE id = ?`,
+	qAddReaction:    `INSERT OR IGNORE INTO reactions (message_id, emoji, user_id, seq) VALUES (?, ?, ?, ?)`,
+	qDelReaction:    `DELETE FROM reactions WHERE message_id = ? AND emoji = ? AND user_id = ?`,
+	qCountReactions: `SELECT count(*) FROM reactions WHERE message_id = ? AND user_id = ?`,
+	qDelReactions:   `DELETE FROM reactions WHERE message_id = ?`,
+	qDelKeyAt:       `DELETE FROM idempotency WHERE seq = ?`,
+	qDelProfileAt:   `DELETE FROM profiles WHERE user_id = ? AND updated_seq = ?`,
+	// Retention is per partition: its rows are those whose id (or seq)
+	// has the partition in its low bits, (id & mask) = k, mask 0 with one
+	// partition (applier.mask).
+	qSelExpired:      `SELECT expired_before FROM applied WHERE k = ?`,
+	qExpiringConvs:   `SELECT DISTINCT conversation_id FROM messages WHERE id < ? AND (id & ?) = ?`,
+	qExpireReactions: `DELETE FROM reactions WHERE message_id < ? AND (message_id & ?) = ?`,
+	qExpireMessages:  `DELETE FROM messages WHERE id < ? AND (id & ?) = ?`,
+	qExpireKeys:      `DELETE FROM idempotency WHERE seq < ? AND (seq & ?) = ?`,
+	qSetExpired:      `UPDATE applied SET expired_before = max(expired_before, ?) WHERE k = ?`,
 	qUpKey: `INSERT INTO idempotency (user_id, conversation_id, key, op, fingerprint, seq, at) VALUES (?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (user_id, conversation_id, key) DO UPDATE SET op = excluded.op, fingerprint = excluded.fingerprint,
 			seq = excluded.seq, at = excluded.at`,
@@ -196,9 +217,9 @@ func (s *stmts) bind(ctx context.Context, tx *sql.Tx) stmts {
 	return b
 }
 
-// apply applies events in one transaction that also stores the last
-// sequence. Events at or below the applied sequence are skipped, so applying
-// a batch twice changes nothing. It returns the members whose unread count
+// apply applies events of the applier's partition in one transaction that
+// also stores the partition's last sequence. Events at or below the applied
+// sequence are skipped, so applying a batch twice changes nothing. It returns the members whose unread count
 // changed. The transaction is not cancelled by ctx: a started batch finishes.
 func (a *applier) apply(ctx context.Context, events []eventstore.Stored) ([]UnreadChange, error) {
 	changes, err := a.applyTx(context.WithoutCancel(ctx), events)
@@ -231,16 +252,20 @@ func (a *applier) applyTx(ctx context.Context, events []eventstore.Stored) (chan
 	}()
 	a.st = a.base.bind(ctx, tx)
 	var applied, skipped uint64
-	if err := tx.QueryRowContext(ctx, "SELECT applied_seq, skipped FROM meta WHERE id = 1").Scan(&applied, &skipped); err != nil {
-		return nil, fmt.Errorf("read applied sequence: %w", err)
+	if err := a.st[qSelApplied].QueryRowContext(ctx, a.k).Scan(&applied); err != nil {
+		return nil, fmt.Errorf("read applied sequence of partition %d: %w", a.k, err)
 	}
-	if applied != a.db.applied.Load() {
+	if applied != a.db.applied[a.k].Load() {
 		clear(a.convs) // someone else wrote the database
 	}
 	start := applied
 	for i := range events {
 		st := &events[i]
-		if st.Seq <= applied {
+		k, seq := eventstore.Split(a.db.n, st.Seq)
+		if k != a.k {
+			return nil, fmt.Errorf("event %d of partition %d in a batch of partition %d", st.Seq, k, a.k)
+		}
+		if seq <= applied {
 			continue
 		}
 		if st.Err != nil {
@@ -249,7 +274,7 @@ func (a *applier) applyTx(ctx context.Context, events []eventstore.Stored) (chan
 		} else if err := a.applyEvent(ctx, st); err != nil {
 			return nil, fmt.Errorf("apply event %d (%s): %w", st.Seq, st.Subject, err)
 		}
-		applied = st.Seq
+		applied = seq
 	}
 	if applied == start {
 		tx.Rollback()
@@ -258,7 +283,7 @@ func (a *applier) applyTx(ctx context.Context, events []eventstore.Stored) (chan
 	if changes, err = a.flush(ctx); err != nil {
 		return nil, err
 	}
-	if _, err := a.st[qSetMeta].ExecContext(ctx, applied, skipped); err != nil {
+	if _, err := a.st[qSetApplied].ExecContext(ctx, applied, skipped, a.k); err != nil {
 		return nil, fmt.Errorf("store applied sequence: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -272,8 +297,8 @@ func (a *applier) applyTx(ctx context.Context, events []eventstore.Stored) (chan
 			a.log.Warn("checkpoint the write-ahead log after an erasure", "err", err)
 		}
 	}
-	a.db.applied.Store(applied)
-	a.db.skipped.Store(skipped)
+	a.db.applied[a.k].Store(applied)
+	a.db.skipped.Add(skipped)
 	return changes, nil
 }
 

@@ -133,8 +133,11 @@ func insertOnly(b *testing.B, path string, msgs []*eventstore.Message, firstSeq 
 // as concurrent sends do: a miss (a new key, the common case) and a hit.
 func BenchmarkKeyRecord(b *testing.B) {
 	db := openDB(b, "keys.db")
+	if err := db.Bind(1); err != nil {
+		b.Fatal(err)
+	}
 	ctx := context.Background()
-	a := newApplier(db, testLogger(b))
+	a := newApplier(db, 0, testLogger(b))
 	at := time.Now()
 	var events []eventstore.Stored
 	for i := range 1000 {
@@ -175,8 +178,11 @@ func BenchmarkApplyBatch(b *testing.B) {
 	for _, size := range []int{1, 5, 20, 100, 500} {
 		b.Run(fmt.Sprint("events=", size), func(b *testing.B) {
 			db := openDB(b, "batch.db")
+			if err := db.Bind(1); err != nil {
+				b.Fatal(err)
+			}
 			ctx := context.Background()
-			a := newApplier(db, testLogger(b))
+			a := newApplier(db, 0, testLogger(b))
 			at := time.Now()
 			var seq uint64
 			var events []eventstore.Stored

@@ -17,15 +17,19 @@ import (
 
 	_ "github.com/mattn/go-sqlite3" // database/sql driver "sqlite3"
 
+	"inbox/eventstore"
 	"inbox/internal/private"
 )
 
 // schemaVersion is stored in PRAGMA user_version. Version 2 added the
 // idempotency record; version 3 a message's lifecycle (edits, deletions,
 // reactions, erasure, retention) and read watermarks that no longer depend
-// on which messages exist. A database of an older version is emptied when
-// opened and rebuilt from the stream by the projector (RebuiltFrom).
-const schemaVersion = 3
+// on which messages exist; version 4 an applied sequence per partition
+// (the applied table). A version 3 database is migrated in place (one
+// partition: its meta row moves to the applied table); one older than that
+// is emptied when opened and rebuilt from the stream by the projector
+// (RebuiltFrom).
+const schemaVersion = 4
 
 // ErrNotFound is returned by lookups of a row that does not exist.
 var ErrNotFound = errors.New("not found")
@@ -114,27 +118,36 @@ CREATE TABLE IF NOT EXISTS idempotency_pruned (
 );
 INSERT OR IGNORE INTO idempotency_pruned (id, before) VALUES (1, '');
 CREATE TABLE IF NOT EXISTS meta (
-	id             INTEGER PRIMARY KEY CHECK (id = 1),
-	applied_seq    INTEGER NOT NULL,
-	skipped        INTEGER NOT NULL,
+	id         INTEGER PRIMARY KEY CHECK (id = 1),
+	partitions INTEGER NOT NULL DEFAULT 0
+);
+INSERT OR IGNORE INTO meta (id) VALUES (1);
+CREATE TABLE IF NOT EXISTS applied (
+	k              INTEGER PRIMARY KEY,
+	seq            INTEGER NOT NULL,
+	skipped        INTEGER NOT NULL DEFAULT 0,
 	expired_before INTEGER NOT NULL DEFAULT 0
 );
-INSERT OR IGNORE INTO meta (id, applied_seq, skipped) VALUES (1, 0, 0);
 `
 
 // oldTables are every table a database of an older schema may hold.
 var oldTables = []string{"conversations", "members", "messages", "reactions", "profiles", "jobs", "job_members",
-	"job_status", "idempotency", "idempotency_pruned", "meta"}
+	"job_status", "idempotency", "idempotency_pruned", "meta", "applied"}
 
 // DB is an open projection database: one writer connection (the projector's)
 // and a pool of readers that see committed state through WAL.
+//
+// It holds the events of a stream of some number of partitions (Bind), and
+// the last stream sequence applied from each: applying a partition's batch
+// stores that partition's sequence in the same transaction.
 type DB struct {
 	path string
 	w    *sql.DB // single connection, BEGIN IMMEDIATE
 	r    *sql.DB // readers, deferred transactions
 
-	applied atomic.Uint64 // last applied stream sequence, as committed
-	skipped atomic.Uint64 // undecodable events skipped, as committed
+	n       int             // partitions (0: not bound yet)
+	applied []atomic.Uint64 // per partition: last applied stream sequence, as committed
+	skipped atomic.Uint64   // undecodable events skipped in every partition, as committed
 
 	rebuiltFrom int // the schema version of the database emptied on open (0: none)
 }
@@ -231,18 +244,85 @@ func (db *DB) init() error {
 			return err
 		}
 	}
-	var applied, skipped uint64
-	if err := db.w.QueryRowContext(ctx, "SELECT applied_seq, skipped FROM meta WHERE id = 1").Scan(&applied, &skipped); err != nil {
+	if err := db.w.QueryRowContext(ctx, "SELECT partitions FROM meta WHERE id = 1").Scan(&db.n); err != nil {
 		return fmt.Errorf("read meta: %w", err)
 	}
-	db.applied.Store(applied)
-	db.skipped.Store(skipped)
+	db.applied = make([]atomic.Uint64, db.n)
+	rows, err := db.w.QueryContext(ctx, "SELECT k, seq, skipped FROM applied")
+	if err != nil {
+		return fmt.Errorf("read applied sequences: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k int
+		var seq, skipped uint64
+		if err := rows.Scan(&k, &seq, &skipped); err != nil {
+			return fmt.Errorf("read applied sequences: %w", err)
+		}
+		if k < 0 || k >= db.n {
+			return fmt.Errorf("applied sequence of partition %d in a database of %d partitions", k, db.n)
+		}
+		db.applied[k].Store(seq)
+		db.skipped.Add(skipped)
+	}
+	return rows.Err()
+}
+
+// ErrPartitions: the database holds the events of another number of
+// partitions than the stream has.
+var ErrPartitions = errors.New("read model of another partition count")
+
+// Bind ties the database to a stream of n partitions: a new one records n;
+// one that holds another count is refused with ErrPartitions (its ids mean
+// other events: rebuild it with inbox replay). Call it once, before any
+// other use.
+func (db *DB) Bind(n int) error {
+	n = max(n, 1)
+	switch db.n {
+	case n:
+		return nil
+	case 0:
+	default:
+		return fmt.Errorf("%w: %s holds the events of %d partition(s), the stream has %d: rebuild it from the stream (inbox replay)", ErrPartitions, db.path, db.n, n)
+	}
+	ctx := context.Background()
+	tx, err := db.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("record %d partitions in %s: %w", n, db.path, err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, "UPDATE meta SET partitions = ? WHERE id = 1", n); err != nil {
+		return fmt.Errorf("record %d partitions in %s: %w", n, db.path, err)
+	}
+	for k := range n {
+		if _, err := tx.ExecContext(ctx, "INSERT OR IGNORE INTO applied (k, seq) VALUES (?, 0)", k); err != nil {
+			return fmt.Errorf("record %d partitions in %s: %w", n, db.path, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("record %d partitions in %s: %w", n, db.path, err)
+	}
+	db.n, db.applied = n, make([]atomic.Uint64, n)
 	return nil
 }
 
-// migrate creates the schema in one transaction. A database of an older
-// version is emptied first: the read model is derived, and the projector
-// rebuilds it from the stream (its consumer restarts from sequence 1).
+// Partitions is the number of partitions the database holds (0: not bound).
+func (db *DB) Partitions() int { return db.n }
+
+// Applied is the last stream sequence applied from each partition, as
+// committed.
+func (db *DB) Applied() eventstore.Cursor {
+	c := eventstore.NewCursor(db.n)
+	for k := range db.applied {
+		c[k] = db.applied[k].Load()
+	}
+	return c
+}
+
+// migrate creates the schema in one transaction. A version 3 database gets
+// its bookkeeping per partition (it holds one). One of an older version is
+// emptied first: the read model is derived, and the projector rebuilds it
+// from the stream (its consumer restarts from sequence 1).
 func (db *DB) migrate(ctx context.Context, from int) (err error) {
 	tx, err := db.w.BeginTx(ctx, nil)
 	if err != nil {
@@ -253,7 +333,7 @@ func (db *DB) migrate(ctx context.Context, from int) (err error) {
 			tx.Rollback()
 		}
 	}()
-	if from > 0 {
+	if from > 0 && from < 3 {
 		for _, t := range oldTables {
 			if _, err := tx.ExecContext(ctx, "DROP TABLE IF EXISTS "+t); err != nil {
 				return fmt.Errorf("empty a version %d database: %w", from, err)
@@ -263,6 +343,23 @@ func (db *DB) migrate(ctx context.Context, from int) (err error) {
 	}
 	if _, err := tx.ExecContext(ctx, schema); err != nil {
 		return fmt.Errorf("create schema: %w", err)
+	}
+	if from == 3 {
+		// Written before partitions existed: one partition, whose applied
+		// sequence, skipped count and expiry horizon move from meta to the
+		// applied table.
+		for _, q := range []string{
+			`ALTER TABLE meta ADD COLUMN partitions INTEGER NOT NULL DEFAULT 0`,
+			`INSERT INTO applied (k, seq, skipped, expired_before) SELECT 0, applied_seq, skipped, expired_before FROM meta WHERE id = 1`,
+			`UPDATE meta SET partitions = 1 WHERE id = 1`,
+			`ALTER TABLE meta DROP COLUMN applied_seq`,
+			`ALTER TABLE meta DROP COLUMN skipped`,
+			`ALTER TABLE meta DROP COLUMN expired_before`,
+		} {
+			if _, err := tx.ExecContext(ctx, q); err != nil {
+				return fmt.Errorf("migrate schema from version 3: %s: %w", q, err)
+			}
+		}
 	}
 	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", schemaVersion)); err != nil {
 		return fmt.Errorf("set schema version: %w", err)

@@ -12,7 +12,8 @@ import (
 // maxDiffs caps the differences Diff lists.
 const maxDiffs = 50
 
-// diffTables lists every table with its key columns, in key order.
+// diffTables lists every table with its key columns, in key order, and the
+// partition its rows belong to (partitionTables).
 // idempotency_pruned is bookkeeping: it bounds what idempotency compares.
 var diffTables = []struct {
 	name   string
@@ -20,6 +21,7 @@ var diffTables = []struct {
 	pruned bool // rows older than either database's prune horizon are not compared
 }{
 	{"meta", []string{"id"}, false},
+	{"applied", []string{"k"}, false},
 	{"conversations", []string{"id"}, false},
 	{"members", []string{"conversation_id", "user_id"}, false},
 	{"messages", []string{"id"}, false},
@@ -33,8 +35,20 @@ var diffTables = []struct {
 
 // Diff compares two projection databases table by table, row by row in key
 // order, and describes each difference; nil means identical. At most 50 are
-// listed, then a line says how many more there were.
-func Diff(ctx context.Context, a, b *DB) ([]string, error) {
+// listed, then a line says how many more there were. With Only, the rows of
+// those partitions are compared (and meta, which counts for every
+// partition, is not).
+func Diff(ctx context.Context, a, b *DB, opts ...Option) ([]string, error) {
+	o := buildOptions(opts)
+	n := max(a.n, b.n)
+	if o.only != nil {
+		if a.n != b.n {
+			return nil, fmt.Errorf("diff: %s holds %d partitions, %s %d", a.path, a.n, b.path, b.n)
+		}
+		if _, err := o.partitions(n); err != nil {
+			return nil, fmt.Errorf("diff: %w", err)
+		}
+	}
 	ta, err := a.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return nil, fmt.Errorf("diff: read %s: %w", a.path, err)
@@ -45,7 +59,7 @@ func Diff(ctx context.Context, a, b *DB) ([]string, error) {
 		return nil, fmt.Errorf("diff: read %s: %w", b.path, err)
 	}
 	defer tb.Rollback()
-	d := &differ{a: a.path, b: b.path}
+	d := &differ{a: a.path, b: b.path, n: n, only: o.only}
 	// A live database prunes idempotency records older than its window; a
 	// rebuilt one holds them all until it prunes too.
 	var horizonA, horizonB string
@@ -57,6 +71,9 @@ func Diff(ctx context.Context, a, b *DB) ([]string, error) {
 	}
 	horizon := max(horizonA, horizonB)
 	for _, t := range diffTables {
+		if o.only != nil && partitionTables[t.name].scope == scopeAll {
+			continue
+		}
 		var since *string
 		if t.pruned {
 			since = &horizon
@@ -73,6 +90,8 @@ func Diff(ctx context.Context, a, b *DB) ([]string, error) {
 
 type differ struct {
 	a, b string
+	n    int   // partitions
+	only []int // compare only rows of these partitions (nil: all)
 	out  []string
 	more int
 }
@@ -91,6 +110,7 @@ type tableRows struct {
 	cols []string
 	cur  []any
 	ok   bool
+	keep func(row []any) bool // nil: every row
 }
 
 // scanTable reads table in key order; since, if set, keeps the rows whose
@@ -123,7 +143,18 @@ func (t *tableRows) next() error {
 	for i := range t.cur {
 		ptrs[i] = &t.cur[i]
 	}
-	return t.rows.Scan(ptrs...)
+	if err := t.rows.Scan(ptrs...); err != nil {
+		return err
+	}
+	return t.skip()
+}
+
+// skip moves past the rows keep leaves out.
+func (t *tableRows) skip() error {
+	if t.keep == nil || !t.ok || t.keep(t.cur) {
+		return nil
+	}
+	return t.next()
 }
 
 func (d *differ) table(ctx context.Context, ta, tb *sql.Tx, table string, keys []string, since *string) error {
@@ -140,6 +171,19 @@ func (d *differ) table(ctx context.Context, ta, tb *sql.Tx, table string, keys [
 	if strings.Join(ra.cols, ",") != strings.Join(rb.cols, ",") {
 		d.add("%s: columns %v in %s, %v in %s", table, ra.cols, d.a, rb.cols, d.b)
 		return nil
+	}
+	if d.only != nil {
+		keep, err := rowFilter(table, ra.cols, d.n, d.only)
+		if err != nil {
+			return err
+		}
+		ra.keep, rb.keep = keep, keep
+		if err := ra.skip(); err != nil {
+			return err
+		}
+		if err := rb.skip(); err != nil {
+			return err
+		}
 	}
 	nk := len(keys)
 	for ra.ok || rb.ok {

@@ -98,22 +98,32 @@ func (e *env) append(t testing.TB, ev eventstore.Event) uint64 {
 	return seq
 }
 
-func (e *env) lastSeq(t testing.TB) uint64 {
+func (e *env) last(t testing.TB) eventstore.Cursor {
 	t.Helper()
-	seq, err := e.store.LastSeq(context.Background())
+	c, err := e.store.Last(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return seq
+	return c
 }
 
-// waitApplied waits until db has applied the stream's last sequence.
+// lastSeq is the last sequence of a one-partition stream.
+func (e *env) lastSeq(t testing.TB) uint64 {
+	t.Helper()
+	c := e.last(t)
+	if len(c) != 1 {
+		t.Fatalf("lastSeq of a stream of %d partitions", len(c))
+	}
+	return c[0]
+}
+
+// waitApplied waits until db has applied the stream's last sequences.
 func waitApplied(t testing.TB, e *env, p *Projector) {
 	t.Helper()
-	last := e.lastSeq(t)
+	last := e.last(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := p.WaitFor(ctx, last); err != nil {
+	if err := p.WaitForAll(ctx, last); err != nil {
 		t.Fatal(err)
 	}
 }

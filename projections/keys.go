@@ -59,17 +59,17 @@ func (db *DB) PruneKeys(ctx context.Context, t time.Time) (n int64, err error) {
 	return res.RowsAffected()
 }
 
-// MessageConversations returns the last stream sequence the database has
-// applied and, in the same read, the conversation of each of ids that is a
-// message: an id at or below applied that is missing is not a message.
-func (db *DB) MessageConversations(ctx context.Context, ids []int64) (applied uint64, convs map[int64]int64, err error) {
+// MessageConversations returns what the database has applied from each
+// partition and, in the same read, the conversation of each of ids that is
+// a message: an id the cursor covers that is missing is not a message.
+func (db *DB) MessageConversations(ctx context.Context, ids []int64) (applied eventstore.Cursor, convs map[int64]int64, err error) {
 	tx, err := db.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
-		return 0, nil, fmt.Errorf("look up messages: %w", err)
+		return nil, nil, fmt.Errorf("look up messages: %w", err)
 	}
 	defer tx.Rollback()
-	if err := tx.QueryRowContext(ctx, `SELECT applied_seq FROM meta WHERE id = 1`).Scan(&applied); err != nil {
-		return 0, nil, fmt.Errorf("look up messages: applied sequence: %w", err)
+	if applied, err = db.appliedIn(ctx, tx); err != nil {
+		return nil, nil, fmt.Errorf("look up messages: %w", err)
 	}
 	convs = make(map[int64]int64, len(ids))
 	if len(ids) == 0 {
@@ -89,7 +89,7 @@ func (db *DB) MessageConversations(ctx context.Context, ids []int64) (applied ui
 		return nil
 	}, args...)
 	if err != nil {
-		return 0, nil, fmt.Errorf("look up messages: %w", err)
+		return nil, nil, fmt.Errorf("look up messages: %w", err)
 	}
 	return applied, convs, nil
 }
@@ -100,7 +100,7 @@ func (p *Projector) KeyRecord(ctx context.Context, k eventstore.Key) (eventstore
 }
 
 // MessageConversations is the database's MessageConversations.
-func (p *Projector) MessageConversations(ctx context.Context, ids []int64) (uint64, map[int64]int64, error) {
+func (p *Projector) MessageConversations(ctx context.Context, ids []int64) (eventstore.Cursor, map[int64]int64, error) {
 	return p.db.MessageConversations(ctx, ids)
 }
 
@@ -133,13 +133,13 @@ func (p *Projector) Covers(ctx context.Context, t time.Time) (bool, error) {
 	}
 	start := time.Now()
 	p.checkedAt = start
-	last, err := p.store.LastStoredSeq(ctx)
+	last, err := p.store.LastStored(ctx)
 	if err != nil {
 		return false, err
 	}
-	if p.Applied() < last {
+	if !p.Applied().Reaches(last) {
 		wctx, cancel := context.WithTimeout(ctx, caughtUpWait)
-		err := p.WaitFor(wctx, last)
+		err := p.WaitForAll(wctx, last)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
@@ -154,17 +154,26 @@ func (p *Projector) Covers(ctx context.Context, t time.Time) (bool, error) {
 	return !start.Before(t), nil
 }
 
-// horizon is the moment up to which the database is known to hold every event.
+// horizon is the moment up to which the database is known to hold every
+// event: the oldest of the partitions' last applied events (each partition
+// holds everything it stored up to its own), or the last check that found
+// every partition caught up.
 func (p *Projector) horizon() time.Time {
-	return time.Unix(0, max(p.appliedAt.Load(), p.caughtUpAt.Load()))
+	applied := p.appliedAt[0].Load()
+	for k := range p.appliedAt {
+		applied = min(applied, p.appliedAt[k].Load())
+	}
+	return time.Unix(0, max(applied, p.caughtUpAt.Load()))
 }
 
-// prune deletes idempotency records older than the key window, at most once per
-// pruneEvery; it runs on the projector's goroutine, between batches.
+// prune deletes idempotency records older than the key window, at most once
+// per pruneEvery; it runs on a partition's goroutine, between batches (one
+// partition's at a time; the others skip it meanwhile).
 func (p *Projector) prune(ctx context.Context) {
-	if p.keyWindow <= 0 {
+	if p.keyWindow <= 0 || !p.pruneMu.TryLock() {
 		return
 	}
+	defer p.pruneMu.Unlock()
 	now := time.Now()
 	if now.Sub(p.prunedAt) < min(max(p.keyWindow/8, time.Second), time.Hour) {
 		return

@@ -194,7 +194,7 @@ func (a *applier) erase(ctx context.Context, e *eventstore.Erased, seq uint64, r
 		return a.deleteRow(ctx, id, row, seq, qEraseMsg)
 	}
 	var expired int64
-	if err := a.st[qSelExpired].QueryRowContext(ctx).Scan(&expired); err != nil {
+	if err := a.st[qSelExpired].QueryRowContext(ctx, a.k).Scan(&expired); err != nil {
 		return fmt.Errorf("read the expiry horizon: %w", err)
 	}
 	if id < expired {
@@ -227,7 +227,7 @@ func (a *applier) expire(ctx context.Context, e *eventstore.Expired, seq uint64)
 	a.forget = true
 	before := int64(min(e.Before, eventstore.MaxID))
 	var ids []int64
-	rows, err := a.st[qExpiringConvs].QueryContext(ctx, before)
+	rows, err := a.st[qExpiringConvs].QueryContext(ctx, before, a.mask(), a.k)
 	if err != nil {
 		return fmt.Errorf("conversations with expiring messages: %w", err)
 	}
@@ -264,10 +264,13 @@ func (a *applier) expire(ctx context.Context, e *eventstore.Expired, seq uint64)
 			}
 		}
 	}
-	for _, q := range []stmtID{qExpireReactions, qExpireMessages, qExpireKeys, qSetExpired} {
-		if _, err := a.st[q].ExecContext(ctx, before); err != nil {
+	for _, q := range []stmtID{qExpireReactions, qExpireMessages, qExpireKeys} {
+		if _, err := a.st[q].ExecContext(ctx, before, a.mask(), a.k); err != nil {
 			return fmt.Errorf("expire messages below %d: %w", before, err)
 		}
+	}
+	if _, err := a.st[qSetExpired].ExecContext(ctx, before, a.k); err != nil {
+		return fmt.Errorf("expire messages below %d: %w", before, err)
 	}
 	for _, c := range convs {
 		if c.lastMsg < before {

@@ -56,9 +56,9 @@ func (b *batchSizer) applied(n int) { b.n = n }
 
 // ProjectorConfig configures a Projector.
 type ProjectorConfig struct {
-	// Name names the durable consumer, inbox-proj-<Name>: unique per
-	// projection database (e.g. the node id) and a valid consumer name
-	// token. Required.
+	// Name names the durable consumers, inbox-proj-<Name> on each
+	// partition's stream: unique per projection database (e.g. the node
+	// id) and a valid consumer name token. Required.
 	Name string
 	// KeyWindow is how long idempotency records are kept: older ones are
 	// pruned now and then (every KeyWindow/8, at most hourly). Zero keeps
@@ -71,39 +71,46 @@ type ProjectorConfig struct {
 type ProjectorDeps struct {
 	DB    *DB
 	Store *eventstore.Store
-	// OnApplied, if set, is called after each committed batch with the last
-	// applied sequence and the members whose unread count changed. It runs
-	// on the projector's goroutine: it must not block for long.
-	OnApplied func(seq uint64, changes []UnreadChange)
+	// OnApplied, if set, is called after each committed batch with the id
+	// of its last event and the members whose unread count changed. It
+	// runs on the goroutine of the batch's partition (several at once with
+	// more than one partition): it must not block for long.
+	OnApplied func(id uint64, changes []UnreadChange)
 	Logger    *slog.Logger // nil: discard
 }
 
-// Projector keeps a DB up to date with the INBOX stream through a durable
-// JetStream pull consumer, inbox-proj-<name>, one per projection database.
+// Projector keeps a DB up to date with the stream through durable
+// JetStream pull consumers named inbox-proj-<name>, one on each partition's
+// stream per projection database. Each partition is consumed and applied
+// on its own goroutine, each batch in its own transaction.
 type Projector struct {
-	onApplied func(seq uint64, changes []UnreadChange) // nil: nobody is told
+	onApplied func(id uint64, changes []UnreadChange) // nil: nobody is told
 	keyWindow time.Duration
 
 	db      *DB
 	store   *eventstore.Store
 	durable string
 	log     *slog.Logger
-	apl     *applier
+	apl     []*applier // per partition
+	bindErr error      // the database holds another partition count
 	running atomic.Bool
 
 	mu       sync.Mutex
 	advanced chan struct{} // closed and replaced whenever applied moves
 
-	appliedAt  atomic.Int64 // unix nanos: stream time of the last applied event
-	caughtUpAt atomic.Int64 // unix nanos: when the database last held everything the stream had
-	checkMu    sync.Mutex   // one caught-up check at a time (Covers)
-	checkedAt  time.Time    // when the last check began; checkMu held
-	prunedAt   time.Time    // last prune; the projector's goroutine only
+	appliedAt  []atomic.Int64 // per partition, unix nanos: stream time of the last applied event
+	caughtUpAt atomic.Int64   // unix nanos: when the database last held everything the stream had
+	checkMu    sync.Mutex     // one caught-up check at a time (Covers)
+	checkedAt  time.Time      // when the last check began; checkMu held
+	pruneMu    sync.Mutex     // one prune at a time
+	prunedAt   time.Time      // last prune; pruneMu held
 }
 
-// NewProjector returns a projector that applies the INBOX stream to d.DB
-// under the durable consumer inbox-proj-<cfg.Name>. It panics if a required
-// part is missing: that is a wiring mistake, not a runtime condition.
+// NewProjector returns a projector that applies the stream to d.DB under
+// the durable consumers inbox-proj-<cfg.Name>. It panics if a required part
+// is missing: that is a wiring mistake, not a runtime condition. A new
+// database is bound to the store's partitions here (DB.Bind); one bound to
+// another count makes Run fail.
 func NewProjector(cfg ProjectorConfig, d ProjectorDeps) *Projector {
 	switch {
 	case cfg.Name == "":
@@ -119,40 +126,66 @@ func NewProjector(cfg ProjectorConfig, d ProjectorDeps) *Projector {
 	}
 	durable := "inbox-proj-" + cfg.Name
 	logger = logger.With("component", "projector", "consumer", durable)
-	return &Projector{
+	n := d.Store.Partitions()
+	p := &Projector{
 		onApplied: d.OnApplied,
 		keyWindow: cfg.KeyWindow,
 		db:        d.DB,
 		store:     d.Store,
 		durable:   durable,
 		log:       logger,
-		apl:       newApplier(d.DB, logger),
+		apl:       make([]*applier, n),
+		appliedAt: make([]atomic.Int64, n),
 		advanced:  make(chan struct{}),
 	}
+	if p.bindErr = d.DB.Bind(n); p.bindErr == nil {
+		for k := range n {
+			p.apl[k] = newApplier(d.DB, k, logger)
+		}
+	}
+	return p
 }
 
-// Applied is the last stream sequence applied to the database.
-func (p *Projector) Applied() uint64 { return p.db.applied.Load() }
+// Applied is the last stream sequence applied to the database from each
+// partition.
+func (p *Projector) Applied() eventstore.Cursor { return p.db.Applied() }
 
 // Skipped is how many undecodable events the database has skipped.
 func (p *Projector) Skipped() uint64 { return p.db.skipped.Load() }
 
-// WaitFor blocks until the projection has applied seq (read-your-writes) or
-// ctx ends.
-func (p *Projector) WaitFor(ctx context.Context, seq uint64) error {
+// WaitFor blocks until the projection has applied the event with id
+// (read-your-writes: only its partition is waited for) or ctx ends.
+func (p *Projector) WaitFor(ctx context.Context, id uint64) error {
+	k, seq := eventstore.Split(p.db.n, id)
+	if k >= p.db.n {
+		return fmt.Errorf("wait for event %d: no partition %d", id, k)
+	}
 	for {
 		p.mu.Lock()
 		ch := p.advanced
 		p.mu.Unlock()
-		if p.Applied() >= seq {
+		if p.db.applied[k].Load() >= seq {
 			return nil
 		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return fmt.Errorf("wait for sequence %d (applied %d): %w", seq, p.Applied(), ctx.Err())
+			return fmt.Errorf("wait for event %d (partition %d applied to %d, wanted %d): %w", id, k, p.db.applied[k].Load(), seq, ctx.Err())
 		}
 	}
+}
+
+// WaitForAll is WaitFor of every partition's position in c.
+func (p *Projector) WaitForAll(ctx context.Context, c eventstore.Cursor) error {
+	for k := range c {
+		if c[k] == 0 {
+			continue
+		}
+		if err := p.WaitFor(ctx, c.ID(k)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // broadcast wakes every WaitFor.
@@ -163,20 +196,47 @@ func (p *Projector) broadcast() {
 	p.mu.Unlock()
 }
 
-// Run applies the stream until ctx ends, then finishes the batch in hand and
-// returns nil. When the consumer fails (deleted by an operator, lost with a
-// NATS server, unreachable) Run creates it again from the applied sequence,
-// backing off up to 5 s, for as long as ctx lasts; only a database
-// that keeps failing ends it with an error. One Run at a time.
+// Run applies every partition until ctx ends, then finishes the batches in
+// hand and returns nil. When a partition's consumer fails (deleted by an
+// operator, lost with a NATS server, unreachable) Run creates it again from
+// the partition's applied sequence, backing off up to 5 s, for as long as
+// ctx lasts; only a database that keeps failing ends it with an error (and
+// stops every partition). One Run at a time.
 func (p *Projector) Run(ctx context.Context) error {
 	if !p.running.CompareAndSwap(false, true) {
 		return errors.New("projector is already running")
 	}
 	defer p.running.Store(false)
+	if p.bindErr != nil {
+		return p.bindErr
+	}
+	if len(p.apl) == 1 {
+		return p.run(ctx, 0)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	for k := range p.apl {
+		wg.Go(func() {
+			if err := p.run(ctx, k); err != nil {
+				cancel(err)
+			}
+		})
+	}
+	wg.Wait()
+	if err := context.Cause(ctx); !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+// run is Run of partition k.
+func (p *Projector) run(ctx context.Context, k int) error {
+	log := p.apl[k].log
 	wait := minRetryWait
 	for {
 		started := time.Now()
-		err := p.consume(ctx)
+		err := p.consume(ctx, k)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -186,7 +246,7 @@ func (p *Projector) Run(ctx context.Context) error {
 		if time.Since(started) > time.Minute {
 			wait = minRetryWait // it ran well for a while: a new failure
 		}
-		p.log.Warn("projection consumer failed; recreating it", "applied", p.Applied(), "retry_in", wait, "err", err)
+		log.Warn("projection consumer failed; recreating it", "applied", p.db.applied[k].Load(), "retry_in", wait, "err", err)
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
@@ -208,9 +268,9 @@ var errDeliveryGap = errors.New("delivery out of order")
 // errApply marks a batch the database would not take: Run gives up on it.
 var errApply = errors.New("apply to the read model")
 
-// consume runs one consumer until ctx ends (nil) or it fails.
-func (p *Projector) consume(ctx context.Context) error {
-	cons, err := p.consumer(ctx)
+// consume runs partition k's consumer until ctx ends (nil) or it fails.
+func (p *Projector) consume(ctx context.Context, k int) error {
+	cons, err := p.consumer(ctx, k)
 	if err != nil {
 		return err
 	}
@@ -276,7 +336,7 @@ func (p *Projector) consume(ctx context.Context) error {
 		}
 		batch = batch[:0]
 		last := msg
-		batch = append(batch, p.stored(msg))
+		batch = append(batch, p.store.DecodeMsg(k, msg))
 		linger.Reset(sizer.linger(time.Now()))
 	drain:
 		for len(batch) < MaxBatch {
@@ -286,7 +346,7 @@ func (p *Projector) consume(ctx context.Context) error {
 					break drain
 				}
 				last = m
-				batch = append(batch, p.stored(m))
+				batch = append(batch, p.store.DecodeMsg(k, m))
 			case <-linger.C:
 				break drain
 			case <-ctx.Done():
@@ -295,36 +355,26 @@ func (p *Projector) consume(ctx context.Context) error {
 		}
 		linger.Stop()
 		sizer.applied(len(batch))
-		if err := p.applyBatch(ctx, batch); err != nil {
+		if err := p.applyBatch(ctx, k, batch); err != nil {
 			return fmt.Errorf("%w: %w", errApply, err)
 		}
 		if err := last.Ack(); err != nil {
-			p.log.Warn("acknowledge batch", "seq", batch[len(batch)-1].Seq, "err", err)
+			p.apl[k].log.Warn("acknowledge batch", "seq", batch[len(batch)-1].Seq, "err", err)
 		}
 	}
 }
 
-// stored decodes a consumed message; a message without JetStream metadata
-// cannot be placed in the stream and is a programming error upstream.
-func (p *Projector) stored(msg jetstream.Msg) eventstore.Stored {
-	meta, err := msg.Metadata()
-	if err != nil {
-		return eventstore.Stored{Subject: msg.Subject(), Err: fmt.Errorf("message metadata: %w", err)}
-	}
-	ev, derr := eventstore.Decode(msg.Subject(), msg.Data())
-	return eventstore.Stored{Seq: meta.Sequence.Stream, Subject: msg.Subject(), Time: meta.Timestamp, Event: ev, Err: derr}
-}
-
-// applyBatch applies one batch, retrying a failing database a few times
-// before giving up, and notifies waiters and OnApplied.
-func (p *Projector) applyBatch(ctx context.Context, batch []eventstore.Stored) error {
+// applyBatch applies one batch of partition k, retrying a failing database
+// a few times before giving up, and notifies waiters and OnApplied.
+func (p *Projector) applyBatch(ctx context.Context, k int, batch []eventstore.Stored) error {
 	var changes []UnreadChange
 	var err error
+	apl := p.apl[k]
 	for attempt := range 5 {
-		if changes, err = p.apl.apply(ctx, batch); err == nil {
+		if changes, err = apl.apply(ctx, batch); err == nil {
 			break
 		}
-		p.log.Error("apply batch", "first_seq", batch[0].Seq, "events", len(batch), "attempt", attempt+1, "err", err)
+		apl.log.Error("apply batch", "first_seq", batch[0].Seq, "events", len(batch), "attempt", attempt+1, "err", err)
 		select {
 		case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
 		case <-ctx.Done():
@@ -334,38 +384,39 @@ func (p *Projector) applyBatch(ctx context.Context, batch []eventstore.Stored) e
 	if err != nil {
 		return err
 	}
-	if t := batch[len(batch)-1].Time.UnixNano(); t > p.appliedAt.Load() {
-		p.appliedAt.Store(t)
+	if t := batch[len(batch)-1].Time.UnixNano(); t > p.appliedAt[k].Load() {
+		p.appliedAt[k].Store(t)
 	}
 	p.broadcast()
 	p.prune(ctx)
 	if p.onApplied != nil {
-		p.onApplied(p.Applied(), changes)
+		p.onApplied(batch[len(batch)-1].Seq, changes)
 	}
 	return nil
 }
 
-// consumer returns the durable consumer positioned right after the database's
-// applied sequence, recreating it when its acknowledged position differs
-// (the database was rebuilt, restored or deleted).
-func (p *Projector) consumer(ctx context.Context) (jetstream.Consumer, error) {
+// consumer returns partition k's durable consumer positioned right after
+// the partition's applied sequence, recreating it when its acknowledged
+// position differs (the database was rebuilt, restored or deleted).
+func (p *Projector) consumer(ctx context.Context, k int) (jetstream.Consumer, error) {
 	js := p.store.JetStream()
-	applied := p.Applied()
-	cons, err := js.Consumer(ctx, eventstore.StreamName, p.durable)
+	log, stream := p.apl[k].log, p.store.StreamName(k)
+	applied := p.db.applied[k].Load()
+	cons, err := js.Consumer(ctx, stream, p.durable)
 	switch {
 	case err == nil:
 		info := cons.CachedInfo()
 		if info.AckFloor.Stream == applied && info.Delivered.Stream == applied {
-			p.log.Info("resume projection", "applied", applied)
+			log.Info("resume projection", "applied", applied)
 			return cons, nil
 		}
-		p.log.Info("reposition projection consumer", "applied", applied,
+		log.Info("reposition projection consumer", "applied", applied,
 			"ack_floor", info.AckFloor.Stream, "delivered", info.Delivered.Stream)
-		if err := js.DeleteConsumer(ctx, eventstore.StreamName, p.durable); err != nil {
-			return nil, fmt.Errorf("delete consumer %s: %w", p.durable, err)
+		if err := js.DeleteConsumer(ctx, stream, p.durable); err != nil {
+			return nil, fmt.Errorf("delete consumer %s on %s: %w", p.durable, stream, err)
 		}
 	case !errors.Is(err, jetstream.ErrConsumerNotFound):
-		return nil, fmt.Errorf("look up consumer %s: %w", p.durable, err)
+		return nil, fmt.Errorf("look up consumer %s on %s: %w", p.durable, stream, err)
 	}
 	cfg := jetstream.ConsumerConfig{
 		Durable:       p.durable,
@@ -379,9 +430,9 @@ func (p *Projector) consumer(ctx context.Context) (jetstream.Consumer, error) {
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 		cfg.OptStartSeq = applied + 1
 	}
-	cons, err = js.CreateOrUpdateConsumer(ctx, eventstore.StreamName, cfg)
+	cons, err = js.CreateOrUpdateConsumer(ctx, stream, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("create consumer %s from %d: %w", p.durable, applied+1, err)
+		return nil, fmt.Errorf("create consumer %s on %s from %d: %w", p.durable, stream, applied+1, err)
 	}
 	return cons, nil
 }

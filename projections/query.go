@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"inbox/eventstore"
 )
 
 // Member is a conversation member and its role.
@@ -52,9 +54,9 @@ type Profile struct {
 	Avatar *string `json:"avatar"`
 }
 
-// Snapshot is the membership directory at one applied sequence.
+// Snapshot is the membership directory at one applied position.
 type Snapshot struct {
-	Seq           uint64
+	Applied       eventstore.Cursor // the last sequence applied from each partition
 	Conversations map[int64][]Member
 	Profiles      map[string]Profile
 	Jobs          map[int64][]string
@@ -281,18 +283,40 @@ func (db *DB) Profile(ctx context.Context, userID string) (Profile, error) {
 	return p, nil
 }
 
-// AppliedSeq is the last stream sequence committed to the database.
-func (db *DB) AppliedSeq(ctx context.Context) (uint64, error) {
-	var seq uint64
-	if err := db.r.QueryRowContext(ctx, `SELECT applied_seq FROM meta WHERE id = 1`).Scan(&seq); err != nil {
-		return 0, fmt.Errorf("applied sequence: %w", err)
+// AppliedSeqs is the last stream sequence of each partition committed to
+// the database, read from the file (Applied is this process's view).
+func (db *DB) AppliedSeqs(ctx context.Context) (eventstore.Cursor, error) {
+	tx, err := db.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("applied sequences: %w", err)
 	}
-	return seq, nil
+	defer tx.Rollback()
+	return db.appliedIn(ctx, tx)
 }
 
-// Snapshot reads, in one transaction, the applied sequence with every
+// appliedIn reads the applied sequences in tx.
+func (db *DB) appliedIn(ctx context.Context, tx *sql.Tx) (eventstore.Cursor, error) {
+	c := eventstore.NewCursor(db.n)
+	err := each(ctx, tx, `SELECT k, seq FROM applied`, func(rows *sql.Rows) error {
+		var k int
+		var seq uint64
+		if err := rows.Scan(&k, &seq); err != nil {
+			return err
+		}
+		if k >= 0 && k < len(c) {
+			c[k] = seq
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("applied sequences: %w", err)
+	}
+	return c, nil
+}
+
+// Snapshot reads, in one transaction, the applied sequences with every
 // conversation's members, every profile and every job's members: the edge
-// loads its directory from it, then tails the stream from Seq+1.
+// loads its directory from it, then tails the stream after Applied.
 func (db *DB) Snapshot(ctx context.Context) (*Snapshot, error) {
 	tx, err := db.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
@@ -304,8 +328,8 @@ func (db *DB) Snapshot(ctx context.Context) (*Snapshot, error) {
 		Profiles:      make(map[string]Profile),
 		Jobs:          make(map[int64][]string),
 	}
-	if err := tx.QueryRowContext(ctx, `SELECT applied_seq FROM meta WHERE id = 1`).Scan(&s.Seq); err != nil {
-		return nil, fmt.Errorf("snapshot: applied sequence: %w", err)
+	if s.Applied, err = db.appliedIn(ctx, tx); err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
 	}
 	if err := each(ctx, tx, `SELECT c.id, m.user_id, m.role FROM conversations c LEFT JOIN members m ON m.conversation_id = c.id
 		ORDER BY c.id, m.joined_seq, m.user_id`, func(rows *sql.Rows) error {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -17,9 +18,9 @@ const rebuildBatch = 32 * 1024
 
 // Stats describes a rebuild.
 type Stats struct {
-	Events   uint64 // events read from the stream
-	Skipped  uint64 // undecodable events skipped
-	LastSeq  uint64 // the rebuilt database's applied sequence
+	Events   uint64            // events read from the stream
+	Skipped  uint64            // undecodable events skipped
+	Applied  eventstore.Cursor // the rebuilt database's applied sequences
 	Duration time.Duration
 }
 
@@ -31,27 +32,70 @@ func (s Stats) Rate() float64 {
 	return float64(s.Events) / s.Duration.Seconds()
 }
 
+// Option narrows a rebuild or a verification.
+type Option func(*options)
+
+type options struct {
+	only []int // partitions (nil: all)
+}
+
+// Only limits a rebuild or a verification to partitions ks.
+func Only(ks ...int) Option { return func(o *options) { o.only = ks } }
+
+// partitions returns the partitions o selects among n, refusing one that is
+// not there.
+func (o *options) partitions(n int) ([]int, error) {
+	if o.only == nil {
+		ks := make([]int, n)
+		for k := range ks {
+			ks[k] = k
+		}
+		return ks, nil
+	}
+	for _, k := range o.only {
+		if k < 0 || k >= n {
+			return nil, fmt.Errorf("no partition %d: the stream has %d (0 to %d)", k, n, n-1)
+		}
+	}
+	return o.only, nil
+}
+
+func buildOptions(opts []Option) options {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
 // Rebuild builds a fresh projection database at outPath (which must not
-// exist) from stream sequence 1 up to the stream's current last sequence.
-// progress, if set, is called after each batch with the events read so far
-// (Stats.Events when it is done) and the events the stream held up to there
-// when the rebuild began (sequences minus deleted ones: expired typing events
-// leave gaps, and more may expire while it runs).
-func Rebuild(ctx context.Context, store *eventstore.Store, outPath string, progress func(done, total uint64)) (Stats, error) {
+// exist) from stream sequence 1 of every partition (or those of Only) up to
+// its current last sequence. progress, if set, is called after each batch
+// with the events read so far (Stats.Events when it is done) and the events
+// the streams held up to there when the rebuild began (sequences minus
+// deleted ones: expired typing events leave gaps, and more may expire while
+// it runs).
+func Rebuild(ctx context.Context, store *eventstore.Store, outPath string, progress func(done, total uint64), opts ...Option) (Stats, error) {
 	start := time.Now()
-	last, err := store.LastSeq(ctx)
+	last, err := store.Last(ctx)
 	if err != nil {
 		return Stats{}, err
 	}
-	stats, err := RebuildTo(ctx, store, outPath, last, progress)
+	stats, err := RebuildTo(ctx, store, outPath, last, progress, opts...)
 	stats.Duration = time.Since(start)
 	return stats, err
 }
 
-// RebuildTo is Rebuild up to sequence upTo: verify compares a rebuild with a
-// live database at the live database's applied sequence.
-func RebuildTo(ctx context.Context, store *eventstore.Store, outPath string, upTo uint64, progress func(done, total uint64)) (stats Stats, err error) {
+// RebuildTo is Rebuild up to the sequences of upTo: verify compares a
+// rebuild with a live database at the live database's applied sequences.
+// A partition Only leaves out stays at 0.
+func RebuildTo(ctx context.Context, store *eventstore.Store, outPath string, upTo eventstore.Cursor, progress func(done, total uint64), opts ...Option) (stats Stats, err error) {
 	start := time.Now()
+	o := buildOptions(opts)
+	ks, err := o.partitions(store.Partitions())
+	if err != nil {
+		return Stats{}, fmt.Errorf("rebuild into %s: %w", outPath, err)
+	}
 	if _, err := os.Stat(outPath); !errors.Is(err, os.ErrNotExist) {
 		return Stats{}, fmt.Errorf("rebuild into %s: file exists or cannot be checked (%v)", outPath, err)
 	}
@@ -68,18 +112,19 @@ func RebuildTo(ctx context.Context, store *eventstore.Store, outPath string, upT
 			removeDB(outPath)
 		}
 	}()
+	if err := db.Bind(store.Partitions()); err != nil {
+		return Stats{}, err
+	}
 	for _, pragma := range []string{"PRAGMA cache_size = -262144", "PRAGMA locking_mode = EXCLUSIVE", "PRAGMA temp_store = MEMORY"} {
 		if _, err := db.w.ExecContext(ctx, pragma); err != nil {
 			return Stats{}, fmt.Errorf("rebuild into %s: %s: %w", outPath, pragma, err)
 		}
 	}
-	if err := load(ctx, store, db, 1, upTo, progress, &stats); err != nil {
+	if err := load(ctx, store, db, ranges(ks, nil, upTo), progress, &stats); err != nil {
 		return Stats{}, fmt.Errorf("rebuild into %s: %w", outPath, err)
 	}
-	// Deleted events (expired typing) at the end of the range were read too:
-	// the rebuilt database has seen everything up to upTo.
-	if _, err := db.w.ExecContext(ctx, `UPDATE meta SET applied_seq = max(applied_seq, ?) WHERE id = 1`, upTo); err != nil {
-		return Stats{}, fmt.Errorf("rebuild into %s: store applied sequence: %w", outPath, err)
+	if err := finish(ctx, db, ks, upTo); err != nil {
+		return Stats{}, fmt.Errorf("rebuild into %s: %w", outPath, err)
 	}
 	for _, pragma := range []string{"PRAGMA locking_mode = NORMAL", "PRAGMA journal_mode = WAL"} {
 		if _, err := db.w.ExecContext(ctx, pragma); err != nil {
@@ -87,30 +132,132 @@ func RebuildTo(ctx context.Context, store *eventstore.Store, outPath string, upT
 		}
 	}
 	stats.Skipped = db.skipped.Load()
-	stats.LastSeq = max(db.applied.Load(), upTo)
+	stats.Applied = db.Applied()
 	stats.Duration = time.Since(start)
 	return stats, nil
 }
 
-// load reads the stream from..upTo on one goroutine (fetch and decode) and
-// applies it on this one, one transaction per rebuildBatch events.
-func load(ctx context.Context, store *eventstore.Store, db *DB, from, upTo uint64, progress func(done, total uint64), stats *Stats) error {
+// RebuildPartition writes to outPath (which must not exist) a copy of live
+// with partition k's rows rebuilt from stream sequence 1 up to the
+// partition's current last sequence; the other partitions' rows are live's
+// as they were. Stats counts partition k's events.
+func RebuildPartition(ctx context.Context, store *eventstore.Store, live *DB, outPath string, k int, progress func(done, total uint64)) (stats Stats, err error) {
+	start := time.Now()
+	if k < 0 || k >= store.Partitions() {
+		return Stats{}, fmt.Errorf("rebuild partition %d: the stream has %d (0 to %d)", k, store.Partitions(), store.Partitions()-1)
+	}
+	if err := live.Bind(store.Partitions()); err != nil {
+		return Stats{}, err
+	}
+	if _, err := os.Stat(outPath); !errors.Is(err, os.ErrNotExist) {
+		return Stats{}, fmt.Errorf("rebuild into %s: file exists or cannot be checked (%v)", outPath, err)
+	}
+	last, err := store.Last(ctx)
+	if err != nil {
+		return Stats{}, err
+	}
+	if err := ownerOnly(outPath); err != nil { // created 0600, for VACUUM INTO to fill
+		return Stats{}, fmt.Errorf("rebuild into %s: %w", outPath, err)
+	}
+	os.Remove(outPath)
+	if _, err := live.w.ExecContext(ctx, `VACUUM INTO ?`, outPath); err != nil {
+		removeDB(outPath)
+		return Stats{}, fmt.Errorf("copy %s to %s: %w", live.path, outPath, err)
+	}
+	db, err := Open(outPath)
+	if err != nil {
+		removeDB(outPath)
+		return Stats{}, err
+	}
+	defer func() {
+		if cerr := db.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("close rebuilt database %s: %w", outPath, cerr)
+		}
+		if err != nil {
+			removeDB(outPath)
+		}
+	}()
+	if err := db.clearPartition(ctx, k); err != nil {
+		return Stats{}, fmt.Errorf("rebuild into %s: %w", outPath, err)
+	}
+	if err := load(ctx, store, db, ranges([]int{k}, nil, last), progress, &stats); err != nil {
+		return Stats{}, fmt.Errorf("rebuild into %s: %w", outPath, err)
+	}
+	if err := finish(ctx, db, []int{k}, last); err != nil {
+		return Stats{}, fmt.Errorf("rebuild into %s: %w", outPath, err)
+	}
+	if _, err := db.w.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
+		return Stats{}, fmt.Errorf("rebuild into %s: checkpoint: %w", outPath, err)
+	}
+	stats.Skipped = db.skipped.Load()
+	stats.Applied = db.Applied()
+	stats.Duration = time.Since(start)
+	return stats, nil
+}
+
+// finish moves partitions ks to upTo: deleted events (expired typing) at the
+// end of a range were read too, so the database has seen everything up to it.
+func finish(ctx context.Context, db *DB, ks []int, upTo eventstore.Cursor) error {
+	for _, k := range ks {
+		if _, err := db.w.ExecContext(ctx, `UPDATE applied SET seq = max(seq, ?) WHERE k = ?`, upTo[k], k); err != nil {
+			return fmt.Errorf("store applied sequence of partition %d: %w", k, err)
+		}
+		if upTo[k] > db.applied[k].Load() {
+			db.applied[k].Store(upTo[k])
+		}
+	}
+	return nil
+}
+
+// span is the part of partition k a load reads: sequences from..to.
+type span struct {
+	k        int
+	from, to uint64
+}
+
+// ranges are the spans of partitions ks after from (nil: from the start) up
+// to upTo.
+func ranges(ks []int, from, upTo eventstore.Cursor) []span {
+	var out []span
+	for _, k := range ks {
+		sp := span{k: k, from: 1, to: upTo[k]}
+		if from != nil {
+			sp.from = from[k] + 1
+		}
+		if sp.from <= sp.to {
+			out = append(out, sp)
+		}
+	}
+	return out
+}
+
+// load reads spans, one partition after another, on one goroutine (fetch
+// and decode) and applies them on this one, one transaction per
+// rebuildBatch events, with one applier per partition.
+func load(ctx context.Context, store *eventstore.Store, db *DB, spans []span, progress func(done, total uint64), stats *Stats) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var total uint64
 	if progress != nil {
-		var err error
-		if total, err = stored(ctx, store, from, upTo); err != nil {
-			return err
+		for _, sp := range spans {
+			n, err := stored(ctx, store, sp)
+			if err != nil {
+				return err
+			}
+			total += n
 		}
 	}
-	batches := make(chan []eventstore.Stored, 2)
+	type batch struct {
+		k      int
+		events []eventstore.Stored
+	}
+	batches := make(chan batch, 2)
 	free := make(chan []eventstore.Stored, 3)
 	var readErr error
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		defer close(batches)
-		send := func(b []eventstore.Stored) error {
+		send := func(b batch) error {
 			select {
 			case batches <- b:
 				return nil
@@ -118,44 +265,58 @@ func load(ctx context.Context, store *eventstore.Store, db *DB, from, upTo uint6
 				return ctx.Err()
 			}
 		}
-		cur := make([]eventstore.Stored, 0, rebuildBatch)
-		readErr = store.Read(ctx, from, upTo, nil, func(st eventstore.Stored) error {
-			cur = append(cur, st)
-			if len(cur) < rebuildBatch {
-				return nil
-			}
-			if err := send(cur); err != nil {
-				return err
-			}
+		next := func() []eventstore.Stored {
 			select {
-			case cur = <-free:
-				cur = cur[:0]
+			case cur := <-free:
+				return cur[:0]
 			default:
-				cur = make([]eventstore.Stored, 0, rebuildBatch)
+				return make([]eventstore.Stored, 0, rebuildBatch)
 			}
-			return nil
-		})
-		if readErr == nil && len(cur) > 0 {
-			readErr = send(cur)
+		}
+		for _, sp := range spans {
+			cur := next()
+			readErr = store.Read(ctx, sp.k, sp.from, sp.to, nil, func(st eventstore.Stored) error {
+				cur = append(cur, st)
+				if len(cur) < rebuildBatch {
+					return nil
+				}
+				if err := send(batch{sp.k, cur}); err != nil {
+					return err
+				}
+				cur = next()
+				return nil
+			})
+			if readErr == nil && len(cur) > 0 {
+				readErr = send(batch{sp.k, cur})
+			}
+			if readErr != nil {
+				return
+			}
 		}
 	})
 	defer wg.Wait()
 
-	apl := newApplier(db, slog.Default().With("component", "rebuild"))
+	log := slog.Default().With("component", "rebuild")
+	apls := make(map[int]*applier)
 	for b := range batches {
-		if _, err := apl.apply(ctx, b); err != nil {
+		apl := apls[b.k]
+		if apl == nil {
+			apl = newApplier(db, b.k, log)
+			apls[b.k] = apl
+		}
+		if _, err := apl.apply(ctx, b.events); err != nil {
 			cancel()
 			for range batches {
 			}
 			return err
 		}
-		stats.Events += uint64(len(b))
+		stats.Events += uint64(len(b.events))
 		if progress != nil {
 			progress(stats.Events, total)
 		}
-		clear(b) // drop the decoded events before the slice is reused
+		clear(b.events) // drop the decoded events before the slice is reused
 		select {
-		case free <- b:
+		case free <- b.events:
 		default:
 		}
 	}
@@ -163,20 +324,20 @@ func load(ctx context.Context, store *eventstore.Store, db *DB, from, upTo uint6
 	return readErr
 }
 
-// stored is at most the number of events stored from..upTo: the stream's
-// message count, or the range's length if that is less. It is exact when the
-// range covers the whole stream.
-func stored(ctx context.Context, store *eventstore.Store, from, upTo uint64) (uint64, error) {
-	info, err := store.Stream().Info(ctx)
+// stored is at most the number of events stored in sp: the partition's
+// message count, or the span's length if that is less. It is exact when
+// the span covers the whole stream.
+func stored(ctx context.Context, store *eventstore.Store, sp span) (uint64, error) {
+	info, err := store.Streams()[sp.k].Info(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("stream %s info: %w", eventstore.StreamName, err)
+		return 0, fmt.Errorf("stream %s info: %w", store.StreamName(sp.k), err)
 	}
 	st := info.State
-	from = max(from, st.FirstSeq)
-	if st.Msgs == 0 || upTo < from {
+	from := max(sp.from, st.FirstSeq)
+	if st.Msgs == 0 || sp.to < from {
 		return 0, nil
 	}
-	return min(st.Msgs, upTo-from+1), nil
+	return min(st.Msgs, sp.to-from+1), nil
 }
 
 // removeDB deletes a database file with its WAL and shared-memory files.
@@ -202,15 +363,24 @@ func Install(rebuilt, path string) error {
 }
 
 // Verify rebuilds the projection from the stream into scratch (a path that
-// must not exist; it is removed afterwards) up to live's applied sequence and
-// returns Diff(live, rebuilt). A live database that moves on meanwhile (a
-// running inboxd) is followed: the rebuilt one catches up before comparing.
-func Verify(ctx context.Context, store *eventstore.Store, live *DB, scratch string, progress func(done, total uint64)) ([]string, error) {
-	applied, err := live.AppliedSeq(ctx)
+// must not exist; it is removed afterwards) up to live's applied sequences
+// and returns Diff(live, rebuilt). A live database that moves on meanwhile
+// (a running inboxd) is followed: the rebuilt one catches up before
+// comparing. With Only, only those partitions are rebuilt and compared.
+func Verify(ctx context.Context, store *eventstore.Store, live *DB, scratch string, progress func(done, total uint64), opts ...Option) ([]string, error) {
+	o := buildOptions(opts)
+	ks, err := o.partitions(store.Partitions())
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	if err := live.Bind(store.Partitions()); err != nil {
+		return nil, err
+	}
+	applied, err := live.AppliedSeqs(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := RebuildTo(ctx, store, scratch, applied, progress); err != nil {
+	if _, err := RebuildTo(ctx, store, scratch, applied, progress, opts...); err != nil {
 		return nil, err
 	}
 	defer removeDB(scratch)
@@ -221,18 +391,21 @@ func Verify(ctx context.Context, store *eventstore.Store, live *DB, scratch stri
 	defer fresh.Close()
 	for {
 		var stats Stats
-		if err := load(ctx, store, fresh, fresh.applied.Load()+1, applied, nil, &stats); err != nil {
-			return nil, fmt.Errorf("verify: catch up to %d: %w", applied, err)
+		if err := load(ctx, store, fresh, ranges(ks, fresh.Applied(), applied), nil, &stats); err != nil {
+			return nil, fmt.Errorf("verify: catch up to %s: %w", applied, err)
 		}
-		diffs, err := Diff(ctx, live, fresh)
+		if err := finish(ctx, fresh, ks, applied); err != nil {
+			return nil, fmt.Errorf("verify: catch up to %s: %w", applied, err)
+		}
+		diffs, err := Diff(ctx, live, fresh, opts...)
 		if err != nil {
 			return nil, err
 		}
-		now, err := live.AppliedSeq(ctx)
+		now, err := live.AppliedSeqs(ctx)
 		if err != nil {
 			return nil, err
 		}
-		if now == applied {
+		if slices.Equal(now, applied) {
 			return diffs, nil
 		}
 		applied = now

@@ -17,7 +17,7 @@ func TestRebuildProgressCountsEvents(t *testing.T) {
 	for i := range 20 {
 		seq := e.append(t, msg(1, "alice", fmt.Sprint("m", i)))
 		if i%4 == 0 {
-			if err := e.store.Stream().DeleteMsg(ctx, seq); err != nil {
+			if err := e.store.Streams()[0].DeleteMsg(ctx, seq); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -30,7 +30,7 @@ func TestRebuildProgressCountsEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if stats.Events != events || stats.LastSeq != 21 {
+	if stats.Events != events || stats.Applied.String() != "21" {
 		t.Fatalf("stats %+v, want %d events up to sequence 21", stats, events)
 	}
 	if len(reports) == 0 {

@@ -10,16 +10,17 @@ import (
 )
 
 // MessageState returns message id as the database holds it, with user's
-// reactions to it, and the last sequence applied, in one read: found is
-// false when no message id is held (never was, or expired) at applied.
-func (db *DB) MessageState(ctx context.Context, id int64, user string) (st eventstore.MessageState, found bool, applied uint64, err error) {
+// reactions to it, and what it applied from each partition, in one read:
+// found is false when no message id is held (never was, or expired) at
+// applied.
+func (db *DB) MessageState(ctx context.Context, id int64, user string) (st eventstore.MessageState, found bool, applied eventstore.Cursor, err error) {
 	tx, err := db.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
-		return st, false, 0, fmt.Errorf("message %d: %w", id, err)
+		return st, false, nil, fmt.Errorf("message %d: %w", id, err)
 	}
 	defer tx.Rollback()
-	if err := tx.QueryRowContext(ctx, `SELECT applied_seq FROM meta WHERE id = 1`).Scan(&applied); err != nil {
-		return st, false, 0, fmt.Errorf("message %d: applied sequence: %w", id, err)
+	if applied, err = db.appliedIn(ctx, tx); err != nil {
+		return st, false, nil, fmt.Errorf("message %d: %w", id, err)
 	}
 	states, err := messageStates(ctx, tx, `WHERE id = ?`, id)
 	if err != nil || len(states) == 0 {
@@ -28,37 +29,37 @@ func (db *DB) MessageState(ctx context.Context, id int64, user string) (st event
 	st = states[0]
 	rows, err := tx.QueryContext(ctx, `SELECT emoji FROM reactions WHERE message_id = ? AND user_id = ? ORDER BY seq`, id, user)
 	if err != nil {
-		return st, false, 0, fmt.Errorf("reactions of %s on message %d: %w", user, id, err)
+		return st, false, nil, fmt.Errorf("reactions of %s on message %d: %w", user, id, err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var e string
 		if err := rows.Scan(&e); err != nil {
-			return st, false, 0, fmt.Errorf("reactions of %s on message %d: %w", user, id, err)
+			return st, false, nil, fmt.Errorf("reactions of %s on message %d: %w", user, id, err)
 		}
 		st.Reactions = append(st.Reactions, e)
 	}
 	if err := rows.Err(); err != nil {
-		return st, false, 0, fmt.Errorf("reactions of %s on message %d: %w", user, id, err)
+		return st, false, nil, fmt.Errorf("reactions of %s on message %d: %w", user, id, err)
 	}
 	return st, true, applied, nil
 }
 
 // MessagesBy returns every message sender sent that the database holds
-// (deleted and erased ones too), oldest first, and the last sequence
-// applied, in one read.
-func (db *DB) MessagesBy(ctx context.Context, sender string) (_ []eventstore.MessageState, applied uint64, err error) {
+// (deleted and erased ones too), in id order (oldest first within a
+// partition), and what it applied from each partition, in one read.
+func (db *DB) MessagesBy(ctx context.Context, sender string) (_ []eventstore.MessageState, applied eventstore.Cursor, err error) {
 	tx, err := db.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
-		return nil, 0, fmt.Errorf("messages of %s: %w", sender, err)
+		return nil, nil, fmt.Errorf("messages of %s: %w", sender, err)
 	}
 	defer tx.Rollback()
-	if err := tx.QueryRowContext(ctx, `SELECT applied_seq FROM meta WHERE id = 1`).Scan(&applied); err != nil {
-		return nil, 0, fmt.Errorf("messages of %s: applied sequence: %w", sender, err)
+	if applied, err = db.appliedIn(ctx, tx); err != nil {
+		return nil, nil, fmt.Errorf("messages of %s: %w", sender, err)
 	}
 	states, err := messageStates(ctx, tx, `WHERE sender_id = ? ORDER BY id`, sender)
 	if err != nil {
-		return nil, 0, fmt.Errorf("messages of %s: %w", sender, err)
+		return nil, nil, fmt.Errorf("messages of %s: %w", sender, err)
 	}
 	return states, applied, nil
 }
@@ -84,11 +85,11 @@ func messageStates(ctx context.Context, tx *sql.Tx, where string, args ...any) (
 }
 
 // MessageState is the database's MessageState.
-func (p *Projector) MessageState(ctx context.Context, id int64, user string) (eventstore.MessageState, bool, uint64, error) {
+func (p *Projector) MessageState(ctx context.Context, id int64, user string) (eventstore.MessageState, bool, eventstore.Cursor, error) {
 	return p.db.MessageState(ctx, id, user)
 }
 
 // MessagesBy is the database's MessagesBy.
-func (p *Projector) MessagesBy(ctx context.Context, sender string) ([]eventstore.MessageState, uint64, error) {
+func (p *Projector) MessagesBy(ctx context.Context, sender string) ([]eventstore.MessageState, eventstore.Cursor, error) {
 	return p.db.MessagesBy(ctx, sender)
 }

@@ -2,11 +2,11 @@
 // the stream and the read models together, and a rebuild agrees.
 //
 // Stream MaxAge would also expire conversations, members and profiles, so
-// it is not used. Instead, now and then, a job finds the first message
-// stored after the cutoff, at sequence S, appends a marker
-// (eventstore.Expired{Before: S}) and then purges the messages and their
-// lifecycle events (edits, deletions, reactions, tombstones) below S from
-// the stream. Every read model removes the same messages when it applies
+// it is not used. Instead, now and then, a job finds, in each partition, the
+// first message stored after the cutoff, at event id S, appends a marker
+// (eventstore.Expired{Before: S}, stored in S's partition) and then purges
+// the partition's messages and their lifecycle events (edits, deletions,
+// reactions, tombstones) below S from the stream. Every read model removes the same messages when it applies
 // the marker, whether the stream still held them (a purge cut short) or
 // not (a rebuild after it): marker first, purge second.
 package retention
@@ -22,8 +22,9 @@ import (
 
 // Stream is what retention needs of the event stream; *eventstore.Store is one.
 type Stream interface {
-	FirstSince(ctx context.Context, filter string, t time.Time) (seq uint64, ok bool, err error)
-	LastSeq(ctx context.Context) (uint64, error)
+	Partitions() int
+	FirstSince(ctx context.Context, k int, filter string, t time.Time) (id uint64, ok bool, err error)
+	Last(ctx context.Context) (eventstore.Cursor, error)
 	Append(ctx context.Context, e eventstore.Event, opts ...eventstore.AppendOption) (uint64, error)
 	Purge(ctx context.Context, filter string, before uint64) error
 }
@@ -80,41 +81,49 @@ func (r *Retention) Run(ctx context.Context) error {
 	}
 }
 
-// Expire expires every message stored before now minus MaxAge and returns
-// the sequence below which it did (0: nothing was old).
-func (r *Retention) Expire(ctx context.Context) (uint64, error) {
+// Expire expires every message stored before now minus MaxAge and returns,
+// for each partition that had old messages, the event id below which it did
+// (none: nothing was old).
+func (r *Retention) Expire(ctx context.Context) ([]uint64, error) {
 	cutoff := r.cfg.Now().Add(-r.cfg.MaxAge)
-	before, ok, err := r.stream.FirstSince(ctx, eventstore.AllMessages, cutoff)
-	if err != nil {
-		return 0, err
-	}
-	if !ok { // every message is old
-		last, err := r.stream.LastSeq(ctx)
+	n := r.stream.Partitions()
+	var last eventstore.Cursor
+	var expired []uint64
+	for k := range n {
+		before, ok, err := r.stream.FirstSince(ctx, k, eventstore.AllMessages, cutoff)
 		if err != nil {
-			return 0, err
+			return expired, err
 		}
-		before = last + 1
-	}
-	old := false
-	for _, f := range []string{eventstore.AllMessages, eventstore.AllLifecycles} {
-		first, ok, err := r.stream.FirstSince(ctx, f, time.Unix(0, 0))
+		if !ok { // every message of the partition is old
+			if last == nil {
+				if last, err = r.stream.Last(ctx); err != nil {
+					return expired, err
+				}
+			}
+			before = eventstore.ID(n, k, last[k]+1)
+		}
+		old := false
+		for _, f := range []string{eventstore.AllMessages, eventstore.AllLifecycles} {
+			first, ok, err := r.stream.FirstSince(ctx, k, f, time.Unix(0, 0))
+			if err != nil {
+				return expired, err
+			}
+			old = old || ok && first < before
+		}
+		if !old {
+			continue
+		}
+		seq, err := r.stream.Append(ctx, &eventstore.Expired{Before: before})
 		if err != nil {
-			return 0, err
+			return expired, fmt.Errorf("append the expiry marker: %w", err)
 		}
-		old = old || ok && first < before
-	}
-	if !old {
-		return 0, nil
-	}
-	seq, err := r.stream.Append(ctx, &eventstore.Expired{Before: before})
-	if err != nil {
-		return 0, fmt.Errorf("append the expiry marker: %w", err)
-	}
-	for _, f := range []string{eventstore.AllMessages, eventstore.AllLifecycles} {
-		if err := r.stream.Purge(ctx, f, before); err != nil {
-			return 0, err
+		for _, f := range []string{eventstore.AllMessages, eventstore.AllLifecycles} {
+			if err := r.stream.Purge(ctx, f, before); err != nil {
+				return expired, err
+			}
 		}
+		r.log.Info("expired old messages", "partition", k, "before_seq", before, "cutoff", cutoff.UTC().Format(time.RFC3339), "seq", seq)
+		expired = append(expired, before)
 	}
-	r.log.Info("expired old messages", "before_seq", before, "cutoff", cutoff.UTC().Format(time.RFC3339), "seq", seq)
-	return before, nil
+	return expired, nil
 }

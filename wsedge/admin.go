@@ -1,6 +1,10 @@
 package wsedge
 
-import "github.com/gobwas/ws"
+import (
+	"github.com/gobwas/ws"
+
+	"inbox/eventstore"
+)
 
 // CloseDisconnected closes a socket an operator disconnected
 // (Hub.Disconnect); the client may reconnect and resume with since.
@@ -25,6 +29,6 @@ func (h *Hub) Disconnect(user string) int {
 	return len(conns)
 }
 
-// FeedSeq is the stream sequence of the last event the feed routed to the
-// sockets.
-func (h *Hub) FeedSeq() uint64 { return h.lastSeq.Load() }
+// FeedSeq is, per partition, the stream sequence of the last event the feed
+// routed to the sockets.
+func (h *Hub) FeedSeq() eventstore.Cursor { return h.lastCursor() }

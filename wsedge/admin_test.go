@@ -30,8 +30,8 @@ func TestDisconnect(t *testing.T) {
 	}
 	meanwhile := n.send(t, "bob", 1, "meanwhile")
 	b.expect("") // bob's socket is still open and gets his message
-	if n.hub.FeedSeq() < meanwhile {
-		t.Errorf("FeedSeq %d after dispatching %d", n.hub.FeedSeq(), meanwhile)
+	if !n.hub.FeedSeq().Covers(meanwhile) {
+		t.Errorf("FeedSeq %s after dispatching %d", n.hub.FeedSeq(), meanwhile)
 	}
 	if got := n.hub.Disconnect("nobody"); got != 0 {
 		t.Errorf("Disconnect of a user with no socket closed %d", got)

@@ -226,8 +226,8 @@ func testBadInputs(t *testing.T, goroutines bool) {
 	if f := b.expect(""); f["message"] != "still fine" || uint64(testutil.Int(t, f, "seq")) <= m2 {
 		t.Fatalf("after the table: %v", f)
 	}
-	if got := n.dir.Seq(); got != m2+2 { // the job and the message
-		t.Errorf("stream at %d, want %d: a bad input was stored", got, m2+2)
+	if got := n.dir.Seq(); got.String() != fmt.Sprint(m2+2) { // the job and the message
+		t.Errorf("stream at %s, want %d: a bad input was stored", got, m2+2)
 	}
 	var failures float64
 	for _, reason := range []string{"missing", "expired", "invalid"} {

@@ -11,6 +11,7 @@ import (
 
 	"inbox/auth"
 	"inbox/chat"
+	"inbox/eventstore"
 )
 
 // conn is one socket. Its reader goroutine (run) owns the lifecycle; the
@@ -48,11 +49,11 @@ type conn struct {
 	budgetAt   time.Time
 	closing    bool // a close frame is queued or the reader is gone: queue nothing more
 	readerDone bool
-	handoff    chan struct{} // closed by the writer to hand the write side to a resuming reader
-	liveFrom   uint64        // every event after this was routed to the socket live
-	minSeq     uint64        // event frames at or below this are not sent: the client has them
-	jobs       []job         // frames (and a catch-up) for the worker, in arrival order
-	working    bool          // the worker goroutine runs
+	handoff    chan struct{}     // closed by the writer to hand the write side to a resuming reader
+	liveFrom   eventstore.Cursor // every event after this was routed to the socket live
+	since      eventstore.Cursor // event frames it covers are not sent: the client has them
+	jobs       []job             // frames (and a catch-up) for the worker, in arrival order
+	working    bool              // the worker goroutine runs
 
 	exp expiry // the token's expiry schedule; guarded by hub.exp.mu (expiry.go)
 }
@@ -88,7 +89,7 @@ func (c *conn) carries(conv, job int64) bool {
 // cost a write(2) and no goroutine; the rest goes to the writer goroutine.
 func (c *conn) enqueue(f frame) {
 	c.mu.Lock()
-	if c.closing || (f.seq != 0 && (c.paused || f.seq <= c.minSeq)) {
+	if c.closing || (f.seq != 0 && (c.paused || c.since.Covers(f.seq))) {
 		c.mu.Unlock()
 		return
 	}
@@ -260,7 +261,7 @@ func (c *conn) kill() {
 
 // start begins reading a registered socket: pre are bytes that came with the
 // upgrade request; with resume, the worker first catches up from since.
-func (c *conn) start(resume bool, since uint64, pre []byte) {
+func (c *conn) start(resume bool, since eventstore.Cursor, pre []byte) {
 	c.seen.Store(time.Now().UnixNano())
 	if resume {
 		c.queue(job{catchUp: true, since: since})

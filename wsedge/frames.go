@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 	"unicode/utf8"
 
@@ -198,11 +199,13 @@ type jobStatusFrame struct {
 }
 
 // syncedFrame ends a catch-up page; more says the catch-up is not over: the
-// client resumes from seq (docs/protocol.md).
+// client resumes from seq, or with more than one partition from cursor
+// (docs/protocol.md).
 type syncedFrame struct {
-	Type string `json:"type"`
-	Seq  uint64 `json:"seq"`
-	More bool   `json:"more,omitempty"`
+	Type   string `json:"type"`
+	Seq    uint64 `json:"seq"`
+	More   bool   `json:"more,omitempty"`
+	Cursor string `json:"cursor,omitempty"`
 }
 
 // refreshedFrame confirms a REFRESH: the socket now lives until expires_at
@@ -321,8 +324,18 @@ func encodeUnread(conv, unread int64) frame {
 	return textFrame(kUnread, 0, unreadFrame{"UNREAD", conv, unread})
 }
 
-func encodeSynced(seq uint64, more bool) frame {
-	return textFrame(kSynced, 0, syncedFrame{"SYNCED", seq, more})
+// encodeSynced is SYNCED at cursor c: with one partition its seq is the
+// stream sequence, as it always was; with more it carries the cursor, and
+// seq is the highest event id in it.
+func encodeSynced(c eventstore.Cursor, more bool) frame {
+	if len(c) == 1 {
+		return textFrame(kSynced, 0, syncedFrame{"SYNCED", c[0], more, ""})
+	}
+	var top uint64
+	for k := range c {
+		top = max(top, c.ID(k))
+	}
+	return textFrame(kSynced, 0, syncedFrame{"SYNCED", top, more, c.String()})
 }
 
 func encodeRefreshed(exp time.Time) frame {
@@ -385,6 +398,7 @@ type clientFrame struct {
 	MessageIDs     []int64 `json:"message_ids"`
 	UpTo           int64   `json:"up_to"`
 	Since          *uint64 `json:"since"`
+	Cursor         *string `json:"cursor"`
 	Token          string  `json:"token"`
 	MessageID      int64   `json:"message_id"`
 	Emoji          string  `json:"emoji"`
@@ -434,10 +448,12 @@ func decodeFrame(data []byte) (request, error) {
 		r.op = inPing
 	case "RESUME":
 		r.op = inResume
-		if r.Since == nil {
-			return r, badRequest("a RESUME frame needs since")
-		}
-		if *r.Since > eventstore.MaxID {
+		switch {
+		case r.Since == nil && r.Cursor == nil:
+			return r, badRequest("a RESUME frame needs since (or cursor)")
+		case r.Since != nil && r.Cursor != nil:
+			return r, badRequest("a RESUME frame takes since or cursor, not both")
+		case r.Since != nil && *r.Since > eventstore.MaxID:
 			return r, badRequest("since must be a stream sequence up to %d (2^53−1)", int64(eventstore.MaxID))
 		}
 	case "REFRESH":
@@ -464,6 +480,18 @@ func decodeFrame(data []byte) (request, error) {
 		return r, badRequest("unknown frame type %q", truncate(r.Type, 32))
 	}
 	return r, nil
+}
+
+// resumeFrom is where a RESUME frame resumes from: its cursor, or its since
+// (a cursor of one entry).
+func (r *request) resumeFrom() string {
+	if r.Cursor != nil {
+		return *r.Cursor
+	}
+	if r.Since != nil {
+		return strconv.FormatUint(*r.Since, 10)
+	}
+	return ""
 }
 
 // salvage finds conversation_id and client_msg_id in a frame that did not

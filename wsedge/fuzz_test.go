@@ -100,7 +100,7 @@ func writeMasked(w io.Writer, fin bool, op ws.OpCode, p []byte) {
 // server wrote.
 func runSocket(t *testing.T, m *metrics.Metrics, input []byte) []byte {
 	dir := chat.NewDirectory()
-	dir.Seed(0, map[int64][]eventstore.Member{1: {{UserID: "alice", Role: "member"}, {UserID: "bob", Role: "member"}}}, nil, nil)
+	dir.Seed(eventstore.NewCursor(1), map[int64][]eventstore.Member{1: {{UserID: "alice", Role: "member"}, {UserID: "bob", Role: "member"}}}, nil, nil)
 	store := &memStore{subjects: map[uint64]string{}}
 	svc := chat.New(chat.Limits{MaxText: 50}, chat.Deps{Store: store, Locator: store, Directory: dir})
 	verifier, err := auth.NewVerifier(auth.Config{Secret: testSecret})
@@ -113,7 +113,7 @@ func runSocket(t *testing.T, m *metrics.Metrics, input []byte) []byte {
 		t.Fatal(msg)
 	}
 	c := newConn(h, nc, auth.Claims{UserID: "alice"}, epInbox, 0)
-	if !h.register(c, false, 0) {
+	if !h.register(c, false, nil) {
 		t.Fatal("not registered")
 	}
 	c.seen.Store(time.Now().UnixNano())
@@ -194,11 +194,15 @@ func (s *memStore) Get(context.Context, uint64) (eventstore.Stored, error) {
 
 type nopReader struct{}
 
-func (nopReader) Read(context.Context, uint64, uint64, []string, func(eventstore.Stored) error, ...eventstore.ReadOption) error {
+func (nopReader) Partitions() int { return 1 }
+
+func (nopReader) Read(context.Context, int, uint64, uint64, []string, func(eventstore.Stored) error, ...eventstore.ReadOption) error {
 	return nil
 }
 
-func (nopReader) LastSeq(context.Context) (uint64, error) { return 0, nil }
+func (nopReader) Last(context.Context) (eventstore.Cursor, error) {
+	return eventstore.NewCursor(1), nil
+}
 
 // memConn is a net.Conn reading input and collecting output.
 type memConn struct {

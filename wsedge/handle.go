@@ -58,7 +58,7 @@ type job struct {
 	err     error              // the frame is refused with this error
 	typing  *eventstore.Typing // an admitted typing event to append
 	catchUp bool
-	since   uint64
+	since   eventstore.Cursor
 }
 
 // maxJobs is how many frames may wait for one socket's worker; one more
@@ -161,7 +161,7 @@ func (c *conn) act(j job) {
 	case inPing:
 		c.enqueue(pongFrame)
 	case inResume:
-		c.resume(*req.Since)
+		c.resume(req.resumeFrom())
 	case inRefresh:
 		c.refresh(req.Token)
 	}

@@ -57,6 +57,8 @@ type nodeOptions struct {
 	reader func(*eventstore.Store) Reader
 	// log is the hub's logger (nil: testutil.Logger).
 	log *slog.Logger
+	// partitions of the stream (0: one).
+	partitions int
 }
 
 // eachReader runs test with the poller reading the sockets, then with a
@@ -69,8 +71,9 @@ func eachReader(t *testing.T, test func(t *testing.T, goroutines bool)) {
 func newNode(t testing.TB, o nodeOptions) *node {
 	t.Helper()
 	s := testnats.Server(t)
-	store := testnats.Store(t, s)
+	store := testnats.StoreWith(t, s, eventstore.Config{Partitions: o.partitions})
 	dir := chat.NewDirectory()
+	dir.Seed(eventstore.NewCursor(store.Partitions()), nil, nil, nil)
 	if o.limits.TypingInterval == 0 {
 		o.limits.TypingInterval = time.Millisecond
 	}
@@ -146,13 +149,13 @@ func (n *node) create(t testing.TB, id int64, users ...string) {
 	n.settle(t, seq)
 }
 
-// settle waits until the hub has dispatched seq, so a socket opened next
-// does not get it live.
+// settle waits until the hub has dispatched the event with id seq, so a
+// socket opened next does not get it live.
 func (n *node) settle(t testing.TB, seq uint64) {
 	t.Helper()
 	checkFor(t, frameWait, time.Millisecond, func() error {
-		if got := n.hub.lastSeq.Load(); got < seq {
-			return fmt.Errorf("hub dispatched up to %d, want %d", got, seq)
+		if !n.hub.dispatched(seq) {
+			return fmt.Errorf("hub dispatched up to %s, want %d", n.hub.lastCursor(), seq)
 		}
 		return nil
 	})

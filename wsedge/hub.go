@@ -3,7 +3,8 @@
 // what the node's live feed (package feed) hands it to the sockets in memory
 // (user → sockets),
 // turns client frames into chat.Service calls, and resumes a reconnecting
-// client from a stream sequence with no gap and no duplicate.
+// client from a cursor (a stream sequence per partition) with no gap and no
+// duplicate.
 //
 // Goroutines: one poller for the hub (Linux: epoll) reads every socket and
 // answers what cannot block; a socket's worker exists only while it has frames
@@ -40,11 +41,12 @@ import (
 	"inbox/metrics"
 )
 
-// Reader reads a bounded range of the stream and tells its last sequence;
-// *eventstore.Store is one.
+// Reader reads a bounded range of a partition and tells every partition's
+// last sequence; *eventstore.Store is one.
 type Reader interface {
-	Read(ctx context.Context, from, to uint64, filters []string, fn func(eventstore.Stored) error, opts ...eventstore.ReadOption) error
-	LastSeq(ctx context.Context) (uint64, error)
+	Partitions() int
+	Read(ctx context.Context, k int, from, to uint64, filters []string, fn func(eventstore.Stored) error, opts ...eventstore.ReadOption) error
+	Last(ctx context.Context) (eventstore.Cursor, error)
 }
 
 // Authenticator verifies the token a request carries, or a token alone (a
@@ -117,11 +119,12 @@ type Hub struct {
 	wg     sync.WaitGroup // sockets being read, writers, workers, the pinger
 	poll   *poller        // reads the sockets; nil: a reader goroutine per socket
 
-	// lastSeq is the last sequence Dispatch was called with, stored once
-	// the event's frames are queued. It is written with mu read-held by the
-	// one feed goroutine and read with mu held, so a socket registered under
-	// mu knows exactly which events it will get live.
-	lastSeq atomic.Uint64
+	// last is, per partition, the last sequence Dispatch was called with,
+	// stored once the event's frames are queued. It is written with mu
+	// read-held by the feed (one call at a time) and read with mu held, so
+	// a socket registered under mu knows exactly which events it will get
+	// live.
+	last []atomic.Uint64
 
 	mu     sync.RWMutex
 	users  map[string]*userSockets
@@ -165,6 +168,7 @@ func New(cfg Config, d Deps) *Hub {
 		framesIn: make(map[string]prometheus.Counter),
 		ctx:      ctx, cancel: cancel,
 		users: make(map[string]*userSockets),
+		last:  make([]atomic.Uint64, max(d.Reader.Partitions(), 1)),
 	}
 	h.refusals = logsample.New(h.log, 0, 0)
 	h.exp.wake = make(chan struct{}, 1)
@@ -234,13 +238,12 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusForbidden, chat.CodeForbidden, "not a member of job "+strconv.FormatInt(id, 10))
 		return
 	}
-	var since uint64
+	var since eventstore.Cursor
 	var refused error // the socket opens live and is told why it was not caught up
 	resume := r.URL.Query().Has("since")
 	if resume {
-		since, err = strconv.ParseUint(r.URL.Query().Get("since"), 10, 64)
-		if err != nil || since > eventstore.MaxID {
-			httpError(w, http.StatusBadRequest, chat.CodeBadRequest, "since must be a stream sequence (an integer from 0 to "+strconv.FormatInt(eventstore.MaxID, 10)+")")
+		if since, err = h.parseSince(r.URL.Query().Get("since")); err != nil {
+			httpError(w, http.StatusBadRequest, chat.CodeBadRequest, err.Error())
 			return
 		}
 		if err := h.checkSince(r.Context(), since); err != nil {
@@ -248,7 +251,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				httpError(w, http.StatusServiceUnavailable, chat.CodeUnavailable, err.Error())
 				return
 			}
-			resume, since, refused = false, 0, err
+			resume, since, refused = false, nil, err
 		}
 	}
 	if status, code, msg := h.reserve(user); status != 0 {
@@ -286,23 +289,63 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.start(resume, since, pre)
 }
 
-// checkSince refuses a resume from beyond the stream's last sequence: the
-// socket would drop every live event up to since as already seen, and go
-// deaf until the stream got there. A since the hub has dispatched is known
-// good without asking the stream.
-func (h *Hub) checkSince(ctx context.Context, since uint64) error {
-	if since <= h.lastSeq.Load() {
+// parseSince reads a resume cursor (?since=, RESUME's since or cursor).
+func (h *Hub) parseSince(s string) (eventstore.Cursor, error) {
+	c, err := eventstore.ParseCursor(s, len(h.last))
+	if err != nil {
+		if len(h.last) == 1 {
+			return nil, badRequest("since must be a stream sequence (an integer from 0 to %d): %v", int64(eventstore.MaxID), err)
+		}
+		return nil, badRequest("since must be a cursor: the event ids (seq) of the %d partitions' last events received, comma-separated, as SYNCED's cursor gives: %v", len(h.last), err)
+	}
+	return c, nil
+}
+
+// lastCursor is, per partition, the last sequence dispatched. Read it with
+// mu held (or read-held by the feed) for a consistent cursor.
+func (h *Hub) lastCursor() eventstore.Cursor {
+	c := eventstore.NewCursor(len(h.last))
+	for k := range h.last {
+		c[k] = h.last[k].Load()
+	}
+	return c
+}
+
+// dispatched reports whether the feed has dispatched the event with id.
+func (h *Hub) dispatched(id uint64) bool {
+	k, seq := eventstore.Split(len(h.last), id)
+	return k < len(h.last) && seq <= h.last[k].Load()
+}
+
+// markDispatched records that the frames of the event with id are queued.
+// mu is read-held by the feed.
+func (h *Hub) markDispatched(id uint64) {
+	if k, seq := eventstore.Split(len(h.last), id); k < len(h.last) {
+		h.last[k].Store(seq)
+	}
+}
+
+// checkSince refuses a resume from beyond the stream's last sequence in a
+// partition: the socket would drop every live event up to since as already
+// seen, and go deaf there until the stream got there. A since the hub has
+// dispatched is known good without asking the stream.
+func (h *Hub) checkSince(ctx context.Context, since eventstore.Cursor) error {
+	if h.lastCursor().Reaches(since) {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.ResumeTimeout)
 	defer cancel()
-	last, err := h.reader.LastSeq(ctx)
+	last, err := h.reader.Last(ctx)
 	if err != nil {
 		return &chat.Error{Code: chat.CodeUnavailable, Msg: "event stream unavailable: cannot resume now", Err: err}
 	}
-	if since > last {
+	if !last.Reaches(since) {
+		if len(last) == 1 {
+			return chat.Errorf(chat.CodeBadRequest,
+				"since %s is beyond the stream's last sequence %s: nothing was caught up and the socket is live; resume from a sequence you received", since, last)
+		}
 		return chat.Errorf(chat.CodeBadRequest,
-			"since %d is beyond the stream's last sequence %d: nothing was caught up and the socket is live; resume from a sequence you received", since, last)
+			"since %s is beyond the streams' last events %s in a partition: nothing was caught up and the socket is live; resume from a cursor you received", since, last)
 	}
 	return nil
 }
@@ -416,7 +459,7 @@ func (h *Hub) unreserve(user string) {
 // notes the last dispatched sequence, so a resuming socket buffers exactly the
 // events after it. It reports false if the hub shut down meanwhile (the socket
 // is then closed with 1001).
-func (h *Hub) register(c *conn, resume bool, since uint64) bool {
+func (h *Hub) register(c *conn, resume bool, since eventstore.Cursor) bool {
 	h.presMu.Lock()
 	defer h.presMu.Unlock()
 	h.mu.Lock()
@@ -434,16 +477,16 @@ func (h *Hub) register(c *conn, resume bool, since uint64) bool {
 	first := len(us.conns) == 1
 	c.slot = h.slots
 	h.slots = (h.slots + 1) % pingSlices
-	c.liveFrom = h.lastSeq.Load()
+	c.liveFrom = h.lastCursor()
 	if resume {
 		c.syncing, c.catching = true, true
 		c.writing = true // the worker writes the catch-up itself
-		c.minSeq = since
+		c.since = since
 	}
 	h.mu.Unlock()
 
 	h.m.OpenSockets.Inc()
-	h.log.Debug("socket open", "user_id", c.user, "endpoint", endpointNames[c.ep], "id", c.id, "seq", c.liveFrom)
+	h.log.Debug("socket open", "user_id", c.user, "endpoint", endpointNames[c.ep], "id", c.id, "seq", c.liveFrom.String())
 	if first && h.pres != nil {
 		h.pres.Online(c.user)
 	}
@@ -478,16 +521,16 @@ func (h *Hub) unregister(c *conn) {
 }
 
 // Dispatch routes one stream event to the sockets it concerns. The live
-// feed's goroutine calls it in stream order, right after dir.Apply(st)
-// returned ch. Each frame is encoded once and its bytes shared by every
+// feed calls it one event at a time, each partition's in stream order,
+// right after dir.Apply(st) returned ch. Each frame is encoded once and its bytes shared by every
 // recipient; Dispatch never blocks on a socket.
 func (h *Hub) Dispatch(st eventstore.Stored, ch chat.Change) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	seq := st.Seq
-	// lastSeq moves once the event's frames are queued, under mu: a socket
+	// last moves once the event's frames are queued, under mu: a socket
 	// registering gets, live, exactly the events after it.
-	defer h.lastSeq.Store(seq)
+	defer h.markDispatched(seq)
 	switch e := st.Event.(type) {
 	case *eventstore.Message:
 		h.deliverLocked(st.Time, ch.Members, "", e.ConversationID, 0, func() frame { return encodeMessage(seq, e) })

@@ -14,20 +14,24 @@ import (
 	"inbox/eventstore"
 )
 
-// Catch-up. A resuming socket is switched to syncing at liveFrom, the last
-// dispatched sequence, under the routing lock (at registration for ?since, in
-// resume for a RESUME frame): every event after liveFrom reaches it live (held
-// in syncBuf meanwhile), every event in (since, liveFrom] is read from the
-// stream here. Then the held frames follow, then SYNCED, then live frames: no
-// gap and no duplicate.
+// Catch-up. Positions are cursors: a stream sequence per partition. A
+// resuming socket is switched to syncing at liveFrom, the last dispatched
+// sequences, under the routing lock (at registration for ?since, in resume
+// for a RESUME frame): every event after liveFrom reaches it live (held in
+// syncBuf meanwhile), every event in (since, liveFrom] is read from the
+// stream here, partition after partition. Then the held frames follow, then
+// SYNCED, then live frames: no gap and no duplicate. Frames of one
+// conversation keep their order (a conversation is in one partition);
+// those of different partitions come partition by partition.
 //
 // One page at a time: a catch-up reads at most ResumePageEvents events per
 // read and sends at most about ResumePageBytes. A longer one ends its page
-// with SYNCED "more": true at the page's last sequence and the socket pauses:
-// live event frames are dropped (the next page reads them from the stream),
-// other frames flow. The client's next RESUME switches it to syncing again at
-// the then-current liveFrom. So memory stays bounded by the page, and order
-// holds.
+// with SYNCED "more": true at the page's end (in the partition where it
+// stopped, its last sequence; before it, liveFrom; after it, since) and the
+// socket pauses: live event frames are dropped (the next page reads them
+// from the stream), other frames flow. The client's next RESUME switches
+// it to syncing again at the then-current liveFrom. So memory stays bounded
+// by the page, and order holds.
 //
 // What a socket may replay is decided when each page starts, from membership
 // then (docs/security.md): the messages and receipts of the conversations
@@ -91,9 +95,13 @@ const (
 // side from the writer once the queue is written, then catches up from since
 // like ?since. Frames the socket already got live after since may come again:
 // the client asked for everything after since.
-func (c *conn) resume(since uint64) {
+func (c *conn) resume(from string) {
 	h := c.hub
-	if err := c.mayResume(since); err != nil {
+	since, err := h.parseSince(from)
+	if err == nil {
+		err = c.mayResume(since)
+	}
+	if err != nil {
 		c.mu.Lock()
 		c.catching = false
 		c.mu.Unlock()
@@ -107,9 +115,9 @@ func (c *conn) resume(since uint64) {
 		h.mu.Unlock()
 		return
 	}
-	c.liveFrom = h.lastSeq.Load()
+	c.liveFrom = h.lastCursor()
 	c.syncing, c.paused = true, false
-	c.minSeq = since
+	c.since = since
 	var wait chan struct{}
 	if c.writing {
 		wait = make(chan struct{})
@@ -127,7 +135,7 @@ func (c *conn) resume(since uint64) {
 
 // mayResume refuses a RESUME from a socket whose user is no longer in its
 // conversation or job, and a since beyond the stream.
-func (c *conn) mayResume(since uint64) error {
+func (c *conn) mayResume(since eventstore.Cursor) error {
 	dir := c.hub.dir
 	switch {
 	case c.ep == epChat && !dir.IsMember(c.id, c.user):
@@ -144,19 +152,20 @@ var errClosing = errors.New("socket closing")
 // socket, then either the held live frames and SYNCED (the last page) or
 // SYNCED with more (the socket pauses), and gives the write side back. The
 // caller owns the write side and the socket is syncing.
-func (c *conn) catchUp(since uint64) {
+func (c *conn) catchUp(since eventstore.Cursor) {
 	h := c.hub
 	upTo := c.liveFrom
 	end, err := c.replay(since, upTo)
 	if err != nil && !errors.Is(err, errClosing) {
-		h.log.Warn("resume failed", "user_id", c.user, "since", since, "seq", upTo, "err", err)
+		h.log.Warn("resume failed", "user_id", c.user, "since", since.String(), "seq", upTo.String(), "err", err)
 		c.closeWith(ws.StatusInternalServerError, "resume failed; reconnect with since")
 	}
-	more := end < upTo
+	more := err == nil && !end.Reaches(upTo)
 	// Switch to live under the routing lock: no Dispatch is half done, so
-	// SYNCED's seq covers every event routed so far.
+	// SYNCED's cursor covers every event routed so far.
 	h.mu.Lock()
-	synced := max(h.lastSeq.Load(), c.minSeq)
+	synced := h.lastCursor()
+	synced.Max(c.since)
 	c.mu.Lock()
 	c.syncing, c.catching = false, false
 	switch {
@@ -193,15 +202,15 @@ const replayBatch = 64
 // the user, f.wire nil) decided once the conversation's membership at seq is
 // known.
 type replayItem struct {
-	seq  uint64
+	seq  uint64 // the event's id
 	f    frame
 	conv int64
 }
 
 // replayScope is what one page of a catch-up may read.
 type replayScope struct {
-	filters []string
-	convs   []int64 // conversations whose messages and receipts are replayed, sorted
+	common []string // filters read in every partition (each reads only its own events)
+	convs  []int64  // conversations whose messages and receipts are replayed, sorted
 }
 
 // replayScope reads membership now: see the comment at the top of this file.
@@ -212,29 +221,39 @@ func (c *conn) replayScope() replayScope {
 	case epInbox:
 		// The user's own joins and leaves may be in any conversation,
 		// including one it has left since.
-		s.filters = []string{eventstore.AllConvs(eventstore.KindCreated), eventstore.AllConvs(eventstore.KindMember)}
+		s.common = []string{eventstore.AllConvs(eventstore.KindCreated), eventstore.AllConvs(eventstore.KindMember)}
 		s.convs = dir.Conversations(c.user)
 	case epChat:
-		s.filters = []string{eventstore.ConvSubject(c.id, eventstore.KindCreated), eventstore.ConvSubject(c.id, eventstore.KindMember)}
+		s.common = []string{eventstore.ConvSubject(c.id, eventstore.KindCreated), eventstore.ConvSubject(c.id, eventstore.KindMember)}
 		if dir.IsMember(c.id, c.user) {
 			s.convs = []int64{c.id}
 		}
 	case epJob:
 		if dir.IsJobMember(c.id, c.user) {
-			s.filters = []string{eventstore.JobSubject(c.id, eventstore.KindStatus)}
+			s.common = []string{eventstore.JobSubject(c.id, eventstore.KindStatus)}
 		}
-	}
-	for _, id := range s.convs {
-		s.filters = append(s.filters, eventstore.ConvSubject(id, eventstore.KindMessage), eventstore.ConvSubject(id, eventstore.KindRead),
-			eventstore.LifecyclesFilter(id))
 	}
 	return s
 }
 
+// filters are the subjects the scope reads in partition k of n: the common
+// ones, and the messages, receipts and lifecycle events of its
+// conversations there.
+func (s replayScope) filters(n, k int) []string {
+	fs := slices.Clone(s.common)
+	for _, id := range s.convs {
+		if eventstore.Partition(id, n) == k {
+			fs = append(fs, eventstore.ConvSubject(id, eventstore.KindMessage), eventstore.ConvSubject(id, eventstore.KindRead),
+				eventstore.LifecyclesFilter(id))
+		}
+	}
+	return fs
+}
+
 // replay writes this socket's frames for one page of (since, upTo] directly
-// and returns the page's last sequence: upTo, or less if there is more.
-func (c *conn) replay(since, upTo uint64) (uint64, error) {
-	if since >= upTo {
+// and returns the page's end: upTo, or less if there is more.
+func (c *conn) replay(since, upTo eventstore.Cursor) (eventstore.Cursor, error) {
+	if since.Reaches(upTo) {
 		return upTo, nil
 	}
 	h := c.hub
@@ -247,7 +266,7 @@ func (c *conn) replay(since, upTo uint64) (uint64, error) {
 	}
 	if err != nil {
 		c.charge(cost)
-		return 0, err
+		return nil, err
 	}
 	batch := make([]frame, 0, replayBatch)
 	for i, it := range items {
@@ -266,45 +285,76 @@ func (c *conn) replay(since, upTo uint64) (uint64, error) {
 		batch = batch[:0]
 	}
 	c.charge(cost)
-	h.log.Debug("caught up", "user_id", c.user, "since", since, "seq", end, "more", end < upTo, "frames", len(items), "cost", cost, "err", err)
+	h.log.Debug("caught up", "user_id", c.user, "since", since.String(), "seq", end.String(), "more", !end.Reaches(upTo), "frames", len(items), "cost", cost, "err", err)
 	return end, err
 }
 
 // errPageFull stops a read at the page bound.
 var errPageFull = errors.New("page full")
 
-// readPage reads the items of one page of (since, upTo]: each batch of
-// filters is read until the page bound, and the page ends at the lowest
-// sequence where a batch stopped, so every item up to it is in.
-func (c *conn) readPage(ctx context.Context, since, upTo uint64, s replayScope, cost *int) ([]replayItem, uint64, error) {
+// readPage reads the items of one page of (since, upTo], partition after
+// partition. In a partition, each batch of filters is read until the page
+// bound (less what earlier partitions took), and the partition's part ends
+// at the lowest sequence where a batch stopped, so every item up to it is
+// in; a partition that stopped short ends the page, and later partitions
+// stay at since.
+func (c *conn) readPage(ctx context.Context, since, upTo eventstore.Cursor, s replayScope, cost *int) ([]replayItem, eventstore.Cursor, error) {
 	cfg := &c.hub.cfg
-	end := upTo
+	n := len(upTo)
+	end := upTo.Clone()
 	var items []replayItem
-	for fs := range slices.Chunk(s.filters, cfg.MaxResumeFilters) {
-		events, bytes := 0, 0
-		var last uint64
-		err := c.hub.reader.Read(ctx, since+1, end, fs, func(st eventstore.Stored) error {
-			events++
-			last = st.Seq
-			if it, ok := c.replayItem(st, s.convs); ok {
-				items = append(items, it)
-				bytes += max(len(it.f.wire), 256)
+	pageEvents, pageBytes := 0, 0
+	for k := range n {
+		if since[k] >= upTo[k] {
+			end[k] = max(since[k], upTo[k])
+			continue
+		}
+		if pageEvents >= cfg.ResumePageEvents || pageBytes >= cfg.ResumePageBytes {
+			end[k] = since[k] // for the next page
+			continue
+		}
+		first := len(items)
+		partEnd, short := upTo[k], false
+		maxEvents, maxBytes := 0, 0
+		for fs := range slices.Chunk(s.filters(n, k), cfg.MaxResumeFilters) {
+			events, bytes := pageEvents, pageBytes
+			var last uint64
+			err := c.hub.reader.Read(ctx, k, since[k]+1, partEnd, fs, func(st eventstore.Stored) error {
+				events++
+				_, last = eventstore.Split(n, st.Seq)
+				if it, ok := c.replayItem(st, s.convs); ok {
+					items = append(items, it)
+					bytes += max(len(it.f.wire), 256)
+				}
+				if events >= cfg.ResumePageEvents || bytes >= cfg.ResumePageBytes {
+					return errPageFull
+				}
+				return nil
+			}, eventstore.ReadBatch(cfg.ResumePageEvents-pageEvents))
+			*cost += costPerRead + costPerEvent*(events-pageEvents)
+			maxEvents, maxBytes = max(maxEvents, events), max(maxBytes, bytes)
+			switch {
+			case errors.Is(err, errPageFull):
+				partEnd, short = last, true // every later batch reads only up to here
+			case err != nil:
+				return nil, nil, err
 			}
-			if events >= cfg.ResumePageEvents || bytes >= cfg.ResumePageBytes {
-				return errPageFull
-			}
-			return nil
-		}, eventstore.ReadBatch(cfg.ResumePageEvents))
-		*cost += costPerRead + costPerEvent*events
-		switch {
-		case errors.Is(err, errPageFull):
-			end = last // every later batch reads only up to here
-		case err != nil:
-			return nil, 0, err
+		}
+		items = append(items[:first], slices.DeleteFunc(items[first:], func(it replayItem) bool {
+			_, seq := eventstore.Split(n, it.seq)
+			return seq > partEnd
+		})...)
+		end[k] = partEnd
+		pageEvents, pageBytes = maxEvents, maxBytes
+		if short {
+			pageEvents = cfg.ResumePageEvents // the page ends here
 		}
 	}
-	items = slices.DeleteFunc(items, func(it replayItem) bool { return it.seq > end })
-	slices.SortFunc(items, func(a, b replayItem) int { return cmp.Compare(a.seq, b.seq) })
+	slices.SortFunc(items, func(a, b replayItem) int {
+		ka, sa := eventstore.Split(n, a.seq)
+		kb, sb := eventstore.Split(n, b.seq)
+		return cmp.Or(cmp.Compare(ka, kb), cmp.Compare(sa, sb))
+	})
 	return items, end, nil
 }
 
@@ -368,10 +418,11 @@ func (c *conn) replayItem(st eventstore.Stored, convs []int64) (replayItem, bool
 // resolveMembership turns the membership items of a page into the frames a
 // socket connected at the time got: CONVERSATION_JOINED with the members as
 // of that event, or CONVERSATION_LEFT, or nothing (a role change). It reads
-// the membership events of those conversations (few) from the start of the
-// stream and applies them to a scratch Directory, as the live feed did.
+// the membership events of those conversations (few) from the start of
+// their partition and applies them to a scratch Directory, as the live feed
+// did.
 func (c *conn) resolveMembership(ctx context.Context, items []replayItem, cost *int) ([]replayItem, error) {
-	upTo := map[int64]uint64{} // conversation -> its last membership item
+	upTo := map[int64]uint64{} // conversation -> its last membership item's id
 	want := map[uint64]int64{} // membership item -> its conversation
 	for _, it := range items {
 		if it.f.wire == nil {
@@ -382,32 +433,42 @@ func (c *conn) resolveMembership(ctx context.Context, items []replayItem, cost *
 	if len(upTo) == 0 {
 		return items, nil
 	}
+	n := c.hub.reader.Partitions()
+	byPart := map[int][]int64{}
+	for id := range upTo {
+		k := eventstore.Partition(id, n)
+		byPart[k] = append(byPart[k], id)
+	}
 	frames := make(map[uint64]frame, len(want))
 	scratch := chat.NewDirectory()
-	for batch := range slices.Chunk(slices.Sorted(maps.Keys(upTo)), max(1, c.hub.cfg.MaxResumeFilters/2)) {
-		var to uint64
-		fs := make([]string, 0, 2*len(batch))
-		for _, id := range batch {
-			to = max(to, upTo[id])
-			fs = append(fs, eventstore.ConvSubject(id, eventstore.KindCreated), eventstore.ConvSubject(id, eventstore.KindMember))
-		}
-		events := 0
-		err := c.hub.reader.Read(ctx, 1, to, fs, func(st eventstore.Stored) error {
-			events++
-			ch := scratch.Apply(st)
-			conv, ok := want[st.Seq]
-			switch {
-			case !ok:
-			case slices.Contains(ch.Joined, c.user):
-				frames[st.Seq] = encodeJoined(st.Seq, conv, ch.Members)
-			case slices.Contains(ch.Left, c.user):
-				frames[st.Seq] = encodeLeft(st.Seq, conv)
+	for _, k := range slices.Sorted(maps.Keys(byPart)) {
+		slices.Sort(byPart[k])
+		for batch := range slices.Chunk(byPart[k], max(1, c.hub.cfg.MaxResumeFilters/2)) {
+			var to uint64
+			fs := make([]string, 0, 2*len(batch))
+			for _, id := range batch {
+				_, seq := eventstore.Split(n, upTo[id])
+				to = max(to, seq)
+				fs = append(fs, eventstore.ConvSubject(id, eventstore.KindCreated), eventstore.ConvSubject(id, eventstore.KindMember))
 			}
-			return nil
-		})
-		*cost += costPerRead + costPerEvent*events
-		if err != nil {
-			return nil, err
+			events := 0
+			err := c.hub.reader.Read(ctx, k, 1, to, fs, func(st eventstore.Stored) error {
+				events++
+				ch := scratch.Apply(st)
+				conv, ok := want[st.Seq]
+				switch {
+				case !ok:
+				case slices.Contains(ch.Joined, c.user):
+					frames[st.Seq] = encodeJoined(st.Seq, conv, ch.Members)
+				case slices.Contains(ch.Left, c.user):
+					frames[st.Seq] = encodeLeft(st.Seq, conv)
+				}
+				return nil
+			})
+			*cost += costPerRead + costPerEvent*events
+			if err != nil {
+				return nil, err
+			}
 		}
 	}
 	out := items[:0]

@@ -272,11 +272,11 @@ type countingReader struct {
 	reads [][]string
 }
 
-func (r *countingReader) Read(ctx context.Context, from, to uint64, filters []string, fn func(eventstore.Stored) error, opts ...eventstore.ReadOption) error {
+func (r *countingReader) Read(ctx context.Context, k int, from, to uint64, filters []string, fn func(eventstore.Stored) error, opts ...eventstore.ReadOption) error {
 	r.mu.Lock()
 	r.reads = append(r.reads, slices.Clone(filters))
 	r.mu.Unlock()
-	return r.Store.Read(ctx, from, to, filters, fn, opts...)
+	return r.Store.Read(ctx, k, from, to, filters, fn, opts...)
 }
 
 // TestResumeManyConversationsFiltered (issue 15, item 3): a user in more

@@ -22,24 +22,31 @@ import (
 
 // replayCmd rebuilds the read model from stream sequence 1:
 //
-//	inbox replay [--data DIR] [--nats-url URL [--nats-creds FILE | --nats-nkey FILE]] [--out FILE]
+//	inbox replay [--data DIR] [--nats-url URL [--nats-creds FILE | --nats-nkey FILE]] [--out FILE] [--partition K]
 //
 // Without --out the new database replaces <data>/inbox.db, which requires
-// inboxd to be stopped.
+// inboxd to be stopped. With --partition only that partition's rows are
+// rebuilt, in a copy of the live database.
 func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("inbox replay", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	cli.Describe(fs, "inbox replay [flags]", `
-Rebuild the read model from stream sequence 1. Without --out the new database
-replaces <data>/inbox.db, which requires inboxd to be stopped (replay refuses
-while inboxd holds <data>/inboxd.lock); with --out it is written to a new file
-and inboxd may run. Undecodable events are counted as skipped, never fatal.`,
+Rebuild the read model from stream sequence 1 of every partition. Without
+--out the new database replaces <data>/inbox.db, which requires inboxd to be
+stopped (replay refuses while inboxd holds <data>/inboxd.lock); with --out it
+is written to a new file and inboxd may run. With --partition K only the rows
+of partition K (its conversations; with K = 0 also profiles and jobs) are
+rebuilt, from that partition's sequence 1, in a copy of the live database.
+The number of partitions is the stream's. Undecodable events are counted as
+skipped, never fatal.`,
 		"inbox replay                       # rebuild ./data/inbox.db (inboxd stopped)",
 		"inbox replay --out /tmp/inbox.db   # a copy, while inboxd runs",
+		"inbox replay --partition 2         # rebuild partition 2's rows only",
 		"inbox replay --nats-url nats://10.0.0.5:4222 --data /var/lib/inbox")
 	var sf storeFlags
 	sf.register(fs)
 	out := fs.String("out", "", "write the rebuilt database to this new file instead of replacing <data>/inbox.db")
+	partition := fs.Int("partition", -1, "rebuild only this partition's rows, in a copy of the live database (-1: every partition, from scratch)")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
@@ -62,7 +69,12 @@ and inboxd may run. Undecodable events are counted as skipped, never fatal.`,
 	defer closeStore()
 
 	bar := newBar(stderr, "replay")
-	stats, err := projections.Rebuild(ctx, store, target, bar.progress)
+	var stats projections.Stats
+	if *partition >= 0 {
+		stats, err = rebuildPartition(ctx, store, live, target, *partition, bar.progress)
+	} else {
+		stats, err = projections.Rebuild(ctx, store, target, bar.progress)
+	}
 	if err == nil {
 		bar.finish(&stats)
 	} else {
@@ -83,10 +95,31 @@ and inboxd may run. Undecodable events are counted as skipped, never fatal.`,
 		}
 		target = live
 	}
-	fmt.Fprintf(stdout, "rebuilt %s: %d events up to sequence %d (%d skipped) in %s, %.0f events/s\n",
-		target, stats.Events, stats.LastSeq, stats.Skipped, stats.Duration.Round(time.Millisecond),
+	what := "partitions"
+	if store.Partitions() == 1 {
+		what = "sequence"
+	}
+	if *partition >= 0 {
+		what = fmt.Sprintf("partition %d of %d; all partitions at", *partition, store.Partitions())
+	}
+	fmt.Fprintf(stdout, "rebuilt %s: %d events up to %s %s (%d skipped) in %s, %.0f events/s\n",
+		target, stats.Events, what, stats.Applied, stats.Skipped, stats.Duration.Round(time.Millisecond),
 		stats.Rate())
 	return nil
+}
+
+// rebuildPartition rebuilds partition k's rows of the live database at
+// live into target.
+func rebuildPartition(ctx context.Context, store *eventstore.Store, live, target string, k int, progress func(done, total uint64)) (projections.Stats, error) {
+	if _, err := os.Stat(live); err != nil {
+		return projections.Stats{}, fmt.Errorf("replay of partition %d starts from the live read model: %w", k, err)
+	}
+	db, err := projections.Open(live)
+	if err != nil {
+		return projections.Stats{}, err
+	}
+	defer db.Close()
+	return projections.RebuildPartition(ctx, store, db, target, k, progress)
 }
 
 // storeFlags are the flags of commands that read the stream.
@@ -135,7 +168,14 @@ func (f *storeFlags) openStore(ctx context.Context, name string) (*eventstore.St
 		cleanup()
 		return nil, nil, err
 	}
-	store, err := eventstore.Open(ctx, eventstore.Config{Conn: nc})
+	// The streams say how many partitions they have (none yet: one).
+	n, err := eventstore.Discover(ctx, nc)
+	if err != nil {
+		nc.Close()
+		cleanup()
+		return nil, nil, err
+	}
+	store, err := eventstore.Open(ctx, eventstore.Config{Conn: nc, Partitions: n})
 	if err != nil {
 		nc.Close()
 		cleanup()

@@ -118,6 +118,7 @@ func parse(args []string, stdout io.Writer) (options, error) {
 	fs.StringVar(&cfg.NATSAuth.CredsFile, "nats-creds", "", "with --nats-url: NATS user credentials file (JWT and nkey seed, as nsc writes it)")
 	fs.StringVar(&cfg.NATSAuth.NkeyFile, "nats-nkey", "", "with --nats-url: NATS nkey seed file")
 	fs.IntVar(&cfg.Replicas, "replicas", eventstore.DefaultReplicas, "stream replicas (3 on a three-node cluster)")
+	fs.IntVar(&cfg.Partitions, "partitions", eventstore.DefaultPartitions, "streams conversations are spread over by a hash of their id (1: the stream INBOX; N: INBOX-0 … INBOX-<N-1>); fixed once events exist")
 	fs.StringVar(&cfg.NodeID, "node", node.DefaultNodeID, "node id: names this node's durable projection consumer; unique per node sharing a stream")
 	fs.BoolVar(&cfg.SyncAlways, "sync-always", false, "embedded NATS fsyncs every write before acknowledging (survives an OS crash; slower)")
 	fs.StringVar(&cfg.JWTSecret, "jwt-secret", "", "HS256 secret for user tokens (default: a development secret generated into the data folder)")
@@ -159,6 +160,8 @@ func parse(args []string, stdout io.Writer) (options, error) {
 	switch {
 	case cfg.Replicas < 1 || cfg.Replicas > 5:
 		return options{}, fmt.Errorf("--replicas %d: must be 1 to 5", cfg.Replicas)
+	case cfg.Partitions < 1 || cfg.Partitions > eventstore.MaxPartitions:
+		return options{}, fmt.Errorf("--partitions %d: must be 1 to %d", cfg.Partitions, eventstore.MaxPartitions)
 	case cfg.Limits.MaxText < 1:
 		return options{}, fmt.Errorf("--max-text %d: must be positive", cfg.Limits.MaxText)
 	case cfg.Limits.EditWindow <= 0:
