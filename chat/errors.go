@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"inbox/eventstore"
 )
@@ -25,6 +26,9 @@ type Error struct {
 	Code string
 	Msg  string
 	Err  error // cause, not shown to clients
+	// RetryAfter, if set, is when the client may try again (an ERROR
+	// frame's retry_after_ms, an HTTP Retry-After).
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string { return e.Msg }
@@ -33,6 +37,15 @@ func (e *Error) Unwrap() error { return e.Err }
 // Errorf returns a coded error.
 func Errorf(code, format string, args ...any) *Error {
 	return &Error{Code: code, Msg: fmt.Sprintf(format, args...)}
+}
+
+// RetryAfterOf returns err's retry hint (0: none).
+func RetryAfterOf(err error) time.Duration {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.RetryAfter
+	}
+	return 0
 }
 
 // CodeOf returns err's code: its own if it is an *Error, else unavailable for

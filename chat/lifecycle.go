@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"inbox/admission"
 	"inbox/eventstore"
 )
 
@@ -129,7 +130,7 @@ const maxChangeAttempts = 8
 // append and nothing is stored; the service waits for the read model to
 // apply what got in and checks again. So a change is checked against the
 // message's state as it is when it is stored, on any node.
-func (s *Service) change(ctx context.Context, by Actor, ev eventstore.KeyedEvent, h *eventstore.Header, check func(eventstore.MessageState) error) (Changed, error) {
+func (s *Service) change(ctx context.Context, by Actor, ev eventstore.KeyedEvent, h *eventstore.Header, check func(eventstore.MessageState) error) (ch Changed, err error) {
 	conv, id := lifecycleIDs(ev)
 	if !eventstore.ValidID(conv) || !eventstore.ValidID(id) {
 		return Changed{}, Errorf(CodeBadRequest, "conversation_id and message_id must be positive integers up to %d (2^53−1)", int64(eventstore.MaxID))
@@ -142,8 +143,15 @@ func (s *Service) change(ctx context.Context, by Actor, ev eventstore.KeyedEvent
 		if !s.dir.Exists(conv) {
 			return Changed{}, Errorf(CodeNotFound, "conversation %d not found", conv)
 		}
-	} else if err := s.checkMember(conv, by.UserID); err != nil {
-		return Changed{}, err
+	} else {
+		if err := s.checkMember(conv, by.UserID); err != nil {
+			return Changed{}, err
+		}
+		if err := s.admit(admission.Message); err != nil {
+			return Changed{}, err
+		}
+		w := s.begin()
+		defer func() { w.done(ch.Seq) }()
 	}
 	if s.reads == nil {
 		return Changed{}, Errorf(CodeUnavailable, "this node keeps no read model: messages cannot be changed here")

@@ -7,6 +7,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"inbox/admission"
 	"inbox/eventstore"
 )
 
@@ -58,6 +59,10 @@ func (s *Service) Send(ctx context.Context, from Sender, req SendRequest) (Sent,
 	if err := s.checkMember(req.ConversationID, from.UserID); err != nil {
 		return Sent{}, err
 	}
+	if err := s.admit(admission.Message); err != nil {
+		return Sent{}, err
+	}
+	w := s.begin()
 	name, avatar := from.Name, from.Avatar
 	if p, ok := s.dir.Profile(from.UserID); ok {
 		name, avatar = p.Name, p.Avatar
@@ -82,6 +87,7 @@ func (s *Service) Send(ctx context.Context, from Sender, req SendRequest) (Sent,
 		sent.ConversationID = req.ConversationID
 		sent.ID, err = s.append(ctx, ev)
 	}
+	w.done(sent.ID)
 	if err != nil {
 		return Sent{}, err
 	}
@@ -269,6 +275,12 @@ func (s *Service) Read(ctx context.Context, user string, conv int64, upTo int64,
 			return 0, Errorf(CodeBadRequest, "message id %d is not a positive integer up to %d (2^53−1)", id, int64(eventstore.MaxID))
 		}
 	}
+	if err := s.admit(admission.Message); err != nil {
+		return 0, err
+	}
+	w := s.begin()
+	var seq uint64
+	defer func() { w.done(seq) }()
 	// Ids the read model has applied are checked in one query; only newer
 	// ones (sent since) are looked up in the stream, one by one.
 	var applied eventstore.Cursor

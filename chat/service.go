@@ -130,6 +130,7 @@ type Service struct {
 	store  Appender
 	locate MessageLocator
 	reads  ReadModel // nil: keys last the duplicate window, receipts are checked against the stream
+	gate   Gate      // nil: nothing is shed
 	dir    *Directory
 	limits Limits
 	now    func() time.Time
@@ -162,6 +163,10 @@ type Deps struct {
 	// checks read receipts in one query; nil: keys last the stream's
 	// duplicate window and receipts are checked against the stream.
 	ReadModel ReadModel
+	// Gate, if set, sheds users' writes (messages, receipts, changes,
+	// typing) at the door when the node cannot keep up (gate.go); nil:
+	// every write is taken on.
+	Gate Gate
 	// Logger hears what no caller does (a typing event the service appends
 	// by itself that fails); nil: discard.
 	Logger *slog.Logger
@@ -183,7 +188,7 @@ func New(limits Limits, d Deps) *Service {
 		d.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Service{
-		store: d.Store, locate: d.Locator, dir: d.Directory, reads: d.ReadModel,
+		store: d.Store, locate: d.Locator, dir: d.Directory, reads: d.ReadModel, gate: d.Gate,
 		limits: limits.WithDefaults(), now: time.Now, rand: rand.Float64,
 		log: d.Logger, typing: make(map[typingKey]typingState),
 	}

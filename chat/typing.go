@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"inbox/admission"
 	"inbox/eventstore"
 )
 
@@ -51,6 +52,11 @@ func (s *Service) Typing(ctx context.Context, user string, conv int64, isTyping 
 func (s *Service) AdmitTyping(user string, conv int64, isTyping bool) (*eventstore.Typing, error) {
 	if err := s.checkMember(conv, user); err != nil {
 		return nil, err
+	}
+	if s.admit(admission.Typing) != nil {
+		// Shed while the node is busy, before the throttle notes it: the
+		// client's next frame tries again. Silent, like a throttled one.
+		return nil, nil
 	}
 	k := typingKey{user, conv}
 	now := s.now()
@@ -139,11 +145,17 @@ func (s *Service) typingDue(k typingKey, p *pendingTyping) {
 		s.typingMu.Unlock()
 		return // cancelled, or the service closed
 	}
+	if s.admit(admission.Typing) != nil { // shed: the change is dropped
+		last.pending = nil
+		s.typing[k] = last
+		s.typingMu.Unlock()
+		return
+	}
 	ev := s.admitTypingLocked(k, !last.on, s.now())
 	s.typingMu.Unlock()
 	ctx, cancel := context.WithTimeout(s.ctx, s.limits.SettleTimeout)
 	defer cancel()
-	if _, err := s.append(ctx, ev); err != nil {
+	if _, err := s.AppendTyping(ctx, ev); err != nil {
 		s.log.Warn("deferred typing event not appended", "user_id", k.user, "conversation_id", k.conv, "is_typing", ev.IsTyping, "err", err)
 	}
 }
@@ -171,7 +183,10 @@ func (s *Service) typingEnded(user string, conv int64) {
 
 // AppendTyping appends a typing event AdmitTyping returned.
 func (s *Service) AppendTyping(ctx context.Context, ev *eventstore.Typing) (uint64, error) {
-	return s.append(ctx, ev)
+	w := s.begin()
+	seq, err := s.append(ctx, ev)
+	w.done(seq)
+	return seq, err
 }
 
 func (s *Service) pruneTypingLocked(now time.Time) {

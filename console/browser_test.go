@@ -260,7 +260,7 @@ func testOps(t *testing.T, srv *server, b *browser) {
 	bob := srv.token(t, "bob", "Bob Worker")
 	srv.call(t, "POST", "/api/conversations/1/messages", bob, `{"message":"for the operator"}`, http.StatusCreated, nil)
 	p.until("the new event counted", `document.querySelector('tr[data-stream="INBOX"] td').textContent !== `+js(before))
-	for _, tile := range []string{"Open sockets", "Feed lag", "Projection lag", "Deliveries/s"} {
+	for _, tile := range []string{"Open sockets", "Feed lag", "Feed delay", "Shed", "Projection lag", "Deliveries/s"} {
 		p.until(tile, `!!document.querySelector('[data-tile="`+tile+`"] .tile-value')`)
 	}
 	if b.shots != "" {

@@ -50,6 +50,13 @@ type Sink interface {
 	Connected(user string) bool
 }
 
+// Observer hears of every event the feed dispatched, with its stream time;
+// *admission.Controller is one (it measures how far behind the feed is). It
+// is called on the feed's goroutine and must not block.
+type Observer interface {
+	Dispatched(seq uint64, stored time.Time)
+}
+
 var _ Source = (*eventstore.Store)(nil)
 
 // DefaultMaxHeld is Config.MaxHeld's default.
@@ -63,10 +70,11 @@ type Config struct {
 	MaxHeld int
 }
 
-// Deps are the parts a Feed is built on; both are required.
+// Deps are the parts a Feed is built on; Source and Directory are required.
 type Deps struct {
 	Source    Source
 	Directory *chat.Directory // seeded up to where the feed starts (Directory.Seq)
+	Observer  Observer        // optional
 }
 
 // Feed is the live feed. Build it with New, run it with Run.
@@ -74,6 +82,7 @@ type Feed struct {
 	cfg     Config
 	src     Source
 	dir     *chat.Directory
+	obs     Observer
 	running atomic.Bool
 
 	mu         sync.Mutex
@@ -113,7 +122,7 @@ func New(cfg Config, d Deps) *Feed {
 	if cfg.MaxHeld <= 0 {
 		cfg.MaxHeld = DefaultMaxHeld
 	}
-	return &Feed{cfg: cfg, src: d.Source, dir: d.Directory}
+	return &Feed{cfg: cfg, src: d.Source, dir: d.Directory, obs: d.Observer}
 }
 
 // Run follows the source from the event after the directory's last
@@ -135,6 +144,9 @@ func (f *Feed) Run(ctx context.Context, sink Sink) error {
 	f.mu.Unlock()
 	return f.src.Tail(ctx, after, nil, func(st eventstore.Stored) {
 		sink.Dispatch(st, f.dir.Apply(st))
+		if f.obs != nil {
+			f.obs.Dispatched(st.Seq, st.Time)
+		}
 		f.mu.Lock()
 		f.dispatched.Advance(st.Seq)
 		f.sendDueLocked()

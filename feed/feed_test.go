@@ -177,3 +177,38 @@ func TestRunStartsAfterTheSeed(t *testing.T) {
 	e.feed.PushPresence("alice", false, time.Now())
 	e.sink.wait(t, "unread 1 bob 1", "event 3 [alice bob]", "unread 1 bob 2", "presence alice false")
 }
+
+// observer records what the feed says it dispatched.
+type observer struct {
+	mu   sync.Mutex
+	seqs []uint64
+	late []bool // stored after it was dispatched: never
+}
+
+func (o *observer) Dispatched(seq uint64, stored time.Time) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.seqs = append(o.seqs, seq)
+	o.late = append(o.late, stored.IsZero() || stored.After(time.Now()))
+}
+
+// TestObserverHearsEachDispatch: the observer (the node's admission control,
+// which measures the feed's lag) hears every event after the sink got it,
+// with its stream time.
+func TestObserverHearsEachDispatch(t *testing.T) {
+	e := newEnv(t, nil)
+	obs := &observer{}
+	e.feed = feed.New(feed.Config{}, feed.Deps{Source: e.store, Directory: e.dir, Observer: obs})
+	e.run(t)
+	e.append(t, created(1, "alice", "bob"))
+	e.append(t, message(1, "alice", "hi"))
+	e.sink.wait(t, "event 1 [alice bob]", "event 2 [alice bob]")
+	testutil.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		obs.mu.Lock()
+		defer obs.mu.Unlock()
+		if !slices.Equal(obs.seqs, []uint64{1, 2}) || slices.Contains(obs.late, true) {
+			return fmt.Errorf("observed %v (bad times %v)", obs.seqs, obs.late)
+		}
+		return nil
+	})
+}

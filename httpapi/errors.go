@@ -3,6 +3,7 @@ package httpapi
 import (
 	"encoding/json"
 	"errors"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -38,6 +39,9 @@ var statusOf = map[string]int{
 type errorBody struct {
 	Error string `json:"error"`
 	Code  string `json:"code"`
+	// RetryAfterMS, when the server said when to retry (a node shedding
+	// load), is Retry-After in milliseconds.
+	RetryAfterMS int64 `json:"retry_after_ms,omitempty"`
 }
 
 // badRequest returns a bad_request error with a message.
@@ -67,10 +71,14 @@ func (a *api) writeError(w http.ResponseWriter, err error) {
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="inbox"`)
 	}
+	var retryMS int64
 	if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
-		w.Header().Set("Retry-After", "1")
+		retry := chat.RetryAfterOf(err)
+		secs := max(1, int64(math.Ceil(retry.Seconds()))) // whole seconds, at least 1
+		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+		retryMS = retry.Milliseconds()
 	}
-	writeJSON(w, status, errorBody{Error: msg, Code: code})
+	writeJSON(w, status, errorBody{Error: msg, Code: code, RetryAfterMS: retryMS})
 }
 
 // errorText is err for the log: a chat.Error's cause too, when it has one.

@@ -20,6 +20,7 @@ type Status struct {
 	Streams    []StreamStatus   `json:"streams"`
 	Feed       FeedStatus       `json:"feed"`
 	Projection ProjectionStatus `json:"projection"`
+	Load       LoadStatus       `json:"load"`
 	Totals     metrics.Totals   `json:"totals"`
 	// Errors are the node's last warnings and errors, oldest first;
 	// ErrorsTotal counts every one logged since start.
@@ -49,6 +50,19 @@ type FeedStatus struct {
 	Cursor string `json:"cursor,omitempty"`
 }
 
+// LoadStatus is the node's admission control (docs/overload.md): how far
+// behind it runs against the bounds past which it sheds load, and what it
+// has refused at the door since it started, by kind then reason.
+type LoadStatus struct {
+	FeedLagMS          float64                      `json:"feed_lag_ms"`
+	AppendLatencyMS    float64                      `json:"append_latency_ms"`
+	QueuedFrames       int64                        `json:"queued_frames"`
+	MaxFeedLagMS       float64                      `json:"max_feed_lag_ms"`
+	MaxAppendLatencyMS float64                      `json:"max_append_latency_ms"`
+	MaxQueuedFrames    int                          `json:"max_queued_frames"`
+	Shed               map[string]map[string]uint64 `json:"shed"`
+}
+
 // ProjectionStatus is the read model: the last sequence applied, and how far
 // that is behind the stream; with more than one partition, as FeedStatus.
 type ProjectionStatus struct {
@@ -73,6 +87,9 @@ func (a *api) getStatus(w http.ResponseWriter, r *http.Request) error {
 	}
 	if s.Errors == nil {
 		s.Errors = []logring.Entry{}
+	}
+	if s.Load.Shed == nil {
+		s.Load.Shed = map[string]map[string]uint64{}
 	}
 	writeJSON(w, http.StatusOK, s)
 	return nil

@@ -27,12 +27,15 @@ type Metrics struct {
 	SkippedEvents   prometheus.CounterFunc
 	ProjectionLag   prometheus.GaugeFunc
 	HTTPRequests    *prometheus.CounterVec // by route and status
+	Shed            *prometheus.CounterVec // requests refused at the door, by kind and reason
+	FeedLag         prometheus.GaugeFunc
 }
 
 // Sources are read when Prometheus scrapes.
 type Sources struct {
 	Skipped func() float64 // undecodable events skipped by the projector
 	Lag     func() float64 // stream last sequence minus applied
+	FeedLag func() float64 // seconds the live feed is behind the stream
 }
 
 // New registers every collector on a fresh registry.
@@ -42,6 +45,9 @@ func New(src Sources) *Metrics {
 	}
 	if src.Lag == nil {
 		src.Lag = func() float64 { return 0 }
+	}
+	if src.FeedLag == nil {
+		src.FeedLag = func() float64 { return 0 }
 	}
 	r := prometheus.NewRegistry()
 	f := promauto.With(r)
@@ -61,7 +67,11 @@ func New(src Sources) *Metrics {
 		SlowCloses:   f.NewCounter(prometheus.CounterOpts{Name: "inbox_slow_consumer_closes_total", Help: "Sockets closed with 4013 because they did not read their queue."}),
 		AuthFailures: f.NewCounterVec(prometheus.CounterOpts{Name: "inbox_auth_failures_total", Help: "Refused authentications, by reason."}, []string{"reason"}),
 		HTTPRequests: f.NewCounterVec(prometheus.CounterOpts{Name: "inbox_http_requests_total", Help: "HTTP API requests, by route and status code."}, []string{"route", "code"}),
+		Shed: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "inbox_shed_total", Help: "Requests refused at the door because the node could not keep up, by kind (message, typing, presence) and reason (feed_lag, append_latency, socket_queue).",
+		}, []string{"kind", "reason"}),
 	}
+	m.FeedLag = f.NewGaugeFunc(prometheus.GaugeOpts{Name: "inbox_feed_lag_seconds", Help: "How far behind the stream the live feed dispatches, in seconds."}, src.FeedLag)
 	m.SkippedEvents = f.NewCounterFunc(prometheus.CounterOpts{Name: "inbox_skipped_events_total", Help: "Undecodable events the projector logged and skipped."}, src.Skipped)
 	m.ProjectionLag = f.NewGaugeFunc(prometheus.GaugeOpts{Name: "inbox_projection_lag_events", Help: "Stream last sequence minus the read model's applied sequence."}, src.Lag)
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -19,6 +19,7 @@ type Totals struct {
 	AuthFailures uint64 `json:"auth_failures"`
 	HTTPRequests uint64 `json:"http_requests"`
 	Skipped      uint64 `json:"skipped_events"`
+	Shed         uint64 `json:"shed"` // requests refused at the door under load (inbox_shed_total)
 }
 
 // Totals reads the counters from the registry.
@@ -54,6 +55,8 @@ func (m *Metrics) Totals() (Totals, error) {
 				t.HTTPRequests += count(s)
 			case "inbox_skipped_events_total":
 				t.Skipped += count(s)
+			case "inbox_shed_total":
+				t.Shed += count(s)
 			}
 		}
 	}

@@ -45,6 +45,7 @@ func (n *Node) status(ctx context.Context) (httpapi.Status, error) {
 		Streams:     streams,
 		Feed:        httpapi.FeedStatus{Seq: sum(feed), Lag: feed.Behind(last)},
 		Projection:  httpapi.ProjectionStatus{Applied: sum(applied), Lag: applied.Behind(last)},
+		Load:        n.loadStatus(),
 		Totals:      totals,
 		Errors:      n.ring.Entries(),
 		ErrorsTotal: n.ring.Total(),
@@ -62,6 +63,17 @@ func sum(c eventstore.Cursor) uint64 {
 		s += seq
 	}
 	return s
+}
+
+// loadStatus is the admission control's view for the status.
+func (n *Node) loadStatus() httpapi.LoadStatus {
+	st, cfg := n.adm.Status(), n.adm.Config()
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	return httpapi.LoadStatus{
+		FeedLagMS: ms(st.FeedLag), AppendLatencyMS: ms(st.AppendLatency), QueuedFrames: st.QueuedFrames,
+		MaxFeedLagMS: ms(cfg.MaxFeedLag), MaxAppendLatencyMS: ms(cfg.MaxAppendLatency), MaxQueuedFrames: cfg.MaxQueuedFrames,
+		Shed: st.Shed,
+	}
 }
 
 // DevSignIn reports whether the console offers one-click sign-in: the node

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	"inbox/admission"
 	"inbox/auth"
 	"inbox/chat"
 	"inbox/console"
@@ -68,6 +69,7 @@ type Config struct {
 	DebugAddr      string // net/http/pprof listener (empty: none); keep it on loopback
 	ReadyMaxLag    uint64 // /readyz fails when the projection is further behind
 	Limits         chat.Limits
+	Admission      admission.Config // when to shed load at the door
 	Edge           wsedge.Config
 	API            httpapi.Config
 	HTTP           HTTPLimits // the HTTP server's timeouts and idle connection cap
@@ -99,6 +101,7 @@ type Node struct {
 	proj     *projections.Projector
 	dir      *chat.Directory
 	svc      *chat.Service
+	adm      *admission.Controller
 	hub      *wsedge.Hub
 	pres     *presence.Tracker
 	presStop context.CancelFunc // halts the tracker as a crash would (keys stay)
@@ -179,10 +182,18 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	n.dir = chat.NewDirectory()
 	n.dir.Seed(snap.Applied, convMembers(snap), profiles(snap), snap.Jobs)
+	n.metrics = metrics.New(metrics.Sources{
+		Skipped: func() float64 { return float64(n.proj.Skipped()) },
+		Lag:     func() float64 { return float64(n.lag(context.Background())) },
+		FeedLag: func() float64 { return n.adm.FeedLag().Seconds() },
+	})
+	adm := cfg.Admission
+	adm.Shed, adm.Partitions = n.metrics.Shed, n.store.Partitions()
+	n.adm = admission.New(adm)
 	// The live feed comes first: the projector's unread counts and presence
 	// changes push into it, and it hands them, with the stream, to the hub
 	// (its sink, given to Run below). Nothing is wired after construction.
-	live := feed.New(feed.Config{}, feed.Deps{Source: n.store, Directory: n.dir})
+	live := feed.New(feed.Config{}, feed.Deps{Source: n.store, Directory: n.dir, Observer: n.adm})
 	limits := cfg.Limits
 	if limits.TypingTTL <= 0 {
 		limits.TypingTTL = n.store.TypingTTL() // a typing start expires with its event
@@ -197,13 +208,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			}
 		},
 	})
-	n.metrics = metrics.New(metrics.Sources{
-		Skipped: func() float64 { return float64(n.proj.Skipped()) },
-		Lag:     func() float64 { return float64(n.lag(context.Background())) },
-	})
 	n.svc = chat.New(limits, chat.Deps{
 		Store: countingAppender{n.store, n.metrics}, Locator: n.store, Directory: n.dir,
 		ReadModel: n.proj, // the durable idempotency record, and receipts checked in one query
+		Gate:      n.adm,
 		Logger:    n.log.With("component", "chat"),
 	})
 	if err := n.startPresence(ctx, live); err != nil {

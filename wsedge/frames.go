@@ -138,6 +138,9 @@ type errorFrame struct {
 	Error       string `json:"error"`
 	ClientMsgID string `json:"client_msg_id,omitempty"`
 	Ref         *ref   `json:"ref,omitempty"`
+	// RetryAfterMS is when to try again, when the server says (a node
+	// shedding load, a spent catch-up budget).
+	RetryAfterMS int64 `json:"retry_after_ms,omitempty"`
 }
 
 // typingFrame is DESIGN's TYPING frame plus, on a start, expires_at: the
@@ -357,7 +360,7 @@ func encodeChangeAck(clientMsgID string, conv int64, id int64, seq uint64) frame
 }
 
 func encodeError(err error, clientMsgID string, conv int64) frame {
-	f := errorFrame{Type: "ERROR", Code: chat.CodeOf(err), Error: err.Error(), ClientMsgID: clientMsgID}
+	f := errorFrame{Type: "ERROR", Code: chat.CodeOf(err), Error: err.Error(), ClientMsgID: clientMsgID, RetryAfterMS: chat.RetryAfterOf(err).Milliseconds()}
 	if f.Code == chat.CodeInternal || f.Code == chat.CodeUnavailable {
 		var ce *chat.Error
 		if !errors.As(err, &ce) {

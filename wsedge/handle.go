@@ -218,7 +218,7 @@ func (c *conn) scope(req *request) error {
 
 func (c *conn) replyError(err error, req request) {
 	code := chat.CodeOf(err)
-	if code == chat.CodeInternal || code == chat.CodeUnavailable {
+	if (code == chat.CodeInternal || code == chat.CodeUnavailable) && !chat.IsShed(err) { // shed requests are counted, not logged
 		c.hub.log.Warn("client frame failed", "user_id", c.user, "conversation_id", req.ConversationID, "code", code, "err", err)
 	}
 	c.enqueue(encodeError(err, req.ClientMsgID, req.ConversationID))

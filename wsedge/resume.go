@@ -54,7 +54,9 @@ func (c *conn) admitResume() error {
 		return chat.Errorf(chat.CodeBadRequest, "a catch-up is already under way on this socket: resume again after its SYNCED")
 	}
 	if wait := c.budgetWaitLocked(c.hub.cfg.now()); wait > 0 {
-		return chat.Errorf(chat.CodeRateLimited, "catch-up budget spent: resume again in %s", wait.Round(100*time.Millisecond))
+		e := chat.Errorf(chat.CodeRateLimited, "catch-up budget spent: resume again in %s", wait.Round(100*time.Millisecond))
+		e.RetryAfter = wait
+		return e
 	}
 	c.catching = true
 	return nil

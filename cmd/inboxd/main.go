@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"inbox/admission"
 	"inbox/auth"
 	"inbox/chat"
 	"inbox/eventstore"
@@ -138,6 +139,12 @@ func parse(args []string, stdout io.Writer) (options, error) {
 	fs.IntVar(&cfg.Edge.QueueFrames, "socket-queue", wsedge.DefaultQueueFrames, "frames queued for one socket before it is closed as too slow (4013)")
 	fs.Float64Var(&cfg.Edge.RatePerSecond, "rate", wsedge.DefaultRatePerSecond, "frames per second one socket may send (burst: twice that)")
 	fs.Float64Var(&cfg.API.UserRate, "api-rate", httpapi.DefaultUserRate, "HTTP API requests per second one user may make (burst: twice that)")
+	fs.DurationVar(&cfg.Admission.MaxFeedLag, "max-feed-lag", admission.DefaultMaxFeedLag,
+		"shed load past this: messages and read receipts are refused (ERROR unavailable, HTTP 503, with a retry hint) while the live feed dispatches events this late; typing and presence at half of it")
+	fs.DurationVar(&cfg.Admission.MaxAppendLatency, "max-append-latency", admission.DefaultMaxAppendLatency,
+		"shed load past this: likewise while sends take this long to be stored")
+	fs.IntVar(&cfg.Admission.MaxQueuedFrames, "max-queued-frames", admission.DefaultMaxQueuedFrames,
+		"shed load past this: likewise while this many frames wait in the node's socket write queues")
 	fs.DurationVar(&cfg.Edge.PingInterval, "ping-interval", wsedge.DefaultPingInterval, "WebSocket ping interval; a socket silent for two intervals is closed")
 	fs.DurationVar(&cfg.Edge.TokenGrace, "token-grace", wsedge.DefaultTokenGrace,
 		"how long a socket outlives its token: warned (TOKEN_EXPIRING) that long before exp, closed with 4001 that long after unless it sent REFRESH")
@@ -178,6 +185,12 @@ func parse(args []string, stdout io.Writer) (options, error) {
 		return options{}, fmt.Errorf("--rate %g: must be positive", cfg.Edge.RatePerSecond)
 	case cfg.API.UserRate <= 0:
 		return options{}, fmt.Errorf("--api-rate %g: must be positive", cfg.API.UserRate)
+	case cfg.Admission.MaxFeedLag <= 0:
+		return options{}, fmt.Errorf("--max-feed-lag %s: must be positive", cfg.Admission.MaxFeedLag)
+	case cfg.Admission.MaxAppendLatency <= 0:
+		return options{}, fmt.Errorf("--max-append-latency %s: must be positive", cfg.Admission.MaxAppendLatency)
+	case cfg.Admission.MaxQueuedFrames < 1:
+		return options{}, fmt.Errorf("--max-queued-frames %d: must be positive", cfg.Admission.MaxQueuedFrames)
 	case cfg.Edge.PingInterval < time.Second:
 		return options{}, fmt.Errorf("--ping-interval %s: must be at least 1s", cfg.Edge.PingInterval)
 	case cfg.Edge.TokenGrace <= 0:

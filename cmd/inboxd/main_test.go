@@ -5,7 +5,9 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
+	"inbox/admission"
 	"inbox/chat"
 	"inbox/eventstore"
 	"inbox/httpapi"
@@ -35,6 +37,28 @@ func TestBadFlag(t *testing.T) {
 	}
 	if out.Len() > 0 {
 		t.Errorf("a mistake printed %q on stdout", out.String())
+	}
+}
+
+// TestAdmissionFlags: the bounds past which a node sheds load are flags with
+// INBOX_* variables; one that would shed everything is refused.
+func TestAdmissionFlags(t *testing.T) {
+	var out strings.Builder
+	if err := run([]string{"--max-feed-lag", "0s"}, &out); err == nil || !strings.Contains(err.Error(), "--max-feed-lag 0s: must be positive") {
+		t.Errorf("--max-feed-lag 0s: err = %v", err)
+	}
+	t.Setenv("INBOX_MAX_APPEND_LATENCY", "2s")
+	t.Setenv("INBOX_MAX_QUEUED_FRAMES", "1000")
+	o, err := parse(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := o.cfg.Admission; a.MaxAppendLatency != 2*time.Second || a.MaxQueuedFrames != 1000 || a.MaxFeedLag != admission.DefaultMaxFeedLag {
+		t.Fatalf("admission = %+v", a)
+	}
+	t.Setenv("INBOX_MAX_QUEUED_FRAMES", "0")
+	if err := run(nil, &out); err == nil || !strings.Contains(err.Error(), "--max-queued-frames 0: must be positive") {
+		t.Errorf("INBOX_MAX_QUEUED_FRAMES=0: err = %v", err)
 	}
 }
 
@@ -83,6 +107,9 @@ func TestFlagDefaults(t *testing.T) {
 		{"ping-interval", o.cfg.Edge.PingInterval, wsedge.DefaultPingInterval},
 		{"token-grace", o.cfg.Edge.TokenGrace, wsedge.DefaultTokenGrace},
 		{"api-rate", o.cfg.API.UserRate, float64(httpapi.DefaultUserRate)},
+		{"max-feed-lag", o.cfg.Admission.MaxFeedLag, admission.DefaultMaxFeedLag},
+		{"max-append-latency", o.cfg.Admission.MaxAppendLatency, admission.DefaultMaxAppendLatency},
+		{"max-queued-frames", o.cfg.Admission.MaxQueuedFrames, admission.DefaultMaxQueuedFrames},
 		{"http-read-header-timeout", o.cfg.HTTP.ReadHeaderTimeout, node.DefaultHTTPReadHeaderTimeout},
 		{"http-read-timeout", o.cfg.HTTP.ReadTimeout, node.DefaultHTTPReadTimeout},
 		{"http-write-timeout", o.cfg.HTTP.WriteTimeout, node.DefaultHTTPWriteTimeout},

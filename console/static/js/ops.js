@@ -130,6 +130,12 @@ class OpsView {
       }
     }
     const lagState = (n) => (n > 1000 ? 'bad' : n > 0 ? 'warn' : null);
+    // Load against the bounds past which the node sheds (docs/overload.md):
+    // typing and presence go at half a bound, messages at the bound.
+    const load = s.load;
+    const boundState = (v, max) => (v > max ? 'bad' : v > max / 2 ? 'warn' : null);
+    const shedBy = Object.entries(load.shed).map(([kind, reasons]) =>
+      `${kind}: ${Object.entries(reasons).map(([r, n]) => `${number.format(n)} ${r.replace('_', ' ')}`).join(', ')}`).join('; ');
     const sections = [
       h('section', { class: 'ops-section', 'aria-labelledby': 'traffic' },
         h('h2', { id: 'traffic' }, 'Traffic'),
@@ -138,10 +144,12 @@ class OpsView {
           tile('Appends/s', appends, `${number.format(t.appends)} stored · ${number.format(t.append_errors)} failed`, t.append_errors ? 'warn' : null),
           tile('Deliveries/s', deliveries, `${number.format(t.deliveries)} frames queued to sockets`),
           tile('Feed lag', number.format(s.feed.lag), `events; routed up to ${number.format(s.feed.seq)}`, lagState(s.feed.lag)),
+          tile('Feed delay', `${decimal.format(load.feed_lag_ms)} ms`, `sends ${decimal.format(load.append_latency_ms)} ms · ${number.format(load.queued_frames)} frames queued; shedding past ${number.format(load.max_feed_lag_ms)} ms`,
+            boundState(Math.max(load.feed_lag_ms / load.max_feed_lag_ms, load.append_latency_ms / load.max_append_latency_ms, load.queued_frames / load.max_queued_frames), 1)),
           tile('Projection lag', number.format(s.projection.lag), `events; applied up to ${number.format(s.projection.applied)}`, lagState(s.projection.lag)),
           tile('Slow sockets closed', number.format(t.slow_closes), '4013', t.slow_closes ? 'warn' : null),
           tile('Auth failures', number.format(t.auth_failures)),
-          t.shed != null ? tile('Shed', number.format(t.shed), 'sends refused under load', t.shed ? 'warn' : null) : null)),
+          tile('Shed', number.format(t.shed), t.shed ? shedBy : 'nothing refused under load', t.shed ? 'warn' : null))),
       h('section', { class: 'ops-section', 'aria-labelledby': 'streams' },
         h('h2', { id: 'streams' }, s.streams.length === 1 ? 'Stream' : 'Streams'),
         h('div', { class: 'ops-scroll' }, h('table', { class: 'ops-table' },
