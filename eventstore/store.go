@@ -69,7 +69,11 @@ type Config struct {
 	TypingTTL time.Duration
 	// AppendTimeout bounds an append whose ctx has no deadline.
 	AppendTimeout time.Duration
-	Logger        *slog.Logger
+	// Republish makes the streams republish every event they store to
+	// live.inbox.> (live.go), for live feeds that subscribe per
+	// conversation. Without it a stream keeps the republishing it has.
+	Republish bool
+	Logger    *slog.Logger
 }
 
 // Store appends events to and reads events from the partitions' streams.
@@ -146,7 +150,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	s := &Store{nc: cfg.Conn, js: js, n: n, streams: make([]jetstream.Stream, n), cfg: cfg, log: cfg.Logger}
 	for k := range n {
 		name := StreamNameOf(n, k)
-		if s.streams[k], err = createStream(ctx, js, StreamConfig(n, k, cfg.Replicas, cfg.DuplicateWindow), cfg.Logger); err != nil {
+		scfg := StreamConfig(n, k, cfg.Replicas, cfg.DuplicateWindow)
+		if cfg.Republish {
+			scfg.RePublish = republish()
+		}
+		if s.streams[k], err = createStream(ctx, js, scfg, cfg.Logger); err != nil {
 			return nil, fmt.Errorf("create or update stream %s: %w", name, err)
 		}
 	}
@@ -261,15 +269,24 @@ const (
 	noPeersWait                        = 30 * time.Second
 )
 
-// createStream creates or updates the stream (see RetryAPI).
+// createStream creates or updates the stream (see RetryAPI). A stream that
+// republishes keeps doing so when cfg does not ask for it: another node's
+// live feed may depend on it.
 func createStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, log *slog.Logger) (stream jetstream.Stream, err error) {
 	err = RetryAPI(ctx, log, "create or update stream "+cfg.Name, func(ctx context.Context) error {
 		// A node starting on a stream that is already as configured leaves it
 		// alone: no needless update while other nodes use it.
-		if stream, err = js.Stream(ctx, cfg.Name); err == nil && sameConfig(stream.CachedInfo().Config, cfg) {
-			return nil
+		want := cfg
+		if stream, err = js.Stream(ctx, cfg.Name); err == nil {
+			have := stream.CachedInfo().Config
+			if want.RePublish == nil {
+				want.RePublish = have.RePublish
+			}
+			if sameConfig(have, want) {
+				return nil
+			}
 		}
-		stream, err = js.CreateOrUpdateStream(ctx, cfg)
+		stream, err = js.CreateOrUpdateStream(ctx, want)
 		return err
 	})
 	return stream, err
@@ -286,7 +303,8 @@ func sameConfig(have, want jetstream.StreamConfig) bool {
 	return slices.Equal(have.Subjects, want.Subjects) && have.Replicas == want.Replicas &&
 		have.Duplicates == want.Duplicates && have.Storage == want.Storage &&
 		have.Retention == want.Retention && have.AllowMsgTTL == want.AllowMsgTTL &&
-		have.AllowDirect == want.AllowDirect && have.Description == want.Description
+		have.AllowDirect == want.AllowDirect && have.Description == want.Description &&
+		(want.RePublish == nil || have.RePublish != nil && *have.RePublish == *want.RePublish)
 }
 
 // RetryAPI runs a JetStream API call (create or update a stream, a bucket)
