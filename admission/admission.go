@@ -198,6 +198,23 @@ func (c *Controller) Config() Config { return c.cfg }
 // Admit returns nil if a request of kind k may go ahead, else a *Shed
 // saying why and when to retry (and counts it).
 func (c *Controller) Admit(k Kind) error {
+	s := c.check(k)
+	if s == nil {
+		return nil
+	}
+	c.shed[k][s.Reason].Add(1)
+	if ctr := c.counters[k][s.Reason]; ctr != nil {
+		ctr.Inc()
+	}
+	return s
+}
+
+// Busy reports whether a request of kind k would be refused now, without
+// counting a refusal: for work held back and retried (presence changes).
+func (c *Controller) Busy(k Kind) bool { return c.check(k) != nil }
+
+// check is Admit's decision.
+func (c *Controller) check(k Kind) *Shed {
 	share := 1.0
 	if k != Message {
 		share = earlyShare
@@ -221,10 +238,6 @@ func (c *Controller) Admit(k Kind) error {
 	}
 	hint = min(maxRetry, max(minRetry, hint))
 	s.RetryAfter = time.Duration(float64(hint) * (0.75 + 0.5*c.cfg.rand()))
-	c.shed[k][s.Reason].Add(1)
-	if ctr := c.counters[k][s.Reason]; ctr != nil {
-		ctr.Inc()
-	}
 	return s
 }
 

@@ -219,7 +219,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	n.hub = wsedge.New(cfg.Edge, wsedge.Deps{
 		Service: n.svc, Authenticator: verifier, Reader: n.store, Presence: n.pres,
-		Metrics: n.metrics, Logger: n.log,
+		Metrics: n.metrics, Gate: n.adm, Logger: n.log,
 	})
 
 	runCtx, cancel := context.WithCancel(context.Background())

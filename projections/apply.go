@@ -430,6 +430,7 @@ func (a *applier) recordKey(ctx context.Context, e eventstore.KeyedEvent, seq ui
 	if !ok {
 		return nil
 	}
+	a.db.keys.add(k.Key) // before the commit: the filter never misses a stored key
 	if _, err := a.st[qUpKey].ExecContext(ctx, k.UserID, k.ConversationID, k.ClientKey, k.Op, k.Fingerprint, int64(seq), created); err != nil {
 		return fmt.Errorf("record idempotency key: %w", err)
 	}

@@ -150,6 +150,8 @@ type DB struct {
 	skipped atomic.Uint64   // undecodable events skipped in every partition, as committed
 
 	rebuiltFrom int // the schema version of the database emptied on open (0: none)
+
+	keys keyFilter // the idempotency keys the table may hold (keyfilter.go)
 }
 
 // Open opens (creating if missing) the projection database at path in WAL
@@ -192,6 +194,10 @@ func open(path, journal, sync string) (*DB, error) {
 	w.SetConnMaxLifetime(0)
 	db := &DB{path: path, w: w}
 	if err := db.init(); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open projection database %s: %w", path, err)
+	}
+	if err := db.buildKeyFilter(context.Background()); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("open projection database %s: %w", path, err)
 	}

@@ -14,6 +14,9 @@ import (
 // KeyRecord returns the latest request recorded under k; found is false if
 // there is none (never sent, or pruned).
 func (db *DB) KeyRecord(ctx context.Context, k eventstore.Key) (rec eventstore.KeyRecord, found bool, err error) {
+	if !db.keys.mayHold(k) {
+		return eventstore.KeyRecord{}, false, nil // never recorded (keyfilter.go)
+	}
 	var seq int64
 	var at string
 	err = db.r.QueryRowContext(ctx, `SELECT user_id, conversation_id, key, op, fingerprint, seq, at FROM idempotency
@@ -184,7 +187,10 @@ func (p *Projector) prune(ctx context.Context) {
 		p.log.Warn("prune idempotency records", "err", err)
 		return
 	}
-	if n > 0 {
+	if n > 0 || p.db.keys.full() {
+		if err := p.db.buildKeyFilter(context.WithoutCancel(ctx)); err != nil {
+			p.log.Warn("rebuild idempotency key filter", "err", err)
+		}
 		p.log.Debug("pruned idempotency records", "deleted", n, "window", p.keyWindow)
 	}
 }

@@ -229,3 +229,61 @@ func TestCovers(t *testing.T) {
 		t.Fatal("a restarted projector does not cover now")
 	}
 }
+
+// TestKeyFilter: the filter that answers most lookups of new keys never
+// hides a stored one: not after the batch that stored it, not after the
+// database is opened again (built from the table), not after a prune
+// rebuilt it; and a key never stored is not found.
+func TestKeyFilter(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f.db")
+	db, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Bind(1); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	a := newApplier(db, 0, testLogger(t))
+	now := time.Now().UTC()
+	var events []eventstore.Stored
+	for i := range 200 {
+		m := keyedMsg(1, "u", fmt.Sprint("k", i), "hello", now.Add(-time.Duration(i)*time.Minute))
+		events = append(events, eventstore.Stored{Seq: uint64(i + 1), Subject: m.Subject(), Time: now, Event: m})
+	}
+	if _, err := a.apply(ctx, events); err != nil {
+		t.Fatal(err)
+	}
+	check := func(db *DB, stored func(i int) bool) {
+		t.Helper()
+		for i := range 200 {
+			_, found, err := db.KeyRecord(ctx, eventstore.Key{UserID: "u", ConversationID: 1, ClientKey: fmt.Sprint("k", i)})
+			if err != nil || found != stored(i) {
+				t.Fatalf("key k%d: found %v (%v), want %v", i, found, err, stored(i))
+			}
+		}
+		for _, k := range []eventstore.Key{{UserID: "u", ConversationID: 1, ClientKey: "new"}, {UserID: "u", ConversationID: 2, ClientKey: "k1"}, {UserID: "v", ConversationID: 1, ClientKey: "k1"}} {
+			if _, found, err := db.KeyRecord(ctx, k); err != nil || found {
+				t.Fatalf("key %+v never stored: found %v (%v)", k, found, err)
+			}
+		}
+	}
+	all := func(int) bool { return true }
+	check(db, all)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if db, err = Open(path); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	check(db, all)
+	// Prune the older half; the filter is built again from what is left.
+	if _, err := db.PruneKeys(ctx, now.Add(-99*time.Minute-30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.buildKeyFilter(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check(db, func(i int) bool { return i < 100 })
+}

@@ -14,9 +14,8 @@ import (
 	"inbox/eventstore"
 )
 
-// conn is one socket. Its reader goroutine (run) owns the lifecycle; the
-// write side has one owner at a time, marked by writing: the writer goroutine
-// while the queue is non-empty, or the reader while it writes a catch-up.
+// conn is one socket. Its reading (the poller, or a reader goroutine) owns
+// the lifecycle; its write side has one owner at a time (writer.go).
 type conn struct {
 	hub    *Hub
 	nc     net.Conn
@@ -39,17 +38,18 @@ type conn struct {
 	closeBy atomic.Int64 // reading ends at this time (unix ns); 0: no limit
 
 	mu         sync.Mutex
-	pending    []frame // queued for the writer
-	syncBuf    []frame // live frames held back while catching up
-	writing    bool    // someone owns the write side
-	syncing    bool    // live frames go to syncBuf
-	paused     bool    // between catch-up pages: live event frames are dropped
-	catching   bool    // a catch-up is admitted or running
-	budget     float64 // catch-up bytes the socket may still cost (resume.go)
+	pending    []frame       // queued to be written (writer.go)
+	owned      bool          // someone holds the write side
+	listed     bool          // on the hub's flush list
+	waiter     chan struct{} // a catch-up waiting for the write side
+	syncBuf    []frame       // live frames held back while catching up
+	syncing    bool          // live frames go to syncBuf
+	paused     bool          // between catch-up pages: live event frames are dropped
+	catching   bool          // a catch-up is admitted or running
+	budget     float64       // catch-up bytes the socket may still cost (resume.go)
 	budgetAt   time.Time
 	closing    bool // a close frame is queued or the reader is gone: queue nothing more
 	readerDone bool
-	handoff    chan struct{}     // closed by the writer to hand the write side to a resuming reader
 	liveFrom   eventstore.Cursor // every event after this was routed to the socket live
 	since      eventstore.Cursor // event frames it covers are not sent: the client has them
 	jobs       []job             // frames (and a catch-up) for the worker, in arrival order
@@ -82,15 +82,13 @@ func (c *conn) carries(conv, job int64) bool {
 	}
 }
 
-// enqueue queues f without blocking. A full queue closes the socket with
-// 4013: one slow client never holds up the feed. When nobody is writing to
-// the socket, f is written right away on the caller's goroutine if the
-// socket's buffer takes it whole (it almost always does), so most frames
-// cost a write(2) and no goroutine; the rest goes to the writer goroutine.
+// enqueue queues f without blocking; the flusher writes it (writer.go). A
+// full queue closes the socket with 4013: one slow client never holds up
+// the feed.
 func (c *conn) enqueue(f frame) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.closing || (f.seq != 0 && (c.paused || c.since.Covers(f.seq))) {
-		c.mu.Unlock()
 		return
 	}
 	if c.syncing {
@@ -99,54 +97,16 @@ func (c *conn) enqueue(f frame) {
 		} else {
 			c.syncBuf = append(c.syncBuf, f)
 		}
-		c.mu.Unlock()
 		return
 	}
 	if len(c.pending) >= c.hub.cfg.QueueFrames {
 		c.slowLocked("send queue full")
-		c.mu.Unlock()
 		return
 	}
 	if !f.at.IsZero() {
 		c.hub.m.DeliveryLatency.Observe(time.Since(f.at).Seconds())
 	}
-	if !c.writing && c.poll.canWrite() {
-		c.writing = true
-		reg := c.poll
-		c.mu.Unlock()
-		c.writeNow(reg, f)
-		return
-	}
-	c.pending = append(c.pending, f)
-	c.startWriterLocked()
-	c.mu.Unlock()
-}
-
-// writeNow writes f without blocking; the caller owns the write side, which
-// passes to the writer goroutine if anything is left to write.
-func (c *conn) writeNow(reg pollReg, f frame) {
-	n, err := reg.tryWrite(f.wire)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err != nil {
-		c.closing = true
-		c.pending = nil
-		c.releaseLocked()
-		c.kill() // reading ends too
-		return
-	}
-	if n == len(f.wire) {
-		c.hub.framesOut[f.kind].Inc()
-		if len(c.pending) == 0 {
-			c.releaseLocked()
-			return
-		}
-	} else {
-		f.wire = f.wire[n:]
-		c.pending = append([]frame{f}, c.pending...)
-	}
-	c.hub.wg.Add(1) // as in startWriterLocked
-	go c.writeLoop()
+	c.pushLocked(f)
 }
 
 func (c *conn) slowLocked(why string) {
@@ -167,90 +127,15 @@ func (c *conn) closeLocked(code ws.StatusCode, reason string) {
 		return
 	}
 	c.closing = true
-	c.pending = []frame{closeFrame(code, reason)}
+	c.dropLocked()
+	c.pushLocked(closeFrame(code, reason))
 	c.syncBuf = nil
-	c.startWriterLocked()
 }
 
 func (c *conn) isClosing() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.closing
-}
-
-func (c *conn) startWriterLocked() {
-	if c.writing {
-		return // the owner picks the frame up
-	}
-	c.writing = true
-	c.hub.wg.Add(1) // the reader is alive (readerDone would have set closing), so the count is > 0
-	go c.writeLoop()
-}
-
-// writeLoop writes the queue until it is empty, then exits.
-func (c *conn) writeLoop() {
-	defer c.hub.wg.Done()
-	for {
-		c.mu.Lock()
-		batch := c.pending
-		c.pending = nil
-		if len(batch) == 0 {
-			c.releaseLocked()
-			c.mu.Unlock()
-			return
-		}
-		c.mu.Unlock()
-		if err := c.write(batch); err != nil {
-			c.kill() // reading ends too
-			c.mu.Lock()
-			c.closing = true
-			c.pending = nil
-			c.releaseLocked()
-			c.mu.Unlock()
-			return
-		}
-	}
-}
-
-// releaseLocked gives up the write side: to a reader waiting to resume, or
-// for good; the last one out closes the connection.
-func (c *conn) releaseLocked() {
-	if c.handoff != nil {
-		close(c.handoff)
-		c.handoff = nil
-		return
-	}
-	c.writing = false
-	if c.readerDone {
-		c.nc.Close()
-	}
-}
-
-// write sends frames in one writev. The caller owns the write side.
-func (c *conn) write(frames []frame) error {
-	bufs := make(net.Buffers, 0, len(frames))
-	sentClose := false
-	for _, f := range frames {
-		bufs = append(bufs, f.wire)
-		sentClose = sentClose || f.kind == kWSClose
-	}
-	c.nc.SetWriteDeadline(time.Now().Add(c.hub.cfg.WriteTimeout))
-	if _, err := bufs.WriteTo(c.nc); err != nil {
-		return err
-	}
-	for _, f := range frames {
-		c.hub.framesOut[f.kind].Inc()
-	}
-	if sentClose {
-		// Half-close and give the client CloseGrace to answer; the reader
-		// then finishes and the connection is closed without a reset that
-		// could destroy the close frame in flight.
-		if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
-			cw.CloseWrite()
-		}
-		c.readUntil(time.Now().Add(c.hub.cfg.CloseGrace))
-	}
-	return nil
 }
 
 // kill closes the connection at once and ends reading.
@@ -293,7 +178,13 @@ func (c *conn) finish() {
 	c.closing = true
 	c.readerDone = true
 	c.syncBuf = nil
-	idle := !c.writing
+	idle := !c.owned && len(c.pending) == 0 // else the holder of the write side closes it
+	if !c.owned && len(c.pending) > 0 {
+		// A close frame (an echo of the client's) still to go: a writer
+		// of the socket's own writes it, then closes.
+		c.owned = true
+		c.startWriterLocked()
+	}
 	c.mu.Unlock()
 	if idle {
 		c.nc.Close()

@@ -60,6 +60,7 @@ type frame struct {
 	seq  uint64 // the event's stream sequence; 0 for frames that are not events
 	kind kind
 	at   time.Time // the event's stream time, for delivery latency; zero if none
+	conv int64     // an UNREAD's conversation: a newer count replaces it in a queue
 }
 
 // wireFrame compiles an unmasked, final server frame.
@@ -324,7 +325,9 @@ func encodeJobStatus(seq uint64, e *eventstore.JobStatus) frame {
 }
 
 func encodeUnread(conv, unread int64) frame {
-	return textFrame(kUnread, 0, unreadFrame{"UNREAD", conv, unread})
+	f := textFrame(kUnread, 0, unreadFrame{"UNREAD", conv, unread})
+	f.conv = conv
+	return f
 }
 
 // encodeSynced is SYNCED at cursor c: with one partition its seq is the

@@ -135,7 +135,7 @@ func (c *conn) act(j job) {
 			return
 		}
 		if req.ClientMsgID != "" {
-			c.enqueue(encodeAck(req.ClientMsgID, sent.ConversationID, sent.ID))
+			c.hub.ackAfter(c, sent.ID, encodeAck(req.ClientMsgID, sent.ConversationID, sent.ID))
 		}
 	case inTyping:
 		ev := j.typing
@@ -190,7 +190,7 @@ func (c *conn) change(req request) {
 		return
 	}
 	if req.ClientMsgID != "" {
-		c.enqueue(encodeChangeAck(req.ClientMsgID, ch.ConversationID, ch.MessageID, ch.Seq))
+		c.hub.ackAfter(c, ch.Seq, encodeChangeAck(req.ClientMsgID, ch.ConversationID, ch.MessageID, ch.Seq))
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"inbox/admission"
 	"inbox/auth"
 	"inbox/chat"
 	"inbox/eventstore"
@@ -59,6 +60,8 @@ type nodeOptions struct {
 	log *slog.Logger
 	// partitions of the stream (0: one).
 	partitions int
+	// gate, if set, is the node's admission control (service, hub, feed).
+	gate *admission.Controller
 }
 
 // eachReader runs test with the poller reading the sockets, then with a
@@ -77,7 +80,13 @@ func newNode(t testing.TB, o nodeOptions) *node {
 	if o.limits.TypingInterval == 0 {
 		o.limits.TypingInterval = time.Millisecond
 	}
-	svc := chat.New(o.limits, chat.Deps{Store: store, Locator: store, Directory: dir})
+	deps := chat.Deps{Store: store, Locator: store, Directory: dir}
+	var gate Gate
+	var observer feed.Observer
+	if o.gate != nil {
+		deps.Gate, gate, observer = o.gate, o.gate, o.gate
+	}
+	svc := chat.New(o.limits, deps)
 	verifier, err := auth.NewVerifier(auth.Config{Secret: testSecret})
 	if err != nil {
 		t.Fatal(err)
@@ -94,8 +103,8 @@ func newNode(t testing.TB, o nodeOptions) *node {
 	if o.log == nil {
 		o.log = testutil.Logger()
 	}
-	live := feed.New(feed.Config{}, feed.Deps{Source: store, Directory: dir})
-	hub := New(o.cfg, Deps{Service: svc, Authenticator: verifier, Reader: reader, Metrics: m, Logger: o.log})
+	live := feed.New(feed.Config{}, feed.Deps{Source: store, Directory: dir, Observer: observer})
+	hub := New(o.cfg, Deps{Service: svc, Authenticator: verifier, Reader: reader, Metrics: m, Gate: gate, Logger: o.log})
 
 	ctx, cancel := context.WithCancel(context.Background())
 	feedDone := make(chan struct{})

@@ -34,6 +34,7 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"inbox/admission"
 	"inbox/auth"
 	"inbox/chat"
 	"inbox/eventstore"
@@ -93,8 +94,25 @@ type Deps struct {
 	Presence Presence
 	// Metrics counts sockets and frames; nil: a registry of the hub's own.
 	Metrics *metrics.Metrics
-	Logger  *slog.Logger // nil: discard
+	// Gate, if set, hears how many frames wait in socket queues and sheds
+	// presence changes while the node is busy (docs/overload.md).
+	Gate   Gate
+	Logger *slog.Logger // nil: discard
 }
+
+// Gate is the node's admission control as the hub sees it;
+// *admission.Controller is one.
+type Gate interface {
+	// Admit says whether a presence change may go out now.
+	Admit(admission.Kind) error
+	// Busy says whether it would refuse one, without counting a refusal.
+	Busy(admission.Kind) bool
+	// Queued adds n (negative: removes) to the frames waiting in socket
+	// queues.
+	Queued(n int)
+}
+
+var _ Gate = (*admission.Controller)(nil)
 
 // Hub serves the WebSocket endpoints and fans the live feed out to sockets;
 // it is the feed's sink (feed.Sink).
@@ -133,6 +151,17 @@ type Hub struct {
 
 	presMu sync.Mutex // orders Presence calls
 	exp    expiries   // token expiry deadlines (expiry.go)
+
+	flush *flushList // sockets with frames to write, for the flusher (writer.go)
+	gate  Gate       // nil: nothing shed, queues not reported
+
+	// ACKs held until the event they acknowledge is dispatched (acks.go).
+	ackMu sync.Mutex
+	acks  []heldAck
+	nacks atomic.Int64 // len(acks), and ACKs being held, read without ackMu
+
+	// Presence changes held while the node sheds them (presence.go).
+	presHeld presenceHeld
 }
 
 // userSockets are one user's sockets on this node.
@@ -169,6 +198,7 @@ func New(cfg Config, d Deps) *Hub {
 		ctx:      ctx, cancel: cancel,
 		users: make(map[string]*userSockets),
 		last:  make([]atomic.Uint64, max(d.Reader.Partitions(), 1)),
+		flush: newFlushList(), gate: d.Gate,
 	}
 	h.refusals = logsample.New(h.log, 0, 0)
 	h.exp.wake = make(chan struct{}, 1)
@@ -190,7 +220,16 @@ func New(cfg Config, d Deps) *Hub {
 	h.wg.Add(2)
 	go h.pinger()
 	go h.expirer()
+	go h.flusher() // stopped by Shutdown once the sockets are done
 	return h
+}
+
+// queued tells the gate, if any, that n frames (negative: fewer) wait in
+// socket queues.
+func (h *Hub) queued(n int) {
+	if h.gate != nil && n != 0 {
+		h.gate.Queued(n)
+	}
 }
 
 // ServeHTTP upgrades /ws/inbox/, /ws/chat/<id>/ and /ws/job/<id>/ after
@@ -480,7 +519,7 @@ func (h *Hub) register(c *conn, resume bool, since eventstore.Cursor) bool {
 	c.liveFrom = h.lastCursor()
 	if resume {
 		c.syncing, c.catching = true, true
-		c.writing = true // the worker writes the catch-up itself
+		c.owned = true // the worker writes the catch-up itself
 		c.since = since
 	}
 	h.mu.Unlock()
@@ -529,7 +568,9 @@ func (h *Hub) Dispatch(st eventstore.Stored, ch chat.Change) {
 	defer h.mu.RUnlock()
 	seq := st.Seq
 	// last moves once the event's frames are queued, under mu: a socket
-	// registering gets, live, exactly the events after it.
+	// registering gets, live, exactly the events after it. Then the ACKs
+	// waiting for it follow it into the queues.
+	defer h.releaseAcks()
 	defer h.markDispatched(seq)
 	switch e := st.Event.(type) {
 	case *eventstore.Message:
@@ -605,13 +646,11 @@ func (h *Hub) Connected(user string) bool {
 	return h.users[user] != nil
 }
 
-// PushPresence tells the users who share a conversation with user that it
+// deliverPresence tells the users who share a conversation with user that it
 // came online or went offline (lastSeen: when, if known). The frame goes to
 // their inbox sockets and to their legacy chat sockets of a conversation user
 // is in; never to user's own sockets, never to anyone else. It is encoded once.
-// The presence tracker calls it, through the live feed, on its own
-// goroutine; it does not block.
-func (h *Hub) PushPresence(user string, online bool, lastSeen time.Time) {
+func (h *Hub) deliverPresence(user string, online bool, lastSeen time.Time) {
 	contacts := h.dir.Contacts(user)
 	if len(contacts) == 0 {
 		return
@@ -681,6 +720,7 @@ func (h *Hub) pinger() {
 			c.enqueue(pingFrame)
 			conns[i] = nil
 		}
+		h.releasePresence()
 	}
 }
 
@@ -714,6 +754,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		<-done
 		err = ctx.Err()
 	}
+	h.stopFlusher()
 	if h.poll != nil {
 		h.poll.close()
 	}

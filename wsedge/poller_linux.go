@@ -48,33 +48,57 @@ type pollReg struct {
 	raw syscall.RawConn
 }
 
-// canWrite reports whether tryWrite can be used.
+// canWrite reports whether tryWritev can be used.
 func (r pollReg) canWrite() bool { return r.raw != nil }
 
-// tryWrite writes as much of p as the socket's buffer takes now, without
-// waiting: 0 and no error if it takes nothing.
-func (r pollReg) tryWrite(p []byte) (int, error) {
-	var n int
+// maxIovecs is the most buffers one writev(2) takes (IOV_MAX).
+const maxIovecs = 1024
+
+// tryWritev writes as much of frames as the socket's buffer takes now, in
+// one writev(2) per maxIovecs frames, without waiting: the bytes written (0
+// and no error if it takes nothing).
+func (r pollReg) tryWritev(frames []frame) (int, error) {
+	var total int
 	var werr error
+	var iov [][]byte
 	err := r.raw.Write(func(fd uintptr) bool {
-		for {
-			n, werr = unix.Write(int(fd), p)
-			if werr != unix.EINTR {
+		for len(frames) > 0 {
+			chunk := frames[:min(len(frames), maxIovecs)]
+			iov = iov[:0]
+			want := 0
+			for _, f := range chunk {
+				iov = append(iov, f.wire)
+				want += len(f.wire)
+			}
+			var n int
+			for {
+				n, werr = unix.Writev(int(fd), iov)
+				if werr != unix.EINTR {
+					break
+				}
+			}
+			if werr != nil {
 				return true
 			}
+			total += n
+			if n < want {
+				return true // the socket's buffer is full
+			}
+			frames = frames[len(chunk):]
 		}
+		return true
 	})
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		return 0, nil // a blocking write's old deadline: the writer sets a new one
+		return total, nil // a blocking write's old deadline: the writer sets a new one
 	case err != nil:
-		return 0, err
+		return total, err
 	case werr == unix.EAGAIN:
-		return 0, nil
+		return total, nil
 	case werr != nil:
-		return 0, werr
+		return total, werr
 	}
-	return n, nil
+	return total, nil
 }
 
 // pollWait bounds one epoll_wait, so stop and sweeps are noticed.

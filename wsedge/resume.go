@@ -120,17 +120,11 @@ func (c *conn) resume(from string) {
 	c.liveFrom = h.lastCursor()
 	c.syncing, c.paused = true, false
 	c.since = since
-	var wait chan struct{}
-	if c.writing {
-		wait = make(chan struct{})
-		c.handoff = wait
-	} else {
-		c.writing = true
-	}
+	handed := c.acquireLocked()
 	c.mu.Unlock()
 	h.mu.Unlock()
-	if wait != nil {
-		<-wait // the writer always ends: the queue drains or a write fails
+	if handed != nil {
+		<-handed // the holder always hands over: its queue drains or a write fails
 	}
 	c.catchUp(since)
 }
@@ -178,21 +172,18 @@ func (c *conn) catchUp(since eventstore.Cursor) {
 		c.paused = true
 		for _, f := range c.syncBuf {
 			if f.seq == 0 {
-				c.pending = append(c.pending, f)
+				c.pushLocked(f)
 			}
 		}
-		c.pending = append(c.pending, encodeSynced(end, true))
+		c.pushLocked(encodeSynced(end, true))
 	default:
-		c.pending = append(c.pending, c.syncBuf...)
-		c.pending = append(c.pending, encodeSynced(synced, false))
+		for _, f := range c.syncBuf {
+			c.pushLocked(f)
+		}
+		c.pushLocked(encodeSynced(synced, false))
 	}
 	c.syncBuf = nil
-	if len(c.pending) > 0 {
-		c.hub.wg.Add(1)
-		go c.writeLoop() // takes over the write side
-	} else {
-		c.releaseLocked()
-	}
+	c.releaseLocked() // the flusher writes what was queued
 	c.mu.Unlock()
 	h.mu.Unlock()
 }
