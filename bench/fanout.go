@@ -276,6 +276,9 @@ pace:
 		ServerCPUPct:  serverCPUPct(m0, m1, drainEnd.Sub(t0), runtimeCores()),
 		ServerRSS:     gauge(m1, "process_resident_memory_bytes"),
 	}
+	if w := delta(m0, m1, "inbox_socket_writes_total"); w > 0 {
+		sr.ServerFramesPerWrite = round3(delta(m0, m1, "inbox_frames_out_total") / w)
+	}
 	sr.ServerCPUSeconds, sr.BenchCPUSeconds = round3(serverCPUSeconds(m0, m1)), round3((cpu1 - cpu0).Seconds())
 	if sr.Delivered > 0 {
 		sr.ServerCPUPerDelivery = round3(1e6 * serverCPUSeconds(m0, m1) / float64(sr.Delivered))

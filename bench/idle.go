@@ -97,6 +97,13 @@ func serverCPUPct(before, after Sample, wall time.Duration, cores int) float64 {
 	return cpuPct(time.Duration(serverCPUSeconds(before, after)*float64(time.Second)), wall, cores)
 }
 
+// delta is how much counter name (all its series) grew between two scrapes.
+func delta(before, after Sample, name string) float64 {
+	b, _ := before.Sum(name)
+	a, _ := after.Sum(name)
+	return a - b
+}
+
 // serverCPUSeconds is the CPU time the server spent between two scrapes (0
 // if it does not expose process_cpu_seconds_total).
 func serverCPUSeconds(before, after Sample) float64 {

@@ -81,11 +81,16 @@ type StepReport struct {
 	// CPU-seconds each process spent over the step (warm-up to the end of
 	// the drain), and per delivery (a message arriving at one member's
 	// socket), in microseconds: the cost of a delivered message, which
-	// unlike a percentage does not depend on how busy the machine was.
+	// unlike a share of the machine can be compared between two builds run
+	// at the same rate.
 	ServerCPUSeconds     float64 `json:"server_cpu_s"`
 	BenchCPUSeconds      float64 `json:"bench_cpu_s"`
 	ServerCPUPerDelivery float64 `json:"server_cpu_us_per_delivery"`
 	BenchCPUPerDelivery  float64 `json:"bench_cpu_us_per_delivery"`
+	// ServerFramesPerWrite is the frames the server wrote per system call
+	// (inbox_frames_out_total over inbox_socket_writes_total; 0 if it does
+	// not count its writes).
+	ServerFramesPerWrite float64 `json:"server_frames_per_write,omitempty"`
 	ServerRSS            int64   `json:"server_rss,omitempty"`
 	TypingSockets        int     `json:"typing_sockets,omitempty"` // sockets storming TYPING during the step
 	TypingSent           int64   `json:"typing_sent,omitempty"`    // TYPING frames they sent

@@ -27,6 +27,7 @@ type Metrics struct {
 	SkippedEvents   prometheus.CounterFunc
 	ProjectionLag   prometheus.GaugeFunc
 	HTTPRequests    *prometheus.CounterVec // by route and status
+	SocketWrites    prometheus.Counter     // write(2)/writev(2) calls to sockets: frames out over this is frames per write
 	Shed            *prometheus.CounterVec // requests refused at the door, by kind and reason
 	FeedLag         prometheus.GaugeFunc
 }
@@ -67,6 +68,7 @@ func New(src Sources) *Metrics {
 		SlowCloses:   f.NewCounter(prometheus.CounterOpts{Name: "inbox_slow_consumer_closes_total", Help: "Sockets closed with 4013 because they did not read their queue."}),
 		AuthFailures: f.NewCounterVec(prometheus.CounterOpts{Name: "inbox_auth_failures_total", Help: "Refused authentications, by reason."}, []string{"reason"}),
 		HTTPRequests: f.NewCounterVec(prometheus.CounterOpts{Name: "inbox_http_requests_total", Help: "HTTP API requests, by route and status code."}, []string{"route", "code"}),
+		SocketWrites: f.NewCounter(prometheus.CounterOpts{Name: "inbox_socket_writes_total", Help: "System calls writing frames to sockets; inbox_frames_out_total over this is the frames each carried."}),
 		Shed: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "inbox_shed_total", Help: "Requests refused at the door because the node could not keep up, by kind (message, typing, presence) and reason (feed_lag, append_latency, socket_queue).",
 		}, []string{"kind", "reason"}),

@@ -56,9 +56,8 @@ const maxIovecs = 1024
 
 // tryWritev writes as much of frames as the socket's buffer takes now, in
 // one writev(2) per maxIovecs frames, without waiting: the bytes written (0
-// and no error if it takes nothing).
-func (r pollReg) tryWritev(frames []frame) (int, error) {
-	var total int
+// and no error if it takes nothing), and the calls that wrote some.
+func (r pollReg) tryWritev(frames []frame) (total, writes int, _ error) {
 	var werr error
 	var iov [][]byte
 	err := r.raw.Write(func(fd uintptr) bool {
@@ -77,6 +76,9 @@ func (r pollReg) tryWritev(frames []frame) (int, error) {
 					break
 				}
 			}
+			if n > 0 {
+				writes++
+			}
 			if werr != nil {
 				return true
 			}
@@ -90,15 +92,15 @@ func (r pollReg) tryWritev(frames []frame) (int, error) {
 	})
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		return total, nil // a blocking write's old deadline: the writer sets a new one
+		return total, writes, nil // a blocking write's old deadline: the writer sets a new one
 	case err != nil:
-		return total, err
+		return total, writes, err
 	case werr == unix.EAGAIN:
-		return total, nil
+		return total, writes, nil
 	case werr != nil:
-		return total, werr
+		return total, writes, werr
 	}
-	return total, nil
+	return total, writes, nil
 }
 
 // pollWait bounds one epoll_wait, so stop and sweeps are noticed.

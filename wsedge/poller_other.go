@@ -9,8 +9,8 @@ type poller struct{}
 
 type pollReg struct{}
 
-func (pollReg) canWrite() bool                 { return false }
-func (pollReg) tryWritev([]frame) (int, error) { return 0, errors.ErrUnsupported }
+func (pollReg) canWrite() bool                      { return false }
+func (pollReg) tryWritev([]frame) (int, int, error) { return 0, 0, errors.ErrUnsupported }
 
 func newPoller(*Hub) (*poller, error) { return nil, errors.New("no epoll on this system") }
 

@@ -193,7 +193,8 @@ func (c *conn) flush() {
 	reg := c.poll
 	c.mu.Unlock()
 
-	n, err := reg.tryWritev(batch)
+	n, writes, err := reg.tryWritev(batch)
+	c.hub.m.SocketWrites.Add(float64(writes))
 	if err != nil {
 		c.failed()
 		return
@@ -274,6 +275,7 @@ func (c *conn) write(frames []frame) error {
 		bufs = append(bufs, f.wire)
 	}
 	c.nc.SetWriteDeadline(time.Now().Add(c.hub.cfg.WriteTimeout))
+	c.hub.m.SocketWrites.Inc() // one writev, mostly (more if the socket's buffer fills)
 	if _, err := bufs.WriteTo(c.nc); err != nil {
 		return err
 	}
