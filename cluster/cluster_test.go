@@ -414,3 +414,36 @@ func TestNodesStartTogether(t *testing.T) {
 	}
 	createConv(t, nodes[0], 1, []eventstore.Member{{UserID: "alice", Role: "client"}, {UserID: "bob", Role: "worker"}}, nodes[1])
 }
+
+// TestPartitionLeadersSpread: three partitions at R3 created on a
+// three-server cluster get their Raft leaders on three different servers,
+// so appends to them go through three servers.
+func TestPartitionLeadersSpread(t *testing.T) {
+	c := testnats.NewCluster(t, 3)
+	nc, err := nats.Connect(c.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	st, err := eventstore.Open(context.Background(), eventstore.Config{Conn: nc, Replicas: 3, Partitions: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 30*time.Second, func() error {
+		leaders := map[string]int{}
+		for _, stream := range st.Streams() {
+			info, err := stream.Info(context.Background())
+			if err != nil {
+				return err
+			}
+			if info.Cluster == nil || info.Cluster.Leader == "" {
+				return fmt.Errorf("stream %s has no leader yet", info.Config.Name)
+			}
+			leaders[info.Cluster.Leader]++
+		}
+		if len(leaders) != 3 {
+			return fmt.Errorf("partition leaders per server: %v", leaders)
+		}
+		return nil
+	})
+}

@@ -148,15 +148,21 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		}
 	}
 	s := &Store{nc: cfg.Conn, js: js, n: n, streams: make([]jetstream.Stream, n), cfg: cfg, log: cfg.Logger}
+	created := false
 	for k := range n {
 		name := StreamNameOf(n, k)
 		scfg := StreamConfig(n, k, cfg.Replicas, cfg.DuplicateWindow)
 		if cfg.Republish {
 			scfg.RePublish = republish()
 		}
-		if s.streams[k], err = createStream(ctx, js, scfg, cfg.Logger); err != nil {
+		var made bool
+		if s.streams[k], made, err = createStream(ctx, js, scfg, cfg.Logger); err != nil {
 			return nil, fmt.Errorf("create or update stream %s: %w", name, err)
 		}
+		created = created || made
+	}
+	if created && n > 1 && cfg.Replicas > 1 {
+		s.spreadLeaders(ctx)
 	}
 	if check {
 		if err := checkPartitions(ctx, js, n, cfg.Logger); err != nil {
@@ -269,15 +275,16 @@ const (
 	noPeersWait                        = 30 * time.Second
 )
 
-// createStream creates or updates the stream (see RetryAPI). A stream that
-// republishes keeps doing so when cfg does not ask for it: another node's
-// live feed may depend on it.
-func createStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, log *slog.Logger) (stream jetstream.Stream, err error) {
+// createStream creates or updates the stream (see RetryAPI); created says
+// whether it was not there before. A stream that republishes keeps doing so
+// when cfg does not ask for it: another node's live feed may depend on it.
+func createStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, log *slog.Logger) (stream jetstream.Stream, created bool, err error) {
 	err = RetryAPI(ctx, log, "create or update stream "+cfg.Name, func(ctx context.Context) error {
 		// A node starting on a stream that is already as configured leaves it
 		// alone: no needless update while other nodes use it.
 		want := cfg
-		if stream, err = js.Stream(ctx, cfg.Name); err == nil {
+		stream, err = js.Stream(ctx, cfg.Name)
+		if err == nil {
 			have := stream.CachedInfo().Config
 			if want.RePublish == nil {
 				want.RePublish = have.RePublish
@@ -286,10 +293,11 @@ func createStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 				return nil
 			}
 		}
+		created = created || errors.Is(err, jetstream.ErrStreamNotFound)
 		stream, err = js.CreateOrUpdateStream(ctx, want)
 		return err
 	})
-	return stream, err
+	return stream, created, err
 }
 
 // sameConfig reports whether have already carries every setting of want (the
