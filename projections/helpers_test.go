@@ -25,10 +25,13 @@ type env struct {
 	store *eventstore.Store
 }
 
-func newEnv(t testing.TB) *env {
+func newEnv(t testing.TB) *env { return newEnvN(t, 1) }
+
+// newEnvN is newEnv with a stream of n partitions.
+func newEnvN(t testing.TB, n int) *env {
 	t.Helper()
 	s := testnats.Server(t)
-	store := testnats.Store(t, s)
+	store := testnats.StoreWith(t, s, eventstore.Config{Partitions: n})
 	return &env{nc: store.Conn(), store: store}
 }
 

@@ -10,15 +10,16 @@ import (
 )
 
 // Which partition a row belongs to. A conversation's rows (its own, its
-// members, its messages, the idempotency keys sent to it) are in the
-// conversation's partition; profiles and jobs are in partition 0, like
-// their events; meta counts for every partition. A table added to the
+// members, its messages and their reactions, the idempotency keys sent to
+// it) are in the conversation's partition; profiles and jobs are in
+// partition 0, like their events; meta counts for every partition. A table added to the
 // schema is added here, or verify and replay of one partition fail on it.
 
 type scope uint8
 
 const (
-	scopeConv    scope = iota // the column conv holds a conversation id
+	scopeConv    scope = iota // the column col holds a conversation id
+	scopeEvent                // the column col holds an event id (a message's)
 	scopeZero                 // partition 0
 	scopeApplied              // the applied table: its k column
 	scopeAll                  // every partition's: compared only when all are
@@ -26,13 +27,14 @@ const (
 
 var partitionTables = map[string]struct {
 	scope scope
-	conv  string // the conversation id column (scopeConv)
+	col   string // the conversation or event id column (scopeConv, scopeEvent)
 }{
 	"meta":          {scope: scopeAll},
 	"applied":       {scope: scopeApplied},
 	"conversations": {scopeConv, "id"},
 	"members":       {scopeConv, "conversation_id"},
 	"messages":      {scopeConv, "conversation_id"},
+	"reactions":     {scopeEvent, "message_id"},
 	"idempotency":   {scopeConv, "conversation_id"},
 	"profiles":      {scope: scopeZero},
 	"jobs":          {scope: scopeZero},
@@ -56,8 +58,8 @@ func rowFilter(table string, cols []string, n int, ks []int) (func(row []any) bo
 		return func([]any) bool { return false }, nil
 	}
 	col := "k"
-	if pt.scope == scopeConv {
-		col = pt.conv
+	if pt.scope != scopeApplied {
+		col = pt.col
 	}
 	i := slices.Index(cols, col)
 	if i < 0 {
@@ -65,8 +67,12 @@ func rowFilter(table string, cols []string, n int, ks []int) (func(row []any) bo
 	}
 	return func(row []any) bool {
 		v, _ := row[i].(int64)
-		if pt.scope == scopeApplied {
+		switch pt.scope {
+		case scopeApplied:
 			return in(int(v))
+		case scopeEvent:
+			k, _ := eventstore.Split(n, uint64(v))
+			return in(k)
 		}
 		return in(eventstore.Partition(v, n))
 	}, nil
@@ -100,18 +106,27 @@ func (db *DB) clearPartition(ctx context.Context, k int) (err error) {
 	if err != nil {
 		return fmt.Errorf("clear partition %d: list its conversations: %w", k, err)
 	}
+	// With one partition every row is its; with more an event id has
+	// the partition in its low 8 bits.
+	var mask int64
+	if db.n > 1 {
+		mask = eventstore.MaxPartitions - 1
+	}
 	for table, pt := range partitionTables {
 		var q string
+		var args []any
 		switch {
 		case pt.scope == scopeConv:
-			q = "DELETE FROM " + table + " WHERE " + pt.conv + " = ?"
+			q = "DELETE FROM " + table + " WHERE " + pt.col + " = ?"
+		case pt.scope == scopeEvent:
+			q, args = "DELETE FROM "+table+" WHERE ("+pt.col+" & ?) = ?", []any{mask, k}
 		case pt.scope == scopeZero && k == 0:
 			q = "DELETE FROM " + table
 		default:
 			continue
 		}
-		if pt.scope == scopeZero {
-			if _, err := tx.ExecContext(ctx, q); err != nil {
+		if pt.scope != scopeConv {
+			if _, err := tx.ExecContext(ctx, q, args...); err != nil {
 				return fmt.Errorf("clear partition %d: %s: %w", k, table, err)
 			}
 			continue

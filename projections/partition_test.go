@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -109,5 +110,115 @@ func TestBindRefusesAnotherCount(t *testing.T) {
 	defer again.Close()
 	if again.Partitions() != 3 || !slices.Equal(again.Applied(), eventstore.Cursor{0, 0, 0}) {
 		t.Fatalf("reopened: %d partitions, applied %v", again.Partitions(), again.Applied())
+	}
+}
+
+// TestPartitionedProjection (issue 16): with 3 partitions, each applied by
+// its own consumer with its own applied sequence, the read model equals a
+// rebuild, per partition and whole; a damaged row of one partition is
+// found by verifying that partition (and not another), and replaying that
+// partition alone repairs it, leaving the others' rows as they were.
+func TestPartitionedProjection(t *testing.T) {
+	e := newEnvN(t, 3)
+	db := openDB(t, "live.db")
+	p := NewProjector(ProjectorConfig{Name: "p3", KeyWindow: time.Hour}, ProjectorDeps{DB: db, Store: e.store, Logger: testLogger(t)})
+	startProjector(t, p)
+	e.append(t, &eventstore.Profile{UserID: "alice", Name: "Alice"})
+	byPart := map[int][]int64{}
+	for id := int64(1); id <= 12; id++ {
+		e.append(t, created(id, "alice", "bob"))
+		byPart[eventstore.Partition(id, 3)] = append(byPart[eventstore.Partition(id, 3)], id)
+	}
+	if len(byPart) != 3 {
+		t.Fatalf("12 conversations in partitions %v", byPart)
+	}
+	var last uint64
+	for i := range 60 {
+		conv := int64(i%12 + 1)
+		last = e.append(t, keyedMsg(conv, []string{"alice", "bob"}[i%2], fmt.Sprint("k", i), fmt.Sprint("text ", i), time.Time{}))
+		if i%7 == 0 {
+			e.append(t, &eventstore.Read{ConversationID: conv, UserID: "bob", UpTo: int64(last)})
+		}
+	}
+	// A message's lifecycle, in its conversation's partition.
+	for k, ids := range byPart {
+		m := e.append(t, msg(ids[0], "alice", fmt.Sprint("to change in ", k)))
+		e.append(t, &eventstore.Edit{ConversationID: ids[0], MessageID: int64(m), UserID: "alice", Text: "changed"})
+		e.append(t, &eventstore.React{ConversationID: ids[0], MessageID: int64(m), UserID: "bob", Emoji: "👍", On: true})
+	}
+	// Read-your-writes waits on the write's partition.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.WaitFor(ctx, last); err != nil {
+		t.Fatal(err)
+	}
+	if msgs, err := db.Messages(ctx, int64(60-1)%12+1, 0, 1); err != nil || len(msgs) != 1 || uint64(msgs[0].ID) != last {
+		t.Fatalf("the last message right after WaitFor: %v, %v; want id %d", msgs, err, last)
+	}
+	waitApplied(t, e, p)
+	if db.Partitions() != 3 || len(p.Applied()) != 3 {
+		t.Fatalf("bound to %d partitions, applied %v", db.Partitions(), p.Applied())
+	}
+	for k := range 3 {
+		if p.Applied()[k] == 0 {
+			t.Fatalf("partition %d applied nothing: %v", k, p.Applied())
+		}
+	}
+	requireSame(t, db, rebuild(t, e))
+	verify := func(k int) []string {
+		t.Helper()
+		var opts []Option
+		if k >= 0 {
+			opts = append(opts, Only(k))
+		}
+		diffs, err := Verify(ctx, e.store, db, filepath.Join(t.TempDir(), "scratch.db"), nil, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return diffs
+	}
+	for k := -1; k < 3; k++ {
+		if d := verify(k); len(d) > 0 {
+			t.Fatalf("verify partition %d of a healthy read model: %v", k, d)
+		}
+	}
+
+	// Damage a row of a conversation in partition 1.
+	victim := byPart[1][0]
+	if _, err := db.w.ExecContext(ctx, `UPDATE members SET unread = 99 WHERE conversation_id = ? AND user_id = 'bob'`, victim); err != nil {
+		t.Fatal(err)
+	}
+	if d := verify(1); len(d) != 1 || !strings.Contains(d[0], fmt.Sprintf("conversation_id=%d", victim)) {
+		t.Fatalf("verify partition 1 of a damaged read model: %v", d)
+	}
+	for _, k := range []int{0, 2} {
+		if d := verify(k); len(d) > 0 {
+			t.Fatalf("verify partition %d found another partition's damage: %v", k, d)
+		}
+	}
+	if d := verify(-1); len(d) != 1 {
+		t.Fatalf("verify every partition: %v", d)
+	}
+
+	// Replay partition 1 alone into a copy: repaired, the rest untouched.
+	out := filepath.Join(t.TempDir(), "replayed.db")
+	stats, err := RebuildPartition(ctx, e.store, db, out, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.Events == 0 || !slices.Equal(stats.Applied, p.Applied()) {
+		t.Fatalf("replay of partition 1: %+v (live applied %v)", stats, p.Applied())
+	}
+	replayed, err := Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer replayed.Close()
+	requireSame(t, replayed, rebuild(t, e))
+	if _, err := RebuildPartition(ctx, e.store, db, filepath.Join(t.TempDir(), "x.db"), 3, nil); err == nil || !strings.Contains(err.Error(), "0 to 2") {
+		t.Fatalf("replay of partition 3 of 3: %v", err)
+	}
+	if _, err := Verify(ctx, e.store, db, filepath.Join(t.TempDir(), "y.db"), nil, Only(5)); err == nil {
+		t.Fatal("verify of partition 5 of 3 answered")
 	}
 }

@@ -206,6 +206,8 @@ type client struct {
 	bytes  atomic.Int64 // payload bytes received
 	done   chan struct{}
 	err    error // set before done closes
+
+	lastSynced string // the cursor of the last SYNCED resumeCursorAll read
 }
 
 const frameWait = 10 * time.Second
