@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"inbox/eventstore"
 )
 
 // TestStartFailures runs the built binaries with the mistakes a newcomer
@@ -172,6 +174,37 @@ func TestStartFailures(t *testing.T) {
 			withError: []string{"admin token", "INBOX_ADMIN_TOKEN", "9 characters", "at least 24"},
 		},
 		{
+			name: "--partitions 0",
+			setup: func(t *testing.T, data string) ([]string, []string) {
+				return []string{"--partitions", "0"}, nil
+			},
+			withError: []string{"--partitions 0", "must be 1 to 256"},
+		},
+		{
+			name: "one partition on events of three",
+			setup: func(t *testing.T, data string) ([]string, []string) {
+				partitionedData(t, data, 3)
+				return nil, nil
+			},
+			withError: []string{"stream INBOX-0 holds partition 0 of 3", "--partitions 3", "not supported"},
+		},
+		{
+			name: "INBOX_PARTITIONS=2 on events of three",
+			setup: func(t *testing.T, data string) ([]string, []string) {
+				partitionedData(t, data, 3)
+				return nil, []string{"INBOX_PARTITIONS=2"}
+			},
+			withError: []string{"stream INBOX-0 holds partition 0 of 3, not of 2", "--partitions 3"},
+		},
+		{
+			name: "three partitions on events of one",
+			setup: func(t *testing.T, data string) ([]string, []string) {
+				partitionedData(t, data, 1)
+				return []string{"--partitions", "3"}, nil
+			},
+			withError: []string{"stream INBOX holds the events of one partition, not 3", "--partitions 1"},
+		},
+		{
 			name: "unknown --log-format",
 			setup: func(t *testing.T, data string) ([]string, []string) {
 				return []string{"--log-format", "xml"}, nil
@@ -266,4 +299,27 @@ func publicKeyFile(t *testing.T) string {
 	path := filepath.Join(t.TempDir(), "ed25519.pem")
 	writeFile(t, path, string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})))
 	return path
+}
+
+// partitionedData makes data's embedded stream hold an event in streams of
+// n partitions, as an inboxd started with --partitions n leaves it.
+func partitionedData(t *testing.T, data string, n int) {
+	t.Helper()
+	ns, err := eventstore.RunEmbedded(eventstore.EmbeddedConfig{Dir: filepath.Join(data, "nats"), ServerName: "setup"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Shutdown()
+	nc, err := eventstore.ConnectEmbedded(ns, "setup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	st, err := eventstore.Open(context.Background(), eventstore.Config{Conn: nc, Partitions: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Append(context.Background(), &eventstore.Profile{UserID: "alice", Name: "Alice"}); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -198,7 +198,7 @@ func startInboxd(t *testing.T, bins binaries, extra ...string) *inboxd {
 		if resp.StatusCode != http.StatusOK {
 			return fmt.Errorf("GET /readyz: %s", resp.Status)
 		}
-		if demo && !strings.Contains(p.stdout.String(), "Inspect the stream:") {
+		if demo && !strings.Contains(p.stdout.String(), "Inspect the stream") { // "stream:", or "streams (…):"
 			return errors.New("demo not printed yet")
 		}
 		return nil

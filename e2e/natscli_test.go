@@ -285,3 +285,79 @@ func runNatsTTY(t *testing.T, srv *inboxd, bin string, args []string) (string, e
 	}
 	return strings.ReplaceAll(out.String(), "\r\n", "\n"), werr
 }
+
+// TestNatsCLIPartitions (issue 16): with --partitions 3 the nats CLI, as
+// the inspection user of README.md, still shows everything: the streams
+// INBOX-0 … INBOX-2 (stream ls, as the demo says), a partition's subjects
+// and place (stream info), an event by its stream and sequence (stream
+// get), a partition's stored events (sub inbox.p<k>.> --all --direct) and
+// every partition's live ones (sub 'inbox.>').
+func TestNatsCLIPartitions(t *testing.T) {
+	natsBin := testutil.RequireTool(t, "the test runs the nats CLI (go install github.com/nats-io/natscli/nats@v0.5.0)", "nats")
+	bins := build(t)
+	srv := startInboxd(t, bins, "--demo", "--partitions", "3")
+	want := "Inspect the streams (INBOX-0, INBOX-1, INBOX-2): nats --context " + readmeContext + " stream ls"
+	if printed := normalizeDemo(srv.stdout.String(), srv); !strings.Contains(printed, want) {
+		t.Errorf("inboxd --demo --partitions 3 does not print %q:\n%s", want, printed)
+	}
+	nats := func(args ...string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), natsWait)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, natsBin, append([]string{"--context", readmeContext}, args...)...)
+		cmd.Dir, cmd.Env = srv.dir, childEnv()
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("nats %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	if out := nats("stream", "ls", "--names"); !strings.Contains(out, "INBOX-0") || !strings.Contains(out, "INBOX-1") || !strings.Contains(out, "INBOX-2") {
+		t.Errorf("stream ls --names:\n%s", out)
+	}
+	var info struct {
+		Config struct {
+			Subjects []string          `json:"subjects"`
+			Metadata map[string]string `json:"metadata"`
+		} `json:"config"`
+	}
+	if err := json.Unmarshal([]byte(nats("stream", "info", "INBOX-1", "--json")), &info); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range info.Config.Subjects {
+		if !strings.HasPrefix(s, "inbox.p1.conv.") && s != "inbox.p1.sys.*" {
+			t.Errorf("INBOX-1 captures %s", s)
+		}
+	}
+	if info.Config.Metadata["inbox_partitions"] != "3" || info.Config.Metadata["inbox_partition"] != "1" {
+		t.Errorf("INBOX-1's metadata: %v", info.Config.Metadata)
+	}
+	// The demo's conversations 1 and 2 are in partition 1, its profiles in 0.
+	if out := nats("stream", "get", "INBOX-1", "1"); !strings.Contains(out, "inbox.p1.conv.1.created") {
+		t.Errorf("stream get INBOX-1 1:\n%s", out)
+	}
+	stored := runNatsSub(t, srv, natsBin, []string{"--context", readmeContext, "sub", "inbox.p0.>", "--all", "--direct", "--count", "3"}, "[#3]", func() {})
+	for _, want := range []string{"stream: INBOX-0 seq 1", "inbox.p0.user.alice.profile", "inbox.p0.user.carol.profile"} {
+		if !strings.Contains(stored, want) {
+			t.Errorf("sub inbox.p0.> --all --direct: output lacks %q:\n%s", want, stored)
+		}
+	}
+
+	demo := parseDemo(t, srv.stdout.String())
+	var aliceAuth string
+	for i, w := range demo.wscat(t, "alice") {
+		if w == "-H" {
+			aliceAuth = demo.wscat(t, "alice")[i+1]
+		}
+	}
+	_, aliceAuth, _ = strings.Cut(aliceAuth, ":")
+	live := runNatsSub(t, srv, natsBin, []string{"--context", readmeContext, "sub", "inbox.>", "--count", "2"}, "Subscribing on", func() {
+		postMessage(t, srv, aliceAuth, "seen in partition 1")
+		postMessage(t, srv, aliceAuth, "seen again")
+	})
+	for _, want := range []string{`Received on "inbox.p1.conv.1.msg"`, `"message":"seen in partition 1"`} {
+		if !strings.Contains(live, want) {
+			t.Errorf("sub inbox.>: output lacks %q:\n%s", want, live)
+		}
+	}
+}

@@ -510,6 +510,16 @@ func (n *Node) NATSURL() string {
 	return eventstore.RedactURLs(n.cfg.NATSURL)
 }
 
+// Streams are the names of the partitions' streams: INBOX, or INBOX-0 …
+// INBOX-<N-1>.
+func (n *Node) Streams() []string {
+	names := make([]string, n.store.Partitions())
+	for k := range names {
+		names[k] = n.store.StreamName(k)
+	}
+	return names
+}
+
 // Service is the node's domain service (for seeding demos and tests).
 func (n *Node) Service() *chat.Service { return n.svc }
 

@@ -244,7 +244,11 @@ func printDemo(w io.Writer, n *node.Node, d node.Demo) {
 		fmt.Fprintf(&b, "\nThen type, for example:\n  {\"conversation_id\": %d, \"message\": \"Hello\", \"type\": \"TEXT\", \"client_msg_id\": \"c-1\"}\n", d.Conversations[0].ID)
 	}
 	if ctx := n.InspectContext(); ctx != "" {
-		fmt.Fprintf(&b, "\nInspect the stream: nats --context %s stream info INBOX\n", ctx)
+		if streams := n.Streams(); len(streams) == 1 {
+			fmt.Fprintf(&b, "\nInspect the stream: nats --context %s stream info %s\n", ctx, streams[0])
+		} else {
+			fmt.Fprintf(&b, "\nInspect the streams (%s): nats --context %s stream ls\n", strings.Join(streams, ", "), ctx)
+		}
 	}
 	b.WriteString("\n")
 	io.WriteString(w, b.String())
