@@ -29,7 +29,7 @@ type fakeInbox struct {
 	mu      sync.Mutex // orders appends and fan-out
 	nextID  int64
 	seq     int64
-	refuse  string // messages whose text starts with this are refused with rate_limited
+	refuse  func(text string) bool // messages it holds are refused (shed) with unavailable
 	stored  atomic.Int64
 	members map[int64][]string
 	conns   map[string]*fakeConn
@@ -153,8 +153,8 @@ func (f *fakeInbox) handle(c *fakeConn, user string, data []byte) {
 		c.send(map[string]any{"type": "ERROR", "code": "forbidden", "client_msg_id": in.ClientMsgID})
 		return
 	}
-	if f.refuse != "" && strings.HasPrefix(in.Message, f.refuse) {
-		c.send(map[string]any{"type": "ERROR", "code": "rate_limited", "error": "refused", "client_msg_id": in.ClientMsgID, "retry_after_ms": 100})
+	if f.refuse != nil && f.refuse(in.Message) {
+		c.send(map[string]any{"type": "ERROR", "code": "unavailable", "error": "server busy", "client_msg_id": in.ClientMsgID, "retry_after_ms": 100})
 		return
 	}
 	f.seq++
@@ -167,6 +167,12 @@ func (f *fakeInbox) handle(c *fakeConn, user string, data []byte) {
 			mc.send(msg)
 		}
 	}
+}
+
+func (f *fakeInbox) setRefuse(refuse func(text string) bool) {
+	f.mu.Lock()
+	f.refuse = refuse
+	f.mu.Unlock()
 }
 
 func contains(s []string, v string) bool {
@@ -235,14 +241,8 @@ func TestRunAgainstFake(t *testing.T) {
 		// fails: here the fake refuses every message of the second step. A
 		// step is judged on loss and refusals, not speed (keepUp, RampP99),
 		// which a loaded machine decides.
-		f.mu.Lock()
-		f.refuse = "b:2:"
-		f.mu.Unlock()
-		defer func() {
-			f.mu.Lock()
-			f.refuse = ""
-			f.mu.Unlock()
-		}()
+		f.setRefuse(func(text string) bool { return strings.HasPrefix(text, "b:2:") })
+		defer f.setRefuse(nil)
 		rep, err := Run(t.Context(), Config{
 			URL: srv.URL, Mode: ModeFanout, Conversations: 5, Ramp: []float64{100, 200, 300}, Duration: 3e8,
 			Settle: 1e7, DataDir: dir, RampP99: time.Minute, keepUp: 1e-9,
@@ -257,8 +257,43 @@ func TestRunAgainstFake(t *testing.T) {
 		if !first.Pass || first.Lost != 0 || first.Delivered != 2*first.Sent {
 			t.Fatalf("first step = %+v", first)
 		}
-		if second.Pass || second.Errors["rate_limited"] != second.Sent || second.Expected != 0 || !strings.Contains(second.Fail, "refused") {
+		if second.Pass || second.Errors["unavailable"] != second.Sent || second.Refused != second.Sent || second.Expected != 0 || !strings.Contains(second.Fail, "refused") {
 			t.Fatalf("second step = %+v", second)
+		}
+	})
+
+	t.Run("overload", func(t *testing.T) {
+		// The fake sheds every other message of the overload (step 1) and
+		// none of the recovery (step 2).
+		var n atomic.Int64
+		f.setRefuse(func(text string) bool { return strings.HasPrefix(text, "b:1:") && n.Add(1)%2 == 0 })
+		defer f.setRefuse(nil)
+		rep, err := Run(t.Context(), Config{
+			URL: srv.URL, Mode: ModeOverload, Conversations: 5, Rate: 400, Duration: 5e8, Warmup: 1e8,
+			RecoverRate: 200, RecoverAfter: 1e8, RecoverFor: 3e8, Settle: 1e7, DataDir: dir,
+			// Correctness is judged here, not speed (see fanout).
+			RampP99: time.Minute, OverloadP99: time.Minute, keepUp: 1e-9,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := rep.Overload
+		if o == nil || !o.Pass || o.Sent < 100 || o.Shed < o.Sent/3 || o.Accepted+o.Shed != o.Sent || o.ShedByCode["unavailable"] != o.Shed ||
+			o.Unanswered != 0 || o.AcceptedLost != 0 || o.ErrorsWithoutID != 0 || o.Recovery.Acked != o.Recovery.Sent || o.RecoveryShed != 0 || o.Note != "" {
+			t.Fatalf("overload = %+v", o)
+		}
+		var out strings.Builder
+		if err := rep.WriteTable(&out); err != nil || !strings.Contains(out.String(), "overload run: ok") {
+			t.Fatalf("table: %v\n%s", err, out.String())
+		}
+		// A server that sheds nothing passes too, with a note saying so.
+		f.setRefuse(nil)
+		rep, err = Run(t.Context(), Config{
+			URL: srv.URL, Mode: ModeOverload, Conversations: 5, Rate: 200, Duration: 3e8, RecoverAfter: 1e8, RecoverFor: 2e8,
+			Settle: 1e7, DataDir: dir, RampP99: time.Minute, OverloadP99: time.Minute, keepUp: 1e-9,
+		})
+		if err != nil || rep.Overload == nil || !rep.Overload.Pass || rep.Overload.Note == "" {
+			t.Fatalf("overload without shedding: %v %+v", err, rep.Overload)
 		}
 	})
 

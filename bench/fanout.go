@@ -24,23 +24,58 @@ type inFrame struct {
 	Code           string  `json:"code"`
 }
 
-// stepState is the ramp step the receivers attribute frames to.
+// stepState is one step (a ramp rate, an overload phase): the tracker and
+// timeline its frames are attributed to.
 type stepState struct {
-	n  int
-	tr *Tracker
-	tl *Timeline
+	n    int
+	tr   *Tracker
+	tl   *Timeline
+	done atomic.Bool // accounted: later frames of it are stale
 }
 
 // fanoutRun is the state shared by the receivers of a fan-out run.
 type fanoutRun struct {
 	convIdx map[int64]int // conversation id -> plan index (read-only)
-	cur     atomic.Pointer[stepState]
+	// steps so far, by number from 1: replaced (copied) when one starts, so
+	// receivers read it without a lock.
+	steps atomic.Pointer[[]*stepState]
 
 	frameCounts
 	stale, undecodable atomic.Int64
 }
 
-// onText handles one server frame.
+// step returns step n, or nil.
+func (f *fanoutRun) step(n int) *stepState {
+	p := f.steps.Load()
+	if p == nil || n < 1 || n > len(*p) {
+		return nil
+	}
+	return (*p)[n-1]
+}
+
+// latest returns the step begun last, or nil.
+func (f *fanoutRun) latest() *stepState {
+	p := f.steps.Load()
+	if p == nil || len(*p) == 0 {
+		return nil
+	}
+	return (*p)[len(*p)-1]
+}
+
+// begin adds step st (numbered after the others).
+func (f *fanoutRun) begin(st *stepState) {
+	var steps []*stepState
+	if p := f.steps.Load(); p != nil {
+		steps = append(steps, *p...)
+	}
+	steps = append(steps, st)
+	st.n = len(steps)
+	f.steps.Store(&steps)
+}
+
+// onText handles one server frame. A message, ACK or ERROR counts for the
+// step its text or client_msg_id names, so a step's late frames still count
+// for it while the next one runs; after it was accounted they are stale.
 func (f *fanoutRun) onText(s *socket, b []byte) {
 	now := time.Now().UnixNano()
 	f.frames.Add(1)
@@ -51,18 +86,18 @@ func (f *fanoutRun) onText(s *socket, b []byte) {
 		f.types.add("undecodable")
 		return
 	}
-	st := f.cur.Load()
 	switch {
 	case fr.Message != nil: // a message frame
 		f.types.add("message")
 		step, seq, nanos, ok := parseMessageText(*fr.Message)
 		conv, known := f.convIdx[fr.ConversationID]
+		st := f.step(step)
 		switch {
-		case st == nil || !ok || !known:
-			if st != nil {
+		case !ok || !known || st == nil:
+			if st := f.latest(); st != nil {
 				st.tr.Unknown()
 			}
-		case step != st.n:
+		case st.done.Load():
 			f.stale.Add(1)
 		default:
 			st.tr.Deliver(conv, seq, s.idx, fr.Seq, time.Duration(now-nanos))
@@ -71,18 +106,23 @@ func (f *fanoutRun) onText(s *socket, b []byte) {
 	case fr.Type == "ACK":
 		f.types.add(fr.Type)
 		step, conv, seq, nanos, ok := parseClientMsgID(fr.ClientMsgID)
-		if st != nil && ok && step == st.n {
+		if st := f.step(step); ok && st != nil && !st.done.Load() {
 			st.tr.Ack(conv, seq, time.Duration(now-nanos))
 		}
 	case fr.Type == "ERROR":
 		f.types.add(fr.Type)
-		if st == nil {
+		step, conv, seq, _, ok := parseClientMsgID(fr.ClientMsgID)
+		st := f.step(step)
+		if !ok || st == nil {
+			st = f.latest()
+		}
+		if st == nil || st.done.Load() {
 			return
 		}
 		st.tr.Error(fr.Code)
 		// The message was refused: nothing was stored, nothing will come.
-		if step, conv, seq, _, ok := parseClientMsgID(fr.ClientMsgID); ok && step == st.n {
-			st.tr.SendFailed(conv, seq)
+		if ok {
+			st.tr.Refused(conv, seq)
 		}
 	default:
 		f.types.add(fr.Type)
@@ -124,7 +164,7 @@ func (r *runner) fanout(ctx context.Context, rep *Report) error {
 			break
 		}
 		r.logf("step %d: %.0f msg/s for %v (warm-up %v)", i+1, rate, cfg.Duration, cfg.Warmup)
-		sr, err := r.step(ctx, f, p, plan, ids, i+1, rate)
+		sr, err := r.step(ctx, f, p, plan, ids, rate)
 		if err != nil {
 			finish()
 			return err
@@ -141,7 +181,6 @@ func (r *runner) fanout(ctx context.Context, rep *Report) error {
 		rep.MaxRateOK = rate
 		rep.Fanout = &rep.Ramp[len(rep.Ramp)-1]
 	}
-	f.cur.Store(nil)
 	finish()
 	if ctx.Err() != nil && rep.Fanout == nil && len(rep.Ramp) == 0 {
 		return ctx.Err()
@@ -163,31 +202,59 @@ type sendJob struct {
 	due  int64 // scheduled send time, unix nanos
 }
 
+// stepRun is a step being run: what send began and account finishes.
+type stepRun struct {
+	st                  *stepState
+	rate                float64
+	warmup, duration    time.Duration
+	m0                  Sample
+	cpu0                time.Duration
+	t0, measureFrom     time.Time
+	sendEnd             time.Time
+	scheduled, measured int64
+	lag                 Recorder
+	storm               *storm
+}
+
 // step sends at rate for warm-up plus duration, waits for the deliveries to
 // drain (bounded), and accounts.
-func (r *runner) step(ctx context.Context, f *fanoutRun, p *pool, plan [][]int, ids []int64, n int, rate float64) (StepReport, error) {
-	cfg := r.cfg
-	tr := NewTracker(plan)
-	// Windows from the end of the warm-up, as the latency figures.
-	tl := NewTimeline(time.Now().Add(cfg.Warmup), timelineWindow, cfg.Duration+cfg.Drain)
-	f.cur.Store(&stepState{n: n, tr: tr, tl: tl})
-
-	m0, err := scrape(ctx, r.http, r.base+"/metrics")
+func (r *runner) step(ctx context.Context, f *fanoutRun, p *pool, plan [][]int, ids []int64, rate float64) (StepReport, error) {
+	run, err := r.send(ctx, f, p, plan, ids, rate, r.cfg.Warmup, r.cfg.Duration)
 	if err != nil {
 		return StepReport{}, err
 	}
-	cpu0, t0 := cpuTime(), time.Now()
+	drainEnd := r.drain(ctx, r.cfg.Drain, run)
+	return r.account(ctx, f, run, drainEnd)
+}
 
-	var st *storm
+// send begins a step and sends at rate for warmup plus duration (a typing
+// storm alongside, if configured), then returns; its deliveries keep
+// counting for it until it is accounted.
+func (r *runner) send(ctx context.Context, f *fanoutRun, p *pool, plan [][]int, ids []int64, rate float64, warmup, duration time.Duration) (*stepRun, error) {
+	cfg := r.cfg
+	run := &stepRun{rate: rate, warmup: warmup, duration: duration}
+	tr := NewTracker(plan)
+	// Windows from the end of the warm-up, as the latency figures.
+	tl := NewTimeline(time.Now().Add(warmup), timelineWindow, duration+cfg.Drain)
+	run.st = &stepState{tr: tr, tl: tl}
+	f.begin(run.st)
+	n := run.st.n
+
+	var err error
+	if run.m0, err = scrape(ctx, r.http, r.base+"/metrics"); err != nil {
+		return nil, err
+	}
+	run.cpu0, run.t0 = cpuTime(), time.Now()
+	t0 := run.t0
+
 	stormCtx, stopStorm := context.WithCancel(ctx)
 	defer stopStorm()
 	var stormDone sync.WaitGroup
 	if cfg.TypingSockets > 0 {
-		st = newStorm(p, plan, ids, cfg.TypingSockets, cfg.TypingEvery)
-		stormDone.Go(func() { st.run(stormCtx) })
+		run.storm = newStorm(p, plan, ids, cfg.TypingSockets, cfg.TypingEvery)
+		stormDone.Go(func() { run.storm.run(stormCtx) })
 	}
 
-	var lag Recorder
 	var wg sync.WaitGroup
 	jobs := make([]chan sendJob, senders)
 	for w := range jobs {
@@ -198,7 +265,7 @@ func (r *runner) step(ctx context.Context, f *fanoutRun, p *pool, plan [][]int, 
 			var buf []byte
 			for j := range jobs[w] {
 				now := time.Now().UnixNano()
-				lag.Add(j.conv, time.Duration(now-j.due))
+				run.lag.Add(j.conv, time.Duration(now-j.due))
 				buf = appendMessageFrame(buf[:0], ids[j.conv], n, j.conv, j.seq, now)
 				if err := j.sock.writeText(buf); err != nil {
 					tr.SendFailed(j.conv, j.seq)
@@ -208,13 +275,12 @@ func (r *runner) step(ctx context.Context, f *fanoutRun, p *pool, plan [][]int, 
 	}
 
 	rng := rand.New(rand.NewPCG(cfg.Seed, uint64(n)))
-	total := int64(rate * (cfg.Warmup + cfg.Duration).Seconds())
-	measureFrom := t0.Add(cfg.Warmup)
-	var scheduled, measuredSent int64
+	total := int64(rate * (warmup + duration).Seconds())
+	run.measureFrom = t0.Add(warmup)
 	ticker := time.NewTicker(time.Millisecond)
 	interval := float64(time.Second) / rate
 pace:
-	for scheduled < total {
+	for run.scheduled < total {
 		select {
 		case <-ctx.Done():
 			break pace
@@ -222,15 +288,15 @@ pace:
 		}
 		now := time.Now()
 		due := min(total, int64(float64(now.Sub(t0))/interval)+1)
-		for ; scheduled < due; scheduled++ {
+		for ; run.scheduled < due; run.scheduled++ {
 			conv, member, sock := pickSender(rng, plan, p)
 			if sock == nil {
 				continue // nobody left to send from: counted by the missing sends
 			}
-			at := t0.Add(time.Duration(float64(scheduled) * interval))
-			measured := !at.Before(measureFrom)
+			at := t0.Add(time.Duration(float64(run.scheduled) * interval))
+			measured := !at.Before(run.measureFrom)
 			if measured {
-				measuredSent++
+				run.measured++
 			}
 			seq := tr.Send(conv, member, measured)
 			jobs[sock.idx%senders] <- sendJob{sock: sock, conv: conv, seq: seq, due: at.UnixNano()}
@@ -241,57 +307,75 @@ pace:
 		close(c)
 	}
 	wg.Wait()
-	sendEnd := time.Now()
+	run.sendEnd = time.Now()
 	stopStorm()
 	stormDone.Wait()
+	return run, nil
+}
 
-	// Drain: until every expected delivery and ACK came, or the bound.
-	deadline := time.Now().Add(cfg.Drain)
+// drain waits until every expected delivery and every answer (ACK or ERROR)
+// of runs came, or for at most bound, and returns when it stopped.
+func (r *runner) drain(ctx context.Context, bound time.Duration, runs ...*stepRun) time.Time {
+	deadline := time.Now().Add(bound)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		c := tr.Counts()
-		if c.Delivered >= c.Expected && c.Acked >= c.Sent-c.SendFailed {
+		drained := true
+		for _, run := range runs {
+			c := run.st.tr.Counts()
+			if c.Delivered < c.Expected || c.Acked < c.Sent-c.SendFailed {
+				drained = false
+			}
+		}
+		if drained {
 			break
 		}
 		sleep(ctx, 20*time.Millisecond)
 	}
-	drainEnd := time.Now()
+	return time.Now()
+}
+
+// account ends a step: its figures, from its start to drainEnd, and whether
+// it passed.
+func (r *runner) account(ctx context.Context, f *fanoutRun, run *stepRun, drainEnd time.Time) (StepReport, error) {
+	cfg := r.cfg
 	m1, err := scrape(context.WithoutCancel(ctx), r.http, r.base+"/metrics")
 	if err != nil {
 		return StepReport{}, err
 	}
 	cpu1 := cpuTime()
+	tr, tl := run.st.tr, run.st.tl
+	run.st.done.Store(true)
 
 	sr := StepReport{
-		RateTarget:    rate,
-		WarmupSeconds: cfg.Warmup.Seconds(),
-		Seconds:       round3(sendEnd.Sub(measureFrom).Seconds()),
-		DrainSeconds:  round3(drainEnd.Sub(sendEnd).Seconds()),
+		RateTarget:    run.rate,
+		WarmupSeconds: run.warmup.Seconds(),
+		Seconds:       round3(run.sendEnd.Sub(run.measureFrom).Seconds()),
+		DrainSeconds:  round3(drainEnd.Sub(run.sendEnd).Seconds()),
 		Counts:        tr.Counts(),
 		Stale:         f.stale.Swap(0),
 		Latency:       tr.Latency(),
 		AckLatency:    tr.AckLatency(),
-		SendLag:       lag.Summary(),
+		SendLag:       run.lag.Summary(),
 		Slowest:       tl.Slowest(slowestWindows),
-		BenchCPUPct:   cpuPct(cpu1-cpu0, drainEnd.Sub(t0), runtimeCores()),
-		ServerCPUPct:  serverCPUPct(m0, m1, drainEnd.Sub(t0), runtimeCores()),
+		BenchCPUPct:   cpuPct(cpu1-run.cpu0, drainEnd.Sub(run.t0), runtimeCores()),
+		ServerCPUPct:  serverCPUPct(run.m0, m1, drainEnd.Sub(run.t0), runtimeCores()),
 		ServerRSS:     gauge(m1, "process_resident_memory_bytes"),
 	}
-	if w := delta(m0, m1, "inbox_socket_writes_total"); w > 0 {
-		sr.ServerFramesPerWrite = round3(delta(m0, m1, "inbox_frames_out_total") / w)
+	if w := delta(run.m0, m1, "inbox_socket_writes_total"); w > 0 {
+		sr.ServerFramesPerWrite = round3(delta(run.m0, m1, "inbox_frames_out_total") / w)
 	}
-	sr.ServerCPUSeconds, sr.BenchCPUSeconds = round3(serverCPUSeconds(m0, m1)), round3((cpu1 - cpu0).Seconds())
+	sr.ServerCPUSeconds, sr.BenchCPUSeconds = round3(serverCPUSeconds(run.m0, m1)), round3((cpu1 - run.cpu0).Seconds())
 	if sr.Delivered > 0 {
-		sr.ServerCPUPerDelivery = round3(1e6 * serverCPUSeconds(m0, m1) / float64(sr.Delivered))
-		sr.BenchCPUPerDelivery = round3(1e6 * (cpu1 - cpu0).Seconds() / float64(sr.Delivered))
+		sr.ServerCPUPerDelivery = round3(1e6 * serverCPUSeconds(run.m0, m1) / float64(sr.Delivered))
+		sr.BenchCPUPerDelivery = round3(1e6 * (cpu1 - run.cpu0).Seconds() / float64(sr.Delivered))
 	}
-	if st != nil {
+	if st := run.storm; st != nil {
 		sr.TypingSockets, sr.TypingSent, sr.TypingFailed = len(st.typers), st.sent.Load(), st.fails.Load()
-		if d := sendEnd.Sub(t0).Seconds(); d > 0 {
+		if d := run.sendEnd.Sub(run.t0).Seconds(); d > 0 {
 			sr.TypingPerS = round3(float64(sr.TypingSent) / d)
 		}
 	}
 	if sr.Seconds > 0 {
-		sr.RateAchieved = round3(float64(measuredSent) / sr.Seconds)
+		sr.RateAchieved = round3(float64(run.measured) / sr.Seconds)
 		sr.DeliveredPerS = round3(float64(sr.MeasuredDelivered) / sr.Seconds)
 	}
 	sr.Pass, sr.Fail = judge(sr, cfg.RampP99, cfg.keepUp)

@@ -150,3 +150,35 @@ func TestJudge(t *testing.T) {
 		}
 	}
 }
+
+func TestJudgeOverload(t *testing.T) {
+	cfg := Config{RampP99: 50e6, OverloadP99: 1e9, FeedLagBound: 2e9, RecoverAfter: 5e9}
+	ok := OverloadReport{Sent: 100, Accepted: 60, Shed: 40, AcceptedLatency: Percentiles{P99: 900}, FeedLagMaxS: 1.5, FeedLagSamples: 10,
+		RecoveryLatency: Percentiles{P99: 40}}
+	if pass, why := judgeOverload(&ok, cfg); !pass {
+		t.Fatalf("judge = %v %s", pass, why)
+	}
+	for name, mod := range map[string]func(*OverloadReport){
+		"accepted lost":    func(o *OverloadReport) { o.AcceptedLost = 1 },
+		"duplicated":       func(o *OverloadReport) { o.Duplicated = 1 },
+		"unanswered":       func(o *OverloadReport) { o.Unanswered = 1 },
+		"error without id": func(o *OverloadReport) { o.ErrorsWithoutID = 1 },
+		"slow accepted":    func(o *OverloadReport) { o.AcceptedLatency.P99 = 1001 },
+		"feed lag":         func(o *OverloadReport) { o.FeedLagMaxS = 2.1 },
+		"slow recovery":    func(o *OverloadReport) { o.RecoveryLatency.P99 = 51 },
+		"shed recovering":  func(o *OverloadReport) { o.RecoveryShed = 1 },
+		"nothing sent":     func(o *OverloadReport) { o.Sent = 0 },
+	} {
+		o := ok
+		mod(&o)
+		if pass, _ := judgeOverload(&o, cfg); pass {
+			t.Errorf("%s: passed", name)
+		}
+	}
+	// Without samples (a server without the gauge), the lag is not judged.
+	o := ok
+	o.FeedLagMaxS, o.FeedLagSamples = 0, 0
+	if pass, why := judgeOverload(&o, cfg); !pass {
+		t.Fatalf("no samples: %s", why)
+	}
+}

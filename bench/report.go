@@ -39,6 +39,8 @@ type Report struct {
 	Ramp      []StepReport `json:"ramp,omitempty"`
 	MaxRateOK float64      `json:"max_rate_ok,omitempty"` // highest ramp rate that passed
 	RampP99MS float64      `json:"ramp_p99_ms,omitempty"`
+
+	Overload *OverloadReport `json:"overload,omitempty"`
 }
 
 // IdleReport is the memory cost of idle sockets on the server.
@@ -142,6 +144,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if len(steps) == 0 && r.Fanout != nil {
 		steps = []StepReport{*r.Fanout}
 	}
+	if o := r.Overload; o != nil {
+		steps = []StepReport{o.Offered, o.Recovery}
+	}
 	if len(steps) > 0 {
 		fmt.Fprintln(w)
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -170,6 +175,27 @@ func (r *Report) WriteTable(w io.Writer) error {
 			if s.TypingSockets > 0 {
 				fmt.Fprintf(w, "typing storm at %.0f msg/s: %d sockets sent %d TYPING starts (%.0f/s, %d failed)\n",
 					s.RateTarget, s.TypingSockets, s.TypingSent, s.TypingPerS, s.TypingFailed)
+			}
+		}
+		for _, s := range steps {
+			if s.ServerFramesPerWrite > 0 {
+				fmt.Fprintf(w, "server at %.0f msg/s: %.2f frames per write\n", s.RateTarget, s.ServerFramesPerWrite)
+			}
+		}
+		if o := r.Overload; o != nil {
+			fmt.Fprintf(w, "overload at %.0f msg/s: %d sent, %d accepted (%.0f/s), %d shed %s, %d unanswered, %d accepted deliveries lost, %d duplicated\n",
+				o.OfferedRate, o.Sent, o.Accepted, o.AcceptedPerS, o.Shed, mapStr(o.ShedByCode), o.Unanswered, o.AcceptedLost, o.Duplicated)
+			fmt.Fprintf(w, "accepted messages: p50 %.1f ms, p99 %.1f ms, max %.1f ms; feed lag at most %.2f s (%d samples)\n",
+				o.AcceptedLatency.P50, o.AcceptedLatency.P99, o.AcceptedLatency.Max, o.FeedLagMaxS, o.FeedLagSamples)
+			fmt.Fprintf(w, "recovery at %.0f msg/s, measured from %.0fs after the drop: p99 %.1f ms, %d refused\n",
+				o.RecoverRate, o.RecoverAfterS, o.RecoveryLatency.P99, o.RecoveryShed)
+			result := "ok"
+			if !o.Pass {
+				result = "FAIL: " + o.Fail
+			}
+			fmt.Fprintf(w, "overload run: %s\n", result)
+			if o.Note != "" {
+				fmt.Fprintf(w, "note: %s\n", o.Note)
 			}
 		}
 		if len(r.Ramp) > 0 {

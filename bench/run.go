@@ -25,8 +25,9 @@ import (
 
 // Modes.
 const (
-	ModeIdle   = "idle"
-	ModeFanout = "fanout"
+	ModeIdle     = "idle"
+	ModeFanout   = "fanout"
+	ModeOverload = "overload"
 )
 
 // fdReserve is how many descriptors beyond the sockets the process keeps for
@@ -50,6 +51,10 @@ const (
 	DefaultConnectConcurrency = 64
 	DefaultSeedConcurrency    = 32
 	DefaultDialTimeout        = 10 * time.Second
+	DefaultRecoverAfter       = 5 * time.Second
+	DefaultRecoverFor         = 10 * time.Second
+	DefaultOverloadP99        = time.Second
+	DefaultFeedLagBound       = 2 * time.Second
 )
 
 // DefaultRamp is the rate ladder --ramp auto climbs, in messages per second.
@@ -59,7 +64,7 @@ var DefaultRamp = []float64{2000, 5000, 7500, 10000, 12500, 15000, 20000, 25000,
 // (*Config).setDefaults.
 type Config struct {
 	URL  string // http://127.0.0.1:8000; loopback only
-	Mode string // idle or fanout
+	Mode string // idle, fanout or overload
 
 	Users         int // idle: sockets; fanout: users (one socket each)
 	ConvsPerUser  int // idle: conversations each user belongs to (0: none)
@@ -75,6 +80,17 @@ type Config struct {
 	Duration time.Duration
 	Warmup   time.Duration
 	Drain    time.Duration
+
+	// Overload: after Rate for Warmup plus Duration, RecoverRate (default a
+	// quarter of Rate) at once, for RecoverAfter (not measured: the time the
+	// server has to recover) plus RecoverFor (measured against RampP99).
+	// The accepted messages' p99 must stay within OverloadP99 and the
+	// server's feed lag within FeedLagBound.
+	RecoverRate  float64
+	RecoverAfter time.Duration
+	RecoverFor   time.Duration
+	OverloadP99  time.Duration
+	FeedLagBound time.Duration
 
 	// TypingSockets (fanout) of the users each send a TYPING start every
 	// TypingEvery in one of their conversations while messages are sent and
@@ -122,13 +138,13 @@ func (c *Config) setDefaults() {
 		c.ConvSize = DefaultConvSize
 	}
 	if c.Users == 0 {
-		if c.Mode == ModeFanout && c.Conversations > 0 {
+		if c.Mode != ModeIdle && c.Conversations > 0 {
 			c.Users = c.Conversations * c.ConvSize
 		} else {
 			c.Users = DefaultUsers
 		}
 	}
-	if c.Mode == ModeFanout && c.Conversations == 0 {
+	if c.Mode != ModeIdle && c.Conversations == 0 {
 		c.Conversations = max(1, c.Users/c.ConvSize)
 	}
 	if c.UserPrefix == "" {
@@ -145,6 +161,21 @@ func (c *Config) setDefaults() {
 	}
 	if c.Drain == 0 {
 		c.Drain = DefaultDrain
+	}
+	if c.RecoverRate == 0 {
+		c.RecoverRate = c.Rate / 4
+	}
+	if c.RecoverAfter == 0 {
+		c.RecoverAfter = DefaultRecoverAfter
+	}
+	if c.RecoverFor == 0 {
+		c.RecoverFor = DefaultRecoverFor
+	}
+	if c.OverloadP99 == 0 {
+		c.OverloadP99 = DefaultOverloadP99
+	}
+	if c.FeedLagBound == 0 {
+		c.FeedLagBound = DefaultFeedLagBound
 	}
 	if c.TypingEvery == 0 {
 		c.TypingEvery = DefaultTypingEvery
@@ -183,9 +214,9 @@ const (
 
 func (c *Config) validate() error {
 	switch c.Mode {
-	case ModeIdle, ModeFanout:
+	case ModeIdle, ModeFanout, ModeOverload:
 	default:
-		return fmt.Errorf("--mode %q: want idle or fanout", c.Mode)
+		return fmt.Errorf("--mode %q: want idle, fanout or overload", c.Mode)
 	}
 	switch {
 	case c.Users < 1:
@@ -194,9 +225,9 @@ func (c *Config) validate() error {
 		return fmt.Errorf("--conv-size %d: want 2..%d", c.ConvSize, maxMembers)
 	case c.ConvsPerUser < 0 || c.ConvsPerUser > 1000:
 		return fmt.Errorf("--convs-per-user %d: want 0..1000", c.ConvsPerUser)
-	case c.Mode == ModeFanout && c.Conversations < 1:
+	case c.Mode != ModeIdle && c.Conversations < 1:
 		return fmt.Errorf("--conversations %d: want at least 1", c.Conversations)
-	case c.Mode == ModeFanout && c.Users < c.ConvSize:
+	case c.Mode != ModeIdle && c.Users < c.ConvSize:
 		return fmt.Errorf("--users %d: fan-out needs at least %d users", c.Users, c.ConvSize)
 	case c.Rate <= 0 || c.Rate > maxRate:
 		return fmt.Errorf("--msg-rate %v: want 0 < rate <= %d", c.Rate, maxRate)
@@ -205,8 +236,13 @@ func (c *Config) validate() error {
 		return fmt.Errorf("durations must be positive and at most %v", maxDuration)
 	case c.TypingSockets < 0 || c.TypingSockets > c.Users:
 		return fmt.Errorf("--typing-sockets %d: want 0..%d (the users)", c.TypingSockets, c.Users)
-	case c.TypingSockets > 0 && c.Mode != ModeFanout:
-		return errors.New("--typing-sockets needs --mode fanout")
+	case c.TypingSockets > 0 && c.Mode == ModeIdle:
+		return errors.New("--typing-sockets needs --mode fanout or overload")
+	case c.Mode == ModeOverload && (c.RecoverRate <= 0 || c.RecoverRate > maxRate):
+		return fmt.Errorf("--recover-rate %v: want 0 < rate <= %d", c.RecoverRate, maxRate)
+	case c.Mode == ModeOverload && (c.RecoverAfter < 0 || c.RecoverAfter > maxDuration || c.RecoverFor <= 0 || c.RecoverFor > maxDuration ||
+		c.OverloadP99 <= 0 || c.FeedLagBound <= 0):
+		return errors.New("--recover-after, --recover-for, --overload-p99 and --feed-lag-bound must be positive (--recover-after may be 0) and at most an hour")
 	case c.TypingEvery < time.Millisecond || c.TypingEvery > time.Minute:
 		return fmt.Errorf("--typing-every %v: want 1ms..1m", c.TypingEvery)
 	case c.IDBase < 0:
@@ -353,6 +389,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	switch cfg.Mode {
 	case ModeIdle:
 		err = r.idle(ctx, rep)
+	case ModeOverload:
+		err = r.overload(ctx, rep)
 	default:
 		err = r.fanout(ctx, rep)
 	}

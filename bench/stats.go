@@ -97,6 +97,7 @@ type Tracker struct {
 	ack   Recorder // send -> ACK, measured messages only
 
 	sent, sendFailed, acked, delivered, dups, ooo, unknown, measuredDelivered atomic.Int64
+	refused, refusedMeasured                                                  atomic.Int64
 
 	errMu  sync.Mutex
 	errors map[string]int64
@@ -114,7 +115,8 @@ type trackedConv struct {
 
 type trackedMsg struct {
 	sender   int8 // member index
-	failed   bool // the write failed: nothing is expected
+	failed   bool // the write failed, or the server refused it: nothing is expected
+	refused  bool // the server answered it with an ERROR
 	measured bool // sent after warm-up: its latency counts
 	acked    bool
 	got      [maxMembers]uint8 // deliveries per member index (saturating)
@@ -157,6 +159,30 @@ func (t *Tracker) SendFailed(conv, seq int) {
 		t.sendFailed.Add(1)
 	}
 	c.mu.Unlock()
+}
+
+// Refused marks a message the server answered with an ERROR: nothing was
+// stored, no delivery is expected (it counts as a failed send too).
+func (t *Tracker) Refused(conv, seq int) {
+	if conv < 0 || conv >= len(t.convs) {
+		return
+	}
+	c := &t.convs[conv]
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if seq < 1 || seq > len(c.msgs) || c.msgs[seq-1].refused {
+		return
+	}
+	m := &c.msgs[seq-1]
+	m.refused = true
+	t.refused.Add(1)
+	if m.measured {
+		t.refusedMeasured.Add(1)
+	}
+	if !m.failed {
+		m.failed = true
+		t.sendFailed.Add(1)
+	}
 }
 
 // Ack records the server's acknowledgement of a message, latency after its
@@ -264,12 +290,20 @@ type Counts struct {
 	OutOfOrder        int64            `json:"out_of_order"`
 	Unknown           int64            `json:"unknown"`
 	Errors            map[string]int64 `json:"errors"`
+	// Refused sends were answered with an ERROR (RefusedMeasured: of those
+	// sent after the warm-up); AckedLost counts deliveries of acknowledged
+	// messages that never came; Unanswered, sends neither acknowledged nor
+	// refused (nor failed to write).
+	Refused         int64 `json:"refused"`
+	RefusedMeasured int64 `json:"refused_measured"`
+	AckedLost       int64 `json:"acked_lost"`
+	Unanswered      int64 `json:"unanswered"`
 }
 
 // Counts returns the accounting figures. Lost counts members that have not
 // received a message sent to them (so far).
 func (t *Tracker) Counts() Counts {
-	var expected, lost int64
+	var expected, lost, ackedLost, unanswered int64
 	for i := range t.convs {
 		c := &t.convs[i]
 		c.mu.Lock()
@@ -278,10 +312,16 @@ func (t *Tracker) Counts() Counts {
 			if m.failed {
 				continue
 			}
+			if !m.acked {
+				unanswered++
+			}
 			for r := range c.members {
 				expected++
 				if m.got[r] == 0 {
 					lost++
+					if m.acked {
+						ackedLost++
+					}
 				}
 			}
 		}
@@ -305,6 +345,10 @@ func (t *Tracker) Counts() Counts {
 		OutOfOrder:        t.ooo.Load(),
 		Unknown:           t.unknown.Load(),
 		Errors:            errs,
+		Refused:           t.refused.Load(),
+		RefusedMeasured:   t.refusedMeasured.Load(),
+		AckedLost:         ackedLost,
+		Unanswered:        unanswered,
 	}
 }
 

@@ -77,8 +77,12 @@ func TestTrackerLossDupOrder(t *testing.T) {
 	s2 := tr.Send(0, 0, true)  // delivered only to socket 0: one lost
 	s3 := tr.Send(0, 1, true)  // write failed: nothing expected
 	s4 := tr.Send(0, 0, false) // warm-up: counts, no latency
+	s5 := tr.Send(0, 1, true)  // refused by the server: nothing expected
 	tr.SendFailed(0, s3)
 	tr.SendFailed(0, s3) // idempotent
+	tr.Refused(0, s5)
+	tr.Refused(0, s5)                 // idempotent
+	tr.Ack(0, s2, 2*time.Millisecond) // acknowledged, then lost at socket 1
 
 	tr.Deliver(0, s1, 0, 10, time.Millisecond)
 	tr.Deliver(0, s1, 1, 10, time.Millisecond)
@@ -92,7 +96,8 @@ func TestTrackerLossDupOrder(t *testing.T) {
 	tr.Error("rate_limited")
 
 	c := tr.Counts()
-	want := Counts{Sent: 4, SendFailed: 1, Expected: 6, Delivered: 5, MeasuredDelivered: 3, Lost: 1, Duplicated: 1, OutOfOrder: 1, Unknown: 2}
+	want := Counts{Sent: 5, SendFailed: 2, Acked: 1, Expected: 6, Delivered: 5, MeasuredDelivered: 3, Lost: 1, Duplicated: 1, OutOfOrder: 1, Unknown: 2,
+		Refused: 1, RefusedMeasured: 1, AckedLost: 1, Unanswered: 2}
 	c.Errors = nil
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("Counts = %+v\nwant     %+v", c, want)

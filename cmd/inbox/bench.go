@@ -28,7 +28,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var sources, ramp string
 	var quiet bool
 	fs.StringVar(&cfg.URL, "url", bench.DefaultURL, "inboxd base URL; loopback only (127.0.0.0/8, ::1, localhost)")
-	fs.StringVar(&cfg.Mode, "mode", bench.ModeFanout, "idle (memory per socket) or fanout (throughput, latency, loss)")
+	fs.StringVar(&cfg.Mode, "mode", bench.ModeFanout, "idle (memory per socket), fanout (throughput, latency, loss) or overload (more than the server takes, then a drop: accepted, shed, p99 of accepted, recovery)")
 	fs.IntVar(&cfg.Users, "users", 0, "users, one socket each (default "+strconv.Itoa(bench.DefaultUsers)+", or conversations×conv-size in fanout)")
 	fs.IntVar(&cfg.ConvsPerUser, "convs-per-user", bench.DefaultConvsPerUser, "idle: conversations each user belongs to (0: seed none)")
 	fs.IntVar(&cfg.ConvSize, "conv-size", bench.DefaultConvSize, "members per seeded conversation (2..8)")
@@ -42,6 +42,11 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&cfg.Duration, "duration", bench.DefaultDuration, "fanout: measured sending time per rate")
 	fs.DurationVar(&cfg.Warmup, "warmup", bench.DefaultWarmup, "fanout: sending time before measuring, per rate")
 	fs.DurationVar(&cfg.Drain, "drain", bench.DefaultDrain, "fanout: longest wait for outstanding deliveries after sending")
+	fs.Float64Var(&cfg.RecoverRate, "recover-rate", 0, "overload: messages per second right after the overload (default a quarter of --msg-rate)")
+	fs.DurationVar(&cfg.RecoverAfter, "recover-after", bench.DefaultRecoverAfter, "overload: time after the drop before the recovery is measured")
+	fs.DurationVar(&cfg.RecoverFor, "recover-for", bench.DefaultRecoverFor, "overload: measured recovery time; its p99 must be within --ramp-p99")
+	fs.DurationVar(&cfg.OverloadP99, "overload-p99", bench.DefaultOverloadP99, "overload: p99 bound of the accepted messages")
+	fs.DurationVar(&cfg.FeedLagBound, "feed-lag-bound", bench.DefaultFeedLagBound, "overload: bound of the server's feed lag (inbox_feed_lag_seconds, sampled every 250 ms)")
 	fs.IntVar(&cfg.TypingSockets, "typing-sockets", 0, "fanout: this many of the users each keep sending TYPING starts (a typing storm) while messages are measured")
 	fs.DurationVar(&cfg.TypingEvery, "typing-every", bench.DefaultTypingEvery, "fanout: how often each storming socket sends a TYPING start")
 	fs.DurationVar(&cfg.Settle, "settle", bench.DefaultSettle, "wait after connecting before measuring")
@@ -61,12 +66,16 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cli.Describe(fs, "inbox bench [flags]", `
 Load-test a running inboxd over loopback: --mode idle opens many quiet sockets
 and measures memory per socket; --mode fanout sends messages between seeded
-conversation members and measures delivery latency and loss. It seeds users
+conversation members and measures delivery latency and loss; --mode
+overload offers more than the server can take for --duration, then drops to
+--recover-rate, and reports what was accepted and shed, the p99 of what was
+accepted, the server's feed lag and the recovery. It seeds users
 and conversations through the service API. Prints a table on stderr and one
 JSON line with every figure on stdout.`,
 		"inbox bench --mode fanout --users 10000 --msg-rate 5000 --duration 30s",
 		"inbox bench --mode fanout --ramp auto",
 		"inbox bench --mode fanout --users 10000 --msg-rate 5000 --typing-sockets 5000",
+		"inbox bench --mode overload --users 10000 --msg-rate 10000 --duration 30s",
 		"inbox bench --mode idle --users 19000 --convs-per-user 10 --hold 30s")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
