@@ -222,3 +222,44 @@ func TestPartitionedProjection(t *testing.T) {
 		t.Fatal("verify of partition 5 of 3 answered")
 	}
 }
+
+// TestConversationListOrderAcrossPartitions: with more than one partition
+// the list is newest activity first by time, not by id: a conversation in a
+// busy partition (high sequences) with old messages comes after one in a
+// quiet partition with a newer message.
+func TestConversationListOrderAcrossPartitions(t *testing.T) {
+	e := newEnvN(t, 3)
+	db := openDB(t, "order.db")
+	p := NewProjector(ProjectorConfig{Name: "o"}, ProjectorDeps{DB: db, Store: e.store, Logger: testLogger(t)})
+	startProjector(t, p)
+	busy, quiet := int64(1), int64(1)
+	for eventstore.Partition(quiet, 3) == eventstore.Partition(busy, 3) {
+		quiet++
+	}
+	old := time.Date(2025, 1, 15, 10, 0, 0, 0, time.UTC)
+	for _, id := range []int64{busy, quiet} {
+		c := created(id, "alice", "bob")
+		c.At = old
+		e.append(t, c)
+	}
+	for i := range 40 {
+		m := msg(busy, "bob", fmt.Sprint("old ", i))
+		m.At = old.Add(time.Duration(i) * time.Second)
+		e.append(t, m)
+	}
+	newer := msg(quiet, "bob", "newer")
+	newer.At = old.Add(time.Hour)
+	e.append(t, newer)
+	waitApplied(t, e, p)
+	convs, err := db.Conversations(context.Background(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(convs) != 2 || convs[0].ID != quiet || convs[1].ID != busy {
+		var got []int64
+		for _, c := range convs {
+			got = append(got, c.ID)
+		}
+		t.Fatalf("alice's list %v, want %d (newer message) before %d (busier partition, older messages)", got, quiet, busy)
+	}
+}

@@ -121,17 +121,33 @@ func (db *DB) Conversations(ctx context.Context, userID string) ([]Conversation,
 		return nil, fmt.Errorf("conversations of %s: %w", userID, err)
 	}
 	defer tx.Rollback()
-	convs, err := queryConversations(ctx, tx, userID)
+	convs, err := queryConversations(ctx, tx, userID, db.n > 1)
 	if err != nil {
 		return nil, fmt.Errorf("conversations of %s: %w", userID, err)
 	}
 	return convs, nil
 }
 
-func queryConversations(ctx context.Context, tx *sql.Tx, userID string) ([]Conversation, error) {
+// Conversation lists are ordered by last activity (a conversation's
+// creation or its last message), newest first. With one partition the
+// activity's id is its order. With more, ids of different partitions are
+// sequences of different streams, not in time order: the list is ordered by
+// the activity's time (whole seconds, as stored), then its id.
+const (
+	byActivitySeq  = `ORDER BY c.last_activity_seq DESC, c.id DESC`
+	byActivityTime = `ORDER BY CASE WHEN c.last_message_id > c.created_seq THEN lm.created_at ELSE c.created_at END DESC,
+		c.last_activity_seq DESC, c.id DESC`
+)
+
+func queryConversations(ctx context.Context, tx *sql.Tx, userID string, partitioned bool) ([]Conversation, error) {
+	order := byActivitySeq
+	if partitioned {
+		order = byActivityTime
+	}
 	rows, err := tx.QueryContext(ctx, `
 		SELECT c.id, me.unread FROM members me JOIN conversations c ON c.id = me.conversation_id
-		WHERE me.user_id = ? ORDER BY c.last_activity_seq DESC, c.id DESC`, userID)
+		LEFT JOIN messages lm ON lm.id = c.last_message_id
+		WHERE me.user_id = ? `+order, userID)
 	if err != nil {
 		return nil, err
 	}
