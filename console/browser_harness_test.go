@@ -256,6 +256,12 @@ type server struct {
 // can be among allowedOrigins, with the demo users and conversations.
 func startServer(t *testing.T, allowedOrigins ...string) *server {
 	t.Helper()
+	return startServerWith(t, 1, allowedOrigins...)
+}
+
+// startServerWith is startServer with the stream in partitions partitions.
+func startServerWith(t *testing.T, partitions int, allowedOrigins ...string) *server {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -265,7 +271,7 @@ func startServer(t *testing.T, allowedOrigins ...string) *server {
 	url := "http://" + addr
 	dir := t.TempDir()
 	cfg := node.Config{
-		DataDir: dir, HTTPAddr: addr, NATSListen: "", NodeID: "console-test",
+		DataDir: dir, HTTPAddr: addr, NATSListen: "", NodeID: "console-test", Partitions: partitions,
 		AllowedOrigins: append([]string{url}, allowedOrigins...),
 		Logger:         testutil.Logger(),
 		// Catch-ups of two events a page: a resume pages (SYNCED "more": true).

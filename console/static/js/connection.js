@@ -1,7 +1,15 @@
 // Connection keeps one WebSocket to /ws/inbox/ open. Every (re)connect asks
-// for the events after the last sequence it saw (?since=), so after a drop
+// for the events after the last ones it saw (?since=), so after a drop
 // nothing is missed and nothing arrives twice; a SYNCED with "more": true is
-// followed by RESUME frames until the catch-up is complete. A refused
+// followed by RESUME frames until the catch-up is complete.
+//
+// What it saw is kept per partition (docs/protocol.md, Resume with more than
+// one partition): a server with one stream sends SYNCED without a cursor and
+// every seq is a sequence of that stream, so the highest seq is the
+// position; with more streams SYNCED carries a cursor and a seq names its
+// partition in its low 8 bits, so the position is the highest seq of each
+// partition, sent as a comma-separated list. Until the first SYNCED tells
+// which, the list is sent: a one-stream server takes its highest entry. A refused
 // upgrade is invisible to a page (no status, no body), so after a socket
 // that never opened the connection asks checkSession why, and stops if the
 // credentials are refused.
@@ -24,6 +32,8 @@ export class Connection {
     this.checkSession = checkSession;
     this.ws = null;
     this.lastSeq = 0;
+    this.seen = new Map(); // seq % 256 -> the highest seq seen there
+    this.partitioned = null; // unknown until a SYNCED: has it a cursor?
     this.attempts = 0;
     this.stopped = true;
     this.state = { name: 'stopped' };
@@ -32,8 +42,13 @@ export class Connection {
     };
   }
 
+  // start opens the socket from the ids in since (event ids the page
+  // already holds, e.g. each conversation's last message).
   start(since) {
-    this.lastSeq = since;
+    this.lastSeq = 0;
+    this.seen = new Map();
+    this.partitioned = null;
+    for (const id of since) this.note(id);
     this.stopped = false;
     window.addEventListener('online', this.onOnline);
     this.pinger = setInterval(() => this.ping(), PING_EVERY);
@@ -71,7 +86,7 @@ export class Connection {
     clearTimeout(this.retryTimer);
     const q = new URLSearchParams();
     if (this.token) q.set('token', this.token);
-    q.set('since', String(this.lastSeq));
+    q.set('since', this.position());
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
     const ws = new WebSocket(`${scheme}//${location.host}/ws/inbox/?${q}`);
     this.ws = ws;
@@ -98,10 +113,12 @@ export class Connection {
       return;
     }
     this.lastFrameAt = Date.now();
-    if (Number.isSafeInteger(f.seq) && f.seq > this.lastSeq) this.lastSeq = f.seq;
+    if (Number.isSafeInteger(f.seq)) this.note(f.seq);
     if (f.type === 'SYNCED') {
+      this.partitioned = typeof f.cursor === 'string';
+      if (this.partitioned) for (const id of f.cursor.split(',')) this.note(Number(id));
       if (f.more) {
-        this.resume(f.seq);
+        this.resume(this.partitioned ? f.cursor : f.seq);
       } else {
         this.resuming = null;
         this.attempts = 0;
@@ -118,7 +135,22 @@ export class Connection {
   resume(since) {
     clearTimeout(this.resumeTimer);
     this.resuming = since;
-    this.send({ type: 'RESUME', since });
+    this.send(typeof since === 'string' ? { type: 'RESUME', cursor: since } : { type: 'RESUME', since });
+  }
+
+  // note records an event id seen.
+  note(id) {
+    if (!Number.isSafeInteger(id) || id < 0) return;
+    if (id > this.lastSeq) this.lastSeq = id;
+    const k = id % 256;
+    if (!(this.seen.get(k) >= id)) this.seen.set(k, id);
+  }
+
+  // position is where a (re)connect resumes from: the highest seq with one
+  // stream, the highest of each partition with more (or while unknown).
+  position() {
+    if (this.partitioned === false || this.seen.size <= 1) return String(this.lastSeq);
+    return [...this.seen.values()].sort((a, b) => a - b).join(',');
   }
 
   // resumeRefused handles the server's refusal of a RESUME: a spent catch-up

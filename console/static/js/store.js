@@ -78,12 +78,13 @@ export class ChatStore extends EventTarget {
     return c;
   }
 
-  // start loads the conversation list and opens the socket from the newest
-  // message in it: what came after is replayed, so nothing falls between.
+  // start loads the conversation list and opens the socket from the last
+  // message of each conversation in it: what came after is replayed, so
+  // nothing falls between.
   async start() {
     await this.refresh();
-    let since = 0;
-    for (const c of this.convs.values()) since = Math.max(since, c.last?.id ?? 0);
+    const since = [0];
+    for (const c of this.convs.values()) if (c.last?.id) since.push(c.last.id);
     this.conn.start(since);
     this.lookUpPresence();
   }
