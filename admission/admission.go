@@ -197,7 +197,16 @@ func (c *Controller) Config() Config { return c.cfg }
 
 // Admit returns nil if a request of kind k may go ahead, else a *Shed
 // saying why and when to retry (and counts it).
-func (c *Controller) Admit(k Kind) error {
+func (c *Controller) Admit(k Kind) error { return c.AdmitWaited(k, 0) }
+
+// AdmitWaited is Admit for a request that has already waited in the node
+// for waited (since it arrived): one that waited past the append latency
+// bound is refused, so what is accepted was not left waiting. The wait
+// counts as append latency for the requests after it.
+func (c *Controller) AdmitWaited(k Kind, waited time.Duration) error {
+	if waited > 0 {
+		c.observe(c.cfg.now(), waited)
+	}
 	s := c.check(k)
 	if s == nil {
 		return nil
@@ -251,9 +260,13 @@ func (c *Controller) Dispatched(id uint64, stored time.Time) {
 	c.dispatchedAt.Store(now.UnixNano())
 }
 
-// Begin records an append about to be made; pass what it returns to Done.
-func (c *Controller) Begin() Started {
-	ms := c.cfg.now().Sub(c.epoch).Milliseconds()
+// Begin records an append about to be made for a request that arrived at
+// at (zero: now); pass what it returns to Done.
+func (c *Controller) Begin(at time.Time) Started {
+	if at.IsZero() {
+		at = c.cfg.now()
+	}
+	ms := at.Sub(c.epoch).Milliseconds()
 	c.inFlight.Add(1)
 	c.startSumMS.Add(ms)
 	return Started(ms)
@@ -277,11 +290,15 @@ func (c *Controller) Done(s Started, id uint64) {
 			}
 		}
 	}
-	took := now.Sub(c.epoch) - time.Duration(s)*time.Millisecond
+	c.observe(now, now.Sub(c.epoch)-time.Duration(s)*time.Millisecond)
+}
+
+// observe records a request that took (or has waited) d, at now.
+func (c *Controller) observe(now time.Time, d time.Duration) {
 	w := now.UnixNano() / int64(latencyWindow)
 	c.latMu.Lock()
 	c.rotateLocked(w)
-	c.latMax = max(c.latMax, took)
+	c.latMax = max(c.latMax, d)
 	c.latMu.Unlock()
 }
 

@@ -84,7 +84,7 @@ func TestFeedLag(t *testing.T) {
 	admits(t, c, nil, nil)
 
 	// A stalled feed: this node stored seq 5, the feed is still at 3.
-	b := c.Begin()
+	b := c.Begin(time.Time{})
 	c.Done(b, 5)
 	clk.add(150 * time.Millisecond)
 	admits(t, c, nil, nil)
@@ -105,7 +105,7 @@ func TestFeedLag(t *testing.T) {
 
 func TestAppendLatency(t *testing.T) {
 	c, clk := newTest(t, Config{MaxAppendLatency: 400 * time.Millisecond})
-	b := c.Begin()
+	b := c.Begin(time.Time{})
 	clk.add(300 * time.Millisecond)
 	admits(t, c, nil, AppendLatency) // in flight for 300 ms
 	c.Done(b, 1)
@@ -116,9 +116,9 @@ func TestAppendLatency(t *testing.T) {
 	admits(t, c, nil, nil)
 
 	// Appends stuck in flight count by their mean age.
-	b1 := c.Begin()
+	b1 := c.Begin(time.Time{})
 	clk.add(600 * time.Millisecond)
-	b2 := c.Begin()
+	b2 := c.Begin(time.Time{})
 	admits(t, c, nil, AppendLatency) // mean age 300 ms
 	clk.add(200 * time.Millisecond)
 	admits(t, c, AppendLatency, AppendLatency) // mean age 500 ms
@@ -186,10 +186,32 @@ func TestCounts(t *testing.T) {
 func TestFeedLagPartitions(t *testing.T) {
 	c, clk := newTest(t, Config{MaxFeedLag: 400 * time.Millisecond, Partitions: 4})
 	c.Dispatched(eventstore.ID(4, 2, 10), clk.now())
-	c.Done(c.Begin(), eventstore.ID(4, 2, 11)) // stored in partition 2, not yet dispatched
+	c.Done(c.Begin(time.Time{}), eventstore.ID(4, 2, 11)) // stored in partition 2, not yet dispatched
 	c.Dispatched(eventstore.ID(4, 1, 500), clk.now())
 	clk.add(500 * time.Millisecond)
 	admits(t, c, FeedLag, FeedLag)
 	c.Dispatched(eventstore.ID(4, 2, 11), clk.ago(time.Millisecond))
 	admits(t, c, nil, nil)
+}
+
+// TestAdmitWaited: a request that waited in the node past the append
+// latency bound is refused (what is accepted did not wait that long), and
+// the wait counts against the requests after it for a window or two.
+func TestAdmitWaited(t *testing.T) {
+	c, clk := newTest(t, Config{MaxAppendLatency: 400 * time.Millisecond})
+	if err := c.AdmitWaited(Message, 100*time.Millisecond); err != nil {
+		t.Fatalf("waited 100 ms: %v", err)
+	}
+	clk.add(2 * latencyWindow)
+	var s *Shed
+	if err := c.AdmitWaited(Message, 600*time.Millisecond); !errors.As(err, &s) || s.Reason != AppendLatency || s.Value != int64(600*time.Millisecond) {
+		t.Fatalf("waited 600 ms: %v", err)
+	}
+	admits(t, c, AppendLatency, AppendLatency)
+	clk.add(2 * latencyWindow)
+	admits(t, c, nil, nil)
+	// Begin at the arrival: the wait before it is part of the append's time.
+	b := c.Begin(clk.ago(450 * time.Millisecond))
+	c.Done(b, 0)
+	admits(t, c, AppendLatency, AppendLatency)
 }

@@ -2,6 +2,7 @@ package bench_test
 
 import (
 	"context"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -34,6 +35,24 @@ func startNode(tb testing.TB, mods ...func(*node.Config)) (url, dir string) {
 
 // TestBenchSmoke drives a real in-process inboxd (embedded NATS, SQLite,
 // edge, API) with a short fan-out run and a small idle run.
+// judgeCorrect judges a fan-out step's correctness, not its speed: a loaded
+// machine sends fewer and its node may shed some sends (docs/overload.md),
+// but every send is acknowledged or refused with an ERROR carrying its
+// client_msg_id, and every acknowledged message is delivered to both
+// members once, in order.
+func judgeCorrect(t *testing.T, s *bench.StepReport) {
+	t.Helper()
+	for code := range s.Errors {
+		if code != "unavailable" {
+			t.Fatalf("ERROR %s answered a send: %+v", code, s)
+		}
+	}
+	if s.Sent == 0 || s.Acked == 0 || s.Acked+s.Refused != s.Sent || s.SendFailed != s.Refused || s.Unanswered != 0 || s.AckedLost != 0 ||
+		s.Expected != 2*s.Acked || s.Delivered != s.Expected || s.Lost != 0 || s.Duplicated != 0 || s.OutOfOrder != 0 {
+		t.Fatalf("fan-out figures = %+v", s)
+	}
+}
+
 func TestBenchSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a node")
@@ -53,10 +72,7 @@ func TestBenchSmoke(t *testing.T) {
 			t.Fatal("no fan-out figures")
 		}
 		t.Logf("sent %d delivered %d p50 %.2fms p99 %.2fms server cpu %.1f%%", s.Sent, s.Delivered, s.Latency.P50, s.Latency.P99, s.ServerCPUPct)
-		if s.Sent < 150 || s.Lost != 0 || s.Duplicated != 0 || s.OutOfOrder != 0 || s.Acked != s.Sent ||
-			s.Expected != 2*s.Sent || s.Delivered != s.Expected || s.SendFailed != 0 || len(s.Errors) != 0 {
-			t.Fatalf("fan-out figures = %+v", s)
-		}
+		judgeCorrect(t, s)
 		if s.Latency.Count == 0 || s.Latency.P50 <= 0 || s.Latency.Max > 10_000 || s.ServerCPUPct <= 0 {
 			t.Fatalf("latency %+v, server cpu %v%%", s.Latency, s.ServerCPUPct)
 		}
@@ -83,13 +99,18 @@ func TestBenchSmoke(t *testing.T) {
 			t.Fatal(err)
 		}
 		s := rep.Fanout
-		if s == nil || s.TypingSockets != 10 || s.TypingSent < 100 || s.TypingFailed != 0 || len(s.Errors) != 0 || s.Lost != 0 || s.Delivered != s.Expected {
+		if s == nil || s.TypingSockets != 10 || s.TypingSent == 0 || s.TypingFailed != 0 {
 			t.Fatalf("typing storm figures = %+v", s)
 		}
+		judgeCorrect(t, s)
 		// The server appends at most one start per user and conversation per
-		// second: about 10/s here, each delivered to the typer's partner.
-		if got := rep.FramesByType["TYPING"]; got < 10 || got > 40 {
-			t.Errorf("%d TYPING frames received for %d sent in %.1fs, want about one per typer per second", got, s.TypingSent, s.Seconds+s.WarmupSeconds)
+		// second, each delivered to the typer's partner: never more than one
+		// frame per typer and started second of the run (however slow the
+		// machine), never more than were sent, and at least the first one.
+		elapsed := s.WarmupSeconds + s.Seconds + s.DrainSeconds
+		most := min(s.TypingSent, int64(s.TypingSockets)*(int64(math.Ceil(elapsed))+1))
+		if got := int64(rep.FramesByType["TYPING"]); got < 1 || got > most {
+			t.Errorf("%d TYPING frames received for %d sent by %d typers in %.1fs, want 1 to %d (one per typer per second)", got, s.TypingSent, s.TypingSockets, elapsed, most)
 		}
 	})
 

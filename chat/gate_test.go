@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"inbox/admission"
 	"inbox/chat"
@@ -87,5 +88,32 @@ func TestShedAtTheDoor(t *testing.T) {
 	got := gate.Status().Shed
 	if got["typing"]["socket_queue"] != 1 || got["message"]["socket_queue"] != 3 {
 		t.Fatalf("shed counts = %v", got)
+	}
+}
+
+// TestShedWhatWaited: a send that waited in the node (chat.Received) past the
+// append latency bound is refused before it is appended; one that arrived
+// just now goes through.
+func TestShedWhatWaited(t *testing.T) {
+	st := testnats.Store(t, testnats.Server(t))
+	dir := chat.NewDirectory()
+	runFeed(t, st, dir)
+	gate := admission.New(admission.Config{MaxAppendLatency: 500 * time.Millisecond})
+	svc := chat.New(chat.Limits{}, chat.Deps{Store: st, Locator: st, Directory: dir, Gate: gate})
+	ctx := context.Background()
+	if _, _, err := svc.CreateConversation(ctx, 1, members("a", "b")); err != nil {
+		t.Fatal(err)
+	}
+	late := chat.Received(ctx, time.Now().Add(-time.Second))
+	_, err := svc.Send(late, chat.Sender{UserID: "a"}, chat.SendRequest{ConversationID: 1, Text: "late", ClientMsgID: "w-1"})
+	if chat.CodeOf(err) != chat.CodeUnavailable || !chat.IsShed(err) {
+		t.Fatalf("a send that waited 1 s: %v, want unavailable", err)
+	}
+	c, err := st.Last(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stored := c[0]; stored != 1 { // the conversation's creation only
+		t.Fatalf("the stream holds %d events, want 1: the late send was stored", stored)
 	}
 }

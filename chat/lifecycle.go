@@ -147,10 +147,10 @@ func (s *Service) change(ctx context.Context, by Actor, ev eventstore.KeyedEvent
 		if err := s.checkMember(conv, by.UserID); err != nil {
 			return Changed{}, err
 		}
-		if err := s.admit(admission.Message); err != nil {
+		if err := s.admit(ctx, admission.Message); err != nil {
 			return Changed{}, err
 		}
-		w := s.begin()
+		w := s.begin(ctx)
 		defer func() { w.done(ch.Seq) }()
 	}
 	if s.reads == nil {

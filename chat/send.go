@@ -59,10 +59,10 @@ func (s *Service) Send(ctx context.Context, from Sender, req SendRequest) (Sent,
 	if err := s.checkMember(req.ConversationID, from.UserID); err != nil {
 		return Sent{}, err
 	}
-	if err := s.admit(admission.Message); err != nil {
+	if err := s.admit(ctx, admission.Message); err != nil {
 		return Sent{}, err
 	}
-	w := s.begin()
+	w := s.begin(ctx)
 	name, avatar := from.Name, from.Avatar
 	if p, ok := s.dir.Profile(from.UserID); ok {
 		name, avatar = p.Name, p.Avatar
@@ -275,10 +275,10 @@ func (s *Service) Read(ctx context.Context, user string, conv int64, upTo int64,
 			return 0, Errorf(CodeBadRequest, "message id %d is not a positive integer up to %d (2^53−1)", id, int64(eventstore.MaxID))
 		}
 	}
-	if err := s.admit(admission.Message); err != nil {
+	if err := s.admit(ctx, admission.Message); err != nil {
 		return 0, err
 	}
-	w := s.begin()
+	w := s.begin(ctx)
 	var seq uint64
 	defer func() { w.done(seq) }()
 	// Ids the read model has applied are checked in one query; only newer

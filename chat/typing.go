@@ -53,7 +53,7 @@ func (s *Service) AdmitTyping(user string, conv int64, isTyping bool) (*eventsto
 	if err := s.checkMember(conv, user); err != nil {
 		return nil, err
 	}
-	if s.admit(admission.Typing) != nil {
+	if s.admit(context.Background(), admission.Typing) != nil {
 		// Shed while the node is busy, before the throttle notes it: the
 		// client's next frame tries again. Silent, like a throttled one.
 		return nil, nil
@@ -145,7 +145,7 @@ func (s *Service) typingDue(k typingKey, p *pendingTyping) {
 		s.typingMu.Unlock()
 		return // cancelled, or the service closed
 	}
-	if s.admit(admission.Typing) != nil { // shed: the change is dropped
+	if s.admit(context.Background(), admission.Typing) != nil { // shed: the change is dropped
 		last.pending = nil
 		s.typing[k] = last
 		s.typingMu.Unlock()
@@ -183,7 +183,7 @@ func (s *Service) typingEnded(user string, conv int64) {
 
 // AppendTyping appends a typing event AdmitTyping returned.
 func (s *Service) AppendTyping(ctx context.Context, ev *eventstore.Typing) (uint64, error) {
-	w := s.begin()
+	w := s.begin(ctx)
 	seq, err := s.append(ctx, ev)
 	w.done(seq)
 	return seq, err

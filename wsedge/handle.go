@@ -1,10 +1,13 @@
 package wsedge
 
 import (
+	"context"
 	"fmt"
+	"time"
 
 	"github.com/gobwas/ws"
 
+	"inbox/admission"
 	"inbox/chat"
 	"inbox/eventstore"
 )
@@ -33,8 +36,16 @@ func (c *conn) handle(data []byte) {
 		if err == nil && req.op == inResume {
 			err = c.admitResume()
 		}
+		if err == nil && isWrite(req.op) {
+			// Refused at the door while the node is busy: the frame costs
+			// an ERROR, not a place in the worker's queue (docs/overload.md).
+			err = c.hub.svc.Admit(admission.Message)
+		}
 	}
 	j := job{req: req, err: err}
+	if err == nil && isWrite(req.op) {
+		j.at = time.Now() // its wait for the worker counts toward admission
+	}
 	idle := c.idle()
 	if err == nil && req.op == inTyping && idle {
 		// Most frames of someone who keeps typing are throttled: they cost
@@ -51,6 +62,16 @@ func (c *conn) handle(data []byte) {
 	c.queue(j)
 }
 
+// isWrite reports whether a client frame of type op is a user's write that
+// the node sheds while busy (admission.Message); typing has its own rule.
+func isWrite(op string) bool {
+	switch op {
+	case inMessage, inRead, inEdit, inDelete, inReact:
+		return true
+	}
+	return false
+}
+
 // job is work for the socket's worker: a client frame, or the catch-up of a
 // socket opened with ?since.
 type job struct {
@@ -59,6 +80,7 @@ type job struct {
 	typing  *eventstore.Typing // an admitted typing event to append
 	catchUp bool
 	since   eventstore.Cursor
+	at      time.Time // when a write was read (zero: other frames)
 }
 
 // maxJobs is how many frames may wait for one socket's worker; one more
@@ -120,6 +142,9 @@ func (c *conn) act(j job) {
 		return
 	}
 	ctx := c.hub.ctx
+	if !j.at.IsZero() {
+		ctx = chat.Received(ctx, j.at)
+	}
 	svc := c.hub.svc
 	switch req.op {
 	case inMessage:
@@ -157,7 +182,7 @@ func (c *conn) act(j job) {
 			c.replyError(err, req)
 		}
 	case inEdit, inDelete, inReact:
-		c.change(req)
+		c.change(ctx, req)
 	case inPing:
 		c.enqueue(pongFrame)
 	case inResume:
@@ -169,8 +194,8 @@ func (c *conn) act(j job) {
 
 // change acts on an EDIT, DELETE or REACT frame; with a client_msg_id it is
 // acknowledged, naming the message and the change's seq.
-func (c *conn) change(req request) {
-	ctx, svc := c.hub.ctx, c.hub.svc
+func (c *conn) change(ctx context.Context, req request) {
+	svc := c.hub.svc
 	by := chat.Actor{UserID: c.user}
 	var ch chat.Changed
 	var err error
