@@ -28,16 +28,21 @@ const (
 	frameWait  = 15 * time.Second
 )
 
-// startNode starts an in-process inboxd on natsURL with its own data folder.
-func startNode(t testing.TB, natsURL string, replicas int, id string) *node.Node {
+// startNode starts an in-process inboxd on natsURL with its own data folder;
+// opts change its configuration.
+func startNode(t testing.TB, natsURL string, replicas int, id string, opts ...func(*node.Config)) *node.Node {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	n, err := node.Start(ctx, node.Config{
+	cfg := node.Config{
 		DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", NATSURL: natsURL, Replicas: replicas, NodeID: id,
 		JWTSecret: jwtSecret, AdminToken: adminToken, Logger: testutil.Logger().With("node", id),
 		Edge: wsedge.Config{RatePerSecond: 100_000, RateBurst: 100_000},
-	})
+	}
+	for _, opt := range opts {
+		opt(&cfg)
+	}
+	n, err := node.Start(ctx, cfg)
 	if err != nil {
 		t.Fatalf("start node %s on %s: %v", id, natsURL, err)
 	}
@@ -85,6 +90,7 @@ type frame struct {
 	Type           string `json:"type"`
 	ID             uint64 `json:"id"`
 	Seq            uint64 `json:"seq"`
+	Cursor         string `json:"cursor"`
 	MessageID      uint64 `json:"message_id"`
 	ConversationID int64  `json:"conversation_id"`
 	SenderID       string `json:"sender_id"`
@@ -132,9 +138,20 @@ func dial(t testing.TB, addr, user string, since uint64) *client {
 
 func tryDial(t testing.TB, addr, user string, since uint64) (*client, error) {
 	t.Helper()
-	u := "ws://" + addr + "/ws/inbox/?token=" + url.QueryEscape(token(t, user))
+	var from string
 	if since > 0 {
-		u += "&since=" + strconv.FormatUint(since, 10)
+		from = strconv.FormatUint(since, 10)
+	}
+	return dialFrom(t, addr, user, from)
+}
+
+// dialFrom opens /ws/inbox/ on n as user, with ?since=since (a sequence or
+// a cursor) unless since is empty.
+func dialFrom(t testing.TB, addr, user, since string) (*client, error) {
+	t.Helper()
+	u := "ws://" + addr + "/ws/inbox/?token=" + url.QueryEscape(token(t, user))
+	if since != "" {
+		u += "&since=" + url.QueryEscape(since)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), frameWait)
 	defer cancel()
