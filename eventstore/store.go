@@ -568,13 +568,21 @@ func (s *Store) Append(ctx context.Context, e Event, opts ...AppendOption) (uint
 	}
 }
 
+// IsWrongLastSeq reports a publish refused for its expected last sequence
+// (10071, or 10164 on replicated streams): a compare-and-set that lost.
+func IsWrongLastSeq(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) &&
+		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
 // classify maps a publish error to ErrExists (ErrStale for an append with
 // ExpectLast) or ErrUnavailable, keeping the cause.
 func classify(e Event, err error, stale bool) error {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
-		switch apiErr.ErrorCode {
-		case jetstream.JSErrCodeStreamWrongLastSequence, jetstream.JSErrCodeStreamWrongLastSequenceConstant:
+		if IsWrongLastSeq(err) {
 			if stale {
 				return fmt.Errorf("append %s: %w (%s)", e.Subject(), ErrStale, apiErr.Description)
 			}

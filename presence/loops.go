@@ -8,6 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"inbox/eventstore"
 )
 
 // watchLoop applies the bucket's changes to the watched state and calls
@@ -240,7 +242,7 @@ func (t *Tracker) beat() {
 		t.rev = rev
 		return
 	}
-	if !isWrongLastSeq(err) {
+	if !eventstore.IsWrongLastSeq(err) {
 		if t.ctx.Err() == nil {
 			t.log.Warn("presence heartbeat failed", "err", err)
 		}

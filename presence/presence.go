@@ -430,15 +430,6 @@ func (t *Tracker) requestPurge(node string, before uint64) {
 	t.signal()
 }
 
-// isWrongLastSeq reports a failed expected-last-sequence publish (10071, or
-// 10164 on replicated streams).
-func isWrongLastSeq(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) &&
-		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
-}
-
 // splitUserKey splits "user.<user>.<node>"; neither id contains a dot.
 func splitUserKey(rest string) (user, node string, ok bool) {
 	user, node, ok = strings.Cut(rest, ".")

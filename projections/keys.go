@@ -112,7 +112,7 @@ func (p *Projector) MessageConversations(ctx context.Context, ids []int64) (even
 const caughtUpWait = time.Second
 
 // Covers reports whether the database holds every event the stream stored
-// before t. It does when the last applied event is no older than t (stream
+// before t (in the partitions this projector applies). It does when the last applied event is no older than t (stream
 // time), or when the projector had applied everything the stream held at a
 // moment no earlier than t. Otherwise Covers asks the stream for its newest
 // stored event and waits (at most a second) for the projector to apply it:
@@ -122,13 +122,13 @@ const caughtUpWait = time.Second
 // Callers that arrive while a check runs wait for it and take its answer,
 // so a lagging projector costs each of them at most one wait, not one each.
 func (p *Projector) Covers(ctx context.Context, t time.Time) (bool, error) {
-	if !p.horizon().Before(t) {
+	if !p.Horizon().Before(t) {
 		return true, nil
 	}
 	called := time.Now()
 	p.checkMu.Lock()
 	defer p.checkMu.Unlock()
-	if !p.horizon().Before(t) { // a check since the call found it caught up
+	if !p.Horizon().Before(t) { // a check since the call found it caught up
 		return true, nil
 	}
 	if !p.checkedAt.Before(called) { // a check since the call found it behind
@@ -140,7 +140,7 @@ func (p *Projector) Covers(ctx context.Context, t time.Time) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if !p.Applied().Reaches(last) {
+	if !p.reaches(last) {
 		wctx, cancel := context.WithTimeout(ctx, caughtUpWait)
 		err := p.WaitForAll(wctx, last)
 		cancel()
@@ -157,13 +157,24 @@ func (p *Projector) Covers(ctx context.Context, t time.Time) (bool, error) {
 	return !start.Before(t), nil
 }
 
-// horizon is the moment up to which the database is known to hold every
-// event: the oldest of the partitions' last applied events (each partition
+// reaches reports whether the database has applied last in every partition
+// this projector applies.
+func (p *Projector) reaches(last eventstore.Cursor) bool {
+	for _, k := range p.parts {
+		if k < len(last) && p.db.applied[k].Load() < last[k] {
+			return false
+		}
+	}
+	return true
+}
+
+// Horizon is the moment up to which the database is known to hold every
+// event (of the partitions this projector applies): the oldest of the partitions' last applied events (each partition
 // holds everything it stored up to its own), or the last check that found
 // every partition caught up.
-func (p *Projector) horizon() time.Time {
-	applied := p.appliedAt[0].Load()
-	for k := range p.appliedAt {
+func (p *Projector) Horizon() time.Time {
+	applied := p.appliedAt[p.parts[0]].Load()
+	for _, k := range p.parts {
 		applied = min(applied, p.appliedAt[k].Load())
 	}
 	return time.Unix(0, max(applied, p.caughtUpAt.Load()))

@@ -263,3 +263,59 @@ func TestConversationListOrderAcrossPartitions(t *testing.T) {
 		t.Fatalf("alice's list %v, want %d (newer message) before %d (busier partition, older messages)", got, quiet, busy)
 	}
 }
+
+// TestProjectorOfOnePartition: a projector of one partition (as --role
+// projector runs one per partition, each with its own database) applies
+// only that partition's events, is judged on it alone (read-your-writes,
+// Covers), and its database verifies clean on its partition.
+func TestProjectorOfOnePartition(t *testing.T) {
+	e := newEnvN(t, 3)
+	one := make([]*Projector, 3)
+	for k := range one {
+		one[k] = NewProjector(ProjectorConfig{Name: "one", Partitions: []int{k}}, ProjectorDeps{DB: openDB(t, fmt.Sprint("p", k, ".db")), Store: e.store, Logger: testLogger(t)})
+		startProjector(t, one[k])
+	}
+	e.append(t, &eventstore.Profile{UserID: "alice", Name: "Alice"})
+	var last uint64
+	for conv := int64(1); conv <= 12; conv++ {
+		e.append(t, created(conv, "alice", "bob"))
+		last = e.append(t, msg(conv, "alice", "hello"))
+		e.append(t, &eventstore.React{ConversationID: conv, MessageID: int64(last), UserID: "bob", Emoji: "👍", On: true})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	mine, _ := eventstore.Split(3, last)
+	if err := one[mine].WaitFor(ctx, last); err != nil {
+		t.Fatal(err)
+	}
+	for k, p := range one {
+		if got := p.Partitions(); !slices.Equal(got, []int{k}) {
+			t.Fatalf("projector %d applies %v", k, got)
+		}
+		waitApplied(t, e, p)
+		if ok, err := p.Covers(ctx, time.Now().Add(-time.Second)); err != nil || !ok {
+			t.Fatalf("projector of partition %d: Covers = %v, %v", k, ok, err)
+		}
+		for j, seq := range p.Applied() {
+			if (j == k) != (seq > 0) {
+				t.Fatalf("projector of partition %d applied %v", k, p.Applied())
+			}
+		}
+		convs, err := p.Snapshot(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for id := range convs.Conversations {
+			if eventstore.Partition(id, 3) != k {
+				t.Fatalf("projector of partition %d holds conversation %d of partition %d", k, id, eventstore.Partition(id, 3))
+			}
+		}
+		if _, ok := convs.Profiles["alice"]; ok != (k == 0) {
+			t.Fatalf("projector of partition %d holds alice's profile: %v", k, ok)
+		}
+		diffs, err := Verify(ctx, e.store, p.db, filepath.Join(t.TempDir(), "scratch.db"), nil, Only(k))
+		if err != nil || len(diffs) > 0 {
+			t.Fatalf("verify the database of partition %d: %v %v", k, err, diffs)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,6 +65,10 @@ type ProjectorConfig struct {
 	// pruned now and then (every KeyWindow/8, at most hourly). Zero keeps
 	// them.
 	KeyWindow time.Duration
+	// Partitions, if set, are the only partitions this projector applies
+	// (a projector of the projector role keeps one database per partition);
+	// nil: every partition of the store.
+	Partitions []int
 }
 
 // ProjectorDeps are the parts a Projector is built on. DB and Store are
@@ -91,7 +96,8 @@ type Projector struct {
 	store   *eventstore.Store
 	durable string
 	log     *slog.Logger
-	apl     []*applier // per partition
+	apl     []*applier // per partition; nil for one this projector does not apply
+	parts   []int      // the partitions it applies
 	bindErr error      // the database holds another partition count
 	running atomic.Bool
 
@@ -127,6 +133,21 @@ func NewProjector(cfg ProjectorConfig, d ProjectorDeps) *Projector {
 	durable := "inbox-proj-" + cfg.Name
 	logger = logger.With("component", "projector", "consumer", durable)
 	n := d.Store.Partitions()
+	parts := cfg.Partitions
+	if parts == nil {
+		parts = make([]int, n)
+		for k := range n {
+			parts[k] = k
+		}
+	}
+	if len(parts) == 0 {
+		panic("projections: projector of no partition")
+	}
+	for _, k := range parts {
+		if k < 0 || k >= n {
+			panic(fmt.Sprintf("projections: projector of partition %d of a stream of %d", k, n))
+		}
+	}
 	p := &Projector{
 		onApplied: d.OnApplied,
 		keyWindow: cfg.KeyWindow,
@@ -135,11 +156,12 @@ func NewProjector(cfg ProjectorConfig, d ProjectorDeps) *Projector {
 		durable:   durable,
 		log:       logger,
 		apl:       make([]*applier, n),
+		parts:     slices.Clone(parts),
 		appliedAt: make([]atomic.Int64, n),
 		advanced:  make(chan struct{}),
 	}
 	if p.bindErr = d.DB.Bind(n); p.bindErr == nil {
-		for k := range n {
+		for _, k := range parts {
 			p.apl[k] = newApplier(d.DB, k, logger)
 		}
 	}
@@ -147,8 +169,11 @@ func NewProjector(cfg ProjectorConfig, d ProjectorDeps) *Projector {
 }
 
 // Applied is the last stream sequence applied to the database from each
-// partition.
+// partition (0 in those this projector does not apply).
 func (p *Projector) Applied() eventstore.Cursor { return p.db.Applied() }
+
+// Partitions are the partitions this projector applies, in order.
+func (p *Projector) Partitions() []int { return slices.Clone(p.parts) }
 
 // Skipped is how many undecodable events the database has skipped.
 func (p *Projector) Skipped() uint64 { return p.db.skipped.Load() }
@@ -175,10 +200,11 @@ func (p *Projector) WaitFor(ctx context.Context, id uint64) error {
 	}
 }
 
-// WaitForAll is WaitFor of every partition's position in c.
+// WaitForAll is WaitFor of the position in c of every partition this
+// projector applies.
 func (p *Projector) WaitForAll(ctx context.Context, c eventstore.Cursor) error {
-	for k := range c {
-		if c[k] == 0 {
+	for _, k := range p.parts {
+		if k >= len(c) || c[k] == 0 {
 			continue
 		}
 		if err := p.WaitFor(ctx, c.ID(k)); err != nil {
@@ -210,13 +236,13 @@ func (p *Projector) Run(ctx context.Context) error {
 	if p.bindErr != nil {
 		return p.bindErr
 	}
-	if len(p.apl) == 1 {
-		return p.run(ctx, 0)
+	if len(p.parts) == 1 {
+		return p.run(ctx, p.parts[0])
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var wg sync.WaitGroup
-	for k := range p.apl {
+	for _, k := range p.parts {
 		wg.Go(func() {
 			if err := p.run(ctx, k); err != nil {
 				cancel(err)

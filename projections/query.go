@@ -1,10 +1,12 @@
 package projections
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"inbox/eventstore"
@@ -45,6 +47,38 @@ type Conversation struct {
 	Members     []Member `json:"members"`
 	LastMessage *Message `json:"last_message"`
 	Unread      int64    `json:"unread"`
+	// Activity is the id of the conversation's creation or of its last
+	// message, whichever is later, and ActivityAt that event's time as
+	// stored: the list's order (see byActivityTime). Not on the wire of the
+	// API; lists of several read models are merged by them
+	// (MergeConversations).
+	Activity   int64  `json:"-"`
+	ActivityAt string `json:"-"`
+}
+
+// MergeConversations merges the conversation lists of one user from the
+// read models of several partitions (an edge gathers them) into the order
+// one read model of all of them lists them in: newest activity time first,
+// then highest activity id, then highest conversation id.
+func MergeConversations(lists ...[]Conversation) []Conversation {
+	n := 0
+	for _, l := range lists {
+		n += len(l)
+	}
+	out := make([]Conversation, 0, n)
+	for _, l := range lists {
+		out = append(out, l...)
+	}
+	slices.SortStableFunc(out, func(a, b Conversation) int {
+		if c := strings.Compare(b.ActivityAt, a.ActivityAt); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(b.Activity, a.Activity); c != 0 {
+			return c
+		}
+		return cmp.Compare(b.ID, a.ID)
+	})
+	return out
 }
 
 // Profile is a user's display name and avatar.
@@ -133,10 +167,11 @@ func (db *DB) Conversations(ctx context.Context, userID string) ([]Conversation,
 // activity's id is its order. With more, ids of different partitions are
 // sequences of different streams, not in time order: the list is ordered by
 // the activity's time (whole seconds, as stored), then its id.
+// MergeConversations merges lists of several read models by the same order.
 const (
+	activityTime   = `CASE WHEN c.last_message_id > c.created_seq THEN lm.created_at ELSE c.created_at END`
 	byActivitySeq  = `ORDER BY c.last_activity_seq DESC, c.id DESC`
-	byActivityTime = `ORDER BY CASE WHEN c.last_message_id > c.created_seq THEN lm.created_at ELSE c.created_at END DESC,
-		c.last_activity_seq DESC, c.id DESC`
+	byActivityTime = `ORDER BY ` + activityTime + ` DESC, c.last_activity_seq DESC, c.id DESC`
 )
 
 func queryConversations(ctx context.Context, tx *sql.Tx, userID string, partitioned bool) ([]Conversation, error) {
@@ -145,7 +180,7 @@ func queryConversations(ctx context.Context, tx *sql.Tx, userID string, partitio
 		order = byActivityTime
 	}
 	rows, err := tx.QueryContext(ctx, `
-		SELECT c.id, me.unread FROM members me JOIN conversations c ON c.id = me.conversation_id
+		SELECT c.id, me.unread, c.last_activity_seq, `+activityTime+` FROM members me JOIN conversations c ON c.id = me.conversation_id
 		LEFT JOIN messages lm ON lm.id = c.last_message_id
 		WHERE me.user_id = ? `+order, userID)
 	if err != nil {
@@ -155,10 +190,12 @@ func queryConversations(ctx context.Context, tx *sql.Tx, userID string, partitio
 	index := make(map[int64]int)
 	for rows.Next() {
 		var c Conversation
-		if err := rows.Scan(&c.ID, &c.Unread); err != nil {
+		var at sql.NullString // no row: a last message gone (retention, erasure)
+		if err := rows.Scan(&c.ID, &c.Unread, &c.Activity, &at); err != nil {
 			rows.Close()
 			return nil, err
 		}
+		c.ActivityAt = at.String
 		index[c.ID] = len(convs)
 		convs = append(convs, c)
 	}
@@ -409,3 +446,16 @@ func each(ctx context.Context, tx *sql.Tx, query string, fn func(*sql.Rows) erro
 	}
 	return rows.Err()
 }
+
+// Conversations is the database's Conversations.
+func (p *Projector) Conversations(ctx context.Context, userID string) ([]Conversation, error) {
+	return p.db.Conversations(ctx, userID)
+}
+
+// Messages is the database's Messages.
+func (p *Projector) Messages(ctx context.Context, convID, before int64, limit int) ([]Message, error) {
+	return p.db.Messages(ctx, convID, before, limit)
+}
+
+// Snapshot is the database's Snapshot.
+func (p *Projector) Snapshot(ctx context.Context) (*Snapshot, error) { return p.db.Snapshot(ctx) }
