@@ -238,6 +238,8 @@ func createKey(path string) (string, error) {
 //     CONSUMER.INFO.<stream>.<consumer>;
 //   - read stored messages by sequence or subject: STREAM.MSG.GET.<stream>
 //     and DIRECT.GET.> (`nats stream get`, `nats kv get`, `nats sub --direct`);
+//   - list and describe NATS services ($SRV.PING, INFO and STATS: `nats
+//     micro ls|info|stats`), which answer read-only;
 //   - subscribe to live events (inbox.>), KV updates ($KV.>) and the replies
 //     to its own requests (_INBOX.>).
 //
@@ -260,6 +262,9 @@ func InspectPermissions() *server.Permissions {
 			"$JS.API.CONSUMER.NAMES.*",
 			"$JS.API.CONSUMER.LIST.*",
 			"$JS.API.CONSUMER.INFO.*.*",
+			// nats micro ls, info and stats: the read-model service
+			// (inboxd --role projector) answers them, read-only.
+			"$SRV.PING", "$SRV.PING.>", "$SRV.INFO", "$SRV.INFO.>", "$SRV.STATS", "$SRV.STATS.>",
 		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{
 			"inbox.>",

@@ -37,7 +37,7 @@ func (n *Node) status(ctx context.Context) (httpapi.Status, error) {
 	if err != nil {
 		return httpapi.Status{}, err
 	}
-	feed, applied := n.hub.FeedSeq(), n.proj.Applied()
+	feed, applied := n.hub.FeedSeq(), n.applied(ctx)
 	status := httpapi.Status{
 		Node:        n.cfg.NodeID,
 		Time:        time.Now().UTC(),

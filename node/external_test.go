@@ -33,9 +33,14 @@ import (
 func TestExternalNATSLeastPrivilege(t *testing.T) {
 	t.Run("one partition", func(t *testing.T) { testExternalNATSLeastPrivilege(t, 1) })
 	t.Run("three partitions", func(t *testing.T) { testExternalNATSLeastPrivilege(t, 3) })
+	// n2 an edge, through a projector: the read-model requests, the
+	// unread counts, the leases bucket and the micro service's subjects.
+	t.Run("edge and projector", func(t *testing.T) { testExternalNATSLeastPrivilege(t, rolesPartitions, RoleEdge) })
 }
 
-func testExternalNATSLeastPrivilege(t *testing.T, partitions int) {
+// testExternalNATSLeastPrivilege runs n1 (role all) and n2 (role all, or
+// roles[0] with a projector) as the inboxd user of docs/security.md.
+func testExternalNATSLeastPrivilege(t *testing.T, partitions int, roles ...string) {
 	conf := securityDocConf(t)
 	const svcPassword, inspectPassword = "inboxd-password-0123456789", "inspect-password-0123456789"
 	t.Setenv("INBOXD_PASSWORD", svcPassword)
@@ -73,7 +78,17 @@ func testExternalNATSLeastPrivilege(t *testing.T, partitions int) {
 		}
 	}
 	n1 := rtStart(t, s, "n1", asInboxd(data1))
-	n2 := rtStart(t, s, "n2", asInboxd(""))
+	var n2 *Node
+	if len(roles) > 0 && roles[0] == RoleEdge {
+		p := rtStart(t, s, "p1", func(c *Config) {
+			asInboxd("")(c)
+			c.Role, c.LeaseTTL = RoleProjector, rolesTTL
+		})
+		rtServing(t, 30*time.Second, p)
+		n2 = rtStart(t, s, "n2", func(c *Config) { asInboxd("")(c); c.Role = RoleEdge })
+	} else {
+		n2 = rtStart(t, s, "n2", asInboxd(""))
+	}
 	if strings.Contains(n1.NATSURL(), svcPassword) {
 		t.Errorf("NATSURL() shows the password: %s", n1.NATSURL())
 	}

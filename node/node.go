@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -29,9 +30,11 @@ import (
 	"inbox/httpapi"
 	"inbox/internal/logring"
 	"inbox/internal/private"
+	"inbox/lease"
 	"inbox/metrics"
 	"inbox/presence"
 	"inbox/projections"
+	"inbox/readmodel"
 	"inbox/retention"
 	"inbox/wsedge"
 )
@@ -51,6 +54,16 @@ const (
 
 // Config is everything inboxd is configured with.
 type Config struct {
+	// Role is what the node does: RoleAll (the default: everything in one
+	// process), RoleEdge or RoleProjector.
+	Role string
+	// Keep are the partitions a projector keeps a read model of (nil:
+	// all); it answers for those whose lease it holds.
+	Keep []int
+	// LeaseTTL is how long a projector's lease outlives its last renewal
+	// (zero: lease.DefaultTTL): the longest its partitions go unanswered
+	// after it dies.
+	LeaseTTL       time.Duration
 	DataDir        string // read model, embedded NATS storage, development secrets
 	HTTPAddr       string // HTTP API and WebSockets
 	NATSListen     string // embedded server's client port ("" = in-process only)
@@ -97,8 +110,15 @@ type Node struct {
 	creds    eventstore.Credentials
 	nc       *nats.Conn
 	store    *eventstore.Store
-	db       *projections.DB
-	proj     *projections.Projector
+	db       *projections.DB        // role all
+	proj     *projections.Projector // role all
+	remote   *readmodel.Client      // role edge
+	reads    readModel              // proj or remote
+	unread   *nats.Subscription     // role edge: the projectors' unread counts
+	parts    []*projectorPart       // role projector: the kept partitions
+	owns     []atomic.Bool          // role projector: per partition, whether it holds the lease
+	rms      *readmodel.Server      // role projector
+	leases   *lease.Leases          // role projector
 	dir      *chat.Directory
 	svc      *chat.Service
 	adm      *admission.Controller
@@ -125,6 +145,9 @@ func (c *Config) defaults() {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.Role == "" {
+		c.Role = RoleAll
+	}
 	if c.HTTPAddr == "" {
 		c.HTTPAddr = DefaultHTTPAddr
 	}
@@ -147,6 +170,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			n.stop(context.Background())
 		}
 	}()
+	if err := cfg.checkRole(); err != nil {
+		return nil, err
+	}
 	if err := n.openData(); err != nil {
 		return nil, err
 	}
@@ -155,9 +181,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.ln, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("HTTP listen address %s: %w", cfg.HTTPAddr, err)
 	}
-	verifier, admin, err := n.authConfig()
-	if err != nil {
-		return nil, err
+	var verifier *auth.Verifier
+	var admin *auth.AdminToken
+	if cfg.Role != RoleProjector { // a projector serves no users
+		if verifier, admin, err = n.authConfig(); err != nil {
+			return nil, err
+		}
 	}
 	if err := n.openNATS(ctx); err != nil {
 		return nil, err
@@ -167,23 +196,51 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}); err != nil {
 		return nil, err
 	}
-	if n.db, err = projections.Open(filepath.Join(cfg.DataDir, "inbox.db")); err != nil {
-		return nil, err
+	runCtx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	if cfg.Role == RoleProjector {
+		if err := n.startProjector(runCtx); err != nil {
+			return nil, err
+		}
+		n.startRetention(runCtx)
+		n.serveProbes()
+		n.log.Info("inboxd ready", "role", cfg.Role, "http", n.HTTPAddr(), "nats", n.NATSURL(), "node", cfg.NodeID,
+			"partitions", n.store.Partitions(), "keep", n.kept())
+		return n, nil
 	}
-	if v := n.db.RebuiltFrom(); v != 0 {
-		n.log.Warn("the read model had an older schema: rebuilding it from the stream", "file", n.db.Path(), "schema", v)
-	}
-	if err := n.db.Bind(n.store.Partitions()); err != nil {
-		return nil, err
-	}
-	snap, err := n.db.Snapshot(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("load membership snapshot: %w", err)
+	var snap *projections.Snapshot
+	if cfg.Role == RoleEdge {
+		n.remote = readmodel.NewClient(n.nc, readmodel.ClientConfig{Partitions: n.store.Partitions()}, n.log)
+		n.reads = n.remote
+		start := time.Now()
+		if snap, err = n.remote.Snapshot(ctx); err != nil {
+			return nil, fmt.Errorf("load membership snapshot from the projectors: %w", err)
+		}
+		n.log.Info("membership loaded from the projectors", "conversations", len(snap.Conversations),
+			"profiles", len(snap.Profiles), "jobs", len(snap.Jobs), "applied", snap.Applied.String(), "took", time.Since(start))
+	} else {
+		if n.db, err = projections.Open(filepath.Join(cfg.DataDir, "inbox.db")); err != nil {
+			return nil, err
+		}
+		if v := n.db.RebuiltFrom(); v != 0 {
+			n.log.Warn("the read model had an older schema: rebuilding it from the stream", "file", n.db.Path(), "schema", v)
+		}
+		if err := n.db.Bind(n.store.Partitions()); err != nil {
+			return nil, err
+		}
+		if snap, err = n.db.Snapshot(ctx); err != nil {
+			return nil, fmt.Errorf("load membership snapshot: %w", err)
+		}
 	}
 	n.dir = chat.NewDirectory()
 	n.dir.Seed(snap.Applied, convMembers(snap), profiles(snap), snap.Jobs)
 	n.metrics = metrics.New(metrics.Sources{
-		Skipped: func() float64 { return float64(n.proj.Skipped()) },
+		Skipped: func() float64 {
+			if n.proj == nil {
+				return 0 // the projectors count theirs
+			}
+			return float64(n.proj.Skipped())
+		},
 		Lag:     func() float64 { return float64(n.lag(context.Background())) },
 		FeedLag: func() float64 { return n.adm.FeedLag().Seconds() },
 	})
@@ -200,17 +257,26 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	limits.DuplicateWindow = n.store.DuplicateWindow()
 	limits = limits.WithDefaults()
-	n.proj = projections.NewProjector(projections.ProjectorConfig{Name: cfg.NodeID, KeyWindow: limits.IdempotencyWindow}, projections.ProjectorDeps{
-		DB: n.db, Store: n.store, Logger: n.log,
-		OnApplied: func(_ uint64, changes []projections.UnreadChange) { // on the batch's partition's goroutine
-			for _, c := range changes {
-				live.PushUnread(c.Seq, c.ConversationID, c.UserID, c.Unread)
-			}
-		},
-	})
+	pushUnread := func(c projections.UnreadChange) { live.PushUnread(c.Seq, c.ConversationID, c.UserID, c.Unread) }
+	if cfg.Role == RoleEdge {
+		// The projectors' owners publish the counts their batches change.
+		if n.unread, err = readmodel.FollowUnread(n.nc, n.log, pushUnread); err != nil {
+			return nil, err
+		}
+	} else {
+		n.proj = projections.NewProjector(projections.ProjectorConfig{Name: cfg.NodeID, KeyWindow: limits.IdempotencyWindow}, projections.ProjectorDeps{
+			DB: n.db, Store: n.store, Logger: n.log,
+			OnApplied: func(_ uint64, changes []projections.UnreadChange) { // on the batch's partition's goroutine
+				for _, c := range changes {
+					pushUnread(c)
+				}
+			},
+		})
+		n.reads = n.proj
+	}
 	n.svc = chat.New(limits, chat.Deps{
 		Store: countingAppender{n.store, n.metrics}, Locator: n.store, Directory: n.dir,
-		ReadModel: n.proj, // the durable idempotency record, and receipts checked in one query
+		ReadModel: n.reads, // the durable idempotency record, and receipts checked in one query
 		Gate:      n.adm,
 		Logger:    n.log.With("component", "chat"),
 	})
@@ -222,13 +288,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Metrics: n.metrics, Gate: n.adm, Logger: n.log,
 	})
 
-	runCtx, cancel := context.WithCancel(context.Background())
-	n.cancel = cancel
-	n.goRun("projector", func() error { return n.proj.Run(runCtx) })
-	if cfg.MessageMaxAge > 0 {
-		ret := retention.New(retention.Config{MaxAge: cfg.MessageMaxAge, Logger: n.log}, n.store)
-		n.goRun("retention", func() error { return ret.Run(runCtx) })
+	if n.proj != nil {
+		n.goRun("projector", func() error { return n.proj.Run(runCtx) })
 	}
+	n.startRetention(runCtx)
 	n.goRun("stream feed", func() error { return live.Run(runCtx, n.hub) })
 	if err := n.catchUp(ctx); err != nil {
 		return nil, err
@@ -239,9 +302,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	api := httpapi.New(cfg.API, httpapi.Deps{
-		Service: n.svc, DB: n.db, Projection: n.proj, Verifier: verifier, Admin: admin,
+		Service: n.svc, DB: n.reads, Projection: n.reads, Verifier: verifier, Admin: admin,
 		Presence: n.pres, Metrics: n.metrics, Ready: n.ready, Logger: n.log.With("component", "httpapi"),
-		Status: n.status, Sockets: n.hub, Dev: dev, Eraser: erasure.New(n.store, n.proj, n.log),
+		Status: n.status, Sockets: n.hub, Dev: dev, Eraser: erasure.New(n.store, n.reads, n.log),
 	})
 	mux := http.NewServeMux()
 	mux.Handle("/ws/", n.hub)
@@ -268,7 +331,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.secrets.Path != "" {
 		n.log.Warn("DEVELOPMENT MODE: using generated secrets; set INBOX_JWT_SECRET (or INBOX_JWT_PUBLIC_KEY) and INBOX_ADMIN_TOKEN in production", "file", n.secrets.Path)
 	}
-	n.log.Info("inboxd ready", "http", n.HTTPAddr(), "nats", n.NATSURL(), "node", cfg.NodeID, "partitions", n.store.Partitions(), "applied_seq", n.proj.Applied().String())
+	n.log.Info("inboxd ready", "role", cfg.Role, "http", n.HTTPAddr(), "nats", n.NATSURL(), "node", cfg.NodeID, "partitions", n.store.Partitions(), "applied_seq", n.applied(ctx).String())
 	return n, nil
 }
 
@@ -452,26 +515,54 @@ func (n *Node) catchUp(ctx context.Context) error {
 	}
 }
 
-// lag is how many sequences the projection is behind the streams' last,
-// over every partition.
+// lag is how many sequences the read model is behind the streams' last,
+// over every partition it is judged on (kept).
 func (n *Node) lag(ctx context.Context) uint64 {
 	last, err := n.store.Last(ctx)
 	if err != nil {
 		return 0
 	}
-	return n.proj.Applied().Behind(last)
+	return behind(n.applied(ctx), last, n.kept())
 }
 
-// ready fails when the stream cannot be reached or the projection lags too far.
+// behind is how many sequences applied is behind last in partitions ks.
+func behind(applied, last eventstore.Cursor, ks []int) uint64 {
+	var b uint64
+	for _, k := range ks {
+		b += last[k] - min(last[k], applied[k])
+	}
+	return b
+}
+
+// ready fails when the stream cannot be reached or the read model lags too
+// far: the node's own (role all), its kept partitions' (role projector), or
+// on an edge its directory, fed by the stream (a projector's takeover must
+// not take every edge out of a load balancer at once: requests to a
+// partition without an owner wait for one, answer 503 at worst).
 func (n *Node) ready(ctx context.Context) error {
 	last, err := n.store.Last(ctx)
 	if err != nil {
 		return fmt.Errorf("stream unreachable: %w", err)
 	}
-	if behind := n.proj.Applied().Behind(last); behind > n.cfg.ReadyMaxLag {
-		return fmt.Errorf("projection %d events behind the stream (limit %d)", behind, n.cfg.ReadyMaxLag)
+	what, applied := "projection", eventstore.Cursor(nil)
+	if n.cfg.Role == RoleEdge {
+		what, applied = "directory", n.dir.Seq()
+	} else {
+		applied = n.applied(ctx)
+	}
+	if b := behind(applied, last, n.kept()); b > n.cfg.ReadyMaxLag {
+		return fmt.Errorf("%s %d events behind the stream (limit %d)", what, b, n.cfg.ReadyMaxLag)
 	}
 	return nil
+}
+
+// startRetention expires old messages, if configured (any role: it only
+// appends markers to the stream and purges it).
+func (n *Node) startRetention(runCtx context.Context) {
+	if n.cfg.MessageMaxAge > 0 {
+		ret := retention.New(retention.Config{MaxAge: n.cfg.MessageMaxAge, Logger: n.log}, n.store)
+		n.goRun("retention", func() error { return ret.Run(runCtx) })
+	}
 }
 
 // goRun runs f on a goroutine owned by the node; an error ends the node.
@@ -553,6 +644,17 @@ func (n *Node) stop(ctx context.Context) {
 			errs = append(errs, n.pres.Close())
 			n.presStop()
 		}
+		if n.leases != nil {
+			// Stops answering first, then lets go of the leases: another
+			// projector takes the partitions now, not after the TTL.
+			errs = append(errs, n.leases.Close())
+		}
+		if n.rms != nil {
+			errs = append(errs, n.rms.Close())
+		}
+		if n.unread != nil {
+			n.unread.Unsubscribe()
+		}
 		if n.cancel != nil {
 			n.cancel()
 		}
@@ -566,6 +668,9 @@ func (n *Node) stop(ctx context.Context) {
 		}
 		if n.db != nil {
 			errs = append(errs, n.db.Close())
+		}
+		for _, p := range n.parts {
+			errs = append(errs, p.db.Close())
 		}
 		if n.lock != nil {
 			n.lock.Close()

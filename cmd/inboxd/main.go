@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -21,6 +23,7 @@ import (
 	"inbox/eventstore"
 	"inbox/httpapi"
 	"inbox/internal/cli"
+	"inbox/lease"
 	"inbox/node"
 	"inbox/wsedge"
 )
@@ -50,6 +53,8 @@ var examples = []string{
 	"inboxd --data /var/lib/inbox --jwt-secret \"$SECRET\" --admin-token \"$ADMIN\"",
 	"INBOX_HTTP_ADDR=127.0.0.1:8001 inboxd --log-format json",
 	"inboxd --nats-url nats://a:4222,nats://b:4222,nats://c:4222 --replicas 3 --node n1",
+	"inboxd --role projector --nats-url nats://a:4222 --replicas 3 --partitions 3 --node p1   # read models, answering the edges",
+	"inboxd --role edge --nats-url nats://a:4222 --replicas 3 --partitions 3 --node e1        # sockets and the API, no SQLite",
 }
 
 // options is what inboxd's command line says: the node's configuration and
@@ -120,6 +125,12 @@ func parse(args []string, stdout io.Writer) (options, error) {
 	fs.StringVar(&cfg.NATSAuth.NkeyFile, "nats-nkey", "", "with --nats-url: NATS nkey seed file")
 	fs.IntVar(&cfg.Replicas, "replicas", eventstore.DefaultReplicas, "stream replicas (3 on a three-node cluster)")
 	fs.IntVar(&cfg.Partitions, "partitions", eventstore.DefaultPartitions, "streams conversations are spread over by a hash of their id (1: the stream INBOX; N: INBOX-0 … INBOX-<N-1>); fixed once events exist")
+	fs.StringVar(&cfg.Role, "role", node.RoleAll,
+		"what this node does: all (everything in one process), edge (sockets and the API; no SQLite: it asks the projectors) or projector (the read models of its partitions, answering the edges for those whose lease it holds); edge and projector need --nats-url")
+	fs.Var((*partitionList)(&cfg.Keep), "keep-partitions",
+		"with --role projector: the partitions it keeps a read model of and may answer for, e.g. 0,2,4-7 (default: all); give each partition two projectors for takeover")
+	fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", lease.DefaultTTL,
+		"with --role projector: how long a partition's lease outlives its owner's last renewal (renewed every fifth of it): the longest a dead projector's partitions go unanswered")
 	fs.StringVar(&cfg.NodeID, "node", node.DefaultNodeID, "node id: names this node's durable projection consumer; unique per node sharing a stream")
 	fs.BoolVar(&cfg.SyncAlways, "sync-always", false, "embedded NATS fsyncs every write before acknowledging (survives an OS crash; slower)")
 	fs.StringVar(&cfg.JWTSecret, "jwt-secret", "", "HS256 secret for user tokens (default: a development secret generated into the data folder)")
@@ -165,10 +176,22 @@ func parse(args []string, stdout io.Writer) (options, error) {
 		return options{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	switch {
+	case !slices.Contains(node.Roles, cfg.Role):
+		return options{}, fmt.Errorf("--role %q: want %s", cfg.Role, strings.Join(node.Roles, ", "))
+	case len(cfg.Keep) > 0 && cfg.Role != node.RoleProjector:
+		return options{}, fmt.Errorf("--keep-partitions goes with --role projector (this is --role %s)", cfg.Role)
+	case cfg.Role != node.RoleAll && cfg.NATSURL == "":
+		return options{}, fmt.Errorf("--role %s needs --nats-url: edges and projectors share the NATS they talk over", cfg.Role)
+	case cfg.LeaseTTL < 2*time.Second:
+		return options{}, fmt.Errorf("--lease-ttl %s: must be at least 2s", cfg.LeaseTTL)
+	case demo && cfg.Role == node.RoleProjector:
+		return options{}, errors.New("--demo needs a node that serves users: --role all or edge")
 	case cfg.Replicas < 1 || cfg.Replicas > 5:
 		return options{}, fmt.Errorf("--replicas %d: must be 1 to 5", cfg.Replicas)
 	case cfg.Partitions < 1 || cfg.Partitions > eventstore.MaxPartitions:
 		return options{}, fmt.Errorf("--partitions %d: must be 1 to %d", cfg.Partitions, eventstore.MaxPartitions)
+	case len(cfg.Keep) > 0 && slices.Max(cfg.Keep) >= cfg.Partitions:
+		return options{}, fmt.Errorf("--keep-partitions: partition %d, but there are %d (0 to %d)", slices.Max(cfg.Keep), cfg.Partitions, cfg.Partitions-1)
 	case cfg.Limits.MaxText < 1:
 		return options{}, fmt.Errorf("--max-text %d: must be positive", cfg.Limits.MaxText)
 	case cfg.Limits.EditWindow <= 0:
@@ -252,4 +275,43 @@ func printDemo(w io.Writer, n *node.Node, d node.Demo) {
 	}
 	b.WriteString("\n")
 	io.WriteString(w, b.String())
+}
+
+// partitionList is a flag of partition numbers: "0,2,4-7"; "all" or empty
+// is nil (every partition).
+type partitionList []int
+
+func (l *partitionList) String() string {
+	if l == nil || len(*l) == 0 {
+		return ""
+	}
+	parts := make([]string, len(*l))
+	for i, k := range *l {
+		parts[i] = strconv.Itoa(k)
+	}
+	return strings.Join(parts, ",")
+}
+
+func (l *partitionList) Set(s string) error {
+	*l = nil
+	if s = strings.TrimSpace(s); s == "" || s == "all" {
+		return nil
+	}
+	var ks []int
+	for tok := range strings.SplitSeq(s, ",") {
+		lo, hi, isRange := strings.Cut(strings.TrimSpace(tok), "-")
+		a, err := strconv.Atoi(lo)
+		b := a
+		if err == nil && isRange {
+			b, err = strconv.Atoi(hi)
+		}
+		if err != nil || a < 0 || b < a || b >= eventstore.MaxPartitions {
+			return fmt.Errorf("%q is not a partition or a range of them (like 3 or 4-7, from 0 to %d)", tok, eventstore.MaxPartitions-1)
+		}
+		for k := a; k <= b; k++ {
+			ks = append(ks, k)
+		}
+	}
+	*l = slices.Compact(slices.Sorted(slices.Values(ks)))
+	return nil
 }
