@@ -142,6 +142,8 @@ func (b *syncBuffer) String() string {
 type inboxd struct {
 	t        *testing.T
 	cmd      *exec.Cmd
+	bin      string
+	args     []string
 	dir      string // working directory; the data folder is dir/data, as ./data in the README
 	httpAddr string
 	natsURL  string
@@ -159,10 +161,29 @@ func startInboxd(t *testing.T, bins binaries, extra ...string) *inboxd {
 	t.Helper()
 	work := t.TempDir()
 	natsAddr := freeAddr(t)
-	p := &inboxd{t: t, dir: work, httpAddr: freeAddr(t), natsURL: "nats://" + natsAddr, done: make(chan struct{})}
-	args := append([]string{"--data", filepath.Join(work, "data"), "--http-addr", p.httpAddr, "--nats-listen", natsAddr}, extra...)
-	p.cmd = exec.Command(bins.inboxd, args...)
-	p.cmd.Dir = work
+	p := &inboxd{t: t, bin: bins.inboxd, dir: work, httpAddr: freeAddr(t), natsURL: "nats://" + natsAddr}
+	p.args = append([]string{"--data", filepath.Join(work, "data"), "--http-addr", p.httpAddr, "--nats-listen", natsAddr}, extra...)
+	p.run()
+	return p
+}
+
+// restart runs inboxd again, once p has exited, in the same folder with the
+// same flags and addresses.
+func (p *inboxd) restart() *inboxd {
+	p.t.Helper()
+	<-p.done
+	q := &inboxd{t: p.t, bin: p.bin, args: p.args, dir: p.dir, httpAddr: p.httpAddr, natsURL: p.natsURL}
+	q.run()
+	return q
+}
+
+// run starts p's process and waits until it is ready.
+func (p *inboxd) run() {
+	t := p.t
+	t.Helper()
+	p.done = make(chan struct{})
+	p.cmd = exec.Command(p.bin, p.args...)
+	p.cmd.Dir = p.dir
 	p.cmd.Env = childEnv()
 	p.cmd.Stdout = &p.stdout
 	p.cmd.Stderr = &p.stderr
@@ -181,12 +202,12 @@ func startInboxd(t *testing.T, bins binaries, extra ...string) *inboxd {
 			<-p.done
 		}
 		if t.Failed() {
-			t.Logf("inboxd %v\nstdout:\n%s\nstderr:\n%s", args, p.stdout.String(), p.stderr.String())
+			t.Logf("inboxd %v\nstdout:\n%s\nstderr:\n%s", p.args, p.stdout.String(), p.stderr.String())
 		}
 	})
 
 	demo := false
-	for _, a := range extra {
+	for _, a := range p.args {
 		demo = demo || a == "--demo"
 	}
 	p.waitFor(startWait, "inboxd ready", func() error {
@@ -203,7 +224,6 @@ func startInboxd(t *testing.T, bins binaries, extra ...string) *inboxd {
 		}
 		return nil
 	})
-	return p
 }
 
 // waitFor polls f until it returns nil, failing the test after d or as soon
