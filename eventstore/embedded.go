@@ -143,8 +143,9 @@ func (a Auth) options() ([]nats.Option, error) {
 
 // Connect connects to an external NATS server or cluster (comma-separated
 // URLs) with auth, failing fast with one clear error when none answers.
-// Errors and logs show the URLs without their passwords or tokens.
-func Connect(urls, name string, auth Auth, log *slog.Logger) (*nats.Conn, error) {
+// Errors and logs show the URLs without their passwords or tokens. opts come
+// after inbox's own (nats.NoReconnect for a Live).
+func Connect(urls, name string, auth Auth, log *slog.Logger, opts ...nats.Option) (*nats.Conn, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -152,7 +153,7 @@ func Connect(urls, name string, auth Auth, log *slog.Logger) (*nats.Conn, error)
 	if err != nil {
 		return nil, err
 	}
-	nc, err := nats.Connect(urls, append(authOpts,
+	all := append(authOpts,
 		nats.Name(name),
 		nats.Timeout(5*time.Second),
 		nats.MaxReconnects(-1),
@@ -164,7 +165,8 @@ func Connect(urls, name string, auth Auth, log *slog.Logger) (*nats.Conn, error)
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted())
 		}),
-	)...)
+	)
+	nc, err := nats.Connect(urls, append(all, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s: %w", RedactURLs(urls), err)
 	}

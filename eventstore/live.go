@@ -150,8 +150,12 @@ func (s *Store) OpenLive(nc *nats.Conn, buffer int) (*Live, error) {
 	l := &Live{s: s, nc: nc, ch: make(chan *nats.Msg, buffer), convs: make(map[int64]*nats.Subscription), broken: make(chan struct{})}
 	nc.SetClosedHandler(func(*nats.Conn) { l.breakWith(ErrLiveClosed) })
 	nc.SetErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
-		if errors.Is(err, nats.ErrSlowConsumer) {
+		switch {
+		case errors.Is(err, nats.ErrSlowConsumer):
 			l.breakWith(fmt.Errorf("live copies dropped: %w", err))
+			return
+		case errors.Is(err, nats.ErrPermissionViolation):
+			l.breakWith(fmt.Errorf("live copies: %w (the NATS user needs to subscribe to %sinbox.> and %s<stream>)", err, liveRoot, leaderAdvisory))
 			return
 		}
 		s.log.Warn("live connection error", "err", err)
@@ -235,6 +239,11 @@ func (l *Live) Sync(ctx context.Context) error {
 	}
 	if err := l.nc.FlushWithContext(ctx); err != nil {
 		return fmt.Errorf("sync live subscriptions: %w", err)
+	}
+	// A refused subscription is answered before the flush: the connection
+	// records it then (the error handler hears of it later).
+	if err := l.nc.LastError(); errors.Is(err, nats.ErrPermissionViolation) {
+		return fmt.Errorf("subscribe to live copies: %w (the NATS user needs to subscribe to %sinbox.> and %s<stream>)", err, liveRoot, leaderAdvisory)
 	}
 	return nil
 }

@@ -606,6 +606,19 @@ func (s *Store) Last(ctx context.Context) (Cursor, error) {
 	return c, nil
 }
 
+// PartitionLast is partition k's last stream sequence, as its stream's
+// leader says.
+func (s *Store) PartitionLast(ctx context.Context, k int) (uint64, error) {
+	if k < 0 || k >= s.n {
+		return 0, fmt.Errorf("no partition %d of %d", k, s.n)
+	}
+	info, err := s.streams[k].Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s info: %w", s.StreamName(k), err)
+	}
+	return info.State.LastSeq, nil
+}
+
 // LastStored is, in every partition, the sequence of the newest event still
 // stored (0 if none). Unlike Last it skips a tail of expired typing events,
 // which no reader will ever be delivered.
