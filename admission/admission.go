@@ -97,6 +97,11 @@ type Config struct {
 	// Partitions is how many streams the event ids name (default 1;
 	// eventstore.Split): the feed and the appends are compared per partition.
 	Partitions int
+	// Sparse: the feed dispatches only the events this node has an interest
+	// in (feed's interest mode), not every event it appends, so an appended
+	// event it has not dispatched is no sign that it lags: its lag is the
+	// age of what it dispatches.
+	Sparse bool
 	// Shed counts refusals by kind and reason (inbox_shed_total); nil: not
 	// counted in Prometheus (Counts still has them).
 	Shed *prometheus.CounterVec
@@ -324,7 +329,7 @@ func (c *Controller) feedLag(now time.Time) time.Duration {
 	lag := time.Duration(c.dispatchLag.Load())
 	since := now.Sub(at)
 	for k := range c.cfg.Partitions {
-		if c.appendedSeq[k].Load() > c.dispatchedSeq[k].Load() {
+		if !c.cfg.Sparse && c.appendedSeq[k].Load() > c.dispatchedSeq[k].Load() {
 			return lag + max(0, since)
 		}
 	}

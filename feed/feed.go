@@ -4,10 +4,10 @@
 // and the rule that a socket never gets an unread count before the message
 // it counts.
 //
-// The feed reads from a Source (today the whole stream, eventstore.Store's
-// Tail) and delivers to a Sink (the WebSocket hub). Both are small interfaces
-// declared here, so either side can change: a source of per-conversation
-// subscriptions, a sink that batches its writes.
+// The feed reads from a Source, the whole stream (eventstore.Store's Tail),
+// or in interest mode from the streams' live copies of what its sockets need
+// (a LiveSource; interest.go), and delivers to a Sink (the WebSocket hub).
+// Both are small interfaces declared here.
 //
 // A feed is built before the parts that push into it (the projector's unread
 // counts, presence changes) and before its sink, which is given to Run: a
@@ -18,9 +18,12 @@ package feed
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"inbox/chat"
 	"inbox/eventstore"
@@ -48,6 +51,10 @@ type Sink interface {
 	// Connected reports whether user has a socket here: a count for a user
 	// who has none is not held back.
 	Connected(user string) bool
+	// Passed says that the feed has handed over, per partition, every event
+	// up to c it ever will: where it starts (the directory's seed), and
+	// past events it skipped (interest mode).
+	Passed(c eventstore.Cursor)
 }
 
 // Observer hears of every event the feed dispatched, with its stream time;
@@ -68,6 +75,10 @@ type Config struct {
 	// past it they are sent at once, possibly ahead of their event (a feed
 	// far behind the projector).
 	MaxHeld int
+	// LiveBuffer is how many live copies wait for the feed before one is
+	// dropped and the feed reads the stream instead (interest mode; default
+	// eventstore.DefaultLiveBuffer).
+	LiveBuffer int
 }
 
 // Deps are the parts a Feed is built on; Source and Directory are required.
@@ -75,6 +86,12 @@ type Deps struct {
 	Source    Source
 	Directory *chat.Directory // seeded up to where the feed starts (Directory.Seq)
 	Observer  Observer        // optional
+	// Live, if set, runs the feed in interest mode (interest.go), with Dial
+	// opening its connections: ones that do not reconnect by themselves
+	// (nats.NoReconnect). Both or neither.
+	Live   LiveSource
+	Dial   func() (*nats.Conn, error)
+	Logger *slog.Logger // nil: discard
 }
 
 // Feed is the live feed. Build it with New, run it with Run.
@@ -85,10 +102,14 @@ type Feed struct {
 	obs     Observer
 	running atomic.Bool
 
+	log *slog.Logger
+
 	mu         sync.Mutex
 	sink       Sink              // nil until Run
-	dispatched eventstore.Cursor // per partition, the last sequence the sink was handed
+	dispatched eventstore.Cursor // per partition, the last sequence the sink was handed (interest mode: or skipped)
 	held       []heldUnread      // counts waiting for their event, oldest first
+
+	liveState // interest mode
 }
 
 // heldUnread is an unread count held back until the feed passes seq.
@@ -109,6 +130,7 @@ func (discard) Dispatch(eventstore.Stored, chat.Change) {}
 func (discard) PushUnread(int64, string, int64)         {}
 func (discard) PushPresence(string, bool, time.Time)    {}
 func (discard) Connected(string) bool                   { return false }
+func (discard) Passed(eventstore.Cursor)                {}
 
 // New returns a Feed. It panics if a dependency is missing: that is a wiring
 // mistake, not a runtime condition.
@@ -118,40 +140,55 @@ func New(cfg Config, d Deps) *Feed {
 		panic("feed: no source")
 	case d.Directory == nil:
 		panic("feed: no directory")
+	case (d.Live == nil) != (d.Dial == nil):
+		panic("feed: a live source needs a dialer, and only it")
 	}
 	if cfg.MaxHeld <= 0 {
 		cfg.MaxHeld = DefaultMaxHeld
 	}
-	return &Feed{cfg: cfg, src: d.Source, dir: d.Directory, obs: d.Observer}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	f := &Feed{cfg: cfg, src: d.Source, dir: d.Directory, obs: d.Observer, log: d.Logger.With("component", "feed")}
+	f.live, f.dial = d.Live, d.Dial
+	f.ready = make(chan struct{})
+	f.stopped = make(chan struct{})
+	f.wake = make(chan struct{}, 1)
+	return f
 }
 
 // Run follows the source from the event after the directory's last
 // (Directory.Seq()+1) until ctx ends or the source fails, and returns the
 // source's error. Each event is applied to the directory, then dispatched to
-// sink; then the unread counts it made are released. One Run per Feed.
-func (f *Feed) Run(ctx context.Context, sink Sink) error {
+// sink; then the unread counts it made are released. In interest mode it
+// follows the live copies instead, and gets over a lost connection by
+// itself: it returns when ctx ends. One Run per Feed.
+func (f *Feed) Run(ctx context.Context, sink Sink) (err error) {
 	if sink == nil {
 		return errors.New("feed: no sink")
 	}
 	if !f.running.CompareAndSwap(false, true) {
 		return errors.New("feed: already running")
 	}
+	defer func() {
+		f.qmu.Lock()
+		f.runErr = err
+		close(f.stopped)
+		f.qmu.Unlock()
+	}()
 	after := f.dir.Seq()
 	f.mu.Lock()
 	f.sink = sink
 	f.dispatched = after.Clone() // the directory's seed: counts up to it are due
 	f.sendDueLocked()
 	f.mu.Unlock()
-	return f.src.Tail(ctx, after, nil, func(st eventstore.Stored) {
-		sink.Dispatch(st, f.dir.Apply(st))
-		if f.obs != nil {
-			f.obs.Dispatched(st.Seq, st.Time)
-		}
-		f.mu.Lock()
-		f.dispatched.Advance(st.Seq)
-		f.sendDueLocked()
-		f.mu.Unlock()
-	})
+	sink.Passed(after)
+	if f.live != nil {
+		f.stale = make([]bool, len(after))
+		return f.runLive(ctx)
+	}
+	f.readyOnce.Do(func() { close(f.ready) })
+	return f.src.Tail(ctx, after, nil, func(st eventstore.Stored) { f.handle(st) })
 }
 
 // PushUnread sends user's unread count of conv once the feed has dispatched

@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
 	"inbox/chat"
 	"inbox/eventstore"
 	"inbox/feed"
@@ -20,6 +23,7 @@ type recorder struct {
 	mu        sync.Mutex
 	got       []string
 	connected map[string]bool
+	passed    eventstore.Cursor // the last Passed
 }
 
 func (r *recorder) add(format string, args ...any) {
@@ -38,6 +42,18 @@ func (r *recorder) PushUnread(conv int64, user string, unread int64) {
 
 func (r *recorder) PushPresence(user string, online bool, _ time.Time) {
 	r.add("presence %s %v", user, online)
+}
+
+func (r *recorder) Passed(c eventstore.Cursor) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.passed = c.Clone()
+}
+
+func (r *recorder) lastPassed() eventstore.Cursor {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.passed.Clone()
 }
 
 func (r *recorder) Connected(user string) bool {
@@ -64,22 +80,49 @@ func (r *recorder) wait(t *testing.T, want ...string) {
 }
 
 type env struct {
-	store *eventstore.Store
-	dir   *chat.Directory
-	feed  *feed.Feed
-	sink  *recorder
+	srv      *server.Server
+	store    *eventstore.Store
+	dir      *chat.Directory
+	feed     *feed.Feed
+	sink     *recorder
+	interest bool // the feed follows the live copies; bob's inbox socket is attached at run
 }
 
-// newEnv builds a feed on a real stream; seed, if set, seeds the directory
-// first, as a node does from its read model.
+// newEnv builds a feed on a real stream, following the whole stream.
 func newEnv(t *testing.T, seed func(*chat.Directory)) *env {
 	t.Helper()
-	e := &env{store: testnats.Store(t, testnats.Server(t)), dir: chat.NewDirectory(), sink: &recorder{connected: map[string]bool{"bob": true}}}
+	return newModeEnv(t, false, seed)
+}
+
+// newModeEnv builds a feed on a real stream, following the whole stream or
+// (interest) the live copies; seed, if set, seeds the directory first, as a
+// node does from its read model.
+func newModeEnv(t *testing.T, interest bool, seed func(*chat.Directory)) *env {
+	t.Helper()
+	s := testnats.Server(t)
+	e := &env{srv: s, store: testnats.StoreWith(t, s, eventstore.Config{Republish: interest}), dir: chat.NewDirectory(),
+		sink: &recorder{connected: map[string]bool{"bob": true}}, interest: interest}
 	if seed != nil {
 		seed(e.dir)
 	}
-	e.feed = feed.New(feed.Config{}, feed.Deps{Source: e.store, Directory: e.dir})
+	e.feed = feed.New(feed.Config{}, e.deps(nil))
 	return e
+}
+
+// deps are the feed's dependencies in the env's mode.
+func (e *env) deps(obs feed.Observer) feed.Deps {
+	d := feed.Deps{Source: e.store, Directory: e.dir, Observer: obs, Logger: testutil.Logger()}
+	if e.interest {
+		d.Live, d.Dial = e.store, func() (*nats.Conn, error) { return nats.Connect(e.srv.ClientURL(), nats.NoReconnect()) }
+	}
+	return d
+}
+
+// modes runs f following the whole stream, then the live copies.
+func modes(t *testing.T, f func(t *testing.T, interest bool)) {
+	for _, interest := range []bool{false, true} {
+		t.Run(map[bool]string{false: "stream", true: "interest"}[interest], func(t *testing.T) { f(t, interest) })
+	}
 }
 
 func (e *env) run(t *testing.T) {
@@ -93,6 +136,11 @@ func (e *env) run(t *testing.T) {
 			t.Errorf("feed: %v", err)
 		}
 	})
+	if e.interest {
+		if err := e.feed.Attach(ctx, "bob", 0, func(eventstore.Cursor) {}); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func (e *env) append(t *testing.T, ev eventstore.Event) uint64 {
@@ -118,8 +166,10 @@ func message(conv int64, from, text string) *eventstore.Message {
 
 // TestDispatchAfterApply: every event reaches the sink in stream order,
 // after the directory applied it, with what it changed.
-func TestDispatchAfterApply(t *testing.T) {
-	e := newEnv(t, nil)
+func TestDispatchAfterApply(t *testing.T) { modes(t, testDispatchAfterApply) }
+
+func testDispatchAfterApply(t *testing.T, interest bool) {
+	e := newModeEnv(t, interest, nil)
 	e.run(t)
 	e.append(t, created(1, "alice", "bob"))
 	e.append(t, message(1, "alice", "hi"))
@@ -132,8 +182,10 @@ func TestDispatchAfterApply(t *testing.T) {
 // TestUnreadWaitsForItsEvent: a count pushed before the feed dispatched the
 // event that made it (the projector ran ahead) is held back until that event
 // went to the sink, and held counts go out in the order pushed.
-func TestUnreadWaitsForItsEvent(t *testing.T) {
-	e := newEnv(t, nil)
+func TestUnreadWaitsForItsEvent(t *testing.T) { modes(t, testUnreadWaitsForItsEvent) }
+
+func testUnreadWaitsForItsEvent(t *testing.T, interest bool) {
+	e := newModeEnv(t, interest, nil)
 	e.run(t)
 	e.append(t, created(1, "alice", "bob"))
 	e.sink.wait(t, "event 1 [alice bob]")
@@ -162,8 +214,10 @@ func TestUnreadWithoutSocket(t *testing.T) {
 // TestRunStartsAfterTheSeed: the feed starts after the directory's seed (a
 // node's read model snapshot); a count pushed before Run waits for it, and
 // one for an event of the seed is due at once.
-func TestRunStartsAfterTheSeed(t *testing.T) {
-	e := newEnv(t, nil)
+func TestRunStartsAfterTheSeed(t *testing.T) { modes(t, testRunStartsAfterTheSeed) }
+
+func testRunStartsAfterTheSeed(t *testing.T, interest bool) {
+	e := newModeEnv(t, interest, nil)
 	e.append(t, created(1, "alice", "bob"))
 	e.append(t, message(1, "alice", "seeded"))
 	e.dir.Seed(eventstore.Cursor{2}, map[int64][]eventstore.Member{1: created(1, "alice", "bob").Members}, nil, nil)
@@ -172,6 +226,9 @@ func TestRunStartsAfterTheSeed(t *testing.T) {
 	e.feed.PushPresence("alice", true, time.Time{}) // before Run: no socket to tell
 	e.run(t)
 	e.sink.wait(t, "unread 1 bob 1")
+	if got := e.sink.lastPassed(); !slices.Equal(got, eventstore.Cursor{2}) {
+		t.Fatalf("the sink was told the feed passed %v, want the seed 2", got)
+	}
 	e.append(t, message(1, "alice", "live"))
 	e.sink.wait(t, "unread 1 bob 1", "event 3 [alice bob]", "unread 1 bob 2")
 	e.feed.PushPresence("alice", false, time.Now())
@@ -195,10 +252,12 @@ func (o *observer) Dispatched(seq uint64, stored time.Time) {
 // TestObserverHearsEachDispatch: the observer (the node's admission control,
 // which measures the feed's lag) hears every event after the sink got it,
 // with its stream time.
-func TestObserverHearsEachDispatch(t *testing.T) {
-	e := newEnv(t, nil)
+func TestObserverHearsEachDispatch(t *testing.T) { modes(t, testObserverHearsEachDispatch) }
+
+func testObserverHearsEachDispatch(t *testing.T, interest bool) {
+	e := newModeEnv(t, interest, nil)
 	obs := &observer{}
-	e.feed = feed.New(feed.Config{}, feed.Deps{Source: e.store, Directory: e.dir, Observer: obs})
+	e.feed = feed.New(feed.Config{}, e.deps(obs))
 	e.run(t)
 	e.append(t, created(1, "alice", "bob"))
 	e.append(t, message(1, "alice", "hi"))

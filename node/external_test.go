@@ -174,22 +174,24 @@ func partitionRights(t *testing.T, opts *server.Options, n int) {
 		if u.Username != "inboxd" {
 			continue
 		}
-		var allow []string
-		for _, subj := range u.Permissions.Publish.Allow {
-			toks := strings.Split(subj, ".")
-			i := slices.Index(toks, eventstore.StreamName)
-			if i < 0 || subj == "$JS.API.STREAM.INFO.INBOX" {
-				allow = append(allow, subj)
+		for _, list := range []*[]string{&u.Permissions.Publish.Allow, &u.Permissions.Subscribe.Allow} {
+			var allow []string
+			for _, subj := range *list {
+				toks := strings.Split(subj, ".")
+				i := slices.Index(toks, eventstore.StreamName)
+				if i < 0 || subj == "$JS.API.STREAM.INFO.INBOX" {
+					allow = append(allow, subj)
+				}
+				if i < 0 {
+					continue
+				}
+				for k := range n {
+					toks[i] = eventstore.StreamNameOf(n, k)
+					allow = append(allow, strings.Join(toks, "."))
+				}
 			}
-			if i < 0 {
-				continue
-			}
-			for k := range n {
-				toks[i] = eventstore.StreamNameOf(n, k)
-				allow = append(allow, strings.Join(toks, "."))
-			}
+			*list = allow
 		}
-		u.Permissions.Publish.Allow = allow
 		return
 	}
 	t.Fatal("docs/security.md's configuration has no inboxd user")

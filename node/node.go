@@ -52,6 +52,17 @@ const (
 	DefaultShutdownTimeout = 10 * time.Second // inboxd's grace for Shutdown
 )
 
+// What the live feed follows (Config.LiveFeed): the whole stream, or the
+// streams' live copies of what this node's sockets need (feed's interest
+// mode); auto picks the whole stream with an embedded NATS server (one
+// node: it needs everything anyway) and interest on an external one (a
+// cluster of nodes, each with its own users). docs/scaling.md says why.
+const (
+	LiveFeedAuto     = "auto"
+	LiveFeedStream   = "stream"
+	LiveFeedInterest = "interest"
+)
+
 // Config is everything inboxd is configured with.
 type Config struct {
 	// Role is what the node does: RoleAll (the default: everything in one
@@ -70,6 +81,7 @@ type Config struct {
 	NATSURL        string // external NATS server or cluster; empty = embed one
 	Replicas       int    // stream replicas on an external cluster
 	Partitions     int    // streams conversations are spread over (0: one); fixed once there are events
+	LiveFeed       string // what the live feed follows: LiveFeedAuto (""), LiveFeedStream or LiveFeedInterest
 	NodeID         string // names this node's durable projection consumer
 	SyncAlways     bool   // embedded NATS fsyncs every write before acknowledging
 	NATSAuth       eventstore.Auth
@@ -120,6 +132,7 @@ type Node struct {
 	rms      *readmodel.Server      // role projector
 	leases   *lease.Leases          // role projector
 	dir      *chat.Directory
+	live     *feed.Feed
 	svc      *chat.Service
 	adm      *admission.Controller
 	hub      *wsedge.Hub
@@ -157,6 +170,22 @@ func (c *Config) defaults() {
 	if c.ReadyMaxLag == 0 {
 		c.ReadyMaxLag = DefaultReadyMaxLag
 	}
+	if c.LiveFeed == "" {
+		c.LiveFeed = LiveFeedAuto
+	}
+}
+
+// interest reports whether the live feed runs in interest mode.
+func (c *Config) interest() (bool, error) {
+	switch c.LiveFeed {
+	case LiveFeedAuto:
+		return c.NATSURL != "", nil
+	case LiveFeedStream:
+		return false, nil
+	case LiveFeedInterest:
+		return true, nil
+	}
+	return false, fmt.Errorf("live feed %q: want %s, %s or %s", c.LiveFeed, LiveFeedAuto, LiveFeedStream, LiveFeedInterest)
 }
 
 // Start brings a node up; on error everything started so far is stopped again.
@@ -171,6 +200,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}()
 	if err := cfg.checkRole(); err != nil {
+		return nil, err
+	}
+	interest, err := cfg.interest()
+	if err != nil {
 		return nil, err
 	}
 	if err := n.openData(); err != nil {
@@ -192,7 +225,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	if n.store, err = eventstore.Open(ctx, eventstore.Config{
-		Conn: n.nc, Replicas: cfg.Replicas, Partitions: cfg.Partitions, DuplicateWindow: cfg.DuplicateWindow, Logger: n.log.With("component", "eventstore"),
+		Conn: n.nc, Replicas: cfg.Replicas, Partitions: cfg.Partitions, DuplicateWindow: cfg.DuplicateWindow, Republish: interest,
+		Logger: n.log.With("component", "eventstore"),
 	}); err != nil {
 		return nil, err
 	}
@@ -245,12 +279,17 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		FeedLag: func() float64 { return n.adm.FeedLag().Seconds() },
 	})
 	adm := cfg.Admission
-	adm.Shed, adm.Partitions = n.metrics.Shed, n.store.Partitions()
+	adm.Shed, adm.Partitions, adm.Sparse = n.metrics.Shed, n.store.Partitions(), interest
 	n.adm = admission.New(adm)
 	// The live feed comes first: the projector's unread counts and presence
 	// changes push into it, and it hands them, with the stream, to the hub
 	// (its sink, given to Run below). Nothing is wired after construction.
-	live := feed.New(feed.Config{}, feed.Deps{Source: n.store, Directory: n.dir, Observer: n.adm})
+	fdeps := feed.Deps{Source: n.store, Directory: n.dir, Observer: n.adm, Logger: n.log}
+	if interest {
+		fdeps.Live, fdeps.Dial = n.store, n.dialLive
+	}
+	live := feed.New(feed.Config{}, fdeps)
+	n.live = live
 	limits := cfg.Limits
 	if limits.TypingTTL <= 0 {
 		limits.TypingTTL = n.store.TypingTTL() // a typing start expires with its event
@@ -283,10 +322,14 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.startPresence(ctx, live); err != nil {
 		return nil, err
 	}
-	n.hub = wsedge.New(cfg.Edge, wsedge.Deps{
+	edeps := wsedge.Deps{
 		Service: n.svc, Authenticator: verifier, Reader: n.store, Presence: n.pres,
 		Metrics: n.metrics, Gate: n.adm, Logger: n.log,
-	})
+	}
+	if interest {
+		edeps.Interest = live
+	}
+	n.hub = wsedge.New(cfg.Edge, edeps)
 
 	if n.proj != nil {
 		n.goRun("projector", func() error { return n.proj.Run(runCtx) })
@@ -331,7 +374,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.secrets.Path != "" {
 		n.log.Warn("DEVELOPMENT MODE: using generated secrets; set INBOX_JWT_SECRET (or INBOX_JWT_PUBLIC_KEY) and INBOX_ADMIN_TOKEN in production", "file", n.secrets.Path)
 	}
-	n.log.Info("inboxd ready", "role", cfg.Role, "http", n.HTTPAddr(), "nats", n.NATSURL(), "node", cfg.NodeID, "partitions", n.store.Partitions(), "applied_seq", n.applied(ctx).String())
+	n.log.Info("inboxd ready", "role", cfg.Role, "http", n.HTTPAddr(), "nats", n.NATSURL(), "node", cfg.NodeID, "partitions", n.store.Partitions(),
+		"live_feed", map[bool]string{false: LiveFeedStream, true: LiveFeedInterest}[interest], "applied_seq", n.applied(ctx).String())
 	return n, nil
 }
 
@@ -418,6 +462,21 @@ func (n *Node) openNATS(ctx context.Context) error {
 	return n.creds.WriteInspectContext(n.ns.ClientURL())
 }
 
+// dialLive opens a connection for the live feed's interest mode: one that
+// does not reconnect by itself, so that the feed knows from where it may
+// have missed copies.
+func (n *Node) dialLive() (*nats.Conn, error) {
+	name := "inboxd-" + n.cfg.NodeID + "-live"
+	if n.ns == nil {
+		return eventstore.Connect(n.cfg.NATSURL, name, n.cfg.NATSAuth, n.log.With("component", "nats-live"), nats.NoReconnect())
+	}
+	service, err := n.creds.ServiceOption()
+	if err != nil {
+		return nil, err
+	}
+	return eventstore.ConnectEmbedded(n.ns, name, service, nats.NoReconnect())
+}
+
 // InspectContext is the nats CLI context file of the embedded server's
 // read-only inspection user ("" without an embedded server's port).
 func (n *Node) InspectContext() string {
@@ -494,6 +553,19 @@ func (n *Node) verifier(secret string) (*auth.Verifier, error) {
 func (n *Node) catchUp(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
+	// The feed has told the hub where it starts (a socket registered
+	// before that would take the seed's events for not dispatched yet) and,
+	// in interest mode, read what it needs of the stream.
+	select {
+	case <-n.live.Ready():
+	case <-n.live.Done():
+		return fmt.Errorf("catch up with the stream: %w", n.live.Err())
+	case <-ctx.Done():
+		return fmt.Errorf("catch up with the stream: the live feed was not ready after 2m (applied %s)", n.dir.Seq())
+	}
+	if n.live.Interest() {
+		return nil
+	}
 	for {
 		last, err := n.store.LastStored(ctx)
 		if err != nil {
@@ -613,6 +685,15 @@ func (n *Node) Streams() []string {
 
 // Service is the node's domain service (for seeding demos and tests).
 func (n *Node) Service() *chat.Service { return n.svc }
+
+// FeedStats are the live feed's counters: what it received, read and
+// dispatched, and how many conversations it watches (interest mode).
+func (n *Node) FeedStats() feed.Stats {
+	if n.live == nil {
+		return feed.Stats{} // a projector has no live feed
+	}
+	return n.live.Stats()
+}
 
 // Shutdown stops accepting, closes sockets with 1001, lets the projector finish
 // its batch and closes NATS and SQLite, in that order.

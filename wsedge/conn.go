@@ -88,7 +88,10 @@ func (c *conn) carries(conv, job int64) bool {
 func (c *conn) enqueue(f frame) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closing || (f.seq != 0 && (c.paused || c.since.Covers(f.seq))) {
+	// An event frame at or below liveFrom was caught up (or, for a socket
+	// not resuming, came before it): only the live feed's interest mode
+	// dispatches one after the socket registered.
+	if c.closing || (f.seq != 0 && (c.paused || c.since.Covers(f.seq) || c.liveFrom.Covers(f.seq))) {
 		return
 	}
 	if c.syncing {

@@ -113,7 +113,7 @@ func runSocket(t *testing.T, m *metrics.Metrics, input []byte) []byte {
 		t.Fatal(msg)
 	}
 	c := newConn(h, nc, auth.Claims{UserID: "alice"}, epInbox, 0)
-	if !h.register(c, false, nil) {
+	if !h.register(c, false, nil, nil) {
 		t.Fatal("not registered")
 	}
 	c.seen.Store(time.Now().UnixNano())

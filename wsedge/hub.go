@@ -57,6 +57,22 @@ type Authenticator interface {
 	Verify(token string) (auth.Claims, error)
 }
 
+// Interest is the live feed's side of opening and closing sockets in
+// interest mode (*feed.Feed is one): the feed receives only the events of
+// conversations with a socket here, so a socket is registered by the feed,
+// between two events, at a cut from which it delivers every event of the
+// socket's conversations.
+type Interest interface {
+	// Attach calls register once, on the feed's goroutine, with the cut
+	// (per partition; nil: none): the socket's live frames at or below it
+	// are dropped, everything after it reaches the socket. conv is a legacy
+	// chat socket's conversation, 0 for an inbox socket (all of user's).
+	// An error means register was not called.
+	Attach(ctx context.Context, user string, conv int64, register func(cut eventstore.Cursor)) error
+	// Detach says that a socket Attach registered closed.
+	Detach(user string, conv int64)
+}
+
 // Presence hears when a user's first socket on this node opens and the last
 // closes. Calls are made in order, one at a time, outside the hub's routing
 // lock; they must return quickly (hand slow work to a goroutine).
@@ -92,6 +108,10 @@ type Deps struct {
 	// Presence, if set, hears of a user's first socket opening and last
 	// closing on this node.
 	Presence Presence
+	// Interest, if set, registers inbox and chat sockets with the live feed
+	// (interest mode); nil: the feed delivers every event, and a socket is
+	// registered at once.
+	Interest Interest
 	// Metrics counts sockets and frames; nil: a registry of the hub's own.
 	Metrics *metrics.Metrics
 	// Gate, if set, hears how many frames wait in socket queues and sheds
@@ -123,6 +143,7 @@ type Hub struct {
 	authn  Authenticator
 	reader Reader
 	pres   Presence // nil: none
+	intr   Interest // nil: the feed delivers everything
 	m      *metrics.Metrics
 	log    *slog.Logger
 	// refusals logs, sampled, what a client can provoke at will: refused
@@ -192,7 +213,7 @@ func New(cfg Config, d Deps) *Hub {
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &Hub{
 		cfg: cfg, svc: d.Service, dir: d.Service.Directory(), authn: d.Authenticator, reader: d.Reader,
-		pres: d.Presence, m: d.Metrics,
+		pres: d.Presence, intr: d.Interest, m: d.Metrics,
 		log:      d.Logger.With("component", "wsedge"),
 		framesIn: make(map[string]prometheus.Counter),
 		ctx:      ctx, cancel: cancel,
@@ -318,7 +339,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p, _ := rw.Reader.Peek(n)
 		pre = append([]byte(nil), p...)
 	}
-	if !h.register(c, resume, since) {
+	if !h.attach(r.Context(), c, resume, since) {
 		return
 	}
 	h.schedule(c, claims.ExpiresAt)
@@ -362,6 +383,20 @@ func (h *Hub) markDispatched(id uint64) {
 	if k, seq := eventstore.Split(len(h.last), id); k < len(h.last) {
 		h.last[k].Store(seq)
 	}
+}
+
+// Passed moves the dispatched sequences up to c (the feed hands no event at
+// or below it any more: where it starts, and what interest mode skipped),
+// and releases the ACKs waiting for events there.
+func (h *Hub) Passed(c eventstore.Cursor) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for k := range min(len(c), len(h.last)) {
+		if c[k] > h.last[k].Load() {
+			h.last[k].Store(c[k])
+		}
+	}
+	h.releaseAcks()
 }
 
 // checkSince refuses a resume from beyond the stream's last sequence in a
@@ -494,20 +529,63 @@ func (h *Hub) unreserve(user string) {
 	h.wg.Done()
 }
 
+// interestOf is what a socket asks the live feed for: a legacy chat
+// socket's conversation, or (0) its user's; ok is false for a job socket,
+// whose statuses every node receives.
+func (c *conn) interestOf() (conv int64, ok bool) {
+	switch c.ep {
+	case epChat:
+		return c.id, true
+	case epInbox:
+		return 0, true
+	}
+	return 0, false
+}
+
+// attach registers the socket, through the live feed in interest mode. It
+// reports false if the socket was closed instead (the hub shut down, or the
+// feed is not running).
+func (h *Hub) attach(ctx context.Context, c *conn, resume bool, since eventstore.Cursor) bool {
+	conv, ok := c.interestOf()
+	if h.intr == nil || !ok {
+		return h.register(c, resume, since, nil)
+	}
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.ResumeTimeout)
+	defer cancel()
+	registered := false
+	err := h.intr.Attach(ctx, c.user, conv, func(cut eventstore.Cursor) {
+		registered = h.register(c, resume, since, cut)
+	})
+	switch {
+	case err != nil:
+		h.log.Warn("socket refused: the live feed did not take it", "user_id", c.user, "err", err)
+		h.refuse(c, ws.StatusInternalServerError, "live feed unavailable; reconnect")
+		return false
+	case !registered:
+		h.intr.Detach(c.user, conv)
+	}
+	return registered
+}
+
+// refuse closes an upgraded socket that was never registered.
+func (h *Hub) refuse(c *conn, code ws.StatusCode, reason string) {
+	c.nc.SetWriteDeadline(time.Now().Add(h.cfg.WriteTimeout))
+	c.nc.Write(closeFrame(code, reason).wire)
+	c.nc.Close()
+	h.unreserve(c.user)
+}
+
 // register turns a reservation into a live socket. Under the routing lock it
-// notes the last dispatched sequence, so a resuming socket buffers exactly the
-// events after it. It reports false if the hub shut down meanwhile (the socket
-// is then closed with 1001).
-func (h *Hub) register(c *conn, resume bool, since eventstore.Cursor) bool {
+// notes the last dispatched sequence, or the feed's cut if that is later, so
+// a resuming socket buffers exactly the events after it. It reports false if
+// the hub shut down meanwhile (the socket is then closed with 1001).
+func (h *Hub) register(c *conn, resume bool, since, cut eventstore.Cursor) bool {
 	h.presMu.Lock()
 	defer h.presMu.Unlock()
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
-		c.nc.SetWriteDeadline(time.Now().Add(h.cfg.WriteTimeout))
-		c.nc.Write(closeFrame(ws.StatusGoingAway, "server shutting down").wire)
-		c.nc.Close()
-		h.unreserve(c.user)
+		h.refuse(c, ws.StatusGoingAway, "server shutting down")
 		return false
 	}
 	us := h.users[c.user]
@@ -517,6 +595,7 @@ func (h *Hub) register(c *conn, resume bool, since eventstore.Cursor) bool {
 	c.slot = h.slots
 	h.slots = (h.slots + 1) % pingSlices
 	c.liveFrom = h.lastCursor()
+	c.liveFrom.Max(cut)
 	if resume {
 		c.syncing, c.catching = true, true
 		c.owned = true // the worker writes the catch-up itself
@@ -551,6 +630,9 @@ func (h *Hub) unregister(c *conn) {
 	}
 	h.mu.Unlock()
 	h.unschedule(c)
+	if conv, ok := c.interestOf(); ok && h.intr != nil {
+		h.intr.Detach(c.user, conv)
+	}
 
 	h.m.OpenSockets.Dec()
 	h.log.Debug("socket closed", "user_id", c.user, "endpoint", endpointNames[c.ep], "id", c.id)

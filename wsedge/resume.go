@@ -117,7 +117,9 @@ func (c *conn) resume(from string) {
 		h.mu.Unlock()
 		return
 	}
+	prev := c.liveFrom // a registration's cut stays: events at or below it may never come live
 	c.liveFrom = h.lastCursor()
+	c.liveFrom.Max(prev)
 	c.syncing, c.paused = true, false
 	c.since = since
 	handed := c.acquireLocked()
@@ -162,6 +164,7 @@ func (c *conn) catchUp(since eventstore.Cursor) {
 	h.mu.Lock()
 	synced := h.lastCursor()
 	synced.Max(c.since)
+	synced.Max(c.liveFrom) // caught up to it, whatever the feed dispatched so far
 	c.mu.Lock()
 	c.syncing, c.catching = false, false
 	switch {

@@ -131,6 +131,8 @@ func parse(args []string, stdout io.Writer) (options, error) {
 		"with --role projector: the partitions it keeps a read model of and may answer for, e.g. 0,2,4-7 (default: all); give each partition two projectors for takeover")
 	fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", lease.DefaultTTL,
 		"with --role projector: how long a partition's lease outlives its owner's last renewal (renewed every fifth of it): the longest a dead projector's partitions go unanswered")
+	fs.StringVar(&cfg.LiveFeed, "live-feed", node.LiveFeedAuto,
+		"what the live feed follows: stream (every event), interest (only the conversations of this node's sockets, from the streams' live copies), or auto (stream with the embedded NATS, interest with --nats-url)")
 	fs.StringVar(&cfg.NodeID, "node", node.DefaultNodeID, "node id: names this node's durable projection consumer; unique per node sharing a stream")
 	fs.BoolVar(&cfg.SyncAlways, "sync-always", false, "embedded NATS fsyncs every write before acknowledging (survives an OS crash; slower)")
 	fs.StringVar(&cfg.JWTSecret, "jwt-secret", "", "HS256 secret for user tokens (default: a development secret generated into the data folder)")
@@ -192,6 +194,8 @@ func parse(args []string, stdout io.Writer) (options, error) {
 		return options{}, fmt.Errorf("--partitions %d: must be 1 to %d", cfg.Partitions, eventstore.MaxPartitions)
 	case len(cfg.Keep) > 0 && slices.Max(cfg.Keep) >= cfg.Partitions:
 		return options{}, fmt.Errorf("--keep-partitions: partition %d, but there are %d (0 to %d)", slices.Max(cfg.Keep), cfg.Partitions, cfg.Partitions-1)
+	case cfg.LiveFeed != node.LiveFeedAuto && cfg.LiveFeed != node.LiveFeedStream && cfg.LiveFeed != node.LiveFeedInterest:
+		return options{}, fmt.Errorf("--live-feed %q: must be %s, %s or %s", cfg.LiveFeed, node.LiveFeedAuto, node.LiveFeedStream, node.LiveFeedInterest)
 	case cfg.Limits.MaxText < 1:
 		return options{}, fmt.Errorf("--max-text %d: must be positive", cfg.Limits.MaxText)
 	case cfg.Limits.EditWindow <= 0:

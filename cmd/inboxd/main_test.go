@@ -97,6 +97,7 @@ func TestFlagDefaults(t *testing.T) {
 		{"http-addr", o.cfg.HTTPAddr, node.DefaultHTTPAddr},
 		{"nats-listen", o.cfg.NATSListen, node.DefaultNATSListen},
 		{"node", o.cfg.NodeID, node.DefaultNodeID},
+		{"live-feed", o.cfg.LiveFeed, node.LiveFeedAuto},
 		{"shutdown-timeout", o.grace, node.DefaultShutdownTimeout},
 		{"replicas", o.cfg.Replicas, eventstore.DefaultReplicas},
 		{"max-text", o.cfg.Limits.MaxText, chat.DefaultMaxText},
