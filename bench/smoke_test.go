@@ -79,9 +79,12 @@ func TestBenchSmoke(t *testing.T) {
 		if len(s.Slowest) == 0 || len(s.Slowest) > 5 {
 			t.Fatalf("slowest windows %v, want 1 to 5", s.Slowest)
 		}
+		// Windows cover the sending and the longest drain from the end of
+		// the warm-up (2 s + 10 s); where in it they fall depends on the
+		// machine's speed, so only the span is judged.
 		for _, w := range s.Slowest {
-			if w.MaxMS <= 0 || w.AtS < 0 || w.AtS > s.Seconds+s.DrainSeconds {
-				t.Errorf("slowest window %+v outside the run (%.1f s, drained in %.1f s)", w, s.Seconds, s.DrainSeconds)
+			if w.MaxMS <= 0 || w.AtS < 0 || w.AtS >= 12 {
+				t.Errorf("slowest window %+v outside the run's 12 s", w)
 			}
 		}
 		if rep.Sockets != 20 || rep.AliveAtEnd != 20 || len(rep.Disconnects) != 0 {

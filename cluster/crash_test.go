@@ -57,6 +57,8 @@ func (b *syncBuffer) Write(p []byte) (int, error) {
 
 func startInboxd(t *testing.T, bin string, args ...string) *child {
 	t.Helper()
+	// Shedding is not what these tests judge (startNode says why).
+	args = append(args, "--max-feed-lag", "1m", "--max-append-latency", "1m")
 	cmd := exec.Command(bin, args...)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "INBOX_") {

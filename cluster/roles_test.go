@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"inbox/admission"
 	"inbox/eventstore"
 	"inbox/httpapi"
 	"inbox/internal/testnats"
@@ -102,6 +103,8 @@ func TestProjectorKilledUnderLoad(t *testing.T) {
 		JWTSecret: jwtSecret, AdminToken: adminToken, Logger: testutil.Logger().With("node", "e1"),
 		Edge: wsedge.Config{RatePerSecond: 100_000, RateBurst: 100_000},
 		API:  httpapi.Config{UserRate: 100_000}, // history is polled, page by page
+		// Not what this test judges (startNode says why).
+		Admission: admission.Config{MaxFeedLag: time.Minute, MaxAppendLatency: time.Minute},
 	})
 	if err != nil {
 		t.Fatalf("start the edge: %v", err)
