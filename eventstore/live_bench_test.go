@@ -2,6 +2,7 @@ package eventstore_test
 
 import (
 	"context"
+	"os"
 	"runtime"
 	"testing"
 
@@ -13,15 +14,30 @@ import (
 
 // BenchmarkLiveWatch watches b.N conversations on one Live, as a node in
 // interest mode does for its sockets' conversations, and reports the memory
-// each costs: "B/watch" is the heap grown per watched conversation, the
-// client's subscription and the in-process server's together (a server of
-// its own process holds its part outside inboxd), after a GC.
+// each costs: "B/watch" is the heap grown per watched conversation, after a
+// GC: the client's subscription and the in-process server's together, or,
+// with INBOX_BENCH_NATS_URL (a server of its own process, as on a cluster),
+// the client's only.
 //
 //	go test ./eventstore -run '^$' -bench LiveWatch -benchtime 100000x
 func BenchmarkLiveWatch(b *testing.B) {
-	s := testnats.Server(b)
-	st := testnats.StoreWith(b, s, eventstore.Config{Republish: true})
-	nc, err := nats.Connect(s.ClientURL(), nats.NoReconnect())
+	url := os.Getenv("INBOX_BENCH_NATS_URL")
+	var st *eventstore.Store
+	if url == "" {
+		s := testnats.Server(b)
+		url = s.ClientURL()
+		st = testnats.StoreWith(b, s, eventstore.Config{Republish: true})
+	} else {
+		snc, err := nats.Connect(url)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer snc.Close()
+		if st, err = eventstore.Open(context.Background(), eventstore.Config{Conn: snc, Republish: true}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	nc, err := nats.Connect(url, nats.NoReconnect())
 	if err != nil {
 		b.Fatal(err)
 	}
