@@ -17,6 +17,8 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 	"github.com/golang-jwt/jwt/v5"
+
+	"inbox/internal/testutil"
 )
 
 // fakeInbox is a minimal stand-in for inboxd speaking the documented
@@ -312,7 +314,12 @@ func TestRunAgainstFake(t *testing.T) {
 		if i == nil || i.RSSPerSocket != 1000 || i.GoroutinesPerSock != 1 || i.ServerOpenSockets != 50 || rep.Sockets != 50 {
 			t.Fatalf("idle = %+v", i)
 		}
-		checkFor(t, func() bool { return f.open.Load() == 0 })
+		testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+			if n := f.open.Load(); n != 0 {
+				return fmt.Errorf("%d sockets still open", n)
+			}
+			return nil
+		})
 	})
 
 	t.Run("id collision", func(t *testing.T) {

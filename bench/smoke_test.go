@@ -1,13 +1,13 @@
 package bench_test
 
 import (
-	"context"
 	"math"
 	"strings"
 	"testing"
 	"time"
 
 	"inbox/bench"
+	"inbox/internal/testnode"
 	"inbox/node"
 )
 
@@ -16,21 +16,12 @@ import (
 // and data folder.
 func startNode(tb testing.TB, mods ...func(*node.Config)) (url, dir string) {
 	tb.Helper()
-	dir = tb.TempDir()
-	cfg := node.Config{DataDir: dir, HTTPAddr: "127.0.0.1:0"}
+	cfg := testnode.Config(tb)
 	for _, mod := range mods {
 		mod(&cfg)
 	}
-	n, err := node.Start(tb.Context(), cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = n.Shutdown(ctx)
-	})
-	return "http://" + n.HTTPAddr(), dir
+	n := testnode.Start(tb, cfg)
+	return "http://" + n.HTTPAddr(), cfg.DataDir
 }
 
 // TestBenchSmoke drives a real in-process inboxd (embedded NATS, SQLite,

@@ -14,6 +14,7 @@ import (
 	"inbox/eventstore"
 	"inbox/feed"
 	"inbox/internal/testnats"
+	"inbox/internal/testutil"
 )
 
 // newService wires a Service to a real stream with its directory kept by the
@@ -373,20 +374,16 @@ func TestTypingChangeWaitsForGap(t *testing.T) {
 			t.Fatalf("change %d within the gap = %d, %v; want it deferred", i, seq, err)
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		last, err := lastSeq(ctx, st)
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
-		if last > start {
-			break
+		if last <= start {
+			return errors.New("the deferred stop was never appended")
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the deferred stop was never appended")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	time.Sleep(2 * gap) // nothing more may follow
 	var got []*eventstore.Typing
 	err = st.Read(ctx, 0, start+1, start+10, nil, func(s eventstore.Stored) error {

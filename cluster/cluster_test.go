@@ -12,6 +12,7 @@ import (
 
 	"inbox/eventstore"
 	"inbox/internal/testnats"
+	"inbox/internal/testutil"
 	"inbox/node"
 )
 
@@ -51,7 +52,7 @@ func TestClusterStreamReplicated(t *testing.T) {
 		t.Fatalf("stream replicas %d, cluster %+v", info.Config.Replicas, info.Cluster)
 	}
 	for _, name := range []string{"inbox-proj-n1", "inbox-proj-n2"} {
-		checkFor(t, 30*time.Second, func() error { // a JS API call may time out on a busy cluster
+		testutil.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error { // a JS API call may time out on a busy cluster
 			ci, err := st.JetStream().Consumer(context.Background(), eventstore.StreamName, name)
 			if err != nil {
 				return fmt.Errorf("consumer %s: %w", name, err)
@@ -88,7 +89,7 @@ func TestCrossNodeChat(t *testing.T) {
 	if j := carol.next("CONVERSATION_JOINED"); j.ConversationID != 1 {
 		t.Fatalf("carol joined %d, want 1", j.ConversationID)
 	}
-	checkFor(t, 10*time.Second, func() error {
+	testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if !n2.Service().Directory().IsMember(1, "carol") {
 			return fmt.Errorf("carol not a member on node 2 yet")
 		}
@@ -100,7 +101,7 @@ func TestCrossNodeChat(t *testing.T) {
 
 	// Both read models hold the same history.
 	for _, n := range []*node.Node{n1, n2} {
-		checkFor(t, 10*time.Second, func() error {
+		testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 			h, err := history(t, n.HTTPAddr(), "bob", 1)
 			if err != nil {
 				return err
@@ -238,13 +239,13 @@ func TestResumeAcrossNodes(t *testing.T) {
 		}
 		return nil
 	})
-	bob.conn.CloseNow()
+	bob.CloseNow()
 	<-bob.done
 	first := bob.messages()
 	last := first[len(first)-1].Seq
 
 	// Traffic continues while bob is away; he comes back on node 2.
-	checkFor(t, frameWait, func() error {
+	testutil.CheckFor(t, frameWait, 20*time.Millisecond, func() error {
 		if s.ackedCount() < len(first)+100 {
 			return fmt.Errorf("only %d acknowledged", s.ackedCount())
 		}
@@ -252,7 +253,7 @@ func TestResumeAcrossNodes(t *testing.T) {
 	})
 	bob2 := dial(t, n2.HTTPAddr(), "bob", last)
 	synced := bob2.next("SYNCED")
-	checkFor(t, frameWait, func() error {
+	testutil.CheckFor(t, frameWait, 20*time.Millisecond, func() error {
 		if s.ackedCount() < len(first)+300 {
 			return fmt.Errorf("only %d acknowledged", s.ackedCount())
 		}
@@ -317,7 +318,7 @@ func TestNATSServerKilledUnderLoad(t *testing.T) {
 		wg.Wait()
 	}()
 	total := func() int { return senders[0].ackedCount() + senders[1].ackedCount() }
-	checkFor(t, frameWait, func() error {
+	testutil.CheckFor(t, frameWait, 20*time.Millisecond, func() error {
 		if total() < 200 {
 			return fmt.Errorf("%d acknowledged", total())
 		}
@@ -343,7 +344,7 @@ func TestNATSServerKilledUnderLoad(t *testing.T) {
 	t.Logf("killed %s (stream leader) after %d acknowledged sends", info.Cluster.Leader, before)
 
 	// Sending continues on the two servers left.
-	checkFor(t, 30*time.Second, func() error {
+	testutil.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
 		if total() < before+300 {
 			return fmt.Errorf("%d acknowledged since the kill", total()-before)
 		}
@@ -379,7 +380,7 @@ func TestNATSServerKilledUnderLoad(t *testing.T) {
 	slices.Sort(all)
 	// ...and in both nodes' history, once.
 	for _, n := range []*node.Node{n1, n2} {
-		checkFor(t, 30*time.Second, func() error {
+		testutil.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
 			h, err := history(t, n.HTTPAddr(), "alice", 9)
 			if err != nil {
 				return err
@@ -429,7 +430,7 @@ func TestPartitionLeadersSpread(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, 30*time.Second, func() error {
+	testutil.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
 		leaders := map[string]int{}
 		for _, stream := range st.Streams() {
 			info, err := stream.Info(context.Background())

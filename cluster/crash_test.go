@@ -1,10 +1,8 @@
 package cluster_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +14,7 @@ import (
 	"time"
 
 	"inbox/eventstore"
+	"inbox/internal/testutil"
 	"inbox/projections"
 )
 
@@ -39,20 +38,8 @@ func buildInboxd(t *testing.T) string {
 // child is an inboxd process this test started.
 type child struct {
 	cmd  *exec.Cmd
-	logs *bytes.Buffer
+	logs *testutil.Buffer
 	done chan struct{}
-}
-
-// syncBuffer is a bytes.Buffer safe for the child's writer and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.Buffer.Write(p)
 }
 
 func startInboxd(t *testing.T, bin string, args ...string) *child {
@@ -65,12 +52,12 @@ func startInboxd(t *testing.T, bin string, args ...string) *child {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
-	logs := &syncBuffer{}
+	logs := &testutil.Buffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start inboxd: %v", err)
 	}
-	c := &child{cmd: cmd, logs: &logs.Buffer, done: make(chan struct{})}
+	c := &child{cmd: cmd, logs: logs, done: make(chan struct{})}
 	go func() { cmd.Wait(); close(c.done) }()
 	t.Cleanup(func() {
 		select {
@@ -80,9 +67,7 @@ func startInboxd(t *testing.T, bin string, args ...string) *child {
 			<-c.done
 		}
 		if t.Failed() {
-			logs.mu.Lock()
 			t.Logf("inboxd (pid %d) output:\n%s", cmd.Process.Pid, logs.String())
-			logs.mu.Unlock()
 		}
 	})
 	return c
@@ -91,7 +76,7 @@ func startInboxd(t *testing.T, bin string, args ...string) *child {
 // waitHealthy polls /healthz until the node answers 200.
 func waitHealthy(t *testing.T, c *child, addr string) {
 	t.Helper()
-	checkFor(t, 60*time.Second, func() error {
+	testutil.CheckFor(t, 60*time.Second, 20*time.Millisecond, func() error {
 		select {
 		case <-c.done:
 			t.Fatalf("inboxd exited: %v", c.cmd.ProcessState)
@@ -107,16 +92,6 @@ func waitHealthy(t *testing.T, c *child, addr string) {
 		}
 		return nil
 	})
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func adminPost(t *testing.T, addr, path, body string) {
@@ -146,7 +121,7 @@ func TestInboxdKilledUnderLoad(t *testing.T) {
 	}
 	bin := buildInboxd(t)
 	data := t.TempDir()
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	args := []string{"--data", data, "--http-addr", addr, "--nats-listen", "", "--node", "crash",
 		"--jwt-secret", jwtSecret, "--admin-token", adminToken, "--rate", "100000", "--log-level", "warn"}
 
@@ -161,7 +136,7 @@ func TestInboxdKilledUnderLoad(t *testing.T) {
 		wg.Go(func() { s.runUntilBroken(stop) })
 	}
 	total := func() int { return senders[0].ackedCount() + senders[1].ackedCount() }
-	checkFor(t, 30*time.Second, func() error {
+	testutil.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
 		if total() < 500 {
 			return fmt.Errorf("%d acknowledged", total())
 		}
@@ -200,7 +175,7 @@ func TestInboxdKilledUnderLoad(t *testing.T) {
 			want[seq] = cmid
 		}
 	}
-	checkFor(t, 30*time.Second, func() error {
+	testutil.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
 		h, err := history(t, addr, "alice", 1)
 		if err != nil {
 			return err

@@ -11,6 +11,7 @@ import (
 	natsserver "github.com/nats-io/nats-server/v2/test"
 
 	"inbox/eventstore"
+	"inbox/internal/testutil"
 	"inbox/node"
 )
 
@@ -80,7 +81,7 @@ func TestNATSConnectionDrop(t *testing.T) {
 	for i := range 3 {
 		cmid := fmt.Sprintf("during-%d", i)
 		var seq uint64
-		checkFor(t, 30*time.Second, func() error {
+		testutil.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
 			r, ok := alice.send(3, cmid, "during the outage", frameWait)
 			if !ok || r.Seq == 0 {
 				return fmt.Errorf("retry of %s: %+v (answered %v)", cmid, r, ok)
@@ -105,7 +106,7 @@ func TestNATSConnectionDrop(t *testing.T) {
 		}
 	}
 	for _, n := range []*node.Node{n1, n2} {
-		checkFor(t, 30*time.Second, func() error {
+		testutil.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
 			h, err := history(t, n.HTTPAddr(), "bob", 3)
 			if err != nil {
 				return err

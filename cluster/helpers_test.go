@@ -9,84 +9,42 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
-
 	"inbox/admission"
-	"inbox/auth"
 	"inbox/eventstore"
+	"inbox/internal/testnode"
 	"inbox/internal/testutil"
+	"inbox/internal/wstest"
 	"inbox/node"
-	"inbox/wsedge"
 )
 
 const (
-	jwtSecret  = "cluster-test-jwt-secret-0123456789abcdef"
-	adminToken = "cluster-test-admin-token-0123456789abcdef"
+	jwtSecret  = testnode.JWTSecret
+	adminToken = testnode.AdminToken
 	frameWait  = 15 * time.Second
 )
 
-// startNode starts an in-process inboxd on natsURL with its own data folder;
-// opts change its configuration.
+// startNode starts an in-process inboxd (testnode) on natsURL; opts change
+// its configuration.
 func startNode(t testing.TB, natsURL string, replicas int, id string, opts ...func(*node.Config)) *node.Node {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cfg := node.Config{
-		DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", NATSURL: natsURL, Replicas: replicas, NodeID: id,
-		JWTSecret: jwtSecret, AdminToken: adminToken, Logger: testutil.Logger().With("node", id),
-		Edge: wsedge.Config{RatePerSecond: 100_000, RateBurst: 100_000},
-		// Shedding is not what these tests judge: on a loaded machine under
-		// the race detector an append can take longer than the default bounds.
-		Admission: admission.Config{MaxFeedLag: time.Minute, MaxAppendLatency: time.Minute},
-	}
+	cfg := testnode.Config(t)
+	testnode.Secrets(&cfg)
+	cfg.NATSURL, cfg.Replicas, cfg.NodeID, cfg.Logger = natsURL, replicas, id, cfg.Logger.With("node", id)
+	// Shedding is not what these tests judge: on a loaded machine under the
+	// race detector an append can take longer than the default bounds.
+	cfg.Admission = admission.Config{MaxFeedLag: time.Minute, MaxAppendLatency: time.Minute}
 	for _, opt := range opts {
 		opt(&cfg)
 	}
-	n, err := node.Start(ctx, cfg)
-	if err != nil {
-		t.Fatalf("start node %s on %s: %v", id, natsURL, err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		if err := n.Shutdown(ctx); err != nil {
-			t.Logf("shut down node %s: %v", id, err)
-		}
-	})
-	return n
-}
-
-// checkFor polls f every 20 ms until it returns nil or total passes.
-func checkFor(t testing.TB, total time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	var err error
-	for {
-		if err = f(); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v: %v", total, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return testnode.Start(t, cfg)
 }
 
 func token(t testing.TB, user string) string {
 	t.Helper()
-	m, err := auth.NewMinter(auth.MinterConfig{Secret: jwtSecret})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := m.Mint(user, "", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
+	return testnode.Token(t, user, "")
 }
 
 // frame is what the tests read from server frames.
@@ -105,29 +63,19 @@ type frame struct {
 	raw            []byte
 }
 
-func (f frame) isMessage() bool { return f.Message != "" && f.MessageID != 0 }
-
 // result is the server's answer to a send: an ACK (Seq set) or an ERROR (Code set).
 type result struct {
 	Seq  uint64
 	Code string
 }
 
-// client is a real WebSocket client (coder/websocket). Its reader routes ACK
-// and ERROR frames that carry a client_msg_id to the sender waiting for them,
-// records message frames, and queues other frames.
+// client is the tests' WebSocket client (internal/wstest) keeping message
+// frames aside, seen through frame.
 type client struct {
+	*wstest.Client
 	t    testing.TB
 	name string
-	conn *websocket.Conn
-	done chan struct{}
-	err  error // why the reader stopped; read after done
-
-	mu      sync.Mutex
-	waiting map[string]chan result
-	msgs    []frame
-	gotMsg  chan struct{} // closed and replaced on every message
-	ctrl    chan frame
+	done <-chan struct{}
 }
 
 // dial opens /ws/inbox/ on n as user, with ?since=since when since > 0.
@@ -157,93 +105,39 @@ func dialFrom(t testing.TB, addr, user, since string) (*client, error) {
 	if since != "" {
 		u += "&since=" + url.QueryEscape(since)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), frameWait)
-	defer cancel()
-	conn, _, err := websocket.Dial(ctx, u, nil)
+	name := user + "@" + addr
+	wc, _, err := wstest.TryDial(t, u, wstest.Options{Name: name, Wait: frameWait, KeepMessages: true})
 	if err != nil {
 		return nil, err
 	}
-	conn.SetReadLimit(1 << 20)
-	c := &client{t: t, name: user + "@" + addr, conn: conn, done: make(chan struct{}),
-		waiting: make(map[string]chan result), gotMsg: make(chan struct{}), ctrl: make(chan frame, 1<<16)}
-	go c.read()
-	t.Cleanup(func() { conn.CloseNow() })
-	return c, nil
+	return &client{Client: wc, t: t, name: name, done: wc.Done()}, nil
 }
 
-func (c *client) read() {
-	defer close(c.done)
-	for {
-		_, b, err := c.conn.Read(context.Background())
-		if err != nil {
-			c.err = err
-			return
-		}
-		var f frame
-		if err := json.Unmarshal(b, &f); err != nil {
-			c.err = fmt.Errorf("frame %q is not JSON: %w", b, err)
-			return
-		}
-		f.raw = b
-		c.mu.Lock()
-		switch {
-		case f.isMessage():
-			c.msgs = append(c.msgs, f)
-			close(c.gotMsg)
-			c.gotMsg = make(chan struct{})
-			c.mu.Unlock()
-			continue
-		case (f.Type == "ACK" || f.Type == "ERROR") && f.ClientMsgID != "":
-			if ch, ok := c.waiting[f.ClientMsgID]; ok {
-				delete(c.waiting, f.ClientMsgID)
-				ch <- result{Seq: f.Seq, Code: f.Code}
-				c.mu.Unlock()
-				continue
-			}
-		}
-		c.mu.Unlock()
-		select {
-		case c.ctrl <- f:
-		default:
-			c.err = fmt.Errorf("control queue full at %q", b)
-			return
-		}
-	}
+// asFrame is f as the tests read it.
+func asFrame(f wstest.Frame) frame {
+	b, _ := json.Marshal(f)
+	var out frame
+	json.Unmarshal(b, &out)
+	out.raw = b
+	return out
 }
 
-func (c *client) write(v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
+func asFrames(fs []wstest.Frame) []frame {
+	out := make([]frame, len(fs))
+	for i, f := range fs {
+		out[i] = asFrame(f)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), frameWait)
-	defer cancel()
-	return c.conn.Write(ctx, websocket.MessageText, b)
+	return out
 }
 
 // send sends a message with client_msg_id cmid and waits for its ACK or
 // ERROR; ok is false when neither came within wait (or the socket failed).
 func (c *client) send(conv int64, cmid, text string, wait time.Duration) (result, bool) {
-	ch := make(chan result, 1)
-	c.mu.Lock()
-	c.waiting[cmid] = ch
-	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		delete(c.waiting, cmid)
-		c.mu.Unlock()
-	}()
-	if err := c.write(map[string]any{"conversation_id": conv, "message": text, "type": "TEXT", "client_msg_id": cmid}); err != nil {
+	f, ok := c.Request(cmid, map[string]any{"conversation_id": conv, "message": text, "type": "TEXT", "client_msg_id": cmid}, wait)
+	if !ok {
 		return result{}, false
 	}
-	select {
-	case r := <-ch:
-		return r, true
-	case <-c.done:
-		return result{}, false
-	case <-time.After(wait):
-		return result{}, false
-	}
+	return result{Seq: uint64(f.Int("seq")), Code: f.Str("code")}, true
 }
 
 // mustAck sends and fails the test unless the message is acknowledged.
@@ -251,66 +145,23 @@ func (c *client) mustAck(conv int64, cmid, text string) uint64 {
 	c.t.Helper()
 	r, ok := c.send(conv, cmid, text, frameWait)
 	if !ok || r.Seq == 0 {
-		c.t.Fatalf("%s: send %s: no ACK (answer %+v, answered %v, socket err %v)", c.name, cmid, r, ok, c.err)
+		c.t.Fatalf("%s: send %s: no ACK (answer %+v, answered %v, socket err %v)", c.name, cmid, r, ok, c.Err())
 	}
 	return r.Seq
 }
 
-// next returns the next control frame of type typ, skipping others.
-func (c *client) next(typ string) frame {
-	c.t.Helper()
-	deadline := time.After(frameWait)
-	for {
-		select {
-		case f := <-c.ctrl:
-			if f.Type == typ {
-				return f
-			}
-		case <-c.done:
-			c.t.Fatalf("%s: socket ended waiting for %s: %v", c.name, typ, c.err)
-		case <-deadline:
-			c.t.Fatalf("%s: no %s frame within %v", c.name, typ, frameWait)
-		}
-	}
-}
+// next returns the next frame of type typ, skipping others.
+func (c *client) next(typ string) frame { return asFrame(c.UntilType(typ)) }
 
 // ping waits for a PONG: the socket is open and registered.
-func (c *client) ping() {
-	c.t.Helper()
-	if err := c.write(map[string]any{"type": "PING"}); err != nil {
-		c.t.Fatalf("%s: ping: %v", c.name, err)
-	}
-	c.next("PONG")
-}
+func (c *client) ping() { c.Flush() }
 
 // messages is a copy of the message frames received so far.
-func (c *client) messages() []frame {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]frame(nil), c.msgs...)
-}
+func (c *client) messages() []frame { return asFrames(c.Messages()) }
 
 // waitMessages waits until f holds for the messages received so far.
 func (c *client) waitMessages(total time.Duration, f func([]frame) error) []frame {
-	c.t.Helper()
-	deadline := time.After(total)
-	for {
-		c.mu.Lock()
-		msgs := append([]frame(nil), c.msgs...)
-		ch := c.gotMsg
-		c.mu.Unlock()
-		err := f(msgs)
-		if err == nil {
-			return msgs
-		}
-		select {
-		case <-ch:
-		case <-c.done:
-			c.t.Fatalf("%s: socket ended: %v (waiting: %v)", c.name, c.err, err)
-		case <-deadline:
-			c.t.Fatalf("%s: %v after %v", c.name, err, total)
-		}
-	}
+	return asFrames(c.WaitMessages(total, func(ms []wstest.Frame) error { return f(asFrames(ms)) }))
 }
 
 // history reads a conversation's whole history through the HTTP API as user,
@@ -380,7 +231,7 @@ func createConv(t testing.TB, n *node.Node, id int64, members []eventstore.Membe
 		t.Fatalf("create conversation %d: %v", id, err)
 	}
 	for _, o := range others {
-		checkFor(t, 10*time.Second, func() error {
+		testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 			for _, m := range members {
 				if !o.Service().Directory().IsMember(id, m.UserID) {
 					return fmt.Errorf("%s not yet a member of %d on the other node", m.UserID, id)

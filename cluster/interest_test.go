@@ -9,6 +9,7 @@ import (
 	"inbox/eventstore"
 	"inbox/feed"
 	"inbox/internal/testnats"
+	"inbox/internal/testutil"
 	"inbox/node"
 )
 
@@ -40,7 +41,7 @@ func testInterestFeed(t *testing.T, partitions int) {
 	carol.ping()
 	watching := func(n *node.Node, want int) {
 		t.Helper()
-		checkFor(t, 10*time.Second, func() error {
+		testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 			if got := n.FeedStats().Watched; got != want {
 				return fmt.Errorf("node %s watches %d conversations, want %d", n.HTTPAddr(), got, want)
 			}
@@ -62,7 +63,7 @@ func testInterestFeed(t *testing.T, partitions int) {
 		bob.waitMessages(frameWait, hasSeq(last))
 		marker := carol.mustAck(2, round+"-marker", "on node 2")
 		carol.waitMessages(frameWait, hasSeq(marker))
-		checkFor(t, 10*time.Second, func() error {
+		testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 			if after = n2.FeedStats(); after.Dispatched < before.Dispatched+1 {
 				return fmt.Errorf("node 2's feed has not dispatched the marker: %+v", after)
 			}

@@ -11,6 +11,7 @@ import (
 
 	"inbox/eventstore"
 	"inbox/internal/testnats"
+	"inbox/internal/testutil"
 	"inbox/node"
 )
 
@@ -67,7 +68,7 @@ func TestResumeAcrossNodesPartitioned(t *testing.T) {
 		for k, s := range senders {
 			base[k] = s.ackedCount()
 		}
-		checkFor(t, trafficWait, func() error {
+		testutil.CheckFor(t, trafficWait, 20*time.Millisecond, func() error {
 			for k, s := range senders {
 				if got := s.ackedCount() - base[k]; got < by {
 					return fmt.Errorf("conversation %d: %d more acknowledged, want %d", s.conv, got, by)
@@ -87,7 +88,7 @@ func TestResumeAcrossNodesPartitioned(t *testing.T) {
 		}
 		return nil
 	})
-	bob.conn.CloseNow()
+	bob.CloseNow()
 	<-bob.done
 	first = bob.messages()
 	top := make(map[int]uint64) // partition -> the highest seq bob got there

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"inbox/eventstore"
+	"inbox/internal/testutil"
 )
 
 // TestProjectorConsumerDeleted deletes a node's durable projection consumer
@@ -53,7 +54,7 @@ func TestProjectorConsumerDeleted(t *testing.T) {
 
 func waitHistory(t *testing.T, addr string, conv int64, want []uint64) {
 	t.Helper()
-	checkFor(t, 30*time.Second, func() error {
+	testutil.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
 		h, err := history(t, addr, "alice", conv)
 		if err != nil {
 			return err

@@ -62,7 +62,7 @@ func TestProjectorKilledUnderLoad(t *testing.T) {
 	}
 	var ps []*projector
 	for _, id := range []string{"p1", "p2"} {
-		p := &projector{id: id, data: t.TempDir(), addr: freeAddr(t)}
+		p := &projector{id: id, data: t.TempDir(), addr: testutil.FreeAddr(t)}
 		p.proc = startInboxd(t, bin, "--role", "projector", "--nats-url", c.URL(), "--replicas", "3", "--partitions", strconv.Itoa(rolesPartitions),
 			"--node", id, "--data", p.data, "--http-addr", p.addr, "--lease-ttl", ttl.String(), "--log-level", "warn")
 		ps = append(ps, p)
@@ -84,7 +84,7 @@ func TestProjectorKilledUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Both own a share (fair shares of 3 among 2: 2 and 1).
-	checkFor(t, 30*time.Second, func() error {
+	testutil.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
 		owners := leaseOwners(t, kv)
 		counts := map[string]int{}
 		for _, o := range owners {
@@ -143,7 +143,7 @@ func TestProjectorKilledUnderLoad(t *testing.T) {
 		}
 		return n
 	}
-	checkFor(t, 60*time.Second, func() error {
+	testutil.CheckFor(t, 60*time.Second, 20*time.Millisecond, func() error {
 		if n := total(); n < 300 {
 			return fmt.Errorf("%d acknowledged", n)
 		}
@@ -200,7 +200,7 @@ func TestProjectorKilledUnderLoad(t *testing.T) {
 		slowest = max(slowest, d)
 	}
 	// Load goes on a while after the takeover.
-	checkFor(t, 60*time.Second, func() error {
+	testutil.CheckFor(t, 60*time.Second, 20*time.Millisecond, func() error {
 		if n := total(); n < before+150 {
 			return fmt.Errorf("%d acknowledged, %d at the kill", n, before)
 		}
@@ -240,7 +240,7 @@ func TestProjectorKilledUnderLoad(t *testing.T) {
 				t.Errorf("conversation %d: %s acknowledged at %d, stored at %v", conv, cmid, seq, got)
 			}
 		}
-		checkFor(t, 30*time.Second, func() error {
+		testutil.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
 			h, err := history(t, addr, fmt.Sprintf("a%d", conv), conv)
 			if err != nil {
 				return err

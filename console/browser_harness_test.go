@@ -27,6 +27,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"inbox/auth"
+	"inbox/internal/testnode"
 	"inbox/internal/testutil"
 	"inbox/node"
 	"inbox/wsedge"
@@ -262,28 +263,20 @@ func startServer(t *testing.T, allowedOrigins ...string) *server {
 // startServerWith is startServer with the stream in partitions partitions.
 func startServerWith(t *testing.T, partitions int, allowedOrigins ...string) *server {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := testutil.FreeAddr(t)
 	url := "http://" + addr
-	dir := t.TempDir()
-	cfg := node.Config{
-		DataDir: dir, HTTPAddr: addr, NATSListen: "", NodeID: "console-test", Partitions: partitions,
-		AllowedOrigins: append([]string{url}, allowedOrigins...),
-		Logger:         testutil.Logger(),
-		// Catch-ups of two events a page: a resume pages (SYNCED "more": true).
-		// Tokens warned of 90 minutes before they expire: a one-hour token
-		// gets TOKEN_EXPIRING at once.
-		Edge: wsedge.Config{RatePerSecond: 1000, RateBurst: 1000, ResumePageEvents: 2, TokenGrace: 90 * time.Minute},
-	}
+	cfg := testnode.Config(t)
+	dir := cfg.DataDir
+	cfg.HTTPAddr, cfg.NodeID, cfg.Partitions = addr, "console-test", partitions
+	cfg.AllowedOrigins = append([]string{url}, allowedOrigins...)
+	// Catch-ups of two events a page: a resume pages (SYNCED "more": true).
+	// Tokens warned of 90 minutes before they expire: a one-hour token gets
+	// TOKEN_EXPIRING at once.
+	cfg.Edge = wsedge.Config{RatePerSecond: 1000, RateBurst: 1000, ResumePageEvents: 2, TokenGrace: 90 * time.Minute}
 	cfg.Limits.MaxText = 200
 	cfg.API.UserRate, cfg.API.UserBurst = 1000, 1000
 	s := &server{cfg: cfg, url: url}
 	s.start(t)
-	t.Cleanup(func() { s.stop(t) })
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if _, err := s.node.SeedDemo(ctx); err != nil {
@@ -303,13 +296,7 @@ func startServerWith(t *testing.T, partitions int, allowedOrigins ...string) *se
 
 func (s *server) start(t *testing.T) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	n, err := node.Start(ctx, s.cfg)
-	if err != nil {
-		t.Fatalf("start inboxd: %v", err)
-	}
-	s.node = n
+	s.node = testnode.Start(t, s.cfg)
 }
 
 func (s *server) stop(t *testing.T) {

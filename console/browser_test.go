@@ -2,6 +2,7 @@ package console_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +15,8 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	"github.com/golang-jwt/jwt/v5"
+
+	"inbox/internal/testutil"
 )
 
 // TestConsole drives the console in headless Chromium against a real
@@ -366,11 +369,12 @@ func testRefresh(t *testing.T, srv *server, b *browser) {
 	p.until("carol's socket live", `document.querySelector('#conn')?.dataset.state === 'live'`)
 	p.until("a renewed token", `(sessionStorage.getItem('inbox.token') ?? `+js(pasted)+`) !== `+js(pasted))
 	renewed := eval[string](p, `sessionStorage.getItem('inbox.token')`)
-	for deadline := time.Now().Add(wait); srv.metric(t, `inbox_frames_out_total{type="REFRESHED"}`) <= refreshed; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the server answered no REFRESH with REFRESHED")
+	testutil.CheckFor(t, wait, 20*time.Millisecond, func() error {
+		if srv.metric(t, `inbox_frames_out_total{type="REFRESHED"}`) <= refreshed {
+			return errors.New("the server answered no REFRESH with REFRESHED")
 		}
-	}
+		return nil
+	})
 	var s struct {
 		UserID string `json:"user_id"`
 	}

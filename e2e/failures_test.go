@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"inbox/eventstore"
+	"inbox/internal/testutil"
 )
 
 // TestStartFailures runs the built binaries with the mistakes a newcomer
@@ -224,7 +225,7 @@ func TestStartFailures(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			data := filepath.Join(t.TempDir(), "data")
 			extra, env := tc.setup(t, data)
-			bin, args := bins.inboxd, []string{"--http-addr", freeAddr(t), "--nats-listen", freeAddr(t), "--data", data}
+			bin, args := bins.inboxd, []string{"--http-addr", testutil.FreeAddr(t), "--nats-listen", testutil.FreeAddr(t), "--data", data}
 			if tc.inbox {
 				bin, args = bins.inbox, nil
 			}

@@ -3,13 +3,11 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,7 +19,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
+	"inbox/internal/testutil"
+	"inbox/internal/wstest"
 )
 
 // The addresses README.md shows; the tests run on free ports and put their own
@@ -109,35 +108,6 @@ func childEnv(extra ...string) []string {
 	return append(env, extra...)
 }
 
-// freeAddr is a loopback address with a port nothing listens on right now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// syncBuffer collects a child's output while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // inboxd is a running inboxd child process.
 type inboxd struct {
 	t        *testing.T
@@ -147,8 +117,8 @@ type inboxd struct {
 	dir      string // working directory; the data folder is dir/data, as ./data in the README
 	httpAddr string
 	natsURL  string
-	stdout   syncBuffer
-	stderr   syncBuffer
+	stdout   testutil.Buffer
+	stderr   testutil.Buffer
 	done     chan struct{}
 	waitErr  error
 }
@@ -160,8 +130,8 @@ type inboxd struct {
 func startInboxd(t *testing.T, bins binaries, extra ...string) *inboxd {
 	t.Helper()
 	work := t.TempDir()
-	natsAddr := freeAddr(t)
-	p := &inboxd{t: t, bin: bins.inboxd, dir: work, httpAddr: freeAddr(t), natsURL: "nats://" + natsAddr}
+	natsAddr := testutil.FreeAddr(t)
+	p := &inboxd{t: t, bin: bins.inboxd, dir: work, httpAddr: testutil.FreeAddr(t), natsURL: "nats://" + natsAddr}
 	p.args = append([]string{"--data", filepath.Join(work, "data"), "--http-addr", p.httpAddr, "--nats-listen", natsAddr}, extra...)
 	p.run()
 	return p
@@ -230,22 +200,18 @@ func (p *inboxd) run() {
 // as inboxd exits.
 func (p *inboxd) waitFor(d time.Duration, what string, f func() error) {
 	p.t.Helper()
-	deadline := time.Now().Add(d)
-	for {
+	testutil.CheckFor(p.t, d, 50*time.Millisecond, func() error {
 		err := f()
 		if err == nil {
-			return
+			return nil
 		}
 		select {
 		case <-p.done:
 			p.t.Fatalf("waiting for %s: inboxd exited (%v); stderr:\n%s", what, p.waitErr, p.stderr.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			p.t.Fatalf("waiting for %s: %v after %s", what, err, d)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return fmt.Errorf("waiting for %s: %w", what, err)
+	})
 }
 
 // terminate sends SIGTERM to inboxd (by its PID) and returns its exit code.
@@ -555,16 +521,11 @@ func (c curlCall) do(ctx context.Context, httpAddr string) (int, []byte, error) 
 	return resp.StatusCode, data, err
 }
 
-// wsClient is a real WebSocket client (coder/websocket). Frames it did not
-// wait for yet stay in a backlog, so waits may come in any order.
+// wsClient is the tests' WebSocket client (internal/wstest); waits may come
+// in any order (Await).
 type wsClient struct {
-	t       *testing.T
-	name    string
-	conn    *websocket.Conn
-	frames  chan []byte
-	closed  chan struct{}
-	readErr error
-	backlog [][]byte
+	*wstest.Client
+	t *testing.T
 }
 
 // dialLike connects as the wscat command line words ("wscat -c URL -H
@@ -587,70 +548,29 @@ func dialLike(t *testing.T, name string, wscat []string) *wsClient {
 	if wscat[0] != "wscat" || url == "" || len(wscat)%2 != 1 {
 		t.Fatalf("not a wscat command: %q", wscat)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), frameWait)
-	defer cancel()
-	conn, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: header})
-	if err != nil {
-		t.Fatalf("%s: dial %s: %v (response %v)", name, url, err, resp)
-	}
-	c := &wsClient{t: t, name: name, conn: conn, frames: make(chan []byte, 256), closed: make(chan struct{})}
-	go func() {
-		defer close(c.closed)
-		for {
-			_, data, err := conn.Read(context.Background())
-			if err != nil {
-				c.readErr = err
-				return
-			}
-			c.frames <- data
-		}
-	}()
-	t.Cleanup(func() { conn.CloseNow() })
-	return c
+	return &wsClient{Client: wstest.Dial(t, url, wstest.Options{Header: header, Name: name, Wait: frameWait}), t: t}
 }
 
 func (c *wsClient) send(frame string) {
 	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), frameWait)
-	defer cancel()
-	if err := c.conn.Write(ctx, websocket.MessageText, []byte(frame)); err != nil {
-		c.t.Fatalf("%s: send %s: %v", c.name, frame, err)
-	}
+	c.SendRaw(frame)
 }
 
-// next waits for the first frame, backlog first, for which match is true.
-func (c *wsClient) next(what string, match func(f map[string]json.RawMessage) bool) (raw []byte, f map[string]json.RawMessage) {
+// next waits for the first frame, in order, for which match is true; the
+// frames it passes over stay for later waits.
+func (c *wsClient) next(what string, match func(f map[string]json.RawMessage) bool) map[string]json.RawMessage {
 	c.t.Helper()
-	try := func(data []byte) map[string]json.RawMessage {
-		var m map[string]json.RawMessage
-		if err := json.Unmarshal(data, &m); err != nil {
-			c.t.Fatalf("%s: frame is not a JSON object: %s", c.name, data)
-		}
-		if match(m) {
-			return m
-		}
-		return nil
+	f := c.Await(what, func(f wstest.Frame) bool { return match(rawFields(f)) })
+	return rawFields(f)
+}
+
+// rawFields is f with each field as its JSON.
+func rawFields(f wstest.Frame) map[string]json.RawMessage {
+	m := make(map[string]json.RawMessage, len(f))
+	for k, v := range f {
+		m[k], _ = json.Marshal(v)
 	}
-	for i, data := range c.backlog {
-		if m := try(data); m != nil {
-			c.backlog = append(c.backlog[:i:i], c.backlog[i+1:]...)
-			return data, m
-		}
-	}
-	timeout := time.After(frameWait)
-	for {
-		select {
-		case data := <-c.frames:
-			if m := try(data); m != nil {
-				return data, m
-			}
-			c.backlog = append(c.backlog, data)
-		case <-c.closed:
-			c.t.Fatalf("%s: socket closed (%v) while waiting for %s; got:\n%s", c.name, c.readErr, what, bytes.Join(c.backlog, []byte("\n")))
-		case <-timeout:
-			c.t.Fatalf("%s: no %s within %s; got:\n%s", c.name, what, frameWait, bytes.Join(c.backlog, []byte("\n")))
-		}
-	}
+	return m
 }
 
 // str is a frame's string field ("" if absent or not a string).

@@ -213,7 +213,7 @@ func runNatsSub(t *testing.T, srv *inboxd, bin string, args []string, ready stri
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), natsWait)
 	defer cancel()
-	var out syncBuffer
+	var out testutil.Buffer
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = srv.dir, childEnv(), &out, &out
 	if err := cmd.Start(); err != nil {
@@ -272,7 +272,7 @@ func runNatsTTY(t *testing.T, srv *inboxd, bin string, args []string) (string, e
 	}
 	tty.Close() // the child holds it now; the master reads EIO once the child is gone
 
-	var out syncBuffer
+	var out testutil.Buffer
 	read := make(chan struct{})
 	go func() {
 		defer close(read)

@@ -90,7 +90,7 @@ func TestPartitionsResumeAcrossRestart(t *testing.T) {
 	// highest seq he got in each partition.
 	seen := map[int64]int64{} // partition -> highest seq
 	for text := range send(srv, "live before") {
-		_, f := bob.next(text, messageWith(text))
+		f := bob.next(text, messageWith(text))
 		seen[num(f, "seq")&255] = max(seen[num(f, "seq")&255], num(f, "seq"))
 	}
 	if len(seen) != n {
@@ -100,7 +100,7 @@ func TestPartitionsResumeAcrossRestart(t *testing.T) {
 	for _, seq := range seen {
 		cursor = append(cursor, strconv.FormatInt(seq, 10))
 	}
-	bob.conn.CloseNow()
+	bob.CloseNow()
 
 	// He misses messages before and after a restart.
 	missed := send(srv, "missed")
@@ -121,14 +121,13 @@ func TestPartitionsResumeAcrossRestart(t *testing.T) {
 	u.RawQuery = url.Values{"since": {strings.Join(cursor, ",")}}.Encode()
 	words[i] = u.String()
 	bob = dialLike(t, "bob again", words)
-	_, synced := bob.next("SYNCED", ofType("SYNCED"))
+	synced := bob.next("SYNCED", ofType("SYNCED"))
 	got := map[string]int64{}
-	for _, data := range bob.backlog {
-		var f map[string]json.RawMessage
-		mustDecode(t, "a caught-up frame", data, &f)
+	for _, frame := range bob.Backlog() { // what came before SYNCED
+		f := rawFields(frame)
 		if isMessage(f) {
 			if _, twice := got[str(f, "message")]; twice {
-				t.Errorf("caught up twice: %s", data)
+				t.Errorf("caught up twice: %v", frame)
 			}
 			got[str(f, "message")] = num(f, "id")
 		}

@@ -76,12 +76,12 @@ func TestREADMEWalkthrough(t *testing.T) {
 	if err := json.Unmarshal([]byte(demo.example), &example); err != nil {
 		t.Fatalf("the printed example %s: %v", demo.example, err)
 	}
-	_, fromAlice := alice.next("her message", messageWith(example.Message))
-	_, atBob := bob.next("alice's message", messageWith(example.Message))
+	fromAlice := alice.next("her message", messageWith(example.Message))
+	atBob := bob.next("alice's message", messageWith(example.Message))
 	ack := func(f map[string]json.RawMessage) bool {
 		return ofType("ACK")(f) && str(f, "client_msg_id") == example.ClientMsgID
 	}
-	_, gotAck := alice.next("ACK", ack)
+	gotAck := alice.next("ACK", ack)
 	hello := checkMessage(t, "bob", atBob, example.ConversationID, "alice", "Alice Doe", example.Message, example.ClientMsgID)
 	if !bytes.Equal(compactJSON(t, fromAlice), compactJSON(t, atBob)) {
 		t.Errorf("the sender's copy differs from bob's:\n%v\n%v", fromAlice, atBob)
@@ -96,7 +96,7 @@ func TestREADMEWalkthrough(t *testing.T) {
 	const reply = `{"conversation_id": 1, "message": "Hi Alice"}`
 	rd.mustContain(t, "`"+reply+"`")
 	bob.send(reply)
-	_, atAlice := alice.next("bob's reply", messageWith("Hi Alice"))
+	atAlice := alice.next("bob's reply", messageWith("Hi Alice"))
 	hi := checkMessage(t, "alice", atAlice, 1, "bob", "Bob Worker", "Hi Alice", "")
 	bob.next("his own reply", messageWith("Hi Alice"))
 
@@ -104,14 +104,14 @@ func TestREADMEWalkthrough(t *testing.T) {
 	const typing = `{"conversation_id": 1, "type": "TYPING", "is_typing": true}`
 	rd.mustContain(t, "`"+typing+"`")
 	alice.send(typing)
-	_, ty := bob.next("alice's TYPING", ofType("TYPING"))
+	ty := bob.next("alice's TYPING", ofType("TYPING"))
 	if str(ty, "user_id") != "alice" || string(ty["is_typing"]) != "true" || num(ty, "conversation_id") != 1 {
 		t.Errorf("TYPING at bob: %v", ty)
 	}
 	const notMember = `{"conversation_id": 2, "message": "x"}`
 	rd.mustContain(t, "`"+notMember+"`")
 	bob.send(notMember)
-	if _, e := bob.next("ERROR", ofType("ERROR")); str(e, "code") != "forbidden" {
+	if e := bob.next("ERROR", ofType("ERROR")); str(e, "code") != "forbidden" {
 		t.Errorf("bob writing to conversation 2: %v, want an ERROR with code forbidden", e)
 	}
 
@@ -237,12 +237,12 @@ func TestREADMEWalkthrough(t *testing.T) {
 	}
 	for _, c := range []*wsClient{alice, bob} {
 		select {
-		case <-c.closed:
-			if got := websocket.CloseStatus(c.readErr); got != websocket.StatusGoingAway {
-				t.Errorf("%s's socket ended with %v, want close status 1001", c.name, c.readErr)
+		case <-c.Done():
+			if got := websocket.CloseStatus(c.Err()); got != websocket.StatusGoingAway {
+				t.Errorf("%s's socket ended with %v, want close status 1001", c.Name(), c.Err())
 			}
 		case <-time.After(frameWait):
-			t.Errorf("%s's socket still open after inboxd exited", c.name)
+			t.Errorf("%s's socket still open after inboxd exited", c.Name())
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"inbox/eventstore"
 	"inbox/internal/testnats"
+	"inbox/internal/testutil"
 )
 
 func msg(conv int64, text string) *eventstore.Message {
@@ -89,7 +90,7 @@ func TestTypingExpires(t *testing.T) {
 	if _, err := st.SubjectOf(ctx, seq); err != nil {
 		t.Fatalf("typing event not stored: %v", err)
 	}
-	checkFor(t, 5*time.Second, 100*time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, 100*time.Millisecond, func() error {
 		_, err := st.SubjectOf(ctx, seq)
 		if errors.Is(err, eventstore.ErrNotFound) {
 			return nil
@@ -200,21 +201,6 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 		if string(again) != string(data) {
 			t.Fatalf("%s: round trip changed\n%s\n%s", e.Subject(), data, again)
 		}
-	}
-}
-
-func checkFor(t *testing.T, total, every time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(every)
 	}
 }
 

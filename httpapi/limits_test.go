@@ -1,18 +1,17 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 
 	"inbox/chat"
 	"inbox/eventstore"
 	"inbox/internal/logsample"
+	"inbox/internal/testutil"
 )
 
 // TestIDAbove2To53IsRefusedAndAssignmentNeverWraps is the finding "creating
@@ -163,7 +162,7 @@ func TestHTTPFieldNamesMatchExactly(t *testing.T) {
 // limit, no route) still gets its access line at INFO, but at most
 // logsample.DefaultBurst per reason per interval.
 func TestRefusedRequestsAreLoggedSampled(t *testing.T) {
-	var out lockedBuffer
+	var out testutil.Buffer
 	n := newNode(t, nodeOptions{log: slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelInfo}))})
 	const tries = 3 * logsample.DefaultBurst
 	for range tries {
@@ -192,22 +191,4 @@ func TestRefusedRequestsAreLoggedSampled(t *testing.T) {
 	if got := strings.Count(out.String(), "status=200"); got != 1 {
 		t.Errorf("%d lines for the one accepted request", got)
 	}
-}
-
-// lockedBuffer is a bytes.Buffer a logger writes to from several goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

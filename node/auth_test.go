@@ -1,4 +1,4 @@
-package node
+package node_test
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"inbox/auth"
+	"inbox/node"
 )
 
 // TestTokenIssuerAudience: with JWTIssuer and JWTAudience set, a token
@@ -16,7 +17,7 @@ import (
 // that names the claim; one that carries them, and the demo's, are accepted.
 func TestTokenIssuerAudience(t *testing.T) {
 	const iss, aud = "https://id.example", "inbox"
-	n := rtStart(t, rtNATS(t), "scoped", func(c *Config) { c.JWTIssuer, c.JWTAudience = iss, aud })
+	n := rtStart(t, rtNATS(t), "scoped", func(c *node.Config) { c.JWTIssuer, c.JWTAudience = iss, aud })
 	get := func(token string) (int, string) {
 		t.Helper()
 		req, err := http.NewRequest("GET", "http://"+n.HTTPAddr()+"/api/conversations", nil)

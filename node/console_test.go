@@ -1,4 +1,4 @@
-package node
+package node_test
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"inbox/auth"
+	"inbox/node"
 )
 
 type rtResponse struct {
@@ -18,7 +19,7 @@ type rtResponse struct {
 	body   string
 }
 
-func rtDo(t *testing.T, n *Node, method, path, bearer, body string) rtResponse {
+func rtDo(t *testing.T, n *node.Node, method, path, bearer, body string) rtResponse {
 	t.Helper()
 	var rd io.Reader
 	if body != "" {
@@ -99,7 +100,7 @@ func TestConsoleMounted(t *testing.T) {
 // tokens for them, which the API accepts; its status names the stream and
 // keeps the development-mode warning among its last log records.
 func TestDevSignIn(t *testing.T) {
-	n := rtStart(t, rtNATS(t), "dev", func(c *Config) { c.JWTSecret, c.AdminToken = "", "" })
+	n := rtStart(t, rtNATS(t), "dev", func(c *node.Config) { c.JWTSecret, c.AdminToken = "", "" })
 	if _, err := n.SeedDemo(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +121,7 @@ func TestDevSignIn(t *testing.T) {
 		t.Errorf("GET /api/session with the development token: %d %s", r.status, r.body)
 	}
 
-	secrets, err := auth.LoadDevSecrets(n.cfg.DataDir)
+	secrets, err := auth.LoadDevSecrets(n.Config().DataDir)
 	if err != nil {
 		t.Fatal(err)
 	}

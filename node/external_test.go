@@ -1,4 +1,4 @@
-package node
+package node_test
 
 import (
 	"context"
@@ -17,6 +17,9 @@ import (
 	natsserver "github.com/nats-io/nats-server/v2/test"
 
 	"inbox/eventstore"
+	"inbox/internal/testutil"
+	"inbox/internal/wstest"
+	"inbox/node"
 	"inbox/presence"
 	"inbox/projections"
 )
@@ -35,7 +38,7 @@ func TestExternalNATSLeastPrivilege(t *testing.T) {
 	t.Run("three partitions", func(t *testing.T) { testExternalNATSLeastPrivilege(t, 3) })
 	// n2 an edge, through a projector: the read-model requests, the
 	// unread counts, the leases bucket and the micro service's subjects.
-	t.Run("edge and projector", func(t *testing.T) { testExternalNATSLeastPrivilege(t, rolesPartitions, RoleEdge) })
+	t.Run("edge and projector", func(t *testing.T) { testExternalNATSLeastPrivilege(t, rolesPartitions, node.RoleEdge) })
 }
 
 // testExternalNATSLeastPrivilege runs n1 (role all) and n2 (role all, or
@@ -69,8 +72,8 @@ func testExternalNATSLeastPrivilege(t *testing.T, partitions int, roles ...strin
 	checkInspectPermissions(t, opts)
 
 	data1 := t.TempDir()
-	asInboxd := func(data string) func(*Config) {
-		return func(c *Config) {
+	asInboxd := func(data string) func(*node.Config) {
+		return func(c *node.Config) {
 			c.NATSURL, c.Partitions = svcURL, partitions
 			if data != "" {
 				c.DataDir = data
@@ -78,14 +81,14 @@ func testExternalNATSLeastPrivilege(t *testing.T, partitions int, roles ...strin
 		}
 	}
 	n1 := rtStart(t, s, "n1", asInboxd(data1))
-	var n2 *Node
-	if len(roles) > 0 && roles[0] == RoleEdge {
-		p := rtStart(t, s, "p1", func(c *Config) {
+	var n2 *node.Node
+	if len(roles) > 0 && roles[0] == node.RoleEdge {
+		p := rtStart(t, s, "p1", func(c *node.Config) {
 			asInboxd("")(c)
-			c.Role, c.LeaseTTL = RoleProjector, rolesTTL
+			c.Role, c.LeaseTTL = node.RoleProjector, rolesTTL
 		})
 		rtServing(t, 30*time.Second, p)
-		n2 = rtStart(t, s, "n2", func(c *Config) { asInboxd("")(c); c.Role = RoleEdge })
+		n2 = rtStart(t, s, "n2", func(c *node.Config) { asInboxd("")(c); c.Role = node.RoleEdge })
 	} else {
 		n2 = rtStart(t, s, "n2", asInboxd(""))
 	}
@@ -95,18 +98,18 @@ func testExternalNATSLeastPrivilege(t *testing.T, partitions int, roles ...strin
 	rtCreate(t, 1, []string{"alice", "bob"}, n1, n2)
 	a := rtDial(t, n1, "alice")
 	b := rtDial(t, n2, "bob")
-	a.until("bob online", func(f map[string]any) bool { return rtType(f) == "PRESENCE" && f["user_id"] == "bob" })
-	id := a.sendMessage(1, "hello over a locked-down cluster")
-	b.until("the message", func(f map[string]any) bool {
+	a.Until("bob online", func(f wstest.Frame) bool { return rtType(f) == "PRESENCE" && f["user_id"] == "bob" })
+	id := rtSendMessage(t, a, 1, "hello over a locked-down cluster")
+	b.Until("the message", func(f wstest.Frame) bool {
 		return rtType(f) == "MESSAGE" && f["message"] == "hello over a locked-down cluster"
 	})
-	a.send(map[string]any{"conversation_id": 1, "type": "TYPING", "is_typing": true})
-	b.untilType("TYPING")
-	b.send(map[string]any{"conversation_id": 1, "type": "READ", "up_to": id})
-	a.untilType("READ")
-	b.send(map[string]any{"type": "RESUME", "since": 0})
-	b.untilType("SYNCED")
-	rtCheckFor(t, rtFrameWait, func() error {
+	a.Send(map[string]any{"conversation_id": 1, "type": "TYPING", "is_typing": true})
+	b.UntilType("TYPING")
+	b.Send(map[string]any{"conversation_id": 1, "type": "READ", "up_to": id})
+	a.UntilType("READ")
+	b.Send(map[string]any{"type": "RESUME", "since": 0})
+	b.UntilType("SYNCED")
+	testutil.CheckFor(t, rtFrameWait, 10*time.Millisecond, func() error {
 		if code := rtGet(t, n2, "bob", "/api/conversations/1/messages", nil); code != http.StatusOK {
 			return fmt.Errorf("history: %d", code)
 		}
@@ -115,9 +118,9 @@ func testExternalNATSLeastPrivilege(t *testing.T, partitions int, roles ...strin
 	if _, err := n1.Service().PostSystem(context.Background(), 1, "from the service API"); err != nil {
 		t.Fatal(err)
 	}
-	b.until("the system message", func(f map[string]any) bool { return f["message"] == "from the service API" })
-	b.close()
-	a.until("bob offline", func(f map[string]any) bool {
+	b.Until("the system message", func(f wstest.Frame) bool { return f["message"] == "from the service API" })
+	b.Close()
+	a.Until("bob offline", func(f wstest.Frame) bool {
 		return rtType(f) == "PRESENCE" && f["user_id"] == "bob" && f["online"] == false
 	})
 
@@ -143,7 +146,7 @@ func testExternalNATSLeastPrivilege(t *testing.T, partitions int, roles ...strin
 		t.Fatal(err)
 	}
 	n1 = rtStart(t, s, "n1", asInboxd(data1))
-	rtDial(t, n1, "alice").sendMessage(1, "after the restart")
+	rtSendMessage(t, rtDial(t, n1, "alice"), 1, "after the restart")
 
 	// inbox replay and verify: a rebuild from sequence 1.
 	nc, err := eventstore.Connect(svcURL, "rebuild", eventstore.Auth{}, nil)

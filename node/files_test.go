@@ -1,4 +1,4 @@
-package node
+package node_test
 
 import (
 	"context"
@@ -9,7 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"inbox/internal/testutil"
+	"inbox/internal/testnode"
+	"inbox/node"
 )
 
 // TestDataFolderOwnerOnly: the data folder, the embedded NATS storage, the
@@ -22,17 +23,13 @@ func TestDataFolderOwnerOnly(t *testing.T) {
 	t.Cleanup(func() { syscall.Umask(old) })
 
 	data := filepath.Join(t.TempDir(), "data")
-	start := func() *Node {
+	cfg := testnode.Config(t)
+	cfg.DataDir = data
+	start := func() *node.Node {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		n, err := Start(ctx, Config{DataDir: data, HTTPAddr: "127.0.0.1:0", Logger: testutil.Logger()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return n
+		return testnode.Start(t, cfg)
 	}
-	stop := func(n *Node) {
+	stop := func(n *node.Node) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()

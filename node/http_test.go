@@ -1,4 +1,4 @@
-package node
+package node_test
 
 import (
 	"bufio"
@@ -11,10 +11,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"inbox/internal/testutil"
+	"inbox/internal/wstest"
+	"inbox/node"
 )
 
 // rtRaw opens a raw TCP connection to n's HTTP address.
-func rtRaw(t *testing.T, n *Node) net.Conn {
+func rtRaw(t *testing.T, n *node.Node) net.Conn {
 	t.Helper()
 	c, err := net.Dial("tcp", n.HTTPAddr())
 	if err != nil {
@@ -36,7 +40,7 @@ func rtClosedWithin(c net.Conn, d time.Duration) bool {
 // bytes and sending none hung for 45 s and more": the read timeout cuts it.
 func TestHTTPBodyThatNeverArrivesIsCut(t *testing.T) {
 	const readTimeout = 500 * time.Millisecond
-	n := rtStart(t, rtNATS(t), "body", func(c *Config) { c.HTTP.ReadTimeout = readTimeout })
+	n := rtStart(t, rtNATS(t), "body", func(c *node.Config) { c.HTTP.ReadTimeout = readTimeout })
 	rtCreate(t, 1, []string{"alice"}, n)
 	c := rtRaw(t, n)
 	start := time.Now()
@@ -57,7 +61,7 @@ func TestHTTPBodyThatNeverArrivesIsCut(t *testing.T) {
 // closed after IdleTimeout.
 func TestIdleKeepAlivesBeyondCapAreClosed(t *testing.T) {
 	const maxIdle = 3
-	n := rtStart(t, rtNATS(t), "idle", func(c *Config) {
+	n := rtStart(t, rtNATS(t), "idle", func(c *node.Config) {
 		c.HTTP.MaxIdlePerIP = maxIdle
 		c.HTTP.IdleTimeout = time.Minute
 	})
@@ -89,7 +93,7 @@ func TestIdleKeepAlivesBeyondCapAreClosed(t *testing.T) {
 	}
 	// A slot freed by a client closing is taken by the next connection.
 	conns[0].Close()
-	rtCheckFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		c := rtRaw(t, n)
 		get(c)
 		if rtClosedWithin(c, 300*time.Millisecond) {
@@ -98,7 +102,7 @@ func TestIdleKeepAlivesBeyondCapAreClosed(t *testing.T) {
 		return nil
 	})
 
-	short := rtStart(t, rtNATS(t), "idle-timeout", func(c *Config) { c.HTTP.IdleTimeout = 300 * time.Millisecond })
+	short := rtStart(t, rtNATS(t), "idle-timeout", func(c *node.Config) { c.HTTP.IdleTimeout = 300 * time.Millisecond })
 	c := rtRaw(t, short)
 	get(c)
 	if !rtClosedWithin(c, 5*time.Second) {
@@ -111,8 +115,8 @@ func TestIdleKeepAlivesBeyondCapAreClosed(t *testing.T) {
 // exchanging frames for four times that, then carries a message.
 func TestSocketOutlivesHTTPTimeouts(t *testing.T) {
 	const timeout = 300 * time.Millisecond
-	n := rtStart(t, rtNATS(t), "socket", func(c *Config) {
-		c.HTTP = HTTPLimits{ReadHeaderTimeout: timeout, ReadTimeout: timeout, WriteTimeout: timeout, IdleTimeout: timeout}
+	n := rtStart(t, rtNATS(t), "socket", func(c *node.Config) {
+		c.HTTP = node.HTTPLimits{ReadHeaderTimeout: timeout, ReadTimeout: timeout, WriteTimeout: timeout, IdleTimeout: timeout}
 	})
 	rtCreate(t, 1, []string{"alice", "bob"}, n)
 	a, b := rtDial(t, n, "alice"), rtDial(t, n, "bob")
@@ -120,11 +124,11 @@ func TestSocketOutlivesHTTPTimeouts(t *testing.T) {
 	defer tick.Stop()
 	for end := time.Now().Add(4 * timeout); time.Now().Before(end); {
 		<-tick.C
-		a.ping()
-		b.ping()
+		a.Flush()
+		b.Flush()
 	}
-	id := a.sendMessage(1, "still here")
-	f := b.until("the message", func(f map[string]any) bool { return rtType(f) == "MESSAGE" })
+	id := rtSendMessage(t, a, 1, "still here")
+	f := b.Until("the message", func(f wstest.Frame) bool { return rtType(f) == "MESSAGE" })
 	if got := fmt.Sprint(f["message_id"]); got != fmt.Sprint(id) || !strings.Contains(fmt.Sprint(f["message"]), "still here") {
 		t.Errorf("bob got %v, want message %d", f, id)
 	}

@@ -1,4 +1,4 @@
-package node
+package node_test
 
 // Idempotency keys (client_msg_id, Idempotency-Key) end to end: real nodes,
 // sockets, HTTP and stream (issue 15, item 1).
@@ -20,17 +20,19 @@ import (
 
 	"inbox/eventstore"
 	"inbox/internal/testutil"
+	"inbox/internal/wstest"
+	"inbox/node"
 )
 
-// keyedAnswer sends a message with key and returns the ACK or ERROR that
-// answers it, skipping other frames.
-func (c *rtClient) keyedAnswer(conv int64, key, text string) map[string]any {
-	c.t.Helper()
-	c.send(map[string]any{"conversation_id": conv, "message": text, "client_msg_id": key})
-	return c.until("answer to "+key, func(f map[string]any) bool {
-		typ := rtType(f)
-		return (typ == "ACK" || typ == "ERROR") && f["client_msg_id"] == key
-	})
+// rtKeyedAnswer sends a message with key and returns the ACK or ERROR that
+// answers it, however many other frames come first.
+func rtKeyedAnswer(t testing.TB, c *wstest.Client, conv int64, key, text string) wstest.Frame {
+	t.Helper()
+	f, ok := c.Request(key, map[string]any{"conversation_id": conv, "message": text, "client_msg_id": key}, rtFrameWait)
+	if !ok {
+		t.Fatalf("%s: no answer to %s within %v (socket: %v)", c.Name(), key, rtFrameWait, c.Err())
+	}
+	return f
 }
 
 // ackOf checks that f is an ACK of key naming conv and returns its message id.
@@ -48,7 +50,7 @@ func ackOf(t testing.TB, f map[string]any, key string, conv int64) int64 {
 
 // keyedPost sends text to conv over HTTP as user with an Idempotency-Key
 // and returns the status and the decoded body.
-func keyedPost(n *Node, token string, conv int64, key, text string) (int, map[string]any, error) {
+func keyedPost(n *node.Node, token string, conv int64, key, text string) (int, map[string]any, error) {
 	body, _ := json.Marshal(map[string]string{"message": text})
 	req, err := http.NewRequest("POST", fmt.Sprintf("http://%s/api/conversations/%d/messages", n.HTTPAddr(), conv), bytes.NewReader(body))
 	if err != nil {
@@ -77,7 +79,7 @@ func keyedPost(n *Node, token string, conv int64, key, text string) (int, map[st
 
 // postStored sends over HTTP and checks the answer is the stored message
 // (201, or 202 while the read model catches up) of conv; it returns its id.
-func postStored(t testing.TB, n *Node, user string, conv int64, key, text string) int64 {
+func postStored(t testing.TB, n *node.Node, user string, conv int64, key, text string) int64 {
 	t.Helper()
 	status, body, err := keyedPost(n, rtToken(t, user), conv, key, text)
 	if err != nil {
@@ -134,7 +136,7 @@ func duplicateWindowPassed(t testing.TB, st *eventstore.Store) {
 		return dup
 	}
 	probe()
-	rtCheckFor(t, 30*time.Second, func() error {
+	testutil.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
 		if probe() {
 			return fmt.Errorf("the stream still deduplicates %s", id)
 		}
@@ -153,16 +155,16 @@ func TestClientMsgIDReusedInAnotherConversation(t *testing.T) {
 	rtCreate(t, 2, []string{"alice", "carol"}, n)
 	alice := rtDial(t, n, "alice")
 	carol := rtDial(t, n, "carol")
-	m1 := ackOf(t, alice.keyedAnswer(1, "c-1", "to bob"), "c-1", 1)
-	m2 := ackOf(t, alice.keyedAnswer(2, "c-1", "to carol"), "c-1", 2)
+	m1 := ackOf(t, rtKeyedAnswer(t, alice, 1, "c-1", "to bob"), "c-1", 1)
+	m2 := ackOf(t, rtKeyedAnswer(t, alice, 2, "c-1", "to carol"), "c-1", 2)
 	if m1 == m2 {
 		t.Fatalf("both sends acknowledged with message %d", m1)
 	}
-	got := carol.until("alice's message", func(f map[string]any) bool { return rtType(f) == "MESSAGE" })
+	got := carol.Until("alice's message", func(f wstest.Frame) bool { return rtType(f) == "MESSAGE" })
 	if testutil.Int(t, got, "id") != m2 || got["message"] != "to carol" {
 		t.Fatalf("carol got %v, want message %d", got, m2)
 	}
-	stored := storedByKey(t, n.store)
+	stored := storedByKey(t, n.Store())
 	for conv, want := range map[int64]int64{1: m1, 2: m2} {
 		k := eventstore.Key{UserID: "alice", ConversationID: conv, ClientKey: "c-1"}
 		if s := stored[k]; len(s) != 1 || int64(s[0].seq) != want {
@@ -205,19 +207,19 @@ func TestKeyReusedWithDifferentRequestIsConflict(t *testing.T) {
 	n := rtStart(t, rtNATS(t), "n1", nil)
 	rtCreate(t, 1, []string{"alice", "bob"}, n)
 	alice := rtDial(t, n, "alice")
-	m1 := ackOf(t, alice.keyedAnswer(1, "c-1", "hello"), "c-1", 1)
-	f := alice.keyedAnswer(1, "c-1", "hello, edited")
+	m1 := ackOf(t, rtKeyedAnswer(t, alice, 1, "c-1", "hello"), "c-1", 1)
+	f := rtKeyedAnswer(t, alice, 1, "c-1", "hello, edited")
 	if rtType(f) != "ERROR" || f["code"] != "conflict" {
 		t.Fatalf("c-1 with another text: %v, want ERROR conflict", f)
 	}
 	if ref, _ := f["ref"].(map[string]any); ref == nil || testutil.Int(t, ref, "conversation_id") != 1 {
 		t.Fatalf("conflict names %v, want conversation 1", f["ref"])
 	}
-	alice.send(map[string]any{"conversation_id": 1, "message": "hello", "type": "IMAGE", "client_msg_id": "c-1"})
-	if f := alice.untilType("ERROR"); f["code"] != "conflict" || f["client_msg_id"] != "c-1" {
+	alice.Send(map[string]any{"conversation_id": 1, "message": "hello", "type": "IMAGE", "client_msg_id": "c-1"})
+	if f := alice.UntilType("ERROR"); f["code"] != "conflict" || f["client_msg_id"] != "c-1" {
 		t.Fatalf("c-1 with another type: %v, want ERROR conflict", f)
 	}
-	if again := ackOf(t, alice.keyedAnswer(1, "c-1", "hello"), "c-1", 1); again != m1 {
+	if again := ackOf(t, rtKeyedAnswer(t, alice, 1, "c-1", "hello"), "c-1", 1); again != m1 {
 		t.Fatalf("retry of c-1 acknowledged %d, want %d", again, m1)
 	}
 
@@ -233,7 +235,7 @@ func TestKeyReusedWithDifferentRequestIsConflict(t *testing.T) {
 	if status, body, _ := keyedPost(n, rtToken(t, "alice"), 1, "c-1", "hello?"); status != http.StatusConflict {
 		t.Fatalf("c-1 over HTTP with another text: %d %v, want 409", status, body)
 	}
-	for k, s := range storedByKey(t, n.store) {
+	for k, s := range storedByKey(t, n.Store()) {
 		if len(s) != 1 || (k.ClientKey == "c-1" && s[0].text != "hello") {
 			t.Errorf("stream holds %v for %+v, want the first request once", s, k)
 		}
@@ -244,22 +246,22 @@ func TestKeyReusedWithDifferentRequestIsConflict(t *testing.T) {
 // duplicate window (1 s here) is answered from the read model with the
 // first message, on the socket and over HTTP. It used to store a second copy.
 func TestRetryAfterDuplicateWindowStoredOnce(t *testing.T) {
-	n := rtStart(t, rtNATS(t), "n1", func(c *Config) { c.DuplicateWindow = time.Second })
+	n := rtStart(t, rtNATS(t), "n1", func(c *node.Config) { c.DuplicateWindow = time.Second })
 	rtCreate(t, 1, []string{"alice", "bob"}, n)
 	alice := rtDial(t, n, "alice")
-	m1 := ackOf(t, alice.keyedAnswer(1, "c-1", "hello"), "c-1", 1)
+	m1 := ackOf(t, rtKeyedAnswer(t, alice, 1, "c-1", "hello"), "c-1", 1)
 	h1 := postStored(t, n, "alice", 1, "h-1", "hello over HTTP")
-	duplicateWindowPassed(t, n.store)
-	if again := ackOf(t, alice.keyedAnswer(1, "c-1", "hello"), "c-1", 1); again != m1 {
+	duplicateWindowPassed(t, n.Store())
+	if again := ackOf(t, rtKeyedAnswer(t, alice, 1, "c-1", "hello"), "c-1", 1); again != m1 {
 		t.Fatalf("retry of c-1 after the duplicate window acknowledged %d, want %d", again, m1)
 	}
 	if again := postStored(t, n, "alice", 1, "h-1", "hello over HTTP"); again != h1 {
 		t.Fatalf("retry of h-1 after the duplicate window answered %d, want %d", again, h1)
 	}
-	if f := alice.keyedAnswer(1, "c-1", "hello again"); rtType(f) != "ERROR" || f["code"] != "conflict" {
+	if f := rtKeyedAnswer(t, alice, 1, "c-1", "hello again"); rtType(f) != "ERROR" || f["code"] != "conflict" {
 		t.Fatalf("c-1 with another text after the duplicate window: %v, want ERROR conflict", f)
 	}
-	stored := storedByKey(t, n.store)
+	stored := storedByKey(t, n.Store())
 	if len(stored) != 2 {
 		t.Errorf("stream holds %d keyed requests, want 2: %v", len(stored), stored)
 	}
@@ -276,13 +278,13 @@ func TestRetryAfterDuplicateWindowStoredOnce(t *testing.T) {
 func TestRetryAfterRestartStoredOnce(t *testing.T) {
 	s := rtNATS(t)
 	dir := t.TempDir()
-	mod := func(c *Config) { c.DataDir, c.DuplicateWindow = dir, time.Second }
+	mod := func(c *node.Config) { c.DataDir, c.DuplicateWindow = dir, time.Second }
 	n := rtStart(t, s, "n1", mod)
 	rtCreate(t, 1, []string{"alice", "bob"}, n)
-	m1 := ackOf(t, rtDial(t, n, "alice").keyedAnswer(1, "c-1", "hello"), "c-1", 1)
+	m1 := ackOf(t, rtKeyedAnswer(t, rtDial(t, n, "alice"), 1, "c-1", "hello"), "c-1", 1)
 	ctx, cancel := context.WithTimeout(context.Background(), rtFrameWait)
 	defer cancel()
-	if err := n.proj.WaitFor(ctx, uint64(m1)); err != nil {
+	if err := n.Projector().WaitFor(ctx, uint64(m1)); err != nil {
 		t.Fatal(err)
 	}
 	if err := n.Shutdown(ctx); err != nil {
@@ -290,14 +292,14 @@ func TestRetryAfterRestartStoredOnce(t *testing.T) {
 	}
 
 	n = rtStart(t, s, "n1", mod)
-	duplicateWindowPassed(t, n.store)
-	if again := ackOf(t, rtDial(t, n, "alice").keyedAnswer(1, "c-1", "hello"), "c-1", 1); again != m1 {
+	duplicateWindowPassed(t, n.Store())
+	if again := ackOf(t, rtKeyedAnswer(t, rtDial(t, n, "alice"), 1, "c-1", "hello"), "c-1", 1); again != m1 {
 		t.Fatalf("retry of c-1 after a restart acknowledged %d, want %d", again, m1)
 	}
 	if again := postStored(t, n, "alice", 1, "c-1", "hello"); again != m1 {
 		t.Fatalf("retry of c-1 over HTTP after a restart answered %d, want %d", again, m1)
 	}
-	if s := storedByKey(t, n.store); len(s) != 1 || len(s[eventstore.Key{UserID: "alice", ConversationID: 1, ClientKey: "c-1"}]) != 1 {
+	if s := storedByKey(t, n.Store()); len(s) != 1 || len(s[eventstore.Key{UserID: "alice", ConversationID: 1, ClientKey: "c-1"}]) != 1 {
 		t.Fatalf("stream holds %v, want c-1 once", s)
 	}
 }
@@ -310,8 +312,8 @@ func TestRetryAfterRestartStoredOnce(t *testing.T) {
 // a conflict for a text other than the stored one.
 func TestRandomRetriesAndReusesStoredOnce(t *testing.T) {
 	s := rtNATS(t)
-	mod := func(c *Config) { c.DuplicateWindow = time.Second }
-	nodes := []*Node{rtStart(t, s, "n1", mod), rtStart(t, s, "n2", mod)}
+	mod := func(c *node.Config) { c.DuplicateWindow = time.Second }
+	nodes := []*node.Node{rtStart(t, s, "n1", mod), rtStart(t, s, "n2", mod)}
 	users := []string{"u1", "u2", "u3"}
 	tokens := map[string]string{}
 	for _, u := range users {
@@ -360,23 +362,22 @@ func TestRandomRetriesAndReusesStoredOnce(t *testing.T) {
 					for range perClient {
 						k := pick(rng, u)
 						text := textFor(rng, k)
-						c.send(map[string]any{"conversation_id": k.ConversationID, "message": text, "client_msg_id": k.ClientKey})
-						f, err := c.answer(k.ClientKey)
-						if err != nil {
-							t.Error(err)
+						f, ok := c.Request(k.ClientKey, map[string]any{"conversation_id": k.ConversationID, "message": text, "client_msg_id": k.ClientKey}, rtFrameWait)
+						if !ok {
+							t.Errorf("%s: no answer to %s within %v", c.Name(), k.ClientKey, rtFrameWait)
 							return
 						}
-						a := answer{k: k, text: text, where: c.name}
+						a := answer{k: k, text: text, where: c.Name()}
 						ref, _ := f["ref"].(map[string]any)
 						if ref == nil || fmt.Sprint(ref["conversation_id"]) != fmt.Sprint(k.ConversationID) {
-							t.Errorf("%s: answer %v to %+v names another conversation", c.name, f, k)
+							t.Errorf("%s: answer %v to %+v names another conversation", c.Name(), f, k)
 						}
 						switch {
 						case rtType(f) == "ACK":
 							id, _ := f["message_id"].(json.Number).Int64()
 							a.id = id
 						case f["code"] != "conflict":
-							t.Errorf("%s: %+v %q answered %v", c.name, k, text, f)
+							t.Errorf("%s: %+v %q answered %v", c.Name(), k, text, f)
 							continue
 						}
 						record(a)
@@ -392,7 +393,7 @@ func TestRandomRetriesAndReusesStoredOnce(t *testing.T) {
 							t.Error(err)
 							return
 						}
-						a := answer{k: k, text: text, where: "http@" + n.cfg.NodeID}
+						a := answer{k: k, text: text, where: "http@" + n.Config().NodeID}
 						switch status {
 						case http.StatusCreated, http.StatusAccepted:
 							if fmt.Sprint(body["conversation_id"]) != fmt.Sprint(k.ConversationID) {
@@ -414,11 +415,11 @@ func TestRandomRetriesAndReusesStoredOnce(t *testing.T) {
 	for r := range 3 {
 		round(r)
 		if r < 2 {
-			duplicateWindowPassed(t, nodes[0].store)
+			duplicateWindowPassed(t, nodes[0].Store())
 		}
 	}
 
-	stored := storedByKey(t, nodes[0].store)
+	stored := storedByKey(t, nodes[0].Store())
 	for k, s := range stored {
 		if len(s) != 1 {
 			t.Errorf("%+v stored %d times: %v", k, len(s), s)
@@ -446,24 +447,6 @@ func TestRandomRetriesAndReusesStoredOnce(t *testing.T) {
 	t.Logf("%d answers, %d keyed requests stored", len(answers), len(stored))
 }
 
-// answer waits for the ACK or ERROR with client_msg_id key, skipping other
-// frames; safe on any goroutine (it reports instead of failing the test).
-func (c *rtClient) answer(key string) (map[string]any, error) {
-	deadline := time.After(rtFrameWait)
-	for {
-		select {
-		case f := <-c.frames:
-			if typ := rtType(f); (typ == "ACK" || typ == "ERROR") && f["client_msg_id"] == key {
-				return f, nil
-			}
-		case <-c.done:
-			return nil, fmt.Errorf("%s: socket ended waiting for the answer to %s: %v", c.name, key, c.err)
-		case <-deadline:
-			return nil, fmt.Errorf("%s: no answer to %s within %v", c.name, key, rtFrameWait)
-		}
-	}
-}
-
 // TestAckNeverNamesAnotherConversation: where the ACK (or the HTTP answer)
 // is built, the message it names must be in the request's conversation.
 // A record that points elsewhere (here: tampered with in SQLite) is answered
@@ -473,14 +456,14 @@ func TestAckNeverNamesAnotherConversation(t *testing.T) {
 	rtCreate(t, 1, []string{"alice", "bob"}, n)
 	rtCreate(t, 2, []string{"alice", "bob"}, n)
 	alice := rtDial(t, n, "alice")
-	m1 := ackOf(t, alice.keyedAnswer(1, "c-1", "in one"), "c-1", 1)
-	m2 := ackOf(t, alice.keyedAnswer(2, "c-2", "in two"), "c-2", 2)
+	m1 := ackOf(t, rtKeyedAnswer(t, alice, 1, "c-1", "in one"), "c-1", 1)
+	m2 := ackOf(t, rtKeyedAnswer(t, alice, 2, "c-2", "in two"), "c-2", 2)
 	ctx, cancel := context.WithTimeout(context.Background(), rtFrameWait)
 	defer cancel()
-	if err := n.proj.WaitFor(ctx, uint64(m2)); err != nil {
+	if err := n.Projector().WaitFor(ctx, uint64(m2)); err != nil {
 		t.Fatal(err)
 	}
-	db, err := sql.Open("sqlite3", "file:"+n.db.Path()+"?_busy_timeout=5000")
+	db, err := sql.Open("sqlite3", "file:"+n.DB().Path()+"?_busy_timeout=5000")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -488,7 +471,7 @@ func TestAckNeverNamesAnotherConversation(t *testing.T) {
 	if _, err := db.Exec(`UPDATE idempotency SET seq = ? WHERE conversation_id = 2 AND key = 'c-2'`, m1); err != nil {
 		t.Fatal(err)
 	}
-	if f := alice.keyedAnswer(2, "c-2", "in two"); rtType(f) != "ERROR" || f["code"] != "internal" {
+	if f := rtKeyedAnswer(t, alice, 2, "c-2", "in two"); rtType(f) != "ERROR" || f["code"] != "internal" {
 		t.Fatalf("retry of c-2 against a record naming message %d of conversation 1: %v, want ERROR internal", m1, f)
 	}
 	status, body, err := keyedPost(n, rtToken(t, "alice"), 2, "c-2", "in two")

@@ -1,4 +1,4 @@
-package node
+package node_test
 
 import (
 	"bytes"
@@ -16,6 +16,8 @@ import (
 
 	"inbox/eventstore"
 	"inbox/internal/testutil"
+	"inbox/internal/wstest"
+	"inbox/node"
 	"inbox/projections"
 	"inbox/retention"
 )
@@ -23,7 +25,7 @@ import (
 // rtDo sends an HTTP request to n with a bearer token (a user's, or the
 // admin token when user is "") and an optional JSON body and header pairs;
 // it returns the status and the decoded body.
-func rtJSON(t testing.TB, n *Node, user, method, path string, body any, header ...string) (int, map[string]any) {
+func rtJSON(t testing.TB, n *node.Node, user, method, path string, body any, header ...string) (int, map[string]any) {
 	t.Helper()
 	var rd io.Reader
 	if body != nil {
@@ -69,7 +71,7 @@ func rtJSON(t testing.TB, n *Node, user, method, path string, body any, header .
 }
 
 // rtHistory is conversation conv's history as user reads it, by id.
-func rtHistory(t testing.TB, n *Node, user string, conv int64) map[int64]map[string]any {
+func rtHistory(t testing.TB, n *node.Node, user string, conv int64) map[int64]map[string]any {
 	t.Helper()
 	st, out := rtJSON(t, n, user, "GET", fmt.Sprintf("/api/conversations/%d/messages", conv), nil)
 	if st != http.StatusOK {
@@ -85,18 +87,18 @@ func rtHistory(t testing.TB, n *Node, user string, conv int64) map[int64]map[str
 }
 
 // errorFor waits for the ERROR answering client_msg_id key and returns its code.
-func (c *rtClient) errorFor(key string) string {
-	c.t.Helper()
-	f := c.until("ERROR of "+key, func(f map[string]any) bool { return rtType(f) == "ERROR" && f["client_msg_id"] == key })
+func errorFor(t testing.TB, c *wstest.Client, key string) string {
+	t.Helper()
+	f := c.Until("ERROR of "+key, func(f wstest.Frame) bool { return rtType(f) == "ERROR" && f["client_msg_id"] == key })
 	return f["code"].(string)
 }
 
 // ackFor waits for the ACK of key (failing on its ERROR) and returns it.
-func (c *rtClient) ackFor(key string) map[string]any {
-	c.t.Helper()
-	return c.until("ACK of "+key, func(f map[string]any) bool {
+func ackFor(t testing.TB, c *wstest.Client, key string) wstest.Frame {
+	t.Helper()
+	return c.Until("ACK of "+key, func(f wstest.Frame) bool {
 		if rtType(f) == "ERROR" && f["client_msg_id"] == key {
-			c.t.Fatalf("%s: %s refused: %v", c.name, key, f)
+			t.Fatalf("%s: %s refused: %v", c.Name(), key, f)
 		}
 		return rtType(f) == "ACK" && f["client_msg_id"] == key
 	})
@@ -112,17 +114,17 @@ func TestLifecycleBetweenTwoUsers(t *testing.T) {
 	rtCreate(t, 1, []string{"alice", "bob"}, n)
 	rtCreate(t, 2, []string{"carol"}, n)
 	a, b, c := rtDial(t, n, "alice"), rtDial(t, n, "bob"), rtDial(t, n, "carol")
-	m := a.sendMessage(1, "helo")
-	b.until("alice's message", func(f map[string]any) bool { return rtType(f) == "MESSAGE" && testutil.Int(t, f, "id") == m })
+	m := rtSendMessage(t, a, 1, "helo")
+	b.Until("alice's message", func(f wstest.Frame) bool { return rtType(f) == "MESSAGE" && testutil.Int(t, f, "id") == m })
 	since := uint64(m) // bob has everything up to here
 
 	// The sender edits over the socket: an ACK naming the message and the
 	// edit's seq; MESSAGE_EDITED to both.
 	edit := map[string]any{"type": "EDIT", "conversation_id": 1, "message_id": m, "message": "hello", "client_msg_id": "e-1"}
-	a.send(edit)
+	a.Send(edit)
 	var ack, edited map[string]any // in either order: the feed and the append's answer race
 	for ack == nil || edited == nil {
-		switch f := a.next(); rtType(f) {
+		switch f := a.Next(); rtType(f) {
 		case "ACK":
 			ack = f
 		case "MESSAGE_EDITED":
@@ -135,35 +137,35 @@ func TestLifecycleBetweenTwoUsers(t *testing.T) {
 	if ack["client_msg_id"] != "e-1" || testutil.Int(t, ack, "message_id") != m || seq <= m {
 		t.Fatalf("ACK of the edit %v: want message_id %d and the edit's seq", ack, m)
 	}
-	for _, cl := range []*rtClient{a, b} {
+	for _, cl := range []*wstest.Client{a, b} {
 		f := edited
 		if cl == b {
-			f = cl.untilType("MESSAGE_EDITED")
+			f = cl.UntilType("MESSAGE_EDITED")
 		}
 		if testutil.Int(t, f, "message_id") != m || f["message"] != "hello" || testutil.Int(t, f, "seq") != seq {
-			t.Errorf("%s: MESSAGE_EDITED %v", cl.name, f)
+			t.Errorf("%s: MESSAGE_EDITED %v", cl.Name(), f)
 		}
 		if _, err := time.Parse(time.RFC3339, f["edited_at"].(string)); err != nil {
-			t.Errorf("%s: edited_at: %v", cl.name, err)
+			t.Errorf("%s: edited_at: %v", cl.Name(), err)
 		}
 	}
-	a.send(edit) // a retry: the same ACK, nothing stored
-	if again := a.ackFor("e-1"); testutil.Int(t, again, "seq") != seq {
+	a.Send(edit) // a retry: the same ACK, nothing stored
+	if again := ackFor(t, a, "e-1"); testutil.Int(t, again, "seq") != seq {
 		t.Errorf("retried edit acknowledged with %v, want seq %d", again, seq)
 	}
-	b.noneOf(b.ping(), "MESSAGE_EDITED", nil)
+	rtNoneOf(t, b, b.Flush(), "MESSAGE_EDITED", nil)
 
 	// bob reacts; both see it.
-	b.send(map[string]any{"type": "REACT", "conversation_id": 1, "message_id": m, "emoji": "👍", "on": true})
-	for _, cl := range []*rtClient{a, b} {
-		if f := cl.untilType("REACTION"); f["user_id"] != "bob" || f["emoji"] != "👍" || f["on"] != true {
-			t.Errorf("%s: REACTION %v", cl.name, f)
+	b.Send(map[string]any{"type": "REACT", "conversation_id": 1, "message_id": m, "emoji": "👍", "on": true})
+	for _, cl := range []*wstest.Client{a, b} {
+		if f := cl.UntilType("REACTION"); f["user_id"] != "bob" || f["emoji"] != "👍" || f["on"] != true {
+			t.Errorf("%s: REACTION %v", cl.Name(), f)
 		}
 	}
 
 	// Refusals over the socket, each an ERROR with its code.
 	for _, tc := range []struct {
-		who   *rtClient
+		who   *wstest.Client
 		frame map[string]any
 		code  string
 	}{
@@ -175,10 +177,10 @@ func TestLifecycleBetweenTwoUsers(t *testing.T) {
 		{a, map[string]any{"type": "EDIT", "conversation_id": 1, "message_id": m, "client_msg_id": "x-6"}, "bad_request"},
 		{a, map[string]any{"type": "DELETE", "conversation_id": 1, "message_id": 1 << 40, "client_msg_id": "x-7"}, "not_found"},
 	} {
-		tc.who.send(tc.frame)
+		tc.who.Send(tc.frame)
 		key := tc.frame["client_msg_id"].(string)
-		if got := tc.who.errorFor(key); got != tc.code {
-			t.Errorf("%s %v: ERROR %s, want %s", tc.who.name, tc.frame, got, tc.code)
+		if got := errorFor(t, tc.who, key); got != tc.code {
+			t.Errorf("%s %v: ERROR %s, want %s", tc.who.Name(), tc.frame, got, tc.code)
 		}
 	}
 
@@ -207,11 +209,11 @@ func TestLifecycleBetweenTwoUsers(t *testing.T) {
 
 	// A deletion: bob's unread count drops (UNREAD after MESSAGE_DELETED),
 	// the list's last message goes back to the one before.
-	m2 := a.sendMessage(1, "oops, wrong chat")
-	b.until("UNREAD 2", func(f map[string]any) bool { return rtType(f) == "UNREAD" && testutil.Int(t, f, "unread") == 2 })
-	a.send(map[string]any{"type": "DELETE", "conversation_id": 1, "message_id": m2, "client_msg_id": "d-1"})
-	a.ackFor("d-1")
-	deleted := b.until("MESSAGE_DELETED", func(f map[string]any) bool {
+	m2 := rtSendMessage(t, a, 1, "oops, wrong chat")
+	b.Until("UNREAD 2", func(f wstest.Frame) bool { return rtType(f) == "UNREAD" && testutil.Int(t, f, "unread") == 2 })
+	a.Send(map[string]any{"type": "DELETE", "conversation_id": 1, "message_id": m2, "client_msg_id": "d-1"})
+	ackFor(t, a, "d-1")
+	deleted := b.Until("MESSAGE_DELETED", func(f wstest.Frame) bool {
 		if rtType(f) == "UNREAD" && testutil.Int(t, f, "unread") == 1 {
 			t.Errorf("bob: UNREAD 1 before the MESSAGE_DELETED that made it")
 		}
@@ -220,7 +222,7 @@ func TestLifecycleBetweenTwoUsers(t *testing.T) {
 	if testutil.Int(t, deleted, "message_id") != m2 {
 		t.Errorf("MESSAGE_DELETED %v, want message %d", deleted, m2)
 	}
-	b.until("UNREAD 1", func(f map[string]any) bool { return rtType(f) == "UNREAD" && testutil.Int(t, f, "unread") == 1 })
+	b.Until("UNREAD 1", func(f wstest.Frame) bool { return rtType(f) == "UNREAD" && testutil.Int(t, f, "unread") == 1 })
 	var list struct {
 		Conversations []rtConversation `json:"conversations"`
 	}
@@ -228,8 +230,8 @@ func TestLifecycleBetweenTwoUsers(t *testing.T) {
 	if len(list.Conversations) != 1 || list.Conversations[0].Unread != 1 || list.Conversations[0].LastMessage.ID != m {
 		t.Errorf("bob's list after the deletion: %+v, want unread 1, last message %d", list.Conversations, m)
 	}
-	a.send(map[string]any{"type": "EDIT", "conversation_id": 1, "message_id": m2, "message": "x", "client_msg_id": "x-8"})
-	if got := a.errorFor("x-8"); got != "not_found" {
+	a.Send(map[string]any{"type": "EDIT", "conversation_id": 1, "message_id": m2, "message": "x", "client_msg_id": "x-8"})
+	if got := errorFor(t, a, "x-8"); got != "not_found" {
 		t.Errorf("an edit of the deleted message: %s, want not_found", got)
 	}
 	if st, _ := rtJSON(t, n, "bob", "PUT", fmt.Sprintf("/api/conversations/1/messages/%d/reactions/%s", m2, esc), nil); st != http.StatusNotFound {
@@ -248,11 +250,11 @@ func TestLifecycleBetweenTwoUsers(t *testing.T) {
 
 	// bob resumes from before the edit: the edits, the reactions and the
 	// deletion come again, in stream order, then SYNCED.
-	b.close()
+	b.Close()
 	b2 := rtDialURL(t, n, "bob", fmt.Sprintf("/ws/inbox/?since=%d", since))
 	var kinds []string
 	for {
-		f := b2.next()
+		f := b2.Next()
 		typ := rtType(f)
 		if typ == "SYNCED" {
 			break
@@ -272,17 +274,17 @@ func TestLifecycleBetweenTwoUsers(t *testing.T) {
 // TestEditWindowFromOutside: past --edit-window the sender is refused
 // (forbidden), over the socket and HTTP; the service API is not.
 func TestEditWindowFromOutside(t *testing.T) {
-	n := rtStart(t, rtNATS(t), "n1", func(c *Config) { c.Limits.EditWindow = time.Second })
+	n := rtStart(t, rtNATS(t), "n1", func(c *node.Config) { c.Limits.EditWindow = time.Second })
 	rtCreate(t, 1, []string{"alice", "bob"}, n)
 	a := rtDial(t, n, "alice")
-	m := a.sendMessage(1, "soon frozen")
+	m := rtSendMessage(t, a, 1, "soon frozen")
 	path := fmt.Sprintf("/api/conversations/1/messages/%d", m)
 	i := 0
 	testutil.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
 		i++
 		key := fmt.Sprint("late-", i)
-		a.send(map[string]any{"type": "EDIT", "conversation_id": 1, "message_id": m, "message": fmt.Sprint("try ", i), "client_msg_id": key})
-		f := a.until("answer", func(f map[string]any) bool { return f["client_msg_id"] == key })
+		a.Send(map[string]any{"type": "EDIT", "conversation_id": 1, "message_id": m, "message": fmt.Sprint("try ", i), "client_msg_id": key})
+		f := a.Until("answer", func(f wstest.Frame) bool { return f["client_msg_id"] == key })
 		if rtType(f) != "ERROR" {
 			return fmt.Errorf("still accepted: %v", f)
 		}
@@ -302,13 +304,13 @@ func TestEditWindowFromOutside(t *testing.T) {
 // requireReplayAgrees rebuilds n's read model from the stream (inbox
 // replay) and verifies it against the live one (inbox verify): no
 // difference either way.
-func requireReplayAgrees(t testing.TB, n *Node) {
+func requireReplayAgrees(t testing.TB, n *node.Node) {
 	t.Helper()
 	ctx := context.Background()
-	if err := n.proj.WaitFor(ctx, mustLastSeq(t, n)); err != nil {
+	if err := n.Projector().WaitFor(ctx, mustLastSeq(t, n)); err != nil {
 		t.Fatal(err)
 	}
-	diffs, err := projections.Verify(ctx, n.store, n.db, filepath.Join(t.TempDir(), "verify.db"), nil)
+	diffs, err := projections.Verify(ctx, n.Store(), n.DB(), filepath.Join(t.TempDir(), "verify.db"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,7 +318,7 @@ func requireReplayAgrees(t testing.TB, n *Node) {
 		t.Errorf("verify: %s", d)
 	}
 	path := filepath.Join(t.TempDir(), "replay.db")
-	if _, err := projections.Rebuild(ctx, n.store, path, nil); err != nil {
+	if _, err := projections.Rebuild(ctx, n.Store(), path, nil); err != nil {
 		t.Fatal(err)
 	}
 	rebuilt, err := projections.Open(path)
@@ -324,7 +326,7 @@ func requireReplayAgrees(t testing.TB, n *Node) {
 		t.Fatal(err)
 	}
 	defer rebuilt.Close()
-	diffs, err = projections.Diff(ctx, n.db, rebuilt)
+	diffs, err = projections.Diff(ctx, n.DB(), rebuilt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,9 +335,9 @@ func requireReplayAgrees(t testing.TB, n *Node) {
 	}
 }
 
-func mustLastSeq(t testing.TB, n *Node) uint64 {
+func mustLastSeq(t testing.TB, n *node.Node) uint64 {
 	t.Helper()
-	last, err := n.store.Last(context.Background())
+	last, err := n.Store().Last(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -358,17 +360,17 @@ func TestEraseForgets(t *testing.T) {
 	a, b := rtDial(t, n, "alice"), rtDial(t, n, "bob")
 	const secret, secretEdit, other = "my password is hunter2-zebra", "my password is hunter2-zebra-unicorn", "lunch at noon-quokka"
 	send := map[string]any{"conversation_id": 1, "message": secret, "client_msg_id": "s-1"}
-	a.send(send)
-	m := testutil.Int(t, a.ackFor("s-1"), "message_id")
-	a.send(map[string]any{"type": "EDIT", "conversation_id": 1, "message_id": m, "message": secretEdit, "client_msg_id": "e-1"})
-	edit := uint64(testutil.Int(t, a.ackFor("e-1"), "seq"))
-	b.send(map[string]any{"type": "REACT", "conversation_id": 1, "message_id": m, "emoji": "😱", "on": true})
-	m2 := a.sendMessage(1, other)
-	reply := b.sendMessage(1, "bob's own words-wombat")
-	if err := n.proj.WaitFor(ctx, uint64(reply)); err != nil {
+	a.Send(send)
+	m := testutil.Int(t, ackFor(t, a, "s-1"), "message_id")
+	a.Send(map[string]any{"type": "EDIT", "conversation_id": 1, "message_id": m, "message": secretEdit, "client_msg_id": "e-1"})
+	edit := uint64(testutil.Int(t, ackFor(t, a, "e-1"), "seq"))
+	b.Send(map[string]any{"type": "REACT", "conversation_id": 1, "message_id": m, "emoji": "😱", "on": true})
+	m2 := rtSendMessage(t, a, 1, other)
+	reply := rtSendMessage(t, b, 1, "bob's own words-wombat")
+	if err := n.Projector().WaitFor(ctx, uint64(reply)); err != nil {
 		t.Fatal(err)
 	}
-	natsDir, dataDir := s.JetStreamConfig().StoreDir, n.cfg.DataDir
+	natsDir, dataDir := s.JetStreamConfig().StoreDir, n.Config().DataDir
 	for _, dir := range []string{natsDir, dataDir} {
 		if len(testutil.FilesHolding(t, dir, secret, secretEdit)) == 0 {
 			t.Fatalf("no file under %s holds the text before the erasure: the checks below would prove nothing", dir)
@@ -381,11 +383,11 @@ func TestEraseForgets(t *testing.T) {
 		fmt.Sprint(rep["stream_events_deleted"]) != "2" {
 		t.Fatalf("erase message %d: %d %v", m, st, rep)
 	}
-	if f := b.untilType("MESSAGE_DELETED"); testutil.Int(t, f, "message_id") != m {
+	if f := b.UntilType("MESSAGE_DELETED"); testutil.Int(t, f, "message_id") != m {
 		t.Errorf("bob: %v, want MESSAGE_DELETED of %d", f, m)
 	}
 	for _, seq := range []uint64{uint64(m), edit} {
-		if _, err := n.store.Get(ctx, seq); err == nil {
+		if _, err := n.Store().Get(ctx, seq); err == nil {
 			t.Errorf("stream get %d: still there", seq)
 		}
 	}
@@ -404,8 +406,8 @@ func TestEraseForgets(t *testing.T) {
 	}
 	// A retry of the erased send (its key is still in the stream's duplicate
 	// window) is refused, never answered with the erased message nor stored.
-	a.send(send)
-	if got := a.errorFor("s-1"); got != "conflict" {
+	a.Send(send)
+	if got := errorFor(t, a, "s-1"); got != "conflict" {
 		t.Errorf("the erased message's send again: %s, want conflict", got)
 	}
 	if hits := testutil.FilesHolding(t, natsDir, secret); len(hits) > 0 {
@@ -446,7 +448,7 @@ func TestErasedSequenceNotInNatsStreamGet(t *testing.T) {
 	rtCreate(t, 1, []string{"alice", "bob"}, n)
 	const secret = "the launch code is 0000-platypus"
 	a := rtDial(t, n, "alice")
-	m := a.sendMessage(1, secret)
+	m := rtSendMessage(t, a, 1, secret)
 	get := func() string {
 		out, _ := exec.Command(natsBin, "--server", s.ClientURL(), "stream", "get", eventstore.StreamName, fmt.Sprint(m)).CombinedOutput()
 		return string(out)
@@ -472,26 +474,26 @@ func TestRetentionRebuildAgrees(t *testing.T) {
 	rtCreate(t, 1, []string{"alice", "bob"}, n)
 	a, b := rtDial(t, n, "alice"), rtDial(t, n, "bob")
 	ctx := context.Background()
-	old := a.sendMessage(1, "an old message-ocelot")
-	a.send(map[string]any{"type": "EDIT", "conversation_id": 1, "message_id": old, "message": "an old edit-axolotl", "client_msg_id": "e-1"})
-	a.ackFor("e-1")
-	b.send(map[string]any{"type": "REACT", "conversation_id": 1, "message_id": old, "emoji": "👍", "on": true, "client_msg_id": "r-1"})
-	b.ackFor("r-1")
+	old := rtSendMessage(t, a, 1, "an old message-ocelot")
+	a.Send(map[string]any{"type": "EDIT", "conversation_id": 1, "message_id": old, "message": "an old edit-axolotl", "client_msg_id": "e-1"})
+	ackFor(t, a, "e-1")
+	b.Send(map[string]any{"type": "REACT", "conversation_id": 1, "message_id": old, "emoji": "👍", "on": true, "client_msg_id": "r-1"})
+	ackFor(t, b, "r-1")
 	cutoff := time.Now()
-	fresh := a.sendMessage(1, "a fresh message")
-	b.until("UNREAD 2", func(f map[string]any) bool { return rtType(f) == "UNREAD" && testutil.Int(t, f, "unread") == 2 })
+	fresh := rtSendMessage(t, a, 1, "a fresh message")
+	b.Until("UNREAD 2", func(f wstest.Frame) bool { return rtType(f) == "UNREAD" && testutil.Int(t, f, "unread") == 2 })
 	const maxAge = time.Hour
-	r := retention.New(retention.Config{MaxAge: maxAge, Now: func() time.Time { return cutoff.Add(maxAge) }}, n.store)
+	r := retention.New(retention.Config{MaxAge: maxAge, Now: func() time.Time { return cutoff.Add(maxAge) }}, n.Store())
 	before, err := r.Expire(ctx)
 	if err != nil || len(before) != 1 || before[0] != uint64(fresh) {
 		t.Fatalf("Expire = %d, %v; want everything below %d", before, err, fresh)
 	}
-	b.until("UNREAD 1", func(f map[string]any) bool { return rtType(f) == "UNREAD" && testutil.Int(t, f, "unread") == 1 })
+	b.Until("UNREAD 1", func(f wstest.Frame) bool { return rtType(f) == "UNREAD" && testutil.Int(t, f, "unread") == 1 })
 	if h := rtHistory(t, n, "bob", 1); len(h) != 1 || h[fresh] == nil {
 		t.Errorf("history after the expiry: %v", h)
 	}
 	for _, seq := range []int64{old, fresh - 2, fresh - 1} { // the message, its edit, the reaction
-		if _, err := n.store.Get(ctx, uint64(seq)); err == nil {
+		if _, err := n.Store().Get(ctx, uint64(seq)); err == nil {
 			t.Errorf("stream get %d: still there after the expiry", seq)
 		}
 	}
@@ -501,10 +503,10 @@ func TestRetentionRebuildAgrees(t *testing.T) {
 	requireReplayAgrees(t, n)
 
 	// The flag: a node expires by itself.
-	n2 := rtStart(t, rtNATS(t), "n2", func(c *Config) { c.MessageMaxAge = 2 * time.Second })
+	n2 := rtStart(t, rtNATS(t), "n2", func(c *node.Config) { c.MessageMaxAge = 2 * time.Second })
 	rtCreate(t, 1, []string{"alice", "bob"}, n2)
 	a2 := rtDial(t, n2, "alice")
-	gone := a2.sendMessage(1, "soon gone")
+	gone := rtSendMessage(t, a2, 1, "soon gone")
 	testutil.CheckFor(t, 15*time.Second, 100*time.Millisecond, func() error {
 		if h := rtHistory(t, n2, "bob", 1); h[gone] != nil {
 			return fmt.Errorf("message %d still in history", gone)

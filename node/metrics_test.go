@@ -1,4 +1,4 @@
-package node
+package node_test
 
 import (
 	"context"
@@ -20,7 +20,7 @@ func TestAppendMetrics(t *testing.T) {
 	if _, _, err := n.Service().CreateConversation(ctx, 1, []eventstore.Member{{UserID: "a", Role: eventstore.RoleMember}}); chat.CodeOf(err) != chat.CodeConflict {
 		t.Fatalf("second create of 1: %v, want conflict", err)
 	}
-	families, err := n.metrics.Registry.Gather()
+	families, err := n.Metrics().Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}

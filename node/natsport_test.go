@@ -1,4 +1,4 @@
-package node
+package node_test
 
 import (
 	"bufio"
@@ -16,34 +16,25 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"inbox/eventstore"
-	"inbox/internal/testutil"
+	"inbox/internal/testnode"
+	"inbox/node"
 	"inbox/presence"
 )
 
 // startEmbedded starts an inboxd with embedded NATS listening on a free
 // loopback port, and conversation 1 (alice, bob).
-func startEmbedded(t *testing.T) *Node {
+func startEmbedded(t *testing.T) *node.Node {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	n, err := Start(ctx, Config{
-		DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", NATSListen: "127.0.0.1:0",
-		JWTSecret: rtSecret, AdminToken: rtAdmin, Logger: testutil.Logger(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		n.Shutdown(ctx)
-	})
+	cfg := testnode.Config(t)
+	testnode.Secrets(&cfg)
+	cfg.NATSListen = "127.0.0.1:0"
+	n := testnode.Start(t, cfg)
 	rtCreate(t, 1, []string{"alice", "bob"}, n)
 	return n
 }
 
 // natsHostPort is the embedded server's host:port.
-func natsHostPort(t *testing.T, n *Node) string {
+func natsHostPort(t *testing.T, n *node.Node) string {
 	t.Helper()
 	u, err := url.Parse(n.NATSURL())
 	if err != nil {
@@ -54,7 +45,7 @@ func natsHostPort(t *testing.T, n *Node) string {
 
 // inspectConn connects to n's embedded server as the inspection user and
 // reports every asynchronous error (permission violations) on errs.
-func inspectConn(t *testing.T, n *Node) (*nats.Conn, chan error) {
+func inspectConn(t *testing.T, n *node.Node) (*nats.Conn, chan error) {
 	t.Helper()
 	nc, errs, err := dialInspect(n)
 	if err != nil {
@@ -64,8 +55,8 @@ func inspectConn(t *testing.T, n *Node) (*nats.Conn, chan error) {
 	return nc, errs
 }
 
-func dialInspect(n *Node) (*nats.Conn, chan error, error) {
-	key, err := nats.NkeyOptionFromSeed(n.creds.InspectKey())
+func dialInspect(n *node.Node) (*nats.Conn, chan error, error) {
+	key, err := nats.NkeyOptionFromSeed(n.Credentials().InspectKey())
 	if err != nil {
 		return nil, nil, err
 	}
@@ -136,24 +127,24 @@ func TestForgedEventRefused(t *testing.T) {
 	// Nothing stored: the service's next append directly follows the
 	// conversation's creation, no event is on the forged subject, and mallory
 	// is not a member, on this node or in a rebuild of its read model.
-	last, err := n.store.Last(ctx)
+	last, err := n.Store().Last(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	seq, err := n.svc.PostSystem(ctx, 1, "after the forgeries")
+	seq, err := n.Service().PostSystem(ctx, 1, "after the forgeries")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if seq != last[0]+1 {
 		t.Errorf("the next append got seq %d after last seq %d: something else was stored", seq, last[0])
 	}
-	if _, err := n.store.Streams()[0].GetLastMsgForSubject(ctx, subject); !errors.Is(err, jetstream.ErrMsgNotFound) {
+	if _, err := n.Store().Streams()[0].GetLastMsgForSubject(ctx, subject); !errors.Is(err, jetstream.ErrMsgNotFound) {
 		t.Errorf("last message on %s: %v, want none", subject, err)
 	}
-	if err := n.dir.WaitFor(ctx, seq); err != nil {
+	if err := n.Dir().WaitFor(ctx, seq); err != nil {
 		t.Fatal(err)
 	}
-	if n.dir.IsMember(1, "mallory") {
+	if n.Dir().IsMember(1, "mallory") {
 		t.Error("mallory is a member of conversation 1")
 	}
 }
@@ -226,7 +217,7 @@ func TestInspectionUserReadOnly(t *testing.T) {
 	if _, err := stream.GetLastMsgForSubject(ctx, "inbox.conv.1.created"); err != nil {
 		t.Errorf("direct get of the last message on a subject: %v", err)
 	}
-	durable := "inbox-proj-" + n.cfg.NodeID
+	durable := "inbox-proj-" + n.Config().NodeID
 	for name := range stream.ConsumerNames(ctx).Name() {
 		if _, err := stream.Consumer(ctx, name); err != nil {
 			t.Errorf("consumer info %s: %v", name, err)
@@ -241,10 +232,10 @@ func TestInspectionUserReadOnly(t *testing.T) {
 	if err != nil {
 		t.Fatalf("open bucket %s: %v", presence.Bucket, err)
 	}
-	if _, err := kv.Get(ctx, "node."+n.cfg.NodeID); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+	if _, err := kv.Get(ctx, "node."+n.Config().NodeID); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Errorf("kv get: %v", err)
 	}
-	seq, err := n.svc.PostSystem(ctx, 1, "seen live")
+	seq, err := n.Service().PostSystem(ctx, 1, "seen live")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,14 +301,14 @@ func TestInspectionUserReadOnly(t *testing.T) {
 	waitRefusedSub(t, errs, "_INBOX_other.>")
 	waitRefusedSub(t, errs, "$JS.API.>")
 
-	after, err := n.store.Streams()[0].Info(ctx)
+	after, err := n.Store().Streams()[0].Info(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if after.State.Msgs != before.State.Msgs || after.State.LastSeq != seq || after.State.FirstSeq != 1 {
 		t.Errorf("stream state changed by refused writes: %+v, was %+v", after.State, before.State)
 	}
-	proj, err := n.store.Streams()[0].Consumer(ctx, durable)
+	proj, err := n.Store().Streams()[0].Consumer(ctx, durable)
 	if err != nil {
 		t.Fatalf("the projector's consumer: %v", err)
 	}

@@ -1,4 +1,4 @@
-package node
+package node_test
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"inbox/internal/testutil"
+	"inbox/internal/wstest"
 )
 
 // TestShedAtTheDoor: while the node sheds load, a socket send is answered
@@ -22,15 +23,15 @@ func TestShedAtTheDoor(t *testing.T) {
 	rtCreate(t, 1, []string{"a", "b"}, n)
 	a, b := rtDial(t, n, "a"), rtDial(t, n, "b")
 	ctx := context.Background()
-	before, err := n.store.Last(ctx)
+	before, err := n.Store().Last(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	busy := n.adm.Config().MaxQueuedFrames + 1
-	n.adm.Queued(busy)
-	a.send(map[string]any{"conversation_id": 1, "message": "hello", "client_msg_id": "c-1"})
-	f := a.untilType("ERROR")
+	busy := n.Admission().Config().MaxQueuedFrames + 1
+	n.Admission().Queued(busy)
+	a.Send(map[string]any{"conversation_id": 1, "message": "hello", "client_msg_id": "c-1"})
+	f := a.UntilType("ERROR")
 	if f["code"] != "unavailable" || f["client_msg_id"] != "c-1" || testutil.Int(t, f, "retry_after_ms") <= 0 {
 		t.Fatalf("ERROR = %v, want unavailable for c-1 with retry_after_ms", f)
 	}
@@ -44,10 +45,10 @@ func TestShedAtTheDoor(t *testing.T) {
 	if r.status != http.StatusServiceUnavailable || secs < 1 || body.Code != "unavailable" || body.RetryAfterMS <= 0 {
 		t.Fatalf("HTTP send while shedding: %d Retry-After %q %s", r.status, r.header.Get("Retry-After"), r.body)
 	}
-	if after, err := n.store.Last(ctx); err != nil || !slices.Equal(after, before) {
+	if after, err := n.Store().Last(ctx); err != nil || !slices.Equal(after, before) {
 		t.Fatalf("the stream moved from %d to %d (%v) while shedding", before, after, err)
 	}
-	st, err := n.status(ctx)
+	st, err := n.Status(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,9 +58,9 @@ func TestShedAtTheDoor(t *testing.T) {
 		t.Fatalf("status load = %+v, totals shed %d", st.Load, st.Totals.Shed)
 	}
 
-	n.adm.Queued(-busy)
-	id := a.sendMessage(1, "hello again")
-	b.until("the message", func(f map[string]any) bool { return f["message"] == "hello again" })
+	n.Admission().Queued(-busy)
+	id := rtSendMessage(t, a, 1, "hello again")
+	b.Until("the message", func(f wstest.Frame) bool { return f["message"] == "hello again" })
 	if id <= int64(before[0]) {
 		t.Fatalf("message id %d not after %d", id, before[0])
 	}

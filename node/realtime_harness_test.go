@@ -1,12 +1,11 @@
-package node
+package node_test
 
 // Harness of the real-time tests (typing, receipts, unread, presence): real
-// inboxd nodes (node.Start) on a real nats-server, real sockets
-// (coder/websocket) and real HTTP. Names start with rt so they stay clear of
+// inboxd nodes (testnode.Start) on a real nats-server, real sockets
+// (wstest) and real HTTP. Names start with rt so they stay clear of
 // other tests in this package.
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -16,62 +15,46 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
 	_ "github.com/mattn/go-sqlite3"
 	"github.com/nats-io/nats-server/v2/server"
 	dto "github.com/prometheus/client_model/go"
 
-	"inbox/auth"
-	"inbox/chat"
 	"inbox/eventstore"
 	"inbox/internal/testnats"
+	"inbox/internal/testnode"
 	"inbox/internal/testutil"
-	"inbox/wsedge"
+	"inbox/internal/wstest"
+	"inbox/node"
 )
 
 const (
-	rtSecret    = "node-realtime-test-secret-0123456789abcdef"
-	rtAdmin     = "node-realtime-test-admin-token"
+	rtSecret    = testnode.JWTSecret
+	rtAdmin     = testnode.AdminToken
 	rtFrameWait = 10 * time.Second
 )
 
 // rtNATS runs a JetStream server for the test.
 func rtNATS(t testing.TB) *server.Server { return testnats.Server(t) }
 
-// rtStart starts an inboxd on s with its own data folder, short presence
-// heartbeats (250 ms, node TTL 1 s) and no practical socket rate limit; mod
-// may change the config first.
-func rtStart(t testing.TB, s *server.Server, id string, mod func(*Config)) *Node {
+// rtStart starts an inboxd (testnode) on s with short presence heartbeats
+// (250 ms, node TTL 1 s) and typing repeats (1 s); mod may change the config
+// first.
+func rtStart(t testing.TB, s *server.Server, id string, mod func(*node.Config)) *node.Node {
 	t.Helper()
-	cfg := Config{
-		DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", NATSURL: s.ClientURL(), NodeID: id,
-		JWTSecret: rtSecret, AdminToken: rtAdmin, Logger: testutil.Logger().With("node", id),
-		Edge:              wsedge.Config{RatePerSecond: 100_000, RateBurst: 100_000},
-		Limits:            chat.Limits{TypingInterval: time.Second},
-		PresenceHeartbeat: 250 * time.Millisecond, PresenceNodeTTL: time.Second,
-	}
+	cfg := testnode.Config(t)
+	testnode.Secrets(&cfg)
+	cfg.NATSURL, cfg.NodeID, cfg.Logger = s.ClientURL(), id, cfg.Logger.With("node", id)
+	cfg.Limits.TypingInterval = time.Second
+	cfg.PresenceHeartbeat, cfg.PresenceNodeTTL = 250*time.Millisecond, time.Second
 	if mod != nil {
 		mod(&cfg)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	n, err := Start(ctx, cfg)
-	if err != nil {
-		t.Fatalf("start node %s: %v", id, err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		if err := n.Shutdown(ctx); err != nil {
-			t.Logf("shut down node %s: %v", id, err)
-		}
-	})
-	return n
+	return testnode.Start(t, cfg)
 }
 
 // rtCreate creates conversation id with members (role member) and waits until
 // every node's directory has it.
-func rtCreate(t testing.TB, id int64, users []string, nodes ...*Node) {
+func rtCreate(t testing.TB, id int64, users []string, nodes ...*node.Node) {
 	t.Helper()
 	ms := make([]eventstore.Member, len(users))
 	for i, u := range users {
@@ -83,47 +66,23 @@ func rtCreate(t testing.TB, id int64, users []string, nodes ...*Node) {
 	}
 	for _, n := range nodes {
 		ctx, cancel := context.WithTimeout(context.Background(), rtFrameWait)
-		err := n.dir.WaitFor(ctx, seq)
+		err := n.Dir().WaitFor(ctx, seq)
 		cancel()
 		if err != nil {
-			t.Fatalf("node %s did not apply conversation %d: %v", n.cfg.NodeID, id, err)
+			t.Fatalf("node %s did not apply conversation %d: %v", n.Config().NodeID, id, err)
 		}
 	}
 }
 
 func rtToken(t testing.TB, user string) string {
 	t.Helper()
-	m, err := auth.NewMinter(auth.MinterConfig{Secret: rtSecret})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := m.Mint(user, "Name of "+user, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
-}
-
-// rtCheckFor polls f every 10 ms until it returns nil or total passes.
-func rtCheckFor(t testing.TB, total time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v: %v", total, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return testnode.Token(t, user, "Name of "+user)
 }
 
 // rtOpenSockets is the node's inbox_open_sockets gauge.
-func rtOpenSockets(n *Node) int {
+func rtOpenSockets(n *node.Node) int {
 	var pb dto.Metric
-	if err := n.metrics.OpenSockets.Write(&pb); err != nil {
+	if err := n.Metrics().OpenSockets.Write(&pb); err != nil {
 		panic(err)
 	}
 	return int(pb.GetGauge().GetValue())
@@ -131,7 +90,7 @@ func rtOpenSockets(n *Node) int {
 
 // rtGet sends an authenticated GET to n as user and decodes a 2xx JSON body
 // into out (if not nil); it returns the status.
-func rtGet(t testing.TB, n *Node, user, path string, out any) int {
+func rtGet(t testing.TB, n *node.Node, user, path string, out any) int {
 	t.Helper()
 	req, err := http.NewRequest("GET", "http://"+n.HTTPAddr()+path, nil)
 	if err != nil {
@@ -165,7 +124,7 @@ type rtConversation struct {
 }
 
 // rtUnread is user's unread count of conv from GET /api/conversations.
-func rtUnread(t testing.TB, n *Node, user string, conv int64) int64 {
+func rtUnread(t testing.TB, n *node.Node, user string, conv int64) int64 {
 	t.Helper()
 	var out struct {
 		Conversations []rtConversation `json:"conversations"`
@@ -184,9 +143,9 @@ func rtUnread(t testing.TB, n *Node, user string, conv int64) int64 {
 
 // rtWatermark reads member's read watermark straight from the node's SQLite
 // read model (read-only; the projector keeps writing).
-func rtWatermark(t testing.TB, n *Node, conv int64, user string) int64 {
+func rtWatermark(t testing.TB, n *node.Node, conv int64, user string) int64 {
 	t.Helper()
-	db, err := sql.Open("sqlite3", "file:"+n.db.Path()+"?mode=ro&_busy_timeout=5000")
+	db, err := sql.Open("sqlite3", "file:"+n.DB().Path()+"?mode=ro&_busy_timeout=5000")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,169 +157,49 @@ func rtWatermark(t testing.TB, n *Node, conv int64, user string) int64 {
 	return w
 }
 
-// rtClient is a real WebSocket client with a reader goroutine queueing every
-// frame it receives.
-type rtClient struct {
-	t      testing.TB
-	name   string
-	conn   *websocket.Conn
-	frames chan map[string]any
-	done   chan struct{}
-	err    error // set before done closes
-}
-
-// rtDial opens /ws/inbox/ on n as user.
-func rtDial(t testing.TB, n *Node, user string) *rtClient {
+// rtDial opens /ws/inbox/ on n as user (the tests' client, internal/wstest)
+// and returns once the socket is registered and presence told.
+func rtDial(t testing.TB, n *node.Node, user string) *wstest.Client {
 	t.Helper()
 	c := rtDialURL(t, n, user, "/ws/inbox/")
-	c.ping() // registered, and presence told, once the PONG is back
+	c.Flush() // registered, and presence told, once the PONG is back
 	return c
 }
 
 // rtDialURL opens path (an endpoint, with its query) on n as user and
 // returns at once: the first frames are the socket's (a catch-up's).
-func rtDialURL(t testing.TB, n *Node, user, path string) *rtClient {
+func rtDialURL(t testing.TB, n *node.Node, user, path string) *wstest.Client {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), rtFrameWait)
-	defer cancel()
-	conn, _, err := websocket.Dial(ctx, "ws://"+n.HTTPAddr()+path, &websocket.DialOptions{
-		HTTPHeader: http.Header{"Authorization": {"Bearer " + rtToken(t, user)}},
+	return wstest.Dial(t, "ws://"+n.HTTPAddr()+path, wstest.Options{
+		Token: rtToken(t, user), Name: user + "@" + n.Config().NodeID, Wait: rtFrameWait,
 	})
-	if err != nil {
-		t.Fatalf("dial %s as %s: %v", n.cfg.NodeID, user, err)
-	}
-	conn.SetReadLimit(1 << 20)
-	c := &rtClient{t: t, name: user + "@" + n.cfg.NodeID, conn: conn, frames: make(chan map[string]any, 1<<14), done: make(chan struct{})}
-	go func() {
-		defer close(c.done)
-		for {
-			_, b, err := conn.Read(context.Background())
-			if err != nil {
-				c.err = err
-				return
-			}
-			d := json.NewDecoder(bytes.NewReader(b))
-			d.UseNumber()
-			var f map[string]any
-			if err := d.Decode(&f); err != nil {
-				c.err = fmt.Errorf("frame %q is not a JSON object: %w", b, err)
-				return
-			}
-			c.frames <- f
-		}
-	}()
-	t.Cleanup(func() { conn.CloseNow() })
-	return c
 }
 
-func (c *rtClient) send(v any) {
-	c.t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), rtFrameWait)
-	defer cancel()
-	if err := c.conn.Write(ctx, websocket.MessageText, b); err != nil {
-		c.t.Fatalf("%s: write: %v", c.name, err)
-	}
-}
+// rtType is a frame's control type, or "MESSAGE" for a message frame.
+func rtType(f wstest.Frame) string { return f.Type() }
 
-// close closes the socket normally and waits for the reader to end.
-func (c *rtClient) close() {
-	c.t.Helper()
-	c.conn.Close(websocket.StatusNormalClosure, "bye")
-	select {
-	case <-c.done:
-	case <-time.After(rtFrameWait):
-		c.t.Fatalf("%s: still open after close", c.name)
-	}
-}
-
-func (c *rtClient) next() map[string]any {
-	c.t.Helper()
-	select {
-	case f := <-c.frames:
-		return f
-	case <-c.done:
-		c.t.Fatalf("%s: socket ended waiting for a frame: %v", c.name, c.err)
-	case <-time.After(rtFrameWait):
-		c.t.Fatalf("%s: no frame within %v", c.name, rtFrameWait)
-	}
-	return nil
-}
-
-// rtType is a frame's control type, or "MESSAGE" for a message frame (the
-// seed's shape: id, message_id and message).
-func rtType(f map[string]any) string {
-	if _, ok := f["id"]; ok && f["message_id"] != nil && f["message"] != nil {
-		return "MESSAGE"
-	}
-	s, _ := f["type"].(string)
-	return s
-}
-
-// until skips frames until one matches, and returns it.
-func (c *rtClient) until(what string, match func(map[string]any) bool) map[string]any {
-	c.t.Helper()
-	deadline := time.After(rtFrameWait)
-	for {
-		select {
-		case f := <-c.frames:
-			if match(f) {
-				return f
-			}
-		case <-c.done:
-			c.t.Fatalf("%s: socket ended waiting for %s: %v", c.name, what, c.err)
-		case <-deadline:
-			c.t.Fatalf("%s: no %s within %v", c.name, what, rtFrameWait)
-		}
-	}
-}
-
-// untilType skips frames until one of type typ.
-func (c *rtClient) untilType(typ string) map[string]any {
-	c.t.Helper()
-	return c.until(typ, func(f map[string]any) bool { return rtType(f) == typ })
-}
-
-// ping sends a PING and returns every frame received before its PONG: by
-// then the socket has been sent everything queued to it before the PING was
-// handled.
-func (c *rtClient) ping() []map[string]any {
-	c.t.Helper()
-	c.send(map[string]any{"type": "PING"})
-	var before []map[string]any
-	for {
-		f := c.next()
-		if rtType(f) == "PONG" {
-			return before
-		}
-		before = append(before, f)
-	}
-}
-
-// noneOf fails if frames holds a frame of type typ for which match (nil: any) holds.
-func (c *rtClient) noneOf(frames []map[string]any, typ string, match func(map[string]any) bool) {
-	c.t.Helper()
+// rtNoneOf fails if frames holds a frame of type typ for which match (nil:
+// any) holds.
+func rtNoneOf(t testing.TB, c *wstest.Client, frames []wstest.Frame, typ string, match func(wstest.Frame) bool) {
+	t.Helper()
 	for _, f := range frames {
-		if rtType(f) == typ && (match == nil || match(f)) {
-			c.t.Errorf("%s: unexpected %s frame %v", c.name, typ, f)
+		if f.Type() == typ && (match == nil || match(f)) {
+			t.Errorf("%s: unexpected %s frame %v", c.Name(), typ, f)
 		}
 	}
 }
 
-// sendMessage sends text to conv with a client_msg_id and returns the
+// rtSendMessage sends text to conv with a client_msg_id and returns the
 // message id from the ACK (skipping other frames).
-func (c *rtClient) sendMessage(conv int64, text string) int64 {
-	c.t.Helper()
-	id := fmt.Sprintf("%s-%d", c.name, time.Now().UnixNano())
-	c.send(map[string]any{"conversation_id": conv, "message": text, "client_msg_id": id})
-	f := c.until("ACK of "+id, func(f map[string]any) bool {
-		if rtType(f) == "ERROR" && f["client_msg_id"] == id {
-			c.t.Fatalf("%s: send refused: %v", c.name, f)
+func rtSendMessage(t testing.TB, c *wstest.Client, conv int64, text string) int64 {
+	t.Helper()
+	id := fmt.Sprintf("%s-%d", c.Name(), time.Now().UnixNano())
+	c.Send(map[string]any{"conversation_id": conv, "message": text, "client_msg_id": id})
+	f := c.Until("ACK of "+id, func(f wstest.Frame) bool {
+		if f.Type() == "ERROR" && f["client_msg_id"] == id {
+			t.Fatalf("%s: send refused: %v", c.Name(), f)
 		}
-		return rtType(f) == "ACK" && f["client_msg_id"] == id
+		return f.Type() == "ACK" && f["client_msg_id"] == id
 	})
-	return testutil.Int(c.t, f, "message_id")
+	return testutil.Int(t, f, "message_id")
 }

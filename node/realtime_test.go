@@ -1,4 +1,4 @@
-package node
+package node_test
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"inbox/internal/testutil"
+	"inbox/internal/wstest"
+	"inbox/node"
 	"inbox/projections"
 )
 
@@ -31,12 +33,12 @@ func TestTyping(t *testing.T) {
 	}
 	before := time.Now()
 	for range 5 {
-		a1.send(typing(true))
+		a1.Send(typing(true))
 	}
-	a1.send(typing(false))
+	a1.Send(typing(false))
 	// UNREAD frames (the projector's count for a new member) may come in
 	// between; TYPING frames come in stream order.
-	f := b.untilType("TYPING")
+	f := b.UntilType("TYPING")
 	if f["user_id"] != "alice" || f["is_typing"] != true || testutil.Int(t, f, "conversation_id") != 1 || testutil.Int(t, f, "seq") == 0 {
 		t.Fatalf("bob got %v, want alice's TYPING start", f)
 	}
@@ -58,37 +60,37 @@ func TestTyping(t *testing.T) {
 	}
 	// The four repeated starts were throttled; the stop, sent within the
 	// second, comes when the second is over.
-	if f := b.untilType("TYPING"); f["is_typing"] != false || f["expires_at"] != nil {
+	if f := b.UntilType("TYPING"); f["is_typing"] != false || f["expires_at"] != nil {
 		t.Fatalf("bob got %v, want alice's TYPING stop (no expires_at)", f)
 	} else if waited := time.Since(before); waited < 900*time.Millisecond {
 		t.Errorf("the stop came %v after the start; a change within the second waits for it", waited)
 	}
 	// Start, stop, start within the second: only the latest state is appended.
-	a1.send(typing(true))
-	a1.send(typing(false))
-	a1.send(typing(true))
-	if f := b.untilType("TYPING"); f["is_typing"] != true {
+	a1.Send(typing(true))
+	a1.Send(typing(false))
+	a1.Send(typing(true))
+	if f := b.UntilType("TYPING"); f["is_typing"] != true {
 		t.Fatalf("bob got %v, want alice's second TYPING start", f)
 	}
-	for _, c := range []*rtClient{a1, a2} {
-		c.noneOf(c.ping(), "TYPING", nil)
+	for _, c := range []*wstest.Client{a1, a2} {
+		rtNoneOf(t, c, c.Flush(), "TYPING", nil)
 	}
-	b.noneOf(b.ping(), "TYPING", nil)
+	rtNoneOf(t, b, b.Flush(), "TYPING", nil)
 
 	// Keep typing for 1.5 s (a start every 100 ms): appended at the start
 	// and once more a second later.
-	a2.send(typing(false))
-	b.untilType("TYPING")
+	a2.Send(typing(false))
+	b.UntilType("TYPING")
 	time.Sleep(1100 * time.Millisecond) // the first start below is admitted at once
 	start := time.Now()
 	for time.Since(start) < 1500*time.Millisecond {
-		a2.send(typing(true))
+		a2.Send(typing(true))
 		time.Sleep(100 * time.Millisecond)
 	}
-	a2.send(typing(false))
+	a2.Send(typing(false))
 	starts := 0
 	for {
-		f := b.untilType("TYPING")
+		f := b.UntilType("TYPING")
 		if f["is_typing"] == false {
 			break
 		}
@@ -100,8 +102,8 @@ func TestTyping(t *testing.T) {
 
 	// Typing in a conversation one is not in is refused.
 	rtCreate(t, 2, []string{"carol"}, n)
-	a1.send(map[string]any{"conversation_id": 2, "type": "TYPING", "is_typing": true})
-	if e := a1.untilType("ERROR"); e["code"] != "forbidden" {
+	a1.Send(map[string]any{"conversation_id": 2, "type": "TYPING", "is_typing": true})
+	if e := a1.UntilType("ERROR"); e["code"] != "forbidden" {
 		t.Errorf("typing in another's conversation: %v", e)
 	}
 }
@@ -115,10 +117,10 @@ func TestUnreadFollowsItsMessage(t *testing.T) {
 	a, b := rtDial(t, n, "alice"), rtDial(t, n, "bob")
 	const sends = 30
 	for i := range sends {
-		a.send(map[string]any{"conversation_id": 1, "message": fmt.Sprint("m", i), "client_msg_id": fmt.Sprint("u-", i)})
+		a.Send(map[string]any{"conversation_id": 1, "message": fmt.Sprint("m", i), "client_msg_id": fmt.Sprint("u-", i)})
 	}
 	messages := int64(0)
-	b.until("UNREAD 30", func(f map[string]any) bool {
+	b.Until("UNREAD 30", func(f wstest.Frame) bool {
 		switch rtType(f) {
 		case "MESSAGE":
 			messages++
@@ -145,10 +147,10 @@ func TestReadReceipts(t *testing.T) {
 	a := rtDial(t, n, "alice")
 	b1, b2 := rtDial(t, n, "bob"), rtDial(t, n, "bob")
 
-	m1, m2, m3 := a.sendMessage(1, "one"), a.sendMessage(1, "two"), a.sendMessage(1, "three")
-	unread := func(c *rtClient, want int64) {
+	m1, m2, m3 := rtSendMessage(t, a, 1, "one"), rtSendMessage(t, a, 1, "two"), rtSendMessage(t, a, 1, "three")
+	unread := func(c *wstest.Client, want int64) {
 		t.Helper()
-		c.until(fmt.Sprintf("UNREAD %d", want), func(f map[string]any) bool {
+		c.Until(fmt.Sprintf("UNREAD %d", want), func(f wstest.Frame) bool {
 			return rtType(f) == "UNREAD" && testutil.Int(t, f, "conversation_id") == 1 && testutil.Int(t, f, "unread") == want
 		})
 	}
@@ -161,21 +163,21 @@ func TestReadReceipts(t *testing.T) {
 		t.Errorf("alice's unread %d, want 0 (own messages never count)", got)
 	}
 
-	read := func(c *rtClient, upTo int64, wantIDs bool) {
+	read := func(c *wstest.Client, upTo int64, wantIDs bool) {
 		t.Helper()
-		for _, c := range []*rtClient{a, b1, b2} {
-			f := c.untilType("READ")
+		for _, c := range []*wstest.Client{a, b1, b2} {
+			f := c.UntilType("READ")
 			if f["user_id"] != "bob" || testutil.Int(t, f, "conversation_id") != 1 || testutil.Int(t, f, "up_to") != upTo || testutil.Int(t, f, "seq") == 0 {
-				t.Errorf("%s: READ %v, want bob up to %d", c.name, f, upTo)
+				t.Errorf("%s: READ %v, want bob up to %d", c.Name(), f, upTo)
 			}
 			if _, has := f["message_ids"]; has != wantIDs {
-				t.Errorf("%s: READ %v: message_ids present %v, want %v", c.name, f, has, wantIDs)
+				t.Errorf("%s: READ %v: message_ids present %v, want %v", c.Name(), f, has, wantIDs)
 			}
 		}
 	}
 
 	// The seed's form: explicit ids.
-	b1.send(map[string]any{"conversation_id": 1, "type": "READ", "message_ids": []int64{m1}})
+	b1.Send(map[string]any{"conversation_id": 1, "type": "READ", "message_ids": []int64{m1}})
 	read(b1, m1, true)
 	unread(b1, 2)
 	unread(b2, 2)
@@ -184,7 +186,7 @@ func TestReadReceipts(t *testing.T) {
 	}
 
 	// The watermark, from the other device.
-	b2.send(map[string]any{"conversation_id": 1, "type": "READ", "up_to": m3})
+	b2.Send(map[string]any{"conversation_id": 1, "type": "READ", "up_to": m3})
 	read(b2, m3, false)
 	unread(b1, 0)
 	unread(b2, 0)
@@ -194,15 +196,15 @@ func TestReadReceipts(t *testing.T) {
 
 	// A stale receipt (reordered, or from a device behind) is delivered but
 	// moves nothing back.
-	b1.send(map[string]any{"conversation_id": 1, "type": "READ", "up_to": m1})
+	b1.Send(map[string]any{"conversation_id": 1, "type": "READ", "up_to": m1})
 	read(b1, m1, false)
-	b1.send(map[string]any{"conversation_id": 1, "type": "READ", "message_ids": []int64{m2}})
+	b1.Send(map[string]any{"conversation_id": 1, "type": "READ", "message_ids": []int64{m2}})
 	read(b1, m2, true)
-	m4 := a.sendMessage(1, "four")
+	m4 := rtSendMessage(t, a, 1, "four")
 	unread(b1, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), rtFrameWait)
 	defer cancel()
-	if err := n.proj.WaitFor(ctx, uint64(m4)); err != nil {
+	if err := n.Projector().WaitFor(ctx, uint64(m4)); err != nil {
 		t.Fatal(err)
 	}
 	if w := rtWatermark(t, n, 1, "bob"); w != m3 {
@@ -214,7 +216,7 @@ func TestReadReceipts(t *testing.T) {
 
 	// Refused: a conversation one is not in, a message of another
 	// conversation, no ids at all.
-	m5 := a.sendMessage(2, "to carol")
+	m5 := rtSendMessage(t, a, 2, "to carol")
 	for _, tc := range []struct {
 		name  string
 		frame map[string]any
@@ -225,8 +227,8 @@ func TestReadReceipts(t *testing.T) {
 		{"up_to of another conversation", map[string]any{"conversation_id": 1, "type": "READ", "up_to": m5}, "not_found"},
 		{"nothing to read", map[string]any{"conversation_id": 1, "type": "READ"}, "bad_request"},
 	} {
-		b1.send(tc.frame)
-		if e := b1.untilType("ERROR"); e["code"] != tc.code {
+		b1.Send(tc.frame)
+		if e := b1.UntilType("ERROR"); e["code"] != tc.code {
 			t.Errorf("%s: ERROR %v, want code %s", tc.name, e, tc.code)
 		}
 	}
@@ -246,14 +248,14 @@ func TestPresence(t *testing.T) {
 	a := rtDial(t, n, "alice")
 	c := rtDial(t, n, "carol") // shares nothing with bob
 
-	isBob := func(f map[string]any) bool { return f["user_id"] == "bob" }
+	isBob := func(f wstest.Frame) bool { return f["user_id"] == "bob" }
 	b1 := rtDial(t, n, "bob")
-	f := a.untilType("PRESENCE")
+	f := a.UntilType("PRESENCE")
 	if f["user_id"] != "bob" || f["online"] != true || f["last_seen"] != nil || len(f) != 4 {
 		t.Errorf("alice got %v, want bob online with last_seen null", f)
 	}
-	c.noneOf(c.ping(), "PRESENCE", nil)
-	b1.noneOf(b1.ping(), "PRESENCE", isBob)
+	rtNoneOf(t, c, c.Flush(), "PRESENCE", nil)
+	rtNoneOf(t, b1, b1.Flush(), "PRESENCE", isBob)
 
 	type status struct {
 		UserID   string  `json:"user_id"`
@@ -273,10 +275,10 @@ func TestPresence(t *testing.T) {
 
 	// A second socket changes nothing; closing it neither.
 	b2 := rtDial(t, n, "bob")
-	b2.close()
-	b1.close()
+	b2.Close()
+	b1.Close()
 	closed := time.Now()
-	f = a.untilType("PRESENCE")
+	f = a.UntilType("PRESENCE")
 	if f["user_id"] != "bob" || f["online"] != false {
 		t.Fatalf("alice got %v, want bob offline (and nothing for the second socket)", f)
 	}
@@ -284,8 +286,8 @@ func TestPresence(t *testing.T) {
 	if err != nil || seen.Before(closed.Add(-2*time.Second)) || seen.After(time.Now().Add(time.Second)) {
 		t.Errorf("last_seen %v (%v), want about %v", f["last_seen"], err, closed)
 	}
-	c.noneOf(c.ping(), "PRESENCE", nil)
-	rtCheckFor(t, rtFrameWait, func() error {
+	rtNoneOf(t, c, c.Flush(), "PRESENCE", nil)
+	testutil.CheckFor(t, rtFrameWait, 10*time.Millisecond, func() error {
 		st = status{}
 		if code := rtGet(t, n, "alice", "/api/presence?user_id=bob", &st); code != http.StatusOK || st.Online || st.LastSeen == nil {
 			return fmt.Errorf("alice asks about bob: %d %+v", code, st)
@@ -305,14 +307,14 @@ func TestPresenceAcrossNodes(t *testing.T) {
 	rtCreate(t, 1, []string{"watcher", "u"}, n1, n2)
 	rtCreate(t, 2, []string{"watcher", "v", "x", "y"}, n1, n2)
 	w := rtDial(t, n1, "watcher")
-	presence := func(user string, online bool) func(map[string]any) bool {
-		return func(f map[string]any) bool {
+	presence := func(user string, online bool) func(wstest.Frame) bool {
+		return func(f wstest.Frame) bool {
 			return rtType(f) == "PRESENCE" && f["user_id"] == user && f["online"] == online
 		}
 	}
-	expect := func(user string, online bool) map[string]any {
+	expect := func(user string, online bool) wstest.Frame {
 		t.Helper()
-		f := w.untilType("PRESENCE")
+		f := w.UntilType("PRESENCE")
 		if !presence(user, online)(f) {
 			t.Fatalf("watcher got %v, want %s online=%v", f, user, online)
 		}
@@ -327,14 +329,14 @@ func TestPresenceAcrossNodes(t *testing.T) {
 	// closing u1 below is not u's last socket.
 	y := rtDial(t, n2, "y")
 	expect("y", true)
-	y.close()
+	y.Close()
 	expect("y", false)
 
 	// Close the socket on n1; u is still on n2. x coming online on n1 after
 	// that close is written to the bucket after it: the watcher hears of x
 	// and, before it, nothing about u.
-	u1.close()
-	rtCheckFor(t, rtFrameWait, func() error {
+	u1.Close()
+	testutil.CheckFor(t, rtFrameWait, 10*time.Millisecond, func() error {
 		if got := rtOpenSockets(n1); got != 1 {
 			return fmt.Errorf("n1 has %d sockets open, want 1 (the watcher's)", got)
 		}
@@ -342,10 +344,10 @@ func TestPresenceAcrossNodes(t *testing.T) {
 	})
 	x := rtDial(t, n1, "x")
 	expect("x", true)
-	x.close()
+	x.Close()
 	expect("x", false)
 
-	u2.close()
+	u2.Close()
 	expect("u", false)
 
 	// u on both nodes, v on n2 only; n2 dies.
@@ -355,7 +357,7 @@ func TestPresenceAcrossNodes(t *testing.T) {
 	rtDial(t, n2, "v")
 	expect("v", true)
 	killed := time.Now()
-	n2.presStop() // the heartbeat stops as in a crash: n2's keys stay until they expire
+	n2.HaltPresence() // the heartbeat stops as in a crash: n2's keys stay until they expire
 	f := expect("v", false)
 	if d := time.Since(killed); d > 5*time.Second {
 		t.Errorf("v went offline %v after its node died, want about the node TTL (1s)", d)
@@ -364,14 +366,14 @@ func TestPresenceAcrossNodes(t *testing.T) {
 	if err != nil || seen.After(time.Now()) || seen.Before(killed.Add(-2*time.Second)) {
 		t.Errorf("v's last_seen %v (%v), want n2's last heartbeat, about %v", f["last_seen"], err, killed)
 	}
-	w.noneOf(w.ping(), "PRESENCE", nil) // u, also on n1, stays online
+	rtNoneOf(t, w, w.Flush(), "PRESENCE", nil) // u, also on n1, stays online
 	var st struct {
 		Online bool `json:"online"`
 	}
 	if rtGet(t, n1, "watcher", "/api/presence?user_id=u", &st); !st.Online {
 		t.Error("u reported offline while its socket on n1 is open")
 	}
-	u1.close()
+	u1.Close()
 	expect("u", false)
 }
 
@@ -381,7 +383,7 @@ func TestPresenceAcrossNodes(t *testing.T) {
 func TestVerifyAfterRandomWorkload(t *testing.T) {
 	s := rtNATS(t)
 	n1, n2 := rtStart(t, s, "w1", nil), rtStart(t, s, "w2", nil)
-	nodes := []*Node{n1, n2}
+	nodes := []*node.Node{n1, n2}
 	rng := rand.New(rand.NewPCG(4, 4))
 	users := []string{"u0", "u1", "u2", "u3", "u4", "u5"}
 	convs := map[int64][]string{}
@@ -392,9 +394,9 @@ func TestVerifyAfterRandomWorkload(t *testing.T) {
 		convs[id] = ms
 		rtCreate(t, id, ms, n1, n2)
 	}
-	sockets := map[string][]*rtClient{}
+	sockets := map[string][]*wstest.Client{}
 	for i, u := range users {
-		sockets[u] = []*rtClient{rtDial(t, nodes[i%2], u), rtDial(t, nodes[(i+1)%2], u)}
+		sockets[u] = []*wstest.Client{rtDial(t, nodes[i%2], u), rtDial(t, nodes[(i+1)%2], u)}
 	}
 	msgs := map[int64][]int64{}
 	const ops = 400
@@ -405,39 +407,39 @@ func TestVerifyAfterRandomWorkload(t *testing.T) {
 		c := sockets[user][rng.IntN(2)]
 		switch p := rng.IntN(10); {
 		case p < 4 || len(msgs[conv]) == 0:
-			msgs[conv] = append(msgs[conv], c.sendMessage(conv, fmt.Sprintf("hello %d", rng.Int())))
+			msgs[conv] = append(msgs[conv], rtSendMessage(t, c, conv, fmt.Sprintf("hello %d", rng.Int())))
 		case p < 6:
-			c.send(map[string]any{"conversation_id": conv, "type": "TYPING", "is_typing": rng.IntN(3) > 0})
+			c.Send(map[string]any{"conversation_id": conv, "type": "TYPING", "is_typing": rng.IntN(3) > 0})
 		case p < 8:
 			ids := msgs[conv]
-			c.send(map[string]any{"conversation_id": conv, "type": "READ", "up_to": ids[rng.IntN(len(ids))]})
+			c.Send(map[string]any{"conversation_id": conv, "type": "READ", "up_to": ids[rng.IntN(len(ids))]})
 		default:
 			ids := msgs[conv]
 			pick := []int64{ids[rng.IntN(len(ids))], ids[rng.IntN(len(ids))]}
-			c.send(map[string]any{"conversation_id": conv, "type": "READ", "message_ids": pick})
+			c.Send(map[string]any{"conversation_id": conv, "type": "READ", "message_ids": pick})
 		}
 	}
 	for _, cs := range sockets {
 		for _, c := range cs {
-			c.noneOf(c.ping(), "ERROR", nil)
+			rtNoneOf(t, c, c.Flush(), "ERROR", nil)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	last, err := n1.store.Last(ctx)
+	last, err := n1.Store().Last(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range nodes {
-		if err := n.proj.WaitForAll(ctx, last); err != nil {
-			t.Fatalf("node %s: projection did not reach %d: %v", n.cfg.NodeID, last, err)
+		if err := n.Projector().WaitForAll(ctx, last); err != nil {
+			t.Fatalf("node %s: projection did not reach %d: %v", n.Config().NodeID, last, err)
 		}
-		diffs, err := projections.Verify(ctx, n.store, n.db, filepath.Join(t.TempDir(), "verify.db"), nil)
+		diffs, err := projections.Verify(ctx, n.Store(), n.DB(), filepath.Join(t.TempDir(), "verify.db"), nil)
 		if err != nil {
-			t.Fatalf("verify %s: %v", n.cfg.NodeID, err)
+			t.Fatalf("verify %s: %v", n.Config().NodeID, err)
 		}
 		for _, d := range diffs {
-			t.Errorf("node %s: %s", n.cfg.NodeID, d)
+			t.Errorf("node %s: %s", n.Config().NodeID, d)
 		}
 	}
 	// Unread counts agree across nodes and with the sockets' last UNREAD.

@@ -1,4 +1,4 @@
-package node
+package node_test
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"inbox/auth"
+	"inbox/internal/wstest"
 )
 
 // TestSystemImpersonationRefused: the user id "system" is the sender of
@@ -34,10 +35,7 @@ func TestSystemImpersonationRefused(t *testing.T) {
 		}
 		req.Header.Set("Content-Type", "application/json")
 		if strings.HasPrefix(path, "/ws/") { // a handshake: a plain GET is answered 426 before any token check
-			req.Header.Set("Connection", "Upgrade")
-			req.Header.Set("Upgrade", "websocket")
-			req.Header.Set("Sec-WebSocket-Version", "13")
-			req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+			wstest.Handshake(req.Header)
 		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -70,7 +68,7 @@ func TestSystemImpersonationRefused(t *testing.T) {
 		}
 	}
 
-	before, err := n.store.Last(context.Background())
+	before, err := n.Store().Last(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +82,7 @@ func TestSystemImpersonationRefused(t *testing.T) {
 			t.Errorf("%s %s %s: %d %s, want 400 saying reserved", tc.method, tc.path, tc.body, code, body)
 		}
 	}
-	after, err := n.store.Last(context.Background())
+	after, err := n.Store().Last(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

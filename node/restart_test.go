@@ -1,12 +1,14 @@
-package node
+package node_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
 	"inbox/eventstore"
 	"inbox/internal/testnats"
+	"inbox/internal/testutil"
 )
 
 // TestRestartAfterExpiredTail: the stream's last events were typing events
@@ -22,22 +24,18 @@ func TestRestartAfterExpiredTail(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := st.SubjectOf(ctx, last); err != nil {
-			break // expired
+	testutil.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+		if _, err := st.SubjectOf(ctx, last); err == nil {
+			return errors.New("typing event did not expire")
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("typing event did not expire")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 	start := time.Now()
 	n := rtStart(t, s, "n1", nil)
 	if took := time.Since(start); took > 10*time.Second {
 		t.Fatalf("start took %s", took)
 	}
-	if !n.dir.Exists(1) {
+	if !n.Dir().Exists(1) {
 		t.Fatal("conversation 1 not in the directory after start")
 	}
 }

@@ -1,4 +1,4 @@
-package node
+package node_test
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 
 	"inbox/eventstore"
 	"inbox/internal/testutil"
+	"inbox/node"
 	"inbox/projections"
 	"inbox/readmodel"
 )
@@ -30,18 +31,18 @@ const rolesPartitions = 3
 const rolesTTL = 2 * time.Second
 
 // rtProjector starts a --role projector node on s.
-func rtProjector(t testing.TB, s *server.Server, id string) *Node {
+func rtProjector(t testing.TB, s *server.Server, id string) *node.Node {
 	t.Helper()
-	return rtStart(t, s, id, func(c *Config) {
-		c.Role, c.Partitions, c.LeaseTTL = RoleProjector, rolesPartitions, rolesTTL
+	return rtStart(t, s, id, func(c *node.Config) {
+		c.Role, c.Partitions, c.LeaseTTL = node.RoleProjector, rolesPartitions, rolesTTL
 	})
 }
 
 // rtEdge starts a --role edge node on s.
-func rtEdge(t testing.TB, s *server.Server, id string) *Node {
+func rtEdge(t testing.TB, s *server.Server, id string) *node.Node {
 	t.Helper()
-	return rtStart(t, s, id, func(c *Config) {
-		c.Role, c.Partitions = RoleEdge, rolesPartitions
+	return rtStart(t, s, id, func(c *node.Config) {
+		c.Role, c.Partitions = node.RoleEdge, rolesPartitions
 		// Not what these tests judge: a send through an edge waits for a
 		// takeover, and the race detector on a loaded machine is slow.
 		c.Admission.MaxAppendLatency, c.Admission.MaxFeedLag = time.Minute, time.Minute
@@ -50,17 +51,17 @@ func rtEdge(t testing.TB, s *server.Server, id string) *Node {
 
 // rtServing waits until the projectors together serve every partition, each
 // once, and returns who serves which.
-func rtServing(t testing.TB, within time.Duration, projectors ...*Node) map[int]string {
+func rtServing(t testing.TB, within time.Duration, projectors ...*node.Node) map[int]string {
 	t.Helper()
 	var owners map[int]string
-	rtCheckFor(t, within, func() error {
+	testutil.CheckFor(t, within, 10*time.Millisecond, func() error {
 		owners = make(map[int]string)
 		for _, p := range projectors {
 			for _, k := range p.ServedPartitions() {
 				if o, ok := owners[k]; ok {
-					return fmt.Errorf("partition %d served by %s and %s", k, o, p.cfg.NodeID)
+					return fmt.Errorf("partition %d served by %s and %s", k, o, p.Config().NodeID)
 				}
-				owners[k] = p.cfg.NodeID
+				owners[k] = p.Config().NodeID
 			}
 		}
 		if len(owners) != rolesPartitions {
@@ -86,22 +87,22 @@ func convsPerPartition(n int) []int64 {
 
 // rtList is user's conversation list as n answers it (raw JSON objects, so
 // a comparison sees every field).
-func rtList(t testing.TB, n *Node, user string) []any {
+func rtList(t testing.TB, n *node.Node, user string) []any {
 	t.Helper()
 	st, out := rtJSON(t, n, user, "GET", "/api/conversations", nil)
 	if st != http.StatusOK {
-		t.Fatalf("list of %s on %s: status %d %v", user, n.cfg.NodeID, st, out)
+		t.Fatalf("list of %s on %s: status %d %v", user, n.Config().NodeID, st, out)
 	}
 	l, _ := out["conversations"].([]any)
 	return l
 }
 
 // rtMessages is conversation conv's history as user reads it on n, in order.
-func rtMessages(t testing.TB, n *Node, user string, conv int64) []any {
+func rtMessages(t testing.TB, n *node.Node, user string, conv int64) []any {
 	t.Helper()
 	st, out := rtJSON(t, n, user, "GET", fmt.Sprintf("/api/conversations/%d/messages?limit=200", conv), nil)
 	if st != http.StatusOK {
-		t.Fatalf("history of %d as %s on %s: status %d %v", conv, user, n.cfg.NodeID, st, out)
+		t.Fatalf("history of %d as %s on %s: status %d %v", conv, user, n.Config().NodeID, st, out)
 	}
 	m, _ := out["messages"].([]any)
 	return m
@@ -140,7 +141,7 @@ func TestEdgeServesThroughProjector(t *testing.T) {
 	p1 := rtProjector(t, s, "p1")
 	rtServing(t, 30*time.Second, p1)
 	edge := rtEdge(t, s, "e1")
-	all := rtStart(t, s, "a1", func(c *Config) { c.Partitions = rolesPartitions })
+	all := rtStart(t, s, "a1", func(c *node.Config) { c.Partitions = rolesPartitions })
 
 	convs := convsPerPartition(2)
 	for i, c := range convs {
@@ -154,7 +155,7 @@ func TestEdgeServesThroughProjector(t *testing.T) {
 			slices.Reverse(order)
 		}
 		for _, c := range order {
-			last = a.sendMessage(c, fmt.Sprintf("round %d to %d", round, c))
+			last = rtSendMessage(t, a, c, fmt.Sprintf("round %d to %d", round, c))
 			// Read-your-writes through the edge: no wait, no poll.
 			if got := lastMessageOf(t, rtList(t, edge, "alice"), c); got != last {
 				t.Fatalf("after message %d to %d alice's list on the edge shows its last message %d", last, c, got)
@@ -165,7 +166,7 @@ func TestEdgeServesThroughProjector(t *testing.T) {
 			}
 		}
 	}
-	if err := all.proj.WaitFor(context.Background(), uint64(last)); err != nil {
+	if err := all.Projector().WaitFor(context.Background(), uint64(last)); err != nil {
 		t.Fatal(err)
 	}
 	for _, u := range []string{"alice", "bob", "carol", "nobody"} {
@@ -188,7 +189,7 @@ func TestEdgeServesThroughProjector(t *testing.T) {
 			t.Errorf("history of %d on the edge:\n got %v\nwant %v (role all)", c, got, want)
 		}
 	}
-	files, err := filepath.Glob(filepath.Join(edge.cfg.DataDir, "*.db*"))
+	files, err := filepath.Glob(filepath.Join(edge.Config().DataDir, "*.db*"))
 	if err != nil || len(files) > 0 {
 		t.Errorf("the edge keeps SQLite files: %v %v", files, err)
 	}
@@ -196,10 +197,7 @@ func TestEdgeServesThroughProjector(t *testing.T) {
 
 // rtCrash stops projector p answering and renewing its leases at once, as
 // a kill -9 would: its leases stay until they expire.
-func rtCrash(p *Node) {
-	p.leases.Halt()
-	p.rms.Close()
-}
+func rtCrash(p *node.Node) { p.HaltProjector() }
 
 // TestProjectorTakeover: two projectors share the partitions; one stops
 // abruptly while a user keeps sending through an edge; the other serves
@@ -211,7 +209,7 @@ func TestProjectorTakeover(t *testing.T) {
 	p1, p2 := rtProjector(t, s, "p1"), rtProjector(t, s, "p2")
 	owners := rtServing(t, 30*time.Second, p1, p2)
 	// Both take a share: fair shares of 3 among 2 are 2 and 1.
-	rtCheckFor(t, 30*time.Second, func() error {
+	testutil.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
 		if len(p1.ServedPartitions()) == 0 || len(p2.ServedPartitions()) == 0 {
 			return fmt.Errorf("p1 serves %v, p2 %v", p1.ServedPartitions(), p2.ServedPartitions())
 		}
@@ -227,7 +225,7 @@ func TestProjectorTakeover(t *testing.T) {
 	send := func(n int) {
 		for range n {
 			for _, c := range convs {
-				acked[c] = append(acked[c], a.sendMessage(c, "hello"))
+				acked[c] = append(acked[c], rtSendMessage(t, a, c, "hello"))
 			}
 		}
 	}
@@ -241,14 +239,14 @@ func TestProjectorTakeover(t *testing.T) {
 	start := time.Now()
 	rtCrash(victim)
 	send(2) // the victim's partitions: a send waits for the takeover (its idempotency check asks their read model)
-	rtCheckFor(t, rolesTTL+10*time.Second, func() error {
+	testutil.CheckFor(t, rolesTTL+10*time.Second, 10*time.Millisecond, func() error {
 		if got := survivor.ServedPartitions(); len(got) != rolesPartitions {
-			return fmt.Errorf("%s serves %v", survivor.cfg.NodeID, got)
+			return fmt.Errorf("%s serves %v", survivor.Config().NodeID, got)
 		}
 		return nil
 	})
 	took := time.Since(start)
-	t.Logf("%s took over partitions %v of %s in %v (lease TTL %v; owners before %v)", survivor.cfg.NodeID, lost, victim.cfg.NodeID, took, rolesTTL, owners)
+	t.Logf("%s took over partitions %v of %s in %v (lease TTL %v; owners before %v)", survivor.Config().NodeID, lost, victim.Config().NodeID, took, rolesTTL, owners)
 	if took > rolesTTL+5*time.Second {
 		t.Errorf("takeover took %v, TTL %v", took, rolesTTL)
 	}
@@ -265,20 +263,20 @@ func TestProjectorTakeover(t *testing.T) {
 		}
 	}
 	ctx := context.Background()
-	last, err := survivor.store.Last(ctx)
+	last, err := survivor.Store().Last(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range survivor.parts {
-		if err := p.proj.WaitForAll(ctx, last); err != nil {
+	for _, p := range survivor.ProjectorParts() {
+		if err := p.Proj.WaitForAll(ctx, last); err != nil {
 			t.Fatal(err)
 		}
-		diffs, err := projections.Verify(ctx, survivor.store, p.db, filepath.Join(t.TempDir(), "verify.db"), nil, projections.Only(p.k))
+		diffs, err := projections.Verify(ctx, survivor.Store(), p.DB, filepath.Join(t.TempDir(), "verify.db"), nil, projections.Only(p.K))
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, d := range diffs {
-			t.Errorf("verify partition %d of %s: %s", p.k, survivor.cfg.NodeID, d)
+			t.Errorf("verify partition %d of %s: %s", p.K, survivor.Config().NodeID, d)
 		}
 	}
 }
@@ -306,7 +304,7 @@ func TestNatsMicroListsProjectors(t *testing.T) {
 		Metadata map[string]string `json:"metadata"`
 	}
 	serving := make(map[string]string) // node → its instance, once it serves a share
-	rtCheckFor(t, 20*time.Second, func() error {
+	testutil.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
 		out := nats("micro", "ls", "--json")
 		if err := json.Unmarshal(out, &ls); err != nil {
 			return fmt.Errorf("nats micro ls --json: %v\n%s", err, out)

@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	natsserver "github.com/nats-io/nats-server/v2/test"
+
+	"inbox/internal/testutil"
 )
 
 // cluster runs three JetStream servers routed to each other.
@@ -42,7 +44,7 @@ func cluster(t *testing.T) []*server.Server {
 		servers[i] = natsserver.RunServer(&opts)
 		t.Cleanup(servers[i].Shutdown)
 	}
-	checkFor(t, 20*time.Second, 100*time.Millisecond, func() error {
+	testutil.CheckFor(t, 20*time.Second, 100*time.Millisecond, func() error {
 		for _, s := range servers {
 			if !s.JetStreamIsClustered() || !s.JetStreamIsCurrent() {
 				return fmt.Errorf("%s: JetStream cluster not ready", s.Name())
@@ -73,7 +75,7 @@ func TestClusterReplicated(t *testing.T) {
 	if on, _ := b.Status("kim"); !on {
 		t.Fatal("a live node's user went offline")
 	}
-	checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
 		if keys := userKeysOf(t, servers[2], "a"); len(keys) != 0 {
 			return fmt.Errorf("keys of the dead node left: %v", keys)
 		}

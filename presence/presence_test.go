@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"inbox/internal/testnats"
+	"inbox/internal/testutil"
 )
 
 // Short timings for tests; JetStream's per-key TTL is counted in whole seconds.
@@ -83,26 +84,10 @@ func (n *node) changesOf(user string) []Change {
 	return cs
 }
 
-// checkFor polls f until it returns nil or timeout passes (nats-server's checkFor).
-func checkFor(t *testing.T, timeout, interval time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v: %v", timeout, err)
-		}
-		time.Sleep(interval)
-	}
-}
-
 func waitStatus(t *testing.T, n *node, user string, online bool, timeout time.Duration) time.Time {
 	t.Helper()
 	var seen time.Time
-	checkFor(t, timeout, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, timeout, 10*time.Millisecond, func() error {
 		var on bool
 		on, seen = n.Status(user)
 		if on != online {
@@ -115,7 +100,7 @@ func waitStatus(t *testing.T, n *node, user string, online bool, timeout time.Du
 
 func wantChanges(t *testing.T, n *node, user string, online ...bool) {
 	t.Helper()
-	checkFor(t, 2*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, 2*time.Second, 10*time.Millisecond, func() error {
 		cs := n.changesOf(user)
 		if len(cs) != len(online) {
 			return fmt.Errorf("node %s: changes of %s = %+v, want online %v", n.cfg.NodeID, user, cs, online)
@@ -186,7 +171,7 @@ func TestUserOnTwoNodesGoesOfflineWithTheLast(t *testing.T) {
 	a.Online("bob")
 	b.Online("bob")
 	waitStatus(t, a, "bob", true, 2*time.Second)
-	checkFor(t, 2*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, 2*time.Second, 10*time.Millisecond, func() error {
 		if n := len(userKeysOf(t, s, "b")); n != 1 {
 			return fmt.Errorf("%d keys of node b", n)
 		}
@@ -194,7 +179,7 @@ func TestUserOnTwoNodesGoesOfflineWithTheLast(t *testing.T) {
 	})
 
 	a.Offline("bob")
-	checkFor(t, 2*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, 2*time.Second, 10*time.Millisecond, func() error {
 		if n := len(userKeysOf(t, s, "a")); n != 0 {
 			return fmt.Errorf("%d keys of node a", n)
 		}
@@ -202,7 +187,7 @@ func TestUserOnTwoNodesGoesOfflineWithTheLast(t *testing.T) {
 	})
 	// a's delete is stored; give the watchers a moment to see it.
 	waitStatus(t, b, "bob", true, 0)
-	checkFor(t, time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, time.Second, 10*time.Millisecond, func() error {
 		b.Tracker.mu.RLock()
 		defer b.Tracker.mu.RUnlock()
 		if _, on := b.users["bob"].nodes["a"]; on {
@@ -247,7 +232,7 @@ func TestCrashedNodeUsersExpire(t *testing.T) {
 	if on, _ := b.Status("dave"); !on {
 		t.Fatal("a live node's user went offline")
 	}
-	checkFor(t, 2*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, 2*time.Second, 10*time.Millisecond, func() error {
 		if keys := userKeysOf(t, s, "a"); len(keys) != 0 {
 			return fmt.Errorf("keys of the dead node left: %v", keys)
 		}
@@ -379,7 +364,7 @@ func TestChurnKeepsLastState(t *testing.T) {
 			a.Offline("flip")
 		}
 	}
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+	testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		for i := range users {
 			if on, _ := b.Status(fmt.Sprintf("u%d", i)); !on {
 				return fmt.Errorf("u%d not online", i)
@@ -426,7 +411,7 @@ func TestStartPurgesKeysOfDeadNodes(t *testing.T) {
 	a.Online("lena")
 	waitStatus(t, a, "lena", true, 2*time.Second)
 	a.crash() // nobody watches: its user key outlives its node key
-	checkFor(t, testNodeTTL+2*time.Second, 20*time.Millisecond, func() error {
+	testutil.CheckFor(t, testNodeTTL+2*time.Second, 20*time.Millisecond, func() error {
 		if _, err := a.kv.Get(context.Background(), a.nodeKey); err == nil {
 			return errors.New("node key of a still alive")
 		}
@@ -440,7 +425,7 @@ func TestStartPurgesKeysOfDeadNodes(t *testing.T) {
 	if on, _ := b.Status("lena"); on {
 		t.Fatal("user of a dead node loaded as online")
 	}
-	checkFor(t, 2*time.Second, 20*time.Millisecond, func() error {
+	testutil.CheckFor(t, 2*time.Second, 20*time.Millisecond, func() error {
 		if keys := userKeysOf(t, s, "a"); len(keys) != 0 {
 			return fmt.Errorf("keys of the dead node left: %v", keys)
 		}

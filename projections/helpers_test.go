@@ -56,20 +56,6 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// checkFor polls fn until it returns nil or timeout passes.
-func checkFor(t testing.TB, timeout, interval time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = fn(); err == nil {
-			return
-		}
-		time.Sleep(interval)
-	}
-	t.Fatalf("timed out after %s: %v", timeout, err)
-}
-
 // startProjector runs p until the returned stop is called (also at cleanup)
 // and reports Run's error.
 func startProjector(t testing.TB, p *Projector) (stop func()) {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"inbox/eventstore"
+	"inbox/internal/testutil"
 )
 
 func keyedMsg(conv int64, sender, key, text string, at time.Time) *eventstore.Message {
@@ -126,7 +127,7 @@ func TestPruneKeys(t *testing.T) {
 		}
 		return n
 	}
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if n := count(db); n != 1 {
 			return fmt.Errorf("%d records, want 1", n)
 		}

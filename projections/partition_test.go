@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"inbox/eventstore"
+	"inbox/internal/testutil"
 )
 
 // downgradeMeta turns a one-partition database's bookkeeping back into its
@@ -51,7 +52,7 @@ func TestMigrateVersion3Database(t *testing.T) {
 	if err := e.nc.Publish("inbox.conv.1.msg", []byte("junk")); err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if n := e.lastSeq(t); n != 12 {
 			return fmt.Errorf("last seq %d", n)
 		}

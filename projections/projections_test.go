@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"inbox/eventstore"
+	"inbox/internal/testutil"
 )
 
 func TestOpenErrors(t *testing.T) {
@@ -72,7 +73,7 @@ func TestApplyTwiceSameState(t *testing.T) {
 	if err := e.nc.Publish("inbox.conv.1.msg", []byte("junk")); err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if n := e.lastSeq(t); n != 56 {
 			return fmt.Errorf("last seq %d", n)
 		}
@@ -135,7 +136,7 @@ func TestProjectorResumesAfterCancel(t *testing.T) {
 		p := NewProjector(ProjectorConfig{Name: "node1"}, ProjectorDeps{DB: db, Store: e.store, Logger: testLogger(t)})
 		stop := startProjector(t, p)
 		before := p.Applied()
-		checkFor(t, 10*time.Second, time.Millisecond, func() error {
+		testutil.CheckFor(t, 10*time.Second, time.Millisecond, func() error {
 			if slices.Equal(p.Applied(), before) {
 				return errors.New("no progress")
 			}

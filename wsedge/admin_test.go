@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"inbox/internal/testutil"
+	"inbox/internal/wstest"
 )
 
 // TestDisconnect: an operator's disconnect closes every socket of the user
@@ -18,18 +19,18 @@ func TestDisconnect(t *testing.T) {
 	a2 := n.dial(t, "alice", "/ws/inbox/")
 	b := n.dial(t, "bob", "/ws/inbox/")
 	for _, c := range []*client{a1, a2, b} {
-		c.ping()
+		c.Ping()
 	}
 	if got := n.hub.Disconnect("alice"); got != 2 {
 		t.Fatalf("Disconnect closed %d sockets, want 2", got)
 	}
 	for _, c := range []*client{a1, a2} {
-		if got := c.closeStatus(); got != 4010 {
+		if got := c.CloseStatus(); got != 4010 {
 			t.Errorf("alice's socket closed with %d, want 4010", got)
 		}
 	}
 	meanwhile := n.send(t, "bob", 1, "meanwhile")
-	b.expect("") // bob's socket is still open and gets his message
+	b.Expect(wstest.Message) // bob's socket is still open and gets his message
 	if !n.hub.FeedSeq().Covers(meanwhile) {
 		t.Errorf("FeedSeq %s after dispatching %d", n.hub.FeedSeq(), meanwhile)
 	}
@@ -38,10 +39,10 @@ func TestDisconnect(t *testing.T) {
 	}
 
 	a := n.dial(t, "alice", "/ws/inbox/?since="+strconv.FormatUint(seen, 10))
-	if f := a.expect(""); uint64(testutil.Int(t, f, "seq")) != meanwhile || f["message"] != "meanwhile" {
+	if f := a.Expect(wstest.Message); uint64(testutil.Int(t, f, "seq")) != meanwhile || f["message"] != "meanwhile" {
 		t.Fatalf("resumed with %v, want the message sent meanwhile (seq %d)", f, meanwhile)
 	}
-	if s := a.expect("SYNCED"); uint64(testutil.Int(t, s, "seq")) < meanwhile {
+	if s := a.Expect("SYNCED"); uint64(testutil.Int(t, s, "seq")) < meanwhile {
 		t.Errorf("SYNCED %v before seq %d", s, meanwhile)
 	}
 }

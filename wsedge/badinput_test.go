@@ -14,6 +14,7 @@ import (
 
 	"inbox/chat"
 	"inbox/internal/testutil"
+	"inbox/internal/wstest"
 )
 
 // badCase is one bad input and what the server must answer: an ERROR code
@@ -220,10 +221,10 @@ func testBadInputs(t *testing.T, goroutines bool) {
 	// The server still serves a normal exchange, and stored nothing bad.
 	a := n.dial(t, "alice", "/ws/inbox/")
 	b := n.dial(t, "bob", "/ws/inbox/")
-	a.ping()
-	b.ping()
-	a.sendRaw(`{"conversation_id": 1, "message": "still fine", "client_msg_id": "ok-1"}`)
-	if f := b.expect(""); f["message"] != "still fine" || uint64(testutil.Int(t, f, "seq")) <= m2 {
+	a.Ping()
+	b.Ping()
+	a.SendRaw(`{"conversation_id": 1, "message": "still fine", "client_msg_id": "ok-1"}`)
+	if f := b.Expect(wstest.Message); f["message"] != "still fine" || uint64(testutil.Int(t, f, "seq")) <= m2 {
 		t.Fatalf("after the table: %v", f)
 	}
 	if got := n.dir.Seq(); got.String() != fmt.Sprint(m2+2) { // the job and the message
@@ -253,10 +254,7 @@ func checkHandshake(t *testing.T, n *node, tc badCase) {
 	for k, v := range tc.header {
 		req.Header[k] = v
 	}
-	req.Header.Set("Connection", "Upgrade")
-	req.Header.Set("Upgrade", "websocket")
-	req.Header.Set("Sec-WebSocket-Version", "13")
-	req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+	wstest.Handshake(req.Header)
 	resp, err := n.srv.Client().Do(req)
 	if err != nil {
 		t.Fatal(err)

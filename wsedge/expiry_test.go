@@ -10,6 +10,7 @@ import (
 
 	"inbox/chat"
 	"inbox/internal/testutil"
+	"inbox/internal/wstest"
 )
 
 // tokenFor mints a token for user that expires in ttl and returns it with
@@ -43,13 +44,13 @@ func testTokenExpiryClosesSocket(t *testing.T, goroutines bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.ping()
-	b.sendJSON(map[string]any{"type": "REFRESH", "token": n.token(t, "alice")})
-	if e := b.expect("ERROR"); e["code"] != chat.CodeForbidden {
+	b.Ping()
+	b.Send(map[string]any{"type": "REFRESH", "token": n.token(t, "alice")})
+	if e := b.Expect("ERROR"); e["code"] != chat.CodeForbidden {
 		t.Fatalf("REFRESH with alice's token on bob's socket: %v", e)
 	}
 
-	w := b.expect("TOKEN_EXPIRING")
+	w := b.Expect("TOKEN_EXPIRING")
 	if early := time.Until(exp.Add(-grace)); early > 50*time.Millisecond {
 		t.Fatalf("warned %v before the token's expiry less the grace", early)
 	}
@@ -57,10 +58,10 @@ func testTokenExpiryClosesSocket(t *testing.T, goroutines bool) {
 		t.Fatalf("warning %v, want expires_at %v and close_at %v", w, exp, exp.Add(grace))
 	}
 	live := n.send(t, "alice", 1, "still delivered during the grace")
-	if f := b.expect(""); uint64(testutil.Int(t, f, "seq")) != live {
+	if f := b.Expect(wstest.Message); uint64(testutil.Int(t, f, "seq")) != live {
 		t.Fatalf("during the grace: %v", f)
 	}
-	if code := b.closeStatus(); code != websocket.StatusCode(CloseTokenExpired) {
+	if code := b.CloseStatus(); code != websocket.StatusCode(CloseTokenExpired) {
 		t.Fatalf("closed with %v, want 4001", code)
 	}
 	if early := time.Until(exp.Add(grace)); early > 50*time.Millisecond {
@@ -80,29 +81,29 @@ func TestRefreshKeepsSocketAlive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.ping()
+	b.Ping()
 	expired := signToken(t, jwt.SigningMethodHS256, []byte(testSecret), jwt.MapClaims{"sub": "bob", "exp": time.Now().Add(-time.Hour).Unix()})
 	for _, bad := range []string{expired, "not a token", tok + "x"} {
-		b.sendJSON(map[string]any{"type": "REFRESH", "token": bad})
-		if e := b.expect("ERROR"); e["code"] != "unauthorized" {
+		b.Send(map[string]any{"type": "REFRESH", "token": bad})
+		if e := b.Expect("ERROR"); e["code"] != "unauthorized" {
 			t.Fatalf("REFRESH with %.20q: %v", bad, e)
 		}
 	}
 	fresh, freshExp := n.tokenFor(t, "bob", time.Hour)
-	b.sendJSON(map[string]any{"type": "REFRESH", "token": fresh})
-	if r := b.expect("REFRESHED"); r["expires_at"] != freshExp.UTC().Format(expiresAtLayout) {
+	b.Send(map[string]any{"type": "REFRESH", "token": fresh})
+	if r := b.Expect("REFRESHED"); r["expires_at"] != freshExp.UTC().Format(expiresAtLayout) {
 		t.Fatalf("refreshed: %v, want expires_at %v", r, freshExp)
 	}
 	// Past the old token's close time the socket still answers and receives.
-	checkFor(t, frameWait, 100*time.Millisecond, func() error {
-		b.ping()
+	testutil.CheckFor(t, frameWait, 100*time.Millisecond, func() error {
+		b.Ping()
 		if until := time.Until(exp.Add(grace + 200*time.Millisecond)); until > 0 {
 			return fmt.Errorf("the old token's close time is %v away", until)
 		}
 		return nil
 	})
 	live := n.send(t, "alice", 1, "after the old token")
-	if f := b.expect(""); uint64(testutil.Int(t, f, "seq")) != live {
+	if f := b.Expect(wstest.Message); uint64(testutil.Int(t, f, "seq")) != live {
 		t.Fatalf("after the old token's close time: %v", f)
 	}
 }

@@ -118,11 +118,12 @@ func runSocket(t *testing.T, m *metrics.Metrics, input []byte) []byte {
 	}
 	c.seen.Store(time.Now().UnixNano())
 	c.readLoop() // a memConn has no descriptor for the poller
-	for deadline := time.Now().Add(10 * time.Second); !c.idle(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the socket's worker is still busy after 10s")
+	testutil.CheckFor(t, 10*time.Second, time.Millisecond, func() error {
+		if !c.idle() {
+			return errors.New("the socket's worker is still busy")
 		}
-	}
+		return nil
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := h.Shutdown(ctx); err != nil {

@@ -11,12 +11,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
 	"github.com/gobwas/ws"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -28,6 +26,7 @@ import (
 	"inbox/feed"
 	"inbox/internal/testnats"
 	"inbox/internal/testutil"
+	"inbox/internal/wstest"
 	"inbox/metrics"
 )
 
@@ -162,7 +161,7 @@ func (n *node) create(t testing.TB, id int64, users ...string) {
 // socket opened next does not get it live.
 func (n *node) settle(t testing.TB, seq uint64) {
 	t.Helper()
-	checkFor(t, frameWait, time.Millisecond, func() error {
+	testutil.CheckFor(t, frameWait, time.Millisecond, func() error {
 		if !n.hub.dispatched(seq) {
 			return fmt.Errorf("hub dispatched up to %s, want %d", n.hub.lastCursor(), seq)
 		}
@@ -182,35 +181,10 @@ func (n *node) send(t testing.TB, user string, conv int64, text string) uint64 {
 	return seq
 }
 
-// checkFor polls f until it returns nil or total passes.
-func checkFor(t testing.TB, total, every time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(every)
-	}
-	t.Fatalf("condition not met after %v: %v", total, err)
-}
+// client is the tests' WebSocket client (internal/wstest).
+type client = wstest.Client
 
-// client is a real WebSocket client (coder/websocket) with a reader
-// goroutine collecting every frame it receives.
-type client struct {
-	t      testing.TB
-	name   string
-	conn   *websocket.Conn
-	frames chan []byte
-	bytes  atomic.Int64 // payload bytes received
-	done   chan struct{}
-	err    error // set before done closes
-
-	lastSynced string // the cursor of the last SYNCED resumeCursorAll read
-}
-
-const frameWait = 10 * time.Second
+const frameWait = wstest.DefaultWait
 
 func (n *node) dial(t testing.TB, user, path string) *client {
 	t.Helper()
@@ -227,107 +201,15 @@ func (n *node) dial(t testing.TB, user, path string) *client {
 
 func (n *node) tryDial(t testing.TB, token, path string) (*client, *http.Response, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), frameWait)
-	defer cancel()
-	h := http.Header{}
-	if token != "" {
-		h.Set("Authorization", "Bearer "+token)
-	}
-	conn, resp, err := websocket.Dial(ctx, n.wsURL(path), &websocket.DialOptions{HTTPHeader: h})
-	if err != nil {
-		return nil, resp, err
-	}
-	conn.SetReadLimit(1 << 20)
-	c := &client{t: t, name: path, conn: conn, frames: make(chan []byte, 1<<14), done: make(chan struct{})}
-	go func() {
-		defer close(c.done)
-		for {
-			_, b, err := conn.Read(context.Background())
-			if err != nil {
-				c.err = err
-				return
-			}
-			c.bytes.Add(int64(len(b)))
-			c.frames <- b
-		}
-	}()
-	t.Cleanup(func() { conn.CloseNow() })
-	return c, resp, nil
-}
-
-func (c *client) sendRaw(s string) {
-	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), frameWait)
-	defer cancel()
-	if err := c.conn.Write(ctx, websocket.MessageText, []byte(s)); err != nil {
-		c.t.Fatalf("write: %v", err)
-	}
-}
-
-func (c *client) sendJSON(v any) {
-	c.t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	c.sendRaw(string(b))
-}
-
-// next returns the next frame, decoded with json.Number for numbers.
-func (c *client) next() map[string]any {
-	c.t.Helper()
-	select {
-	case b := <-c.frames:
-		return decodeJSON(c.t, b)
-	case <-c.done:
-		c.t.Fatalf("%s: socket ended waiting for a frame: %v", c.name, c.err)
-	case <-time.After(frameWait):
-		c.t.Fatalf("%s: no frame within %v", c.name, frameWait)
-	}
-	return nil
-}
-
-// expect returns the next frame and checks its type ("" is a message frame).
-func (c *client) expect(typ string) map[string]any {
-	c.t.Helper()
-	f := c.next()
-	if got := frameType(f); got != typ {
-		c.t.Fatalf("%s: want a %q frame, got %v", c.name, typ, f)
-	}
-	return f
+	return wstest.TryDial(t, n.wsURL(path), wstest.Options{Token: token, Name: path})
 }
 
 // frameType is a frame's control type, or "" for a message frame.
-func frameType(f map[string]any) string {
-	if _, ok := f["message_id"]; ok && f["message"] != nil {
-		return ""
+func frameType(f wstest.Frame) string {
+	if typ := f.Type(); typ != wstest.Message {
+		return typ
 	}
-	s, _ := f["type"].(string)
-	return s
-}
-
-// ping sends a PING and waits for its PONG: every frame queued to this
-// socket before the PING was handled has been received by then, and the
-// socket is registered.
-func (c *client) ping() {
-	c.t.Helper()
-	c.sendRaw(`{"type":"PING"}`)
-	c.expect("PONG")
-}
-
-// closeStatus waits for the socket to end and returns the close code.
-func (c *client) closeStatus() websocket.StatusCode {
-	c.t.Helper()
-	for {
-		select {
-		case <-c.frames:
-			continue
-		case <-c.done:
-			return websocket.CloseStatus(c.err)
-		case <-time.After(frameWait):
-			c.t.Fatalf("%s: socket still open after %v", c.name, frameWait)
-		}
-	}
+	return ""
 }
 
 func decodeJSON(t testing.TB, b []byte) map[string]any {

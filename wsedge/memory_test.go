@@ -17,6 +17,7 @@ import (
 	"github.com/gobwas/ws"
 
 	"inbox/auth"
+	"inbox/internal/testutil"
 )
 
 // TestIdleSocketMemory measures what an idle authenticated socket costs the
@@ -45,7 +46,7 @@ func TestIdleSocketMemory(t *testing.T) {
 	sc := bufio.NewScanner(stdout)
 	for sc.Scan() && !strings.HasPrefix(sc.Text(), "ready") {
 	}
-	checkFor(t, time.Minute, 50*time.Millisecond, func() error {
+	testutil.CheckFor(t, time.Minute, 50*time.Millisecond, func() error {
 		if got := metricValue(nd.m.OpenSockets); got != float64(n) {
 			return fmt.Errorf("%v sockets open, want %d", got, n)
 		}
@@ -57,7 +58,7 @@ func TestIdleSocketMemory(t *testing.T) {
 	// ran the decoder and a writer came and went), idle again.
 	fmt.Fprintln(stdin, "ping")
 	pings := nd.hub.framesIn[inPing]
-	checkFor(t, time.Minute, 50*time.Millisecond, func() error {
+	testutil.CheckFor(t, time.Minute, 50*time.Millisecond, func() error {
 		if got := metricValue(pings); got != float64(n) {
 			return fmt.Errorf("%v PINGs handled, want %d", got, n)
 		}

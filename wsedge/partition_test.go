@@ -12,6 +12,7 @@ import (
 	"inbox/chat"
 	"inbox/eventstore"
 	"inbox/internal/testutil"
+	"inbox/internal/wstest"
 )
 
 // cursorOf is the resume cursor a client builds from the seq of the event
@@ -93,28 +94,27 @@ func testResumeAcrossPartitions(t *testing.T, goroutines bool) {
 	}
 
 	b := n.dial(t, "bob", "/ws/inbox/")
-	b.ping()
+	b.Ping()
 	want := send("live")
 	var live []map[string]any
 	for range 12 {
-		live = append(live, b.expect(""))
+		live = append(live, b.Expect(wstest.Message))
 	}
 	if got := messagesByConv(t, live); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("live: %v, want %v", got, want)
 	}
-	b.conn.CloseNow()
+	b.CloseNow()
 
 	// Reconnect with the cursor built from the frames.
 	missed := send("missed")
 	b = n.dial(t, "bob", "/ws/inbox/?since="+url.QueryEscape(cursorOf(t, live)))
-	frames, pages, _ := b.resumeCursorAll(t, "", nil)
+	frames, synced, pages, _ := resumeCursorAll(t, b, "", nil)
 	if pages < 2 {
 		t.Errorf("12 messages over pages of 7 events came in %d page(s)", pages)
 	}
 	if got := messagesByConv(t, frames); fmt.Sprint(got) != fmt.Sprint(missed) {
 		t.Fatalf("caught up with a built cursor: %v, want %v", got, missed)
 	}
-	synced := b.lastSynced
 	c, err := eventstore.ParseCursor(synced, 3)
 	if err != nil {
 		t.Fatalf("SYNCED cursor %q: %v", synced, err)
@@ -124,18 +124,18 @@ func testResumeAcrossPartitions(t *testing.T, goroutines bool) {
 			t.Fatalf("SYNCED cursor %s does not cover %v", synced, f)
 		}
 	}
-	b.conn.CloseNow()
+	b.CloseNow()
 
 	// Reconnect with SYNCED's cursor.
 	later := send("later")
 	b = n.dial(t, "bob", "/ws/inbox/?since="+url.QueryEscape(synced))
-	frames, _, _ = b.resumeCursorAll(t, "", nil)
+	frames, _, _, _ = resumeCursorAll(t, b, "", nil)
 	if got := messagesByConv(t, frames); fmt.Sprint(got) != fmt.Sprint(later) {
 		t.Fatalf("caught up with SYNCED's cursor: %v, want %v", got, later)
 	}
 
 	// RESUME with a cursor on the open socket: everything after it again.
-	frames, _, _ = b.resumeCursorAll(t, synced, nil)
+	frames, _, _, _ = resumeCursorAll(t, b, synced, nil)
 	if got := messagesByConv(t, frames); fmt.Sprint(got) != fmt.Sprint(later) {
 		t.Fatalf("RESUME with a cursor: %v, want %v", got, later)
 	}
@@ -145,8 +145,8 @@ func testResumeAcrossPartitions(t *testing.T, goroutines bool) {
 	if _, resp, err := n.tryDial(t, n.token(t, "bob"), fmt.Sprintf("/ws/inbox/?since=%d", bad)); err == nil || resp == nil || resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("since naming partition 7: %v, want HTTP 400", err)
 	}
-	b.sendJSON(map[string]any{"type": "RESUME", "cursor": fmt.Sprint(bad)})
-	if e := b.expect("ERROR"); e["code"] != chat.CodeBadRequest || !strings.Contains(e["error"].(string), "partition 7") {
+	b.Send(map[string]any{"type": "RESUME", "cursor": fmt.Sprint(bad)})
+	if e := b.Expect("ERROR"); e["code"] != chat.CodeBadRequest || !strings.Contains(e["error"].(string), "partition 7") {
 		t.Fatalf("RESUME naming partition 7: %v", e)
 	}
 }
@@ -154,25 +154,25 @@ func testResumeAcrossPartitions(t *testing.T, goroutines bool) {
 // resumeCursorAll follows a catch-up to its end, as resumeAll does, with
 // cursors: RESUME with cursor (unless cursor is "": the socket was opened
 // with ?since), then after each SYNCED with more, RESUME with its cursor.
-// The last SYNCED's cursor is kept in c.lastSynced.
-func (c *client) resumeCursorAll(t *testing.T, cursor string, wait func()) (frames []map[string]any, pages, limited int) {
+// It also returns the last SYNCED's cursor.
+func resumeCursorAll(t *testing.T, c *client, cursor string, wait func()) (frames []map[string]any, synced string, pages, limited int) {
 	t.Helper()
 	send := cursor != ""
 	for {
-		var f map[string]any
+		var f wstest.Frame
 		for send {
-			c.sendJSON(map[string]any{"type": "RESUME", "cursor": cursor})
-			if f = c.next(); f["code"] != chat.CodeRateLimited || wait == nil {
+			c.Send(map[string]any{"type": "RESUME", "cursor": cursor})
+			if f = c.Next(); f["code"] != chat.CodeRateLimited || wait == nil {
 				break
 			}
 			limited++
 			wait()
 		}
 		if !send {
-			f = c.next()
+			f = c.Next()
 		}
 		send = true
-		for ; frameType(f) != "SYNCED"; f = c.next() {
+		for ; frameType(f) != "SYNCED"; f = c.Next() {
 			if frameType(f) == "ERROR" {
 				t.Fatalf("RESUME with cursor %q: %v", cursor, f)
 			}
@@ -183,9 +183,9 @@ func (c *client) resumeCursorAll(t *testing.T, cursor string, wait func()) (fram
 		if !ok {
 			t.Fatalf("SYNCED without a cursor: %v", f)
 		}
-		c.lastSynced = next
+		synced = next
 		if f["more"] != true {
-			return frames, pages, limited
+			return frames, synced, pages, limited
 		}
 		cursor = next
 	}

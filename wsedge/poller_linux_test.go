@@ -3,6 +3,8 @@ package wsedge
 import (
 	"testing"
 	"time"
+
+	"inbox/internal/wstest"
 )
 
 // TestPollerHoldsIdleSockets: on Linux the poller reads every socket, so an
@@ -21,7 +23,7 @@ func TestPollerHoldsIdleSockets(t *testing.T) {
 	clients := make([]*client, sockets)
 	for i := range clients {
 		clients[i] = n.dial(t, "alice", "/ws/inbox/")
-		clients[i].ping()
+		clients[i].Ping()
 	}
 	n.hub.poll.mu.Lock()
 	polled := len(n.hub.poll.conns)
@@ -30,13 +32,13 @@ func TestPollerHoldsIdleSockets(t *testing.T) {
 		t.Fatalf("poller reads %d sockets, want %d", polled, sockets)
 	}
 	b := n.dial(t, "bob", "/ws/inbox/")
-	b.ping()
-	clients[sockets-1].sendJSON(map[string]any{"conversation_id": 1, "message": "still here", "client_msg_id": "p-1"})
+	b.Ping()
+	clients[sockets-1].Send(map[string]any{"conversation_id": 1, "message": "still here", "client_msg_id": "p-1"})
 	// The ACK and the sender's own copy come in either order.
-	if x, y := frameType(clients[sockets-1].next()), frameType(clients[sockets-1].next()); x+y != "ACK" {
+	if x, y := frameType(clients[sockets-1].Next()), frameType(clients[sockets-1].Next()); x+y != "ACK" {
 		t.Fatalf("sender got %q and %q, want an ACK and its message", x, y)
 	}
-	if got := b.expect(""); got["message"] != "still here" {
+	if got := b.Expect(wstest.Message); got["message"] != "still here" {
 		t.Fatalf("bob got %v", got)
 	}
 

@@ -1,17 +1,17 @@
 package wsedge
 
 import (
-	"bytes"
 	"encoding/json"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/gobwas/ws"
 
 	"inbox/internal/logsample"
+	"inbox/internal/testutil"
+	"inbox/internal/wstest"
 )
 
 // TestPlainGetOnSocketRouteAnswersJSON is the finding "a plain GET on a
@@ -32,10 +32,7 @@ func TestPlainGetOnSocketRouteAnswersJSON(t *testing.T) {
 					req.Header.Set("Authorization", "Bearer "+token)
 				}
 				if method == "POST" { // a handshake in all but its method
-					req.Header.Set("Connection", "Upgrade")
-					req.Header.Set("Upgrade", "websocket")
-					req.Header.Set("Sec-WebSocket-Version", "13")
-					req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+					wstest.Handshake(req.Header)
 				}
 				resp, err := n.srv.Client().Do(req)
 				if err != nil {
@@ -68,7 +65,7 @@ func TestPlainGetOnSocketRouteAnswersJSON(t *testing.T) {
 // auth failures are logged at debug": they are logged at INFO, at most
 // logsample.DefaultBurst lines per reason per interval, however many come.
 func TestRefusalsAreLoggedAtInfoSampled(t *testing.T) {
-	var out lockedBuffer
+	var out testutil.Buffer
 	n := newNode(t, nodeOptions{cfg: Config{MaxSocketsPerUser: 1000},
 		log: slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelInfo}))})
 	const tries = 3 * logsample.DefaultBurst
@@ -101,22 +98,4 @@ func TestRefusalsAreLoggedAtInfoSampled(t *testing.T) {
 			t.Errorf("line %q, want level INFO with a reason", lines[0])
 		}
 	}
-}
-
-// lockedBuffer is a bytes.Buffer a logger writes to from several goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -12,6 +12,7 @@ import (
 	"inbox/chat"
 	"inbox/eventstore"
 	"inbox/internal/testutil"
+	"inbox/internal/wstest"
 )
 
 // TestSinceBeyondLastSeq (issue 15, item 7): a since beyond the stream's
@@ -26,26 +27,26 @@ func testSinceBeyondLastSeq(t *testing.T, goroutines bool) {
 	head := n.send(t, "alice", 1, "before")
 
 	b := n.dial(t, "bob", fmt.Sprintf("/ws/inbox/?since=%d", head+1000))
-	if e := b.expect("ERROR"); e["code"] != chat.CodeBadRequest {
+	if e := b.Expect("ERROR"); e["code"] != chat.CodeBadRequest {
 		t.Fatalf("connect with since beyond the stream: %v", e)
 	}
 	live := n.send(t, "alice", 1, "live after a bad since")
-	if f := b.expect(""); uint64(testutil.Int(t, f, "seq")) != live {
+	if f := b.Expect(wstest.Message); uint64(testutil.Int(t, f, "seq")) != live {
 		t.Fatalf("after a bad since on connect: %v, want the live message %d", f, live)
 	}
 
-	b.sendJSON(map[string]any{"type": "RESUME", "since": live + 1000})
-	if e := b.expect("ERROR"); e["code"] != chat.CodeBadRequest {
+	b.Send(map[string]any{"type": "RESUME", "since": live + 1000})
+	if e := b.Expect("ERROR"); e["code"] != chat.CodeBadRequest {
 		t.Fatalf("RESUME beyond the stream: %v", e)
 	}
 	live = n.send(t, "alice", 1, "live after a bad RESUME")
-	if f := b.expect(""); uint64(testutil.Int(t, f, "seq")) != live {
+	if f := b.Expect(wstest.Message); uint64(testutil.Int(t, f, "seq")) != live {
 		t.Fatalf("after a bad RESUME: %v, want the live message %d", f, live)
 	}
 
 	// The stream's last sequence itself is a good since.
-	b.sendJSON(map[string]any{"type": "RESUME", "since": live})
-	if s := b.expect("SYNCED"); uint64(testutil.Int(t, s, "seq")) != live {
+	b.Send(map[string]any{"type": "RESUME", "since": live})
+	if s := b.Expect("SYNCED"); uint64(testutil.Int(t, s, "seq")) != live {
 		t.Fatalf("RESUME from the last sequence: %v", s)
 	}
 }
@@ -63,25 +64,25 @@ func TestRemovedMemberResumeRefused(t *testing.T) {
 		n.send(t, "alice", 1, fmt.Sprint("history ", i))
 	}
 	legacy := n.dial(t, "bob", "/ws/chat/1/")
-	legacy.ping()
+	legacy.Ping()
 	left, err := n.svc.RemoveMember(ctx, 1, "bob")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l := legacy.expect("CONVERSATION_LEFT"); uint64(testutil.Int(t, l, "seq")) != left {
+	if l := legacy.Expect("CONVERSATION_LEFT"); uint64(testutil.Int(t, l, "seq")) != left {
 		t.Fatalf("left: %v", l)
 	}
-	legacy.sendJSON(map[string]any{"type": "RESUME", "since": 0})
-	if e := legacy.expect("ERROR"); e["code"] != chat.CodeForbidden {
+	legacy.Send(map[string]any{"type": "RESUME", "since": 0})
+	if e := legacy.Expect("ERROR"); e["code"] != chat.CodeForbidden {
 		t.Fatalf("RESUME after removal: %v", e)
 	}
-	legacy.ping() // nothing came between the ERROR and the PONG
+	legacy.Ping() // nothing came between the ERROR and the PONG
 
 	mine := n.send(t, "alice", 2, "still shared")
 	b := n.dial(t, "bob", "/ws/inbox/?since=0")
 	var got []string
 	for {
-		f := b.next()
+		f := b.Next()
 		typ := frameType(f)
 		if typ == "SYNCED" {
 			break
@@ -127,49 +128,49 @@ func TestResumePointInTimeMembers(t *testing.T) {
 	n.send(t, "alice", 1, "after carol left")
 
 	c := n.dial(t, "carol", "/ws/inbox/?since=0")
-	j := c.expect("CONVERSATION_JOINED")
+	j := c.Expect("CONVERSATION_JOINED")
 	if uint64(testutil.Int(t, j, "seq")) != joined || fmt.Sprint(j["members"]) != "[alice bob carol]" {
 		t.Fatalf("carol's replayed join: %v, want seq %d with members [alice bob carol]", j, joined)
 	}
-	if l := c.expect("CONVERSATION_LEFT"); uint64(testutil.Int(t, l, "seq")) != left {
+	if l := c.Expect("CONVERSATION_LEFT"); uint64(testutil.Int(t, l, "seq")) != left {
 		t.Fatalf("carol's replayed leave: %v", l)
 	}
-	c.expect("SYNCED") // and no message: carol is no longer a member
+	c.Expect("SYNCED") // and no message: carol is no longer a member
 
 	d := n.dial(t, "dave", fmt.Sprintf("/ws/inbox/?since=%d", left))
-	j = d.expect("CONVERSATION_JOINED")
+	j = d.Expect("CONVERSATION_JOINED")
 	if uint64(testutil.Int(t, j, "seq")) != daveJoined || fmt.Sprint(j["members"]) != "[alice bob dave]" {
 		t.Fatalf("dave's replayed join: %v", j)
 	}
-	if f := d.expect(""); f["message"] != "after carol left" {
+	if f := d.Expect(wstest.Message); f["message"] != "after carol left" {
 		t.Fatalf("dave after joining: %v", f)
 	}
-	d.expect("SYNCED")
+	d.Expect("SYNCED")
 }
 
-// resumeAll follows a catch-up to its end: after each SYNCED with more it
+// resumeAll follows c's catch-up to its end: after each SYNCED with more it
 // sends RESUME from that page's seq; a RESUME refused as over the budget is
 // sent again after wait (nil: it fails the test). send: the first page is
 // asked for with RESUME since (else the socket was opened with ?since). It
 // returns every frame before the last SYNCED, the number of pages, and how
 // many RESUMEs were refused as over the budget.
-func (c *client) resumeAll(t *testing.T, since uint64, send bool, wait func()) (frames []map[string]any, pages, limited int) {
+func resumeAll(t *testing.T, c *client, since uint64, send bool, wait func()) (frames []map[string]any, pages, limited int) {
 	t.Helper()
 	for {
-		var f map[string]any
+		var f wstest.Frame
 		for send {
-			c.sendJSON(map[string]any{"type": "RESUME", "since": since})
-			if f = c.next(); f["code"] != chat.CodeRateLimited || wait == nil {
+			c.Send(map[string]any{"type": "RESUME", "since": since})
+			if f = c.Next(); f["code"] != chat.CodeRateLimited || wait == nil {
 				break
 			}
 			limited++
 			wait()
 		}
 		if !send {
-			f = c.next()
+			f = c.Next()
 		}
 		send = true
-		for ; frameType(f) != "SYNCED"; f = c.next() {
+		for ; frameType(f) != "SYNCED"; f = c.Next() {
 			if frameType(f) == "ERROR" {
 				t.Fatalf("RESUME since %d: %v", since, f)
 			}
@@ -227,15 +228,15 @@ func TestResumeAmplification(t *testing.T) {
 	}
 	n.settle(t, sent[len(sent)-1])
 	b := n.dial(t, "bob", "/ws/inbox/")
-	b.ping()
+	b.Ping()
 
-	before := b.bytes.Load()
+	before := b.Bytes()
 	for range 40 {
-		b.sendRaw(`{"type":"RESUME","since":0}`)
+		b.SendRaw(`{"type":"RESUME","since":0}`)
 	}
 	codes := map[string]int{}
 	for answers := 0; answers < 40; {
-		switch f := b.next(); frameType(f) {
+		switch f := b.Next(); frameType(f) {
 		case "SYNCED":
 			answers++
 			codes["SYNCED"]++
@@ -245,12 +246,12 @@ func TestResumeAmplification(t *testing.T) {
 		}
 	}
 	limit := int64(budget + 2*pageBytes + 40*256)
-	if got := b.bytes.Load() - before; got > limit {
+	if got := b.Bytes() - before; got > limit {
 		t.Fatalf("40 RESUME since=0 made the server send %d bytes (answers %v), want at most %d", got, codes, limit)
 	}
-	t.Logf("40 pipelined RESUME since=0: %d bytes sent, answers %v", b.bytes.Load()-before, codes)
+	t.Logf("40 pipelined RESUME since=0: %d bytes sent, answers %v", b.Bytes()-before, codes)
 
-	frames, pages, limited := b.resumeAll(t, 0, true, func() { clock.Advance(time.Second) })
+	frames, pages, limited := resumeAll(t, b, 0, true, func() { clock.Advance(time.Second) })
 	var got []uint64
 	for _, f := range frames {
 		if frameType(f) == "" {
@@ -329,7 +330,7 @@ func TestResumeManyConversationsFiltered(t *testing.T) {
 	n.settle(t, last)
 
 	b := n.dial(t, "bob", "/ws/inbox/?since=0")
-	frames, pages, _ := b.resumeAll(t, 0, false, nil)
+	frames, pages, _ := resumeAll(t, b, 0, false, nil)
 
 	reader.mu.Lock()
 	defer reader.mu.Unlock()

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"inbox/admission"
+	"inbox/internal/testutil"
+	"inbox/internal/wstest"
 )
 
 // TestAckFollowsItsMessage: the sender's ACK never comes before its echo of
@@ -18,14 +20,14 @@ func testAckFollowsItsMessage(t *testing.T, goroutines bool) {
 	n := newNode(t, nodeOptions{cfg: Config{goroutineReaders: goroutines, RatePerSecond: 1000, RateBurst: 1000}})
 	n.create(t, 1, "alice", "bob")
 	a := n.dial(t, "alice", "/ws/inbox/")
-	a.ping()
+	a.Ping()
 	const sends = 40
 	for i := range sends {
-		a.sendJSON(map[string]any{"conversation_id": 1, "message": fmt.Sprint("m", i), "client_msg_id": fmt.Sprint("k", i)})
+		a.Send(map[string]any{"conversation_id": 1, "message": fmt.Sprint("m", i), "client_msg_id": fmt.Sprint("k", i)})
 	}
 	echoed := map[string]bool{}
 	for acked := 0; acked < sends; {
-		f := a.next()
+		f := a.Next()
 		switch frameType(f) {
 		case "":
 			echoed[f["client_msg_id"].(string)] = true
@@ -72,29 +74,29 @@ func TestPresenceHeldWhileShedding(t *testing.T) {
 	n := newNode(t, nodeOptions{gate: gate, cfg: Config{PingInterval: time.Second}})
 	n.create(t, 1, "alice", "bob")
 	b := n.dial(t, "bob", "/ws/inbox/")
-	b.ping()
+	b.Ping()
 
 	gate.Queued(600) // over half the bound: presence is shed, messages are not
 	at := time.Unix(1_700_000_000, 0)
 	n.hub.PushPresence("alice", true, time.Time{})
 	n.hub.PushPresence("alice", false, at)
 	n.send(t, "alice", 1, "while busy")
-	if f := b.expect(""); f["message"] != "while busy" {
+	if f := b.Expect(wstest.Message); f["message"] != "while busy" {
 		t.Fatalf("message = %v", f)
 	}
-	b.ping() // no PRESENCE came before the PONG
+	b.Ping() // no PRESENCE came before the PONG
 	// The first change was refused; the second is held behind it.
 	if got := gate.Status().Shed["presence"]["socket_queue"]; got != 1 {
 		t.Fatalf("presence shed %d times, want 1", got)
 	}
 
 	gate.Queued(-600)
-	f := b.expect("PRESENCE") // on a pinger turn, within a second
+	f := b.Expect("PRESENCE") // on a pinger turn, within a second
 	if f["user_id"] != "alice" || f["online"] != false || f["last_seen"] != "2023-11-14T22:13:20Z" {
 		t.Fatalf("presence = %v, want alice offline (the latest)", f)
 	}
-	b.ping()
-	checkFor(t, frameWait, time.Millisecond, func() error {
+	b.Ping()
+	testutil.CheckFor(t, frameWait, time.Millisecond, func() error {
 		if q := gate.Status().QueuedFrames; q != 0 {
 			return fmt.Errorf("%d frames counted as queued after they were written", q)
 		}

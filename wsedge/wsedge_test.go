@@ -20,6 +20,7 @@ import (
 	"inbox/chat"
 	"inbox/eventstore"
 	"inbox/internal/testutil"
+	"inbox/internal/wstest"
 )
 
 var createdAtRE = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$`)
@@ -39,11 +40,11 @@ func TestSeedPlan(t *testing.T) {
 	b := n.dial(t, "bob", "/ws/inbox/")
 	c := n.dial(t, "carol", "/ws/inbox/")
 	for _, cl := range []*client{a, b, c} {
-		cl.ping()
+		cl.Ping()
 	}
 
-	a.sendRaw(`{"conversation_id": 1, "message": "Hello", "type": "TEXT"}`)
-	got := b.expect("")
+	a.SendRaw(`{"conversation_id": 1, "message": "Hello", "type": "TEXT"}`)
+	got := b.Expect(wstest.Message)
 	wantKeys := []string{"conversation_id", "created_at", "id", "message", "message_id", "sender_avatar", "sender_id", "sender_name", "seq", "type"}
 	if keys := slices.Sorted(maps.Keys(got)); !slices.Equal(keys, wantKeys) {
 		t.Fatalf("message frame keys %v, want %v", keys, wantKeys)
@@ -63,13 +64,13 @@ func TestSeedPlan(t *testing.T) {
 	if s, _ := got["created_at"].(string); !createdAtRE.MatchString(s) {
 		t.Errorf("created_at = %#v, want RFC 3339 UTC seconds", got["created_at"])
 	}
-	if mine := a.expect(""); testutil.Int(t, mine, "id") != id {
+	if mine := a.Expect(wstest.Message); testutil.Int(t, mine, "id") != id {
 		t.Fatalf("sender's socket got %v", mine)
 	}
 
 	// Barrier: a later event for carol arrives first, so the earlier one never came.
 	later := n.send(t, "dave", 2, "for carol")
-	if f := c.expect(""); uint64(testutil.Int(t, f, "seq")) != later {
+	if f := c.Expect(wstest.Message); uint64(testutil.Int(t, f, "seq")) != later {
 		t.Fatalf("carol got %v, want only the later message %d", f, later)
 	}
 }
@@ -83,14 +84,14 @@ func TestMultiDevice(t *testing.T) {
 	a2 := n.dial(t, "alice", "/ws/inbox/")
 	b := n.dial(t, "bob", "/ws/inbox")
 	for _, cl := range []*client{a1, a2, b} {
-		cl.ping()
+		cl.Ping()
 	}
-	a1.sendJSON(map[string]any{"conversation_id": 7, "message": "from my phone"})
+	a1.Send(map[string]any{"conversation_id": 7, "message": "from my phone"})
 	var seqs []int64
 	for _, cl := range []*client{a1, a2, b} {
-		f := cl.expect("")
+		f := cl.Expect(wstest.Message)
 		if f["message"] != "from my phone" || f["sender_avatar"] != nil || f["sender_name"] != "Alice" {
-			t.Fatalf("%s got %v", cl.name, f)
+			t.Fatalf("%s got %v", cl.Name(), f)
 		}
 		seqs = append(seqs, testutil.Int(t, f, "seq"))
 	}
@@ -106,15 +107,15 @@ func TestAckAndRetry(t *testing.T) {
 	n.create(t, 3, "alice", "bob")
 	a := n.dial(t, "alice", "/ws/inbox/")
 	b := n.dial(t, "bob", "/ws/inbox/")
-	a.ping()
-	b.ping()
+	a.Ping()
+	b.Ping()
 
 	msg := `{"conversation_id": 3, "message": "once", "client_msg_id": "c-1"}`
-	a.sendRaw(msg)
+	a.SendRaw(msg)
 	var ack1 map[string]any
 	var delivered map[string]any
 	for ack1 == nil || delivered == nil { // the ACK may come before or after the message
-		f := a.next()
+		f := a.Next()
 		switch frameType(f) {
 		case "ACK":
 			ack1 = f
@@ -134,14 +135,14 @@ func TestAckAndRetry(t *testing.T) {
 		t.Fatalf("message frame lacks client_msg_id: %v", delivered)
 	}
 
-	a.sendRaw(msg) // the retry
-	ack2 := a.expect("ACK")
+	a.SendRaw(msg) // the retry
+	ack2 := a.Expect("ACK")
 	if testutil.Int(t, ack2, "message_id") != testutil.Int(t, ack1, "message_id") {
 		t.Fatalf("retry acked as %v, first as %v", ack2, ack1)
 	}
-	first := b.expect("")
+	first := b.Expect(wstest.Message)
 	later := n.send(t, "alice", 3, "barrier")
-	if f := b.expect(""); uint64(testutil.Int(t, f, "seq")) != later {
+	if f := b.Expect(wstest.Message); uint64(testutil.Int(t, f, "seq")) != later {
 		t.Fatalf("bob got the retry stored twice: %v then %v", first, f)
 	}
 }
@@ -167,19 +168,19 @@ func TestLegacyChatEndpoint(t *testing.T) {
 		}
 	}
 	b := n.dial(t, "bob", "/ws/chat/1/")
-	b.ping()
-	b.sendRaw(`{"message": "no conversation_id needed"}`)
-	f := b.expect("")
+	b.Ping()
+	b.SendRaw(`{"message": "no conversation_id needed"}`)
+	f := b.Expect(wstest.Message)
 	if testutil.Int(t, f, "conversation_id") != 1 || f["sender_id"] != "bob" {
 		t.Fatalf("legacy send: %v", f)
 	}
-	b.sendRaw(`{"conversation_id": 2, "message": "elsewhere"}`)
-	if e := b.expect("ERROR"); e["code"] != chat.CodeForbidden {
+	b.SendRaw(`{"conversation_id": 2, "message": "elsewhere"}`)
+	if e := b.Expect("ERROR"); e["code"] != chat.CodeForbidden {
 		t.Fatalf("legacy send to another conversation: %v", e)
 	}
 	n.send(t, "alice", 2, "not on the legacy socket")
 	last := n.send(t, "alice", 1, "on the legacy socket")
-	if f := b.expect(""); uint64(testutil.Int(t, f, "seq")) != last {
+	if f := b.Expect(wstest.Message); uint64(testutil.Int(t, f, "seq")) != last {
 		t.Fatalf("legacy socket got %v, want only seq %d", f, last)
 	}
 }
@@ -195,12 +196,12 @@ func TestJobEndpoint(t *testing.T) {
 		t.Fatalf("non-member on a job socket: %v %v", err, resp)
 	}
 	j := n.dial(t, "alice", "/ws/job/55/")
-	j.ping()
+	j.Ping()
 	seq, err := n.svc.PostJobStatus(ctx, 55, "accepted", json.RawMessage(`{"by":"w1"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := j.expect("JOB_STATUS")
+	f := j.Expect("JOB_STATUS")
 	if testutil.Int(t, f, "job_id") != 55 || f["status"] != "accepted" || uint64(testutil.Int(t, f, "seq")) != seq {
 		t.Fatalf("job status frame: %v", f)
 	}
@@ -210,11 +211,11 @@ func TestJobEndpoint(t *testing.T) {
 	if _, err := n.svc.PostJobStatus(ctx, 55, "done", nil); err != nil {
 		t.Fatal(err)
 	}
-	if f := j.expect("JOB_STATUS"); f["status"] != "done" || fmt.Sprint(f["detail"]) != "map[]" {
+	if f := j.Expect("JOB_STATUS"); f["status"] != "done" || fmt.Sprint(f["detail"]) != "map[]" {
 		t.Fatalf("job status without detail: %v", f)
 	}
-	j.sendRaw(`{"conversation_id": 1, "message": "hi"}`)
-	if e := j.expect("ERROR"); e["code"] != chat.CodeBadRequest {
+	j.SendRaw(`{"conversation_id": 1, "message": "hi"}`)
+	if e := j.Expect("ERROR"); e["code"] != chat.CodeBadRequest {
 		t.Fatalf("message on a job socket: %v", e)
 	}
 }
@@ -226,14 +227,14 @@ func TestJoinLeaveWhileConnected(t *testing.T) {
 	n := newNode(t, nodeOptions{})
 	ctx := context.Background()
 	c := n.dial(t, "carol", "/ws/inbox/")
-	c.ping()
+	c.Ping()
 
 	n.create(t, 10, "alice", "bob")
 	seq, err := n.svc.AddMember(ctx, 10, eventstore.Member{UserID: "carol", Role: eventstore.RoleMember})
 	if err != nil {
 		t.Fatal(err)
 	}
-	j := c.expect("CONVERSATION_JOINED")
+	j := c.Expect("CONVERSATION_JOINED")
 	if testutil.Int(t, j, "conversation_id") != 10 || uint64(testutil.Int(t, j, "seq")) != seq || fmt.Sprint(j["members"]) != "[alice bob carol]" {
 		t.Fatalf("joined: %v", j)
 	}
@@ -241,13 +242,13 @@ func TestJoinLeaveWhileConnected(t *testing.T) {
 		t.Fatalf("control frames carry no message field: %v", j)
 	}
 	m := n.send(t, "alice", 10, "welcome")
-	if f := c.expect(""); uint64(testutil.Int(t, f, "seq")) != m {
+	if f := c.Expect(wstest.Message); uint64(testutil.Int(t, f, "seq")) != m {
 		t.Fatalf("carol after joining: %v", f)
 	}
 
 	// A conversation created with carol in it is announced too.
 	n.create(t, 11, "carol", "dave")
-	if j := c.expect("CONVERSATION_JOINED"); testutil.Int(t, j, "conversation_id") != 11 {
+	if j := c.Expect("CONVERSATION_JOINED"); testutil.Int(t, j, "conversation_id") != 11 {
 		t.Fatalf("created: %v", j)
 	}
 
@@ -255,16 +256,16 @@ func TestJoinLeaveWhileConnected(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l := c.expect("CONVERSATION_LEFT"); testutil.Int(t, l, "conversation_id") != 10 || uint64(testutil.Int(t, l, "seq")) != left {
+	if l := c.Expect("CONVERSATION_LEFT"); testutil.Int(t, l, "conversation_id") != 10 || uint64(testutil.Int(t, l, "seq")) != left {
 		t.Fatalf("left: %v", l)
 	}
 	n.send(t, "alice", 10, "carol must not see this")
 	barrier := n.send(t, "dave", 11, "barrier")
-	if f := c.expect(""); uint64(testutil.Int(t, f, "seq")) != barrier {
+	if f := c.Expect(wstest.Message); uint64(testutil.Int(t, f, "seq")) != barrier {
 		t.Fatalf("carol got %v after leaving", f)
 	}
-	c.sendRaw(`{"conversation_id": 10, "message": "still here?"}`)
-	if e := c.expect("ERROR"); e["code"] != chat.CodeForbidden {
+	c.SendRaw(`{"conversation_id": 10, "message": "still here?"}`)
+	if e := c.Expect("ERROR"); e["code"] != chat.CodeForbidden {
 		t.Fatalf("send after leaving: %v", e)
 	}
 }
@@ -278,35 +279,35 @@ func TestTypingReadUnread(t *testing.T) {
 	a2 := n.dial(t, "alice", "/ws/inbox/")
 	b := n.dial(t, "bob", "/ws/inbox/")
 	for _, cl := range []*client{a1, a2, b} {
-		cl.ping()
+		cl.Ping()
 	}
-	a1.sendRaw(`{"conversation_id": 4, "type": "TYPING", "is_typing": true}`)
-	ty := b.expect("TYPING")
+	a1.SendRaw(`{"conversation_id": 4, "type": "TYPING", "is_typing": true}`)
+	ty := b.Expect("TYPING")
 	if ty["user_id"] != "alice" || ty["is_typing"] != true || testutil.Int(t, ty, "conversation_id") != 4 {
 		t.Fatalf("typing: %v", ty)
 	}
 	msg := n.send(t, "bob", 4, "hi alice")
 	for _, cl := range []*client{a1, a2} { // the typer's sockets skip the TYPING frame
-		if f := cl.expect(""); uint64(testutil.Int(t, f, "seq")) != msg {
-			t.Fatalf("%s: %v", cl.name, f)
+		if f := cl.Expect(wstest.Message); uint64(testutil.Int(t, f, "seq")) != msg {
+			t.Fatalf("%s: %v", cl.Name(), f)
 		}
 	}
-	b.expect("")
+	b.Expect(wstest.Message)
 
-	a1.sendJSON(map[string]any{"conversation_id": 4, "type": "READ", "up_to": msg})
+	a1.Send(map[string]any{"conversation_id": 4, "type": "READ", "up_to": msg})
 	for _, cl := range []*client{a1, a2, b} {
-		r := cl.expect("READ")
+		r := cl.Expect("READ")
 		if r["user_id"] != "alice" || uint64(testutil.Int(t, r, "up_to")) != msg {
-			t.Fatalf("%s read: %v", cl.name, r)
+			t.Fatalf("%s read: %v", cl.Name(), r)
 		}
 	}
-	a2.sendJSON(map[string]any{"conversation_id": 4, "type": "READ", "message_ids": []uint64{msg}})
-	if r := b.expect("READ"); fmt.Sprint(r["message_ids"]) != fmt.Sprintf("[%d]", msg) {
+	a2.Send(map[string]any{"conversation_id": 4, "type": "READ", "message_ids": []uint64{msg}})
+	if r := b.Expect("READ"); fmt.Sprint(r["message_ids"]) != fmt.Sprintf("[%d]", msg) {
 		t.Fatalf("read by ids: %v", r)
 	}
 
 	n.feed.PushUnread(msg, 4, "bob", 3) // its event is dispatched: sent at once
-	if u := b.expect("UNREAD"); testutil.Int(t, u, "unread") != 3 || testutil.Int(t, u, "conversation_id") != 4 {
+	if u := b.Expect("UNREAD"); testutil.Int(t, u, "unread") != 3 || testutil.Int(t, u, "conversation_id") != 4 {
 		t.Fatalf("unread: %v", u)
 	}
 }
@@ -319,7 +320,7 @@ func TestUnreadAfterItsMessage(t *testing.T) {
 	n := newNode(t, nodeOptions{})
 	n.create(t, 1, "alice", "bob")
 	b := n.dial(t, "bob", "/ws/inbox/")
-	b.ping()
+	b.Ping()
 	lastC, err := n.store.Last(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -327,18 +328,18 @@ func TestUnreadAfterItsMessage(t *testing.T) {
 	last := lastC[0]
 	n.feed.PushUnread(last+1, 1, "bob", 1)
 	n.feed.PushUnread(last+2, 1, "bob", 2)
-	b.ping() // the PONG comes first: both counts are held
+	b.Ping() // the PONG comes first: both counts are held
 	if seq := n.send(t, "alice", 1, "one"); seq != last+1 {
 		t.Fatalf("message stored at %d, want %d", seq, last+1)
 	}
-	b.expect("")
-	if u := b.expect("UNREAD"); testutil.Int(t, u, "unread") != 1 {
+	b.Expect(wstest.Message)
+	if u := b.Expect("UNREAD"); testutil.Int(t, u, "unread") != 1 {
 		t.Fatalf("after the first message: %v", u)
 	}
-	b.ping() // the second count still waits for its message
+	b.Ping() // the second count still waits for its message
 	n.send(t, "alice", 1, "two")
-	b.expect("")
-	if u := b.expect("UNREAD"); testutil.Int(t, u, "unread") != 2 {
+	b.Expect(wstest.Message)
+	if u := b.Expect("UNREAD"); testutil.Int(t, u, "unread") != 2 {
 		t.Fatalf("after the second message: %v", u)
 	}
 }
@@ -351,7 +352,7 @@ func TestResumeUnderTraffic(t *testing.T) {
 	n.create(t, 1, "alice", "bob")
 	n.create(t, 2, "alice", "bob")
 	b := n.dial(t, "bob", "/ws/inbox/")
-	b.ping()
+	b.Ping()
 
 	var (
 		mu    sync.Mutex
@@ -379,14 +380,13 @@ func TestResumeUnderTraffic(t *testing.T) {
 
 	var got []uint64
 	for len(got) < 30 {
-		got = append(got, uint64(testutil.Int(t, b.expect(""), "seq")))
+		got = append(got, uint64(testutil.Int(t, b.Expect(wstest.Message), "seq")))
 	}
-	b.conn.Close(websocket.StatusNormalClosure, "bye")
-	<-b.done
+	b.Close()
 	since := got[len(got)-1]
 	// Let traffic flow while the client is away, then resume during it.
 	mark := count.Load()
-	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+	testutil.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
 		if count.Load() < mark+30 {
 			return fmt.Errorf("only %d sent while away", count.Load()-mark)
 		}
@@ -395,7 +395,7 @@ func TestResumeUnderTraffic(t *testing.T) {
 	b2 := n.dial(t, "bob", fmt.Sprintf("/ws/inbox/?since=%d", since))
 	synced := false
 	for !synced || len(got) < 120 {
-		f := b2.next()
+		f := b2.Next()
 		switch frameType(f) {
 		case "":
 			got = append(got, uint64(testutil.Int(t, f, "seq")))
@@ -414,7 +414,7 @@ func TestResumeUnderTraffic(t *testing.T) {
 	defer mu.Unlock()
 	last := sent[len(sent)-1]
 	for got[len(got)-1] < last {
-		got = append(got, uint64(testutil.Int(t, b2.expect(""), "seq")))
+		got = append(got, uint64(testutil.Int(t, b2.Expect(wstest.Message), "seq")))
 	}
 	i := slices.Index(sent, got[0])
 	if i < 0 || !slices.Equal(sent[i:], got) {
@@ -431,18 +431,18 @@ func testResumeFrame(t *testing.T, goroutines bool) {
 	first := n.send(t, "alice", 1, "one")
 	second := n.send(t, "alice", 1, "two")
 	b := n.dial(t, "bob", "/ws/inbox/")
-	b.ping()
-	b.sendJSON(map[string]any{"type": "RESUME", "since": first - 1})
+	b.Ping()
+	b.Send(map[string]any{"type": "RESUME", "since": first - 1})
 	for _, want := range []uint64{first, second} {
-		if f := b.expect(""); uint64(testutil.Int(t, f, "seq")) != want {
+		if f := b.Expect(wstest.Message); uint64(testutil.Int(t, f, "seq")) != want {
 			t.Fatalf("catch-up: %v, want seq %d", f, want)
 		}
 	}
-	if s := b.expect("SYNCED"); uint64(testutil.Int(t, s, "seq")) < second {
+	if s := b.Expect("SYNCED"); uint64(testutil.Int(t, s, "seq")) < second {
 		t.Fatalf("synced: %v", s)
 	}
 	third := n.send(t, "alice", 1, "three")
-	if f := b.expect(""); uint64(testutil.Int(t, f, "seq")) != third {
+	if f := b.Expect(wstest.Message); uint64(testutil.Int(t, f, "seq")) != third {
 		t.Fatalf("live after RESUME: %v", f)
 	}
 }
@@ -456,13 +456,13 @@ func TestResumeLegacyAndEmpty(t *testing.T) {
 	s1 := n.send(t, "alice", 1, "in 1")
 	n.send(t, "alice", 2, "in 2")
 	b := n.dial(t, "bob", "/ws/chat/1/?since=1")
-	if f := b.expect(""); uint64(testutil.Int(t, f, "seq")) != s1 {
+	if f := b.Expect(wstest.Message); uint64(testutil.Int(t, f, "seq")) != s1 {
 		t.Fatalf("legacy catch-up: %v", f)
 	}
-	b.expect("SYNCED")
+	b.Expect("SYNCED")
 	head := n.dir.Seq()[0]
 	c := n.dial(t, "bob", fmt.Sprintf("/ws/inbox/?since=%d", head))
-	if s := c.expect("SYNCED"); uint64(testutil.Int(t, s, "seq")) != head {
+	if s := c.Expect("SYNCED"); uint64(testutil.Int(t, s, "seq")) != head {
 		t.Fatalf("empty catch-up: %v, want SYNCED %d", s, head)
 	}
 }
@@ -479,7 +479,7 @@ func testSlowConsumer(t *testing.T, goroutines bool) {
 	})
 	n.create(t, 1, "alice", "bob", "sloth")
 	b := n.dial(t, "bob", "/ws/inbox/")
-	b.ping()
+	b.Ping()
 	slow, err := n.rawDial(t, n.token(t, "sloth"), "/ws/inbox/", smallReceiveBuffer)
 	if err != nil {
 		t.Fatal(err)
@@ -498,13 +498,13 @@ func testSlowConsumer(t *testing.T, goroutines bool) {
 			t.Fatal("the slow client was never cut off")
 		}
 		seq := n.send(t, "alice", 1, text)
-		if f := b.expect(""); uint64(testutil.Int(t, f, "seq")) != seq {
+		if f := b.Expect(wstest.Message); uint64(testutil.Int(t, f, "seq")) != seq {
 			t.Fatalf("bob got %v, want seq %d", f, seq)
 		}
 	}
 	t.Logf("the slow client was cut off after %d messages of %d bytes", i, len(text))
 	after := n.send(t, "alice", 1, "after the slow close")
-	if f := b.expect(""); uint64(testutil.Int(t, f, "seq")) != after {
+	if f := b.Expect(wstest.Message); uint64(testutil.Int(t, f, "seq")) != after {
 		t.Fatalf("bob after the slow close: %v", f)
 	}
 	code, err := slow.closeCode()
@@ -527,7 +527,7 @@ func TestSocketLimitAndShutdown(t *testing.T) {
 	}
 	b := n.dial(t, "bob", "/ws/inbox/")
 	for _, cl := range []*client{a1, a2, b} {
-		cl.ping() // answered: the server has registered the socket
+		cl.Ping() // answered: the server has registered the socket
 	}
 	if got := metricValue(n.m.OpenSockets); got != 3 {
 		t.Fatalf("open sockets %v, want 3", got)
@@ -538,8 +538,8 @@ func TestSocketLimitAndShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, cl := range []*client{a1, a2, b} {
-		if code := cl.closeStatus(); code != websocket.StatusGoingAway {
-			t.Fatalf("%s closed with %v, want 1001", cl.name, code)
+		if code := cl.CloseStatus(); code != websocket.StatusGoingAway {
+			t.Fatalf("%s closed with %v, want 1001", cl.Name(), code)
 		}
 	}
 	if _, resp, err := n.tryDial(t, n.token(t, "bob"), "/ws/inbox/"); err == nil || resp.StatusCode != 503 {
@@ -593,17 +593,17 @@ func TestRateLimit(t *testing.T) {
 	n.create(t, 1, "alice")
 	a := n.dial(t, "alice", "/ws/inbox/")
 	for i := range 3 {
-		a.sendJSON(map[string]any{"conversation_id": 1, "message": fmt.Sprint("ok ", i)})
-		a.expect("")
+		a.Send(map[string]any{"conversation_id": 1, "message": fmt.Sprint("ok ", i)})
+		a.Expect(wstest.Message)
 	}
-	a.sendJSON(map[string]any{"conversation_id": 1, "message": "too fast", "client_msg_id": "r-1"})
-	if e := a.expect("ERROR"); e["code"] != chat.CodeRateLimited || e["client_msg_id"] != "r-1" {
+	a.Send(map[string]any{"conversation_id": 1, "message": "too fast", "client_msg_id": "r-1"})
+	if e := a.Expect("ERROR"); e["code"] != chat.CodeRateLimited || e["client_msg_id"] != "r-1" {
 		t.Fatalf("rate limited: %v", e)
 	}
 	for range 3 {
-		a.sendRaw(`{"type":"PING"}`)
+		a.SendRaw(`{"type":"PING"}`)
 	}
-	if code := a.closeStatus(); code != websocket.StatusPolicyViolation {
+	if code := a.CloseStatus(); code != websocket.StatusPolicyViolation {
 		t.Fatalf("closed with %v, want 1008", code)
 	}
 	if seq := n.dir.Seq(); seq.String() != "4" { // created + 3 messages
