@@ -104,7 +104,7 @@ const (
 	CloseTokenExpired ws.StatusCode = 4001
 )
 
-// Server frames. Field order follows DESIGN.md.
+// Server frames. Field order follows docs/protocol.md.
 
 // messageFrame is the seed's message shape plus seq and client_msg_id.
 type messageFrame struct {
@@ -144,7 +144,7 @@ type errorFrame struct {
 	RetryAfterMS int64 `json:"retry_after_ms,omitempty"`
 }
 
-// typingFrame is DESIGN's TYPING frame plus, on a start, expires_at: the
+// typingFrame is the seed's TYPING frame plus, on a start, expires_at: the
 // moment (RFC 3339, UTC, milliseconds) after which the receiver shows the
 // user as no longer typing unless another start came (docs/protocol.md).
 type typingFrame struct {
