@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -76,6 +77,9 @@ type client struct {
 	t    testing.TB
 	name string
 	done <-chan struct{}
+
+	mu   sync.Mutex
+	msgs []frame // the message frames seen so far, each decoded once
 }
 
 // dial opens /ws/inbox/ on n as user, with ?since=since when since > 0.
@@ -122,12 +126,16 @@ func asFrame(f wstest.Frame) frame {
 	return out
 }
 
-func asFrames(fs []wstest.Frame) []frame {
-	out := make([]frame, len(fs))
-	for i, f := range fs {
-		out[i] = asFrame(f)
+// framesOf is ms, the message frames kept so far (which only grow), as
+// frames: each is decoded once, however often a wait looks at them. The
+// slice is shared: read it, do not change it.
+func (c *client) framesOf(ms []wstest.Frame) []frame {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, f := range ms[len(c.msgs):] {
+		c.msgs = append(c.msgs, asFrame(f))
 	}
-	return out
+	return c.msgs[:len(ms):len(ms)]
 }
 
 // send sends a message with client_msg_id cmid and waits for its ACK or
@@ -157,11 +165,11 @@ func (c *client) next(typ string) frame { return asFrame(c.UntilType(typ)) }
 func (c *client) ping() { c.Flush() }
 
 // messages is a copy of the message frames received so far.
-func (c *client) messages() []frame { return asFrames(c.Messages()) }
+func (c *client) messages() []frame { return c.framesOf(c.Messages()) }
 
 // waitMessages waits until f holds for the messages received so far.
 func (c *client) waitMessages(total time.Duration, f func([]frame) error) []frame {
-	return asFrames(c.WaitMessages(total, func(ms []wstest.Frame) error { return f(asFrames(ms)) }))
+	return c.framesOf(c.WaitMessages(total, func(ms []wstest.Frame) error { return f(c.framesOf(ms)) }))
 }
 
 // history reads a conversation's whole history through the HTTP API as user,
