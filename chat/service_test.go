@@ -428,7 +428,10 @@ func (a stallStops) Append(ctx context.Context, e eventstore.Event, opts ...even
 		return a.Store.Append(ctx, e, opts...)
 	}
 	a.entered <- struct{}{}
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-time.After(10 * time.Second): // an append no one cancels: the test fails, it does not hang
+	}
 	seq, err := a.Store.Append(ctx, e, opts...)
 	a.appended <- err
 	return seq, err
@@ -440,7 +443,9 @@ func (a stallStops) Append(ctx context.Context, e eventstore.Event, opts ...even
 func TestCloseWaitsForDeferredTyping(t *testing.T) {
 	st := testnats.Store(t, testnats.Server(t))
 	stall := stallStops{Store: st, entered: make(chan struct{}, 1), appended: make(chan error, 1)}
-	svc := chat.New(chat.Limits{TypingGap: 50 * time.Millisecond}, chat.Deps{Store: stall, Locator: st, Directory: chat.NewDirectory()})
+	// A gap long enough that the stop below comes within it on a loaded
+	// machine (with 50 ms it came after, was appended at once and hung).
+	svc := chat.New(chat.Limits{TypingGap: time.Second}, chat.Deps{Store: stall, Locator: st, Directory: chat.NewDirectory()})
 	svc.Directory().Apply(eventstore.Stored{Seq: 1, Event: &eventstore.Created{ConversationID: 1, Members: members("a")}})
 	ctx := context.Background()
 	if seq, err := svc.Typing(ctx, "a", 1, true); err != nil || seq == 0 {
@@ -451,7 +456,7 @@ func TestCloseWaitsForDeferredTyping(t *testing.T) {
 	}
 	select {
 	case <-stall.entered:
-	case <-time.After(5 * time.Second):
+	case <-time.After(10 * time.Second):
 		t.Fatal("the deferred stop was never appended")
 	}
 	closed := make(chan struct{})

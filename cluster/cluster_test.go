@@ -197,12 +197,12 @@ func (s *sender) retryUnacked(t *testing.T, total time.Duration) {
 	todo := append([]string(nil), s.unacked...)
 	s.mu.Unlock()
 	for _, cmid := range todo {
-		for !s.sendOne(cmid, 10*time.Second) {
-			if time.Now().After(deadline) {
-				t.Fatalf("retry of %s still not acknowledged after %v", cmid, total)
+		testutil.CheckFor(t, time.Until(deadline), 100*time.Millisecond, func() error {
+			if !s.sendOne(cmid, 10*time.Second) {
+				return fmt.Errorf("retry of %s still not acknowledged", cmid)
 			}
-			time.Sleep(100 * time.Millisecond)
-		}
+			return nil
+		})
 	}
 }
 

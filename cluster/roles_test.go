@@ -15,15 +15,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"inbox/admission"
 	"inbox/eventstore"
-	"inbox/httpapi"
 	"inbox/internal/testnats"
 	"inbox/internal/testutil"
 	"inbox/lease"
 	"inbox/node"
 	"inbox/projections"
-	"inbox/wsedge"
 )
 
 const rolesPartitions = 3
@@ -96,23 +93,9 @@ func TestProjectorKilledUnderLoad(t *testing.T) {
 		return nil
 	})
 
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	edge, err := node.Start(ctx, node.Config{
-		Role: node.RoleEdge, DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", NATSURL: c.URL(), Replicas: 3, Partitions: rolesPartitions, NodeID: "e1",
-		JWTSecret: jwtSecret, AdminToken: adminToken, Logger: testutil.Logger().With("node", "e1"),
-		Edge: wsedge.Config{RatePerSecond: 100_000, RateBurst: 100_000},
-		API:  httpapi.Config{UserRate: 100_000}, // history is polled, page by page
-		// Not what this test judges (startNode says why).
-		Admission: admission.Config{MaxFeedLag: time.Minute, MaxAppendLatency: time.Minute},
-	})
-	if err != nil {
-		t.Fatalf("start the edge: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		edge.Shutdown(ctx)
+	edge := startNode(t, c.URL(), 3, "e1", func(cfg *node.Config) {
+		cfg.Role, cfg.Partitions = node.RoleEdge, rolesPartitions
+		cfg.API.UserRate = 100_000 // history is polled, page by page
 	})
 	addr := edge.HTTPAddr()
 

@@ -108,7 +108,8 @@ func testResumeAcrossPartitions(t *testing.T, goroutines bool) {
 	// Reconnect with the cursor built from the frames.
 	missed := send("missed")
 	b = n.dial(t, "bob", "/ws/inbox/?since="+url.QueryEscape(cursorOf(t, live)))
-	frames, synced, pages, _ := resumeCursorAll(t, b, "", nil)
+	frames, last, pages, _ := resumeAll(t, b, "cursor", nil, nil)
+	synced := last.Str("cursor")
 	if pages < 2 {
 		t.Errorf("12 messages over pages of 7 events came in %d page(s)", pages)
 	}
@@ -129,13 +130,13 @@ func testResumeAcrossPartitions(t *testing.T, goroutines bool) {
 	// Reconnect with SYNCED's cursor.
 	later := send("later")
 	b = n.dial(t, "bob", "/ws/inbox/?since="+url.QueryEscape(synced))
-	frames, _, _, _ = resumeCursorAll(t, b, "", nil)
+	frames, _, _, _ = resumeAll(t, b, "cursor", nil, nil)
 	if got := messagesByConv(t, frames); fmt.Sprint(got) != fmt.Sprint(later) {
 		t.Fatalf("caught up with SYNCED's cursor: %v, want %v", got, later)
 	}
 
 	// RESUME with a cursor on the open socket: everything after it again.
-	frames, _, _, _ = resumeCursorAll(t, b, synced, nil)
+	frames, _, _, _ = resumeAll(t, b, "cursor", synced, nil)
 	if got := messagesByConv(t, frames); fmt.Sprint(got) != fmt.Sprint(later) {
 		t.Fatalf("RESUME with a cursor: %v, want %v", got, later)
 	}
@@ -148,45 +149,5 @@ func testResumeAcrossPartitions(t *testing.T, goroutines bool) {
 	b.Send(map[string]any{"type": "RESUME", "cursor": fmt.Sprint(bad)})
 	if e := b.Expect("ERROR"); e["code"] != chat.CodeBadRequest || !strings.Contains(e["error"].(string), "partition 7") {
 		t.Fatalf("RESUME naming partition 7: %v", e)
-	}
-}
-
-// resumeCursorAll follows a catch-up to its end, as resumeAll does, with
-// cursors: RESUME with cursor (unless cursor is "": the socket was opened
-// with ?since), then after each SYNCED with more, RESUME with its cursor.
-// It also returns the last SYNCED's cursor.
-func resumeCursorAll(t *testing.T, c *client, cursor string, wait func()) (frames []map[string]any, synced string, pages, limited int) {
-	t.Helper()
-	send := cursor != ""
-	for {
-		var f wstest.Frame
-		for send {
-			c.Send(map[string]any{"type": "RESUME", "cursor": cursor})
-			if f = c.Next(); f["code"] != chat.CodeRateLimited || wait == nil {
-				break
-			}
-			limited++
-			wait()
-		}
-		if !send {
-			f = c.Next()
-		}
-		send = true
-		for ; frameType(f) != "SYNCED"; f = c.Next() {
-			if frameType(f) == "ERROR" {
-				t.Fatalf("RESUME with cursor %q: %v", cursor, f)
-			}
-			frames = append(frames, f)
-		}
-		pages++
-		next, ok := f["cursor"].(string)
-		if !ok {
-			t.Fatalf("SYNCED without a cursor: %v", f)
-		}
-		synced = next
-		if f["more"] != true {
-			return frames, synced, pages, limited
-		}
-		cursor = next
 	}
 }

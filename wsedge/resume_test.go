@@ -148,39 +148,45 @@ func TestResumePointInTimeMembers(t *testing.T) {
 	d.Expect("SYNCED")
 }
 
-// resumeAll follows c's catch-up to its end: after each SYNCED with more it
-// sends RESUME from that page's seq; a RESUME refused as over the budget is
-// sent again after wait (nil: it fails the test). send: the first page is
-// asked for with RESUME since (else the socket was opened with ?since). It
-// returns every frame before the last SYNCED, the number of pages, and how
-// many RESUMEs were refused as over the budget.
-func resumeAll(t *testing.T, c *client, since uint64, send bool, wait func()) (frames []map[string]any, pages, limited int) {
+// resumeAll follows c's catch-up to its end. It asks for the first page
+// with RESUME, field (since or cursor) from, unless from is nil (the socket
+// was opened with ?since), and after each SYNCED with more for the next
+// page from that SYNCED: its seq, or with field cursor its cursor. A RESUME
+// refused as over the budget is sent again after wait (nil: it fails the
+// test). It returns every frame before the last SYNCED, that SYNCED, the
+// number of pages, and how many RESUMEs were refused as over the budget.
+func resumeAll(t *testing.T, c *client, field string, from any, wait func()) (frames []map[string]any, last wstest.Frame, pages, limited int) {
 	t.Helper()
 	for {
 		var f wstest.Frame
-		for send {
-			c.Send(map[string]any{"type": "RESUME", "since": since})
+		for from != nil {
+			c.Send(map[string]any{"type": "RESUME", field: from})
 			if f = c.Next(); f["code"] != chat.CodeRateLimited || wait == nil {
 				break
 			}
 			limited++
 			wait()
 		}
-		if !send {
+		if from == nil {
 			f = c.Next()
 		}
-		send = true
 		for ; frameType(f) != "SYNCED"; f = c.Next() {
 			if frameType(f) == "ERROR" {
-				t.Fatalf("RESUME since %d: %v", since, f)
+				t.Fatalf("RESUME %s %v: %v", field, from, f)
 			}
 			frames = append(frames, f)
 		}
 		pages++
-		if f["more"] != true {
-			return frames, pages, limited
+		if field == "cursor" && f.Str("cursor") == "" {
+			t.Fatalf("SYNCED without a cursor: %v", f)
 		}
-		since = uint64(testutil.Int(t, f, "seq"))
+		if f["more"] != true {
+			return frames, f, pages, limited
+		}
+		from = testutil.Int(t, f, "seq")
+		if field == "cursor" {
+			from = f.Str("cursor")
+		}
 	}
 }
 
@@ -251,7 +257,7 @@ func TestResumeAmplification(t *testing.T) {
 	}
 	t.Logf("40 pipelined RESUME since=0: %d bytes sent, answers %v", b.Bytes()-before, codes)
 
-	frames, pages, limited := resumeAll(t, b, 0, true, func() { clock.Advance(time.Second) })
+	frames, _, pages, limited := resumeAll(t, b, "since", 0, func() { clock.Advance(time.Second) })
 	var got []uint64
 	for _, f := range frames {
 		if frameType(f) == "" {
@@ -330,7 +336,7 @@ func TestResumeManyConversationsFiltered(t *testing.T) {
 	n.settle(t, last)
 
 	b := n.dial(t, "bob", "/ws/inbox/?since=0")
-	frames, pages, _ := resumeAll(t, b, 0, false, nil)
+	frames, _, pages, _ := resumeAll(t, b, "since", nil, nil)
 
 	reader.mu.Lock()
 	defer reader.mu.Unlock()

@@ -271,26 +271,7 @@ func (c *Client) Expect(typ string) Frame {
 // Until drops frames until one matches, and returns it.
 func (c *Client) Until(what string, match func(Frame) bool) Frame {
 	c.t.Helper()
-	for len(c.backlog) > 0 {
-		f := c.backlog[0]
-		c.backlog = c.backlog[1:]
-		if match(f) {
-			return f
-		}
-	}
-	deadline := time.After(c.wait)
-	for {
-		select {
-		case f := <-c.frames:
-			if match(f) {
-				return f
-			}
-		case <-c.done:
-			c.t.Fatalf("%s: socket ended waiting for %s: %v", c.name, what, c.err)
-		case <-deadline:
-			c.t.Fatalf("%s: no %s within %v", c.name, what, c.wait)
-		}
-	}
+	return c.await(what, match, false)
 }
 
 // UntilType drops frames until one of type typ, and returns it.
@@ -303,10 +284,24 @@ func (c *Client) UntilType(typ string) Frame {
 // passes over stay queued for later calls, so waits may come in any order.
 func (c *Client) Await(what string, match func(Frame) bool) Frame {
 	c.t.Helper()
+	return c.await(what, match, true)
+}
+
+// await returns the first frame that matches, from the backlog first; keep
+// says whether the frames it passes over stay in the backlog or are dropped.
+func (c *Client) await(what string, match func(Frame) bool, keep bool) Frame {
+	c.t.Helper()
 	if i := slices.IndexFunc(c.backlog, match); i >= 0 {
 		f := c.backlog[i]
-		c.backlog = slices.Delete(c.backlog, i, i+1)
+		if keep {
+			c.backlog = slices.Delete(c.backlog, i, i+1)
+		} else {
+			c.backlog = c.backlog[i+1:]
+		}
 		return f
+	}
+	if !keep {
+		c.backlog = nil
 	}
 	deadline := time.After(c.wait)
 	for {
@@ -315,11 +310,13 @@ func (c *Client) Await(what string, match func(Frame) bool) Frame {
 			if match(f) {
 				return f
 			}
-			c.backlog = append(c.backlog, f)
+			if keep {
+				c.backlog = append(c.backlog, f)
+			}
 		case <-c.done:
-			c.t.Fatalf("%s: socket ended (%v) waiting for %s; got %v", c.name, c.err, what, c.backlog)
+			c.t.Fatalf("%s: socket ended (%v) waiting for %s; passed over %v", c.name, c.err, what, c.backlog)
 		case <-deadline:
-			c.t.Fatalf("%s: no %s within %v; got %v", c.name, what, c.wait, c.backlog)
+			c.t.Fatalf("%s: no %s within %v; passed over %v", c.name, what, c.wait, c.backlog)
 		}
 	}
 }
