@@ -1,4 +1,4 @@
-package node
+package node_test
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 
 	"inbox/eventstore"
 	"inbox/httpapi"
+	"inbox/node"
 )
 
 // BenchmarkReadsThroughEdge: history and conversation-list latency through
@@ -33,11 +34,11 @@ func BenchmarkReadsThroughEdge(b *testing.B) {
 		clients, perClient, rounds       = 16, 250, 3
 	)
 	s := rtNATS(b)
-	fast := func(c *Config) {
+	fast := func(c *node.Config) {
 		c.API.UserRate = 1e6
 		c.Admission.MaxAppendLatency, c.Admission.MaxFeedLag = time.Minute, time.Minute
 	}
-	all := rtStart(b, s, "a1", func(c *Config) { fast(c); c.Partitions = rolesPartitions })
+	all := rtStart(b, s, "a1", func(c *node.Config) { fast(c); c.Partitions = rolesPartitions })
 	p1 := rtProjector(b, s, "p1")
 	rtServing(b, 30*time.Second, p1)
 
@@ -63,7 +64,7 @@ func BenchmarkReadsThroughEdge(b *testing.B) {
 		wg.Go(func() {
 			for conv := range work {
 				for m := range msgsPerConv {
-					_, err := all.store.Append(ctx, &eventstore.Message{ConversationID: conv, SenderID: "u0", SenderName: "U", Text: fmt.Sprint("message ", m), MsgType: eventstore.TypeText})
+					_, err := all.Store().Append(ctx, &eventstore.Message{ConversationID: conv, SenderID: "u0", SenderName: "U", Text: fmt.Sprint("message ", m), MsgType: eventstore.TypeText})
 					if err != nil {
 						b.Error(err)
 						return
@@ -77,31 +78,31 @@ func BenchmarkReadsThroughEdge(b *testing.B) {
 	}
 	close(work)
 	wg.Wait()
-	lastAll, err := all.store.Last(ctx)
+	lastAll, err := all.Store().Last(ctx)
 	if err != nil {
 		b.Fatal(err)
 	}
 	wctx, cancel := context.WithTimeout(ctx, 120*time.Second)
 	defer cancel()
-	if err := all.proj.WaitForAll(wctx, lastAll); err != nil {
+	if err := all.Projector().WaitForAll(wctx, lastAll); err != nil {
 		b.Fatal(err)
 	}
-	for _, p := range p1.parts {
-		if err := p.proj.WaitForAll(wctx, lastAll); err != nil {
+	for _, p := range p1.ProjectorParts() {
+		if err := p.Proj.WaitForAll(wctx, lastAll); err != nil {
 			b.Fatal(err)
 		}
 	}
 
 	start := time.Now()
-	edge := rtStart(b, s, "e1", func(c *Config) { fast(c); c.Role, c.Partitions = RoleEdge, rolesPartitions })
+	edge := rtStart(b, s, "e1", func(c *node.Config) { fast(c); c.Role, c.Partitions = node.RoleEdge, rolesPartitions })
 	edgeStart := time.Since(start)
 	start = time.Now()
 	if err := all.Shutdown(ctx); err != nil {
 		b.Fatal(err)
 	}
 	// all again on its caught-up file: the start-up of a node that has its read model.
-	dir := all.cfg.DataDir
-	all = rtStart(b, s, "a1", func(c *Config) { fast(c); c.Partitions = rolesPartitions; c.DataDir = dir })
+	dir := all.Config().DataDir
+	all = rtStart(b, s, "a1", func(c *node.Config) { fast(c); c.Partitions = rolesPartitions; c.DataDir = dir })
 	allRestart := time.Since(start)
 
 	tokens := make(map[string]string, users)
@@ -112,7 +113,7 @@ func BenchmarkReadsThroughEdge(b *testing.B) {
 	}
 	slices.Sort(names)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
-	get := func(n *Node, user, path string) (time.Duration, error) {
+	get := func(n *node.Node, user, path string) (time.Duration, error) {
 		req, _ := http.NewRequest("GET", "http://"+n.HTTPAddr()+path, nil)
 		req.Header.Set("Authorization", "Bearer "+tokens[user])
 		t0 := time.Now()
@@ -128,7 +129,7 @@ func BenchmarkReadsThroughEdge(b *testing.B) {
 		}
 		return took, err
 	}
-	run := func(n *Node, seed uint64) (lists, pages []time.Duration) {
+	run := func(n *node.Node, seed uint64) (lists, pages []time.Duration) {
 		var mu sync.Mutex
 		var wg sync.WaitGroup
 		for c := range clients {
