@@ -2,7 +2,6 @@ package node_test
 
 import (
 	"context"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -20,18 +19,8 @@ func TestTokenIssuerAudience(t *testing.T) {
 	n := rtStart(t, rtNATS(t), "scoped", func(c *node.Config) { c.JWTIssuer, c.JWTAudience = iss, aud })
 	get := func(token string) (int, string) {
 		t.Helper()
-		req, err := http.NewRequest("GET", "http://"+n.HTTPAddr()+"/api/conversations", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		r := rtDo(t, n, "GET", "/api/conversations", token, "")
+		return r.status, r.body
 	}
 	mint := func(cfg auth.MinterConfig) string {
 		t.Helper()

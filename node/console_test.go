@@ -3,7 +3,6 @@ package node_test
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -12,37 +11,6 @@ import (
 	"inbox/auth"
 	"inbox/node"
 )
-
-type rtResponse struct {
-	status int
-	header http.Header
-	body   string
-}
-
-func rtDo(t *testing.T, n *node.Node, method, path, bearer, body string) rtResponse {
-	t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, "http://"+n.HTTPAddr()+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if bearer != "" {
-		req.Header.Set("Authorization", "Bearer "+bearer)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return rtResponse{resp.StatusCode, resp.Header, string(b)}
-}
 
 // TestConsoleMounted: the console's pages and files are served with a strict
 // Content-Security-Policy beside the API, whose unknown paths still answer

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -202,4 +203,42 @@ func rtSendMessage(t testing.TB, c *wstest.Client, conv int64, text string) int6
 		return f.Type() == "ACK" && f["client_msg_id"] == id
 	})
 	return testutil.Int(t, f, "message_id")
+}
+
+// rtResponse is an HTTP answer as the tests read it.
+type rtResponse struct {
+	status int
+	header http.Header
+	body   string
+}
+
+// rtDo sends method path to n with bearer (if any) and a JSON body (if
+// any). A request to a WebSocket route carries the upgrade headers: a plain
+// GET there is answered 426 before any token check.
+func rtDo(t testing.TB, n *node.Node, method, path, bearer, body string) rtResponse {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, "http://"+n.HTTPAddr()+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if strings.HasPrefix(path, "/ws/") {
+		wstest.Handshake(req.Header)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return rtResponse{resp.StatusCode, resp.Header, string(b)}
 }

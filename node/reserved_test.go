@@ -2,7 +2,6 @@ package node_test
 
 import (
 	"context"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -12,7 +11,6 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"inbox/auth"
-	"inbox/internal/wstest"
 )
 
 // TestSystemImpersonationRefused: the user id "system" is the sender of
@@ -23,27 +21,10 @@ import (
 func TestSystemImpersonationRefused(t *testing.T) {
 	n := rtStart(t, rtNATS(t), "reserved", nil)
 	rtCreate(t, 1, []string{"alice", "bob"}, n)
-	base := "http://" + n.HTTPAddr()
 	do := func(method, path, bearer, body string) (int, string) {
 		t.Helper()
-		req, err := http.NewRequest(method, base+path, strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if bearer != "" {
-			req.Header.Set("Authorization", "Bearer "+bearer)
-		}
-		req.Header.Set("Content-Type", "application/json")
-		if strings.HasPrefix(path, "/ws/") { // a handshake: a plain GET is answered 426 before any token check
-			wstest.Handshake(req.Header)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		r := rtDo(t, n, method, path, bearer, body)
+		return r.status, r.body
 	}
 
 	for _, sub := range []string{"system", "System", "SYSTEM"} {
