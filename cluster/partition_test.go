@@ -79,7 +79,7 @@ func TestResumeAcrossNodesPartitioned(t *testing.T) {
 	}
 
 	// bob reads live traffic of every partition on node 1, then drops.
-	first := bob.waitMessages(trafficWait, func(ms []frame) error {
+	bob.waitMessages(trafficWait, func(ms []frame) error {
 		per := byConv(ms)
 		for _, id := range convs {
 			if len(per[id]) < 20 {
@@ -90,7 +90,7 @@ func TestResumeAcrossNodesPartitioned(t *testing.T) {
 	})
 	bob.CloseNow()
 	<-bob.done
-	first = bob.messages()
+	first := bob.messages()
 	top := make(map[int]uint64) // partition -> the highest seq bob got there
 	for _, f := range first {
 		k := int(f.Seq & 255)
