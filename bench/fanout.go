@@ -129,25 +129,35 @@ func (f *fanoutRun) onText(s *socket, b []byte) {
 	}
 }
 
+// connectFanout seeds two-member conversations and connects every user:
+// how a fan-out run and an overload run start. finish closes the sockets.
+func (r *runner) connectFanout(ctx context.Context, rep *Report) (f *fanoutRun, p *pool, plan [][]int, ids []int64, finish func(), err error) {
+	cfg := r.cfg
+	plan = seedPlan(ModeFanout, cfg.Users, cfg.Conversations, 0, cfg.ConvSize, cfg.Seed)
+	r.logf("seeding %d conversations of %d members for %d users", len(plan), cfg.ConvSize, cfg.Users)
+	ids, seedDur, err := r.seed(ctx, plan)
+	if err != nil {
+		return nil, nil, nil, nil, nil, err
+	}
+	rep.Conversations, rep.SeedSeconds = len(plan), round3(seedDur.Seconds())
+	f = &fanoutRun{convIdx: make(map[int64]int, len(ids)), frameCounts: frameCounts{types: newTypeCounter()}}
+	for i, id := range ids {
+		f.convIdx[id] = i
+	}
+	p = newPool(cfg.Users)
+	finish, err = r.openSockets(ctx, p, &f.frameCounts, f.onText, rep)
+	if err != nil {
+		return nil, nil, nil, nil, nil, err
+	}
+	return f, p, plan, ids, finish, nil
+}
+
 // fanout seeds two-member conversations, connects every user, then sends at
 // the target rate (or each ramp rate in turn) and accounts for every
 // delivery.
 func (r *runner) fanout(ctx context.Context, rep *Report) error {
 	cfg := r.cfg
-	plan := seedPlan(ModeFanout, cfg.Users, cfg.Conversations, 0, cfg.ConvSize, cfg.Seed)
-	r.logf("seeding %d conversations of %d members for %d users", len(plan), cfg.ConvSize, cfg.Users)
-	ids, seedDur, err := r.seed(ctx, plan)
-	if err != nil {
-		return err
-	}
-	rep.Conversations, rep.SeedSeconds = len(plan), round3(seedDur.Seconds())
-
-	f := &fanoutRun{convIdx: make(map[int64]int, len(ids)), frameCounts: frameCounts{types: newTypeCounter()}}
-	for i, id := range ids {
-		f.convIdx[id] = i
-	}
-	p := newPool(cfg.Users)
-	finish, err := r.openSockets(ctx, p, &f.frameCounts, f.onText, rep)
+	f, p, plan, ids, finish, err := r.connectFanout(ctx, rep)
 	if err != nil {
 		return err
 	}

@@ -53,19 +53,7 @@ const feedLagEvery = 250 * time.Millisecond
 // judges both phases.
 func (r *runner) overload(ctx context.Context, rep *Report) error {
 	cfg := r.cfg
-	plan := seedPlan(ModeFanout, cfg.Users, cfg.Conversations, 0, cfg.ConvSize, cfg.Seed)
-	r.logf("seeding %d conversations of %d members for %d users", len(plan), cfg.ConvSize, cfg.Users)
-	ids, seedDur, err := r.seed(ctx, plan)
-	if err != nil {
-		return err
-	}
-	rep.Conversations, rep.SeedSeconds = len(plan), round3(seedDur.Seconds())
-	f := &fanoutRun{convIdx: make(map[int64]int, len(ids)), frameCounts: frameCounts{types: newTypeCounter()}}
-	for i, id := range ids {
-		f.convIdx[id] = i
-	}
-	p := newPool(cfg.Users)
-	finish, err := r.openSockets(ctx, p, &f.frameCounts, f.onText, rep)
+	f, p, plan, ids, finish, err := r.connectFanout(ctx, rep)
 	if err != nil {
 		return err
 	}
