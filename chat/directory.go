@@ -98,7 +98,7 @@ func (d *Directory) Apply(st eventstore.Stored) Change {
 		*eventstore.Edit, *eventstore.Delete, *eventstore.React, *eventstore.Erased:
 		d.mu.RLock()
 		defer d.mu.RUnlock()
-		return Change{Members: d.sorted[convID(e)]}
+		return Change{Members: d.sorted[eventstore.ConversationOf(e)]}
 	case nil, *eventstore.Expired:
 		return Change{}
 	}
@@ -154,7 +154,7 @@ func (d *Directory) Apply(st eventstore.Stored) Change {
 		ch.Members = slices.Sorted(maps.Keys(d.jobs[e.JobID]))
 		return ch
 	}
-	if id := convID(st.Event); id != 0 {
+	if id := eventstore.ConversationOf(st.Event); id != 0 {
 		ch.Members = d.sorted[id]
 	}
 	return ch
@@ -178,30 +178,6 @@ func (d *Directory) advance(id uint64) {
 			delete(d.waiters, w)
 		}
 	}
-}
-
-func convID(e eventstore.Event) int64 {
-	switch e := e.(type) {
-	case *eventstore.Created:
-		return e.ConversationID
-	case *eventstore.MemberChanged:
-		return e.ConversationID
-	case *eventstore.Message:
-		return e.ConversationID
-	case *eventstore.Typing:
-		return e.ConversationID
-	case *eventstore.Read:
-		return e.ConversationID
-	case *eventstore.Edit:
-		return e.ConversationID
-	case *eventstore.Delete:
-		return e.ConversationID
-	case *eventstore.React:
-		return e.ConversationID
-	case *eventstore.Erased:
-		return e.ConversationID
-	}
-	return 0
 }
 
 func (d *Directory) addLocked(conv int64, user, role string) {

@@ -409,25 +409,10 @@ func (s *Store) PartitionOf(e Event) int {
 // partitionOfEvent is e's partition among n; ok is false for an event that
 // could be in any (none today).
 func partitionOfEvent(n int, e Event) (int, bool) {
+	if c := ConversationOf(e); c != 0 {
+		return Partition(c, n), true
+	}
 	switch e := e.(type) {
-	case *Created:
-		return Partition(e.ConversationID, n), true
-	case *MemberChanged:
-		return Partition(e.ConversationID, n), true
-	case *Message:
-		return Partition(e.ConversationID, n), true
-	case *Typing:
-		return Partition(e.ConversationID, n), true
-	case *Read:
-		return Partition(e.ConversationID, n), true
-	case *Edit:
-		return Partition(e.ConversationID, n), true
-	case *Delete:
-		return Partition(e.ConversationID, n), true
-	case *React:
-		return Partition(e.ConversationID, n), true
-	case *Erased:
-		return Partition(e.ConversationID, n), true
 	case *Expired:
 		k, _ := Split(n, e.Before)
 		return k, true
@@ -435,6 +420,32 @@ func partitionOfEvent(n int, e Event) (int, bool) {
 		return 0, true
 	}
 	return 0, false
+}
+
+// ConversationOf is the conversation e belongs to, 0 for an event of none
+// (profiles, jobs, retention markers).
+func ConversationOf(e Event) int64 {
+	switch e := e.(type) {
+	case *Created:
+		return e.ConversationID
+	case *MemberChanged:
+		return e.ConversationID
+	case *Message:
+		return e.ConversationID
+	case *Typing:
+		return e.ConversationID
+	case *Read:
+		return e.ConversationID
+	case *Edit:
+		return e.ConversationID
+	case *Delete:
+		return e.ConversationID
+	case *React:
+		return e.ConversationID
+	case *Erased:
+		return e.ConversationID
+	}
+	return 0
 }
 
 // filtersIn maps filters of the unpartitioned layout to partition k's

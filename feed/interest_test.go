@@ -48,25 +48,11 @@ func (s *events) seqs(conv int64) []uint64 {
 	defer s.mu.Unlock()
 	var out []uint64
 	for _, st := range s.got {
-		if c := convOfEvent(st.Event); conv == 0 || c == conv {
+		if c := eventstore.ConversationOf(st.Event); conv == 0 || c == conv {
 			out = append(out, st.Seq)
 		}
 	}
 	return out
-}
-
-func convOfEvent(e eventstore.Event) int64 {
-	switch e := e.(type) {
-	case *eventstore.Created:
-		return e.ConversationID
-	case *eventstore.MemberChanged:
-		return e.ConversationID
-	case *eventstore.Message:
-		return e.ConversationID
-	case *eventstore.Typing:
-		return e.ConversationID
-	}
-	return 0
 }
 
 // liveEnv is a feed in interest mode on a real server, its streams
