@@ -186,6 +186,15 @@ func (p *page) do(what string, actions ...chromedp.Action[chromedp.Void]) {
 	}
 }
 
+// click clicks the element css selects, in the page's own JavaScript and
+// polled until it is there: a list the page re-renders (a presence dot, a
+// count) replaces its elements, so a node chromedp found can be gone by the
+// time it clicks ("Could not find node with given id").
+func (p *page) click(what, css string) {
+	p.t.Helper()
+	p.until(what, `(() => { const el = document.querySelector(`+js(css)+`); if (!el) return false; el.click(); return true })()`)
+}
+
 // until waits for the JavaScript expression to be true.
 func (p *page) until(what, expr string) {
 	p.t.Helper()

@@ -79,14 +79,14 @@ func testChat(t *testing.T, srv *server, b *browser) {
 	bob.until("alice online", `!!document.querySelector('[data-conv="1"] .dot.online[data-user="alice"]')`)
 
 	// Alice writes; the message is hers once acknowledged.
-	alice.do("open conversation 1", chromedp.Click(chromedp.CSS(`[data-conv="1"]`)))
+	alice.click("open conversation 1", `[data-conv="1"]`)
 	alice.do("write", chromedp.SendKeys(chromedp.CSS("#composer"), aliceSays+"\r"))
 	alice.until("her message stored", shows(aliceSays)+` && !document.querySelector('#messages .pending')`)
 
 	// Bob gets an unread badge, opens the conversation, reads it: alice sees "Seen".
 	bob.until("unread badge", `document.querySelector('[data-conv="1"] .badge')?.textContent === '1'`)
 	bob.until("preview", `document.querySelector('[data-conv="1"] .conv-last')?.textContent === `+js(aliceSays))
-	bob.do("open conversation 1", chromedp.Click(chromedp.CSS(`[data-conv="1"]`)))
+	bob.click("open conversation 1", `[data-conv="1"]`)
 	bob.until("alice's message", shows(aliceSays))
 	alice.until(`"Seen"`, `document.querySelector('#messages li.mine .seen')?.textContent === 'Seen'`)
 	bob.until("badge cleared", `!document.querySelector('[data-conv="1"] .badge')`)
@@ -120,7 +120,7 @@ func testChat(t *testing.T, srv *server, b *browser) {
 	}
 	bob.do("back to the list", chromedp.Click(chromedp.CSS(".back")))
 	bob.until("only the list", `!!document.querySelector('.convs').offsetParent && !document.querySelector('.thread').offsetParent`)
-	bob.do("open conversation 1", chromedp.Click(chromedp.CSS(`[data-conv="1"]`)))
+	bob.click("open conversation 1", `[data-conv="1"]`)
 	bob.do("desktop width", chromedp.ResetViewport())
 
 	if shot := os.Getenv("INBOX_CONSOLE_SCREENSHOT"); shot != "" {
@@ -391,7 +391,7 @@ func testRefresh(t *testing.T, srv *server, b *browser) {
 func testRestart(t *testing.T, srv *server, b *browser) {
 	p := b.page(t, "alice", true)
 	signIn(p, srv.url, "alice")
-	p.do("open conversation 1", chromedp.Click(chromedp.CSS(`[data-conv="1"]`)))
+	p.click("open conversation 1", `[data-conv="1"]`)
 	p.until("history", shows(aliceSays))
 	before := len(messageIDs(p))
 	srv.stop(t)
@@ -418,7 +418,7 @@ func TestConsolePartitions(t *testing.T) {
 	srv.call(t, "POST", "/api/conversations/1/messages", srv.token(t, "bob", "Bob Worker"), `{"message":"before the restart"}`, http.StatusCreated, nil)
 	p := b.page(t, "alice", true)
 	signIn(p, srv.url, "alice")
-	p.do("open conversation 1", chromedp.Click(chromedp.CSS(`[data-conv="1"]`)))
+	p.click("open conversation 1", `[data-conv="1"]`)
 	p.until("history", shows("before the restart"))
 	before := len(messageIDs(p))
 	srv.stop(t)
