@@ -45,6 +45,8 @@ type node struct {
 	m      *metrics.Metrics
 	srv    *httptest.Server
 	minter *auth.Minter
+	// stopFeed stops the live feed: nothing is dispatched after it.
+	stopFeed func()
 }
 
 type nodeOptions struct {
@@ -106,10 +108,11 @@ func newNode(t testing.TB, o nodeOptions) *node {
 	hub := New(o.cfg, Deps{Service: svc, Authenticator: verifier, Reader: reader, Metrics: m, Gate: gate, Logger: o.log})
 
 	ctx, cancel := context.WithCancel(context.Background())
+	feedCtx, stopFeed := context.WithCancel(ctx)
 	feedDone := make(chan struct{})
 	go func() {
 		defer close(feedDone)
-		if err := live.Run(ctx, hub); err != nil && ctx.Err() == nil {
+		if err := live.Run(feedCtx, hub); err != nil && feedCtx.Err() == nil {
 			t.Errorf("feed: %v", err)
 		}
 	}()
@@ -129,7 +132,7 @@ func newNode(t testing.TB, o nodeOptions) *node {
 		cancel()
 		<-feedDone
 	})
-	return &node{store: store, dir: dir, svc: svc, feed: live, hub: hub, m: m, srv: srv, minter: minter}
+	return &node{store: store, dir: dir, svc: svc, feed: live, hub: hub, m: m, srv: srv, minter: minter, stopFeed: stopFeed}
 }
 
 func (n *node) token(t testing.TB, user string) string {

@@ -786,6 +786,7 @@ func (h *Hub) pinger() {
 			return
 		case <-t.C:
 		}
+		h.releaseAcksHeldBefore(time.Now().Add(-maxAckHold))
 		// The pings are written outside the routing lock: thousands of
 		// writes must not hold up a registration, and Dispatch behind it.
 		conns = conns[:0]

@@ -42,6 +42,23 @@ func testAckFollowsItsMessage(t *testing.T, goroutines bool) {
 	}
 }
 
+// TestAckWithoutItsMessage: a feed that dispatches nothing (stalled: a NATS
+// server lost under it) holds a stored message's ACK for maxAckHold, then
+// lets it go: the sender is answered (CI failed TestNATSServerKilledUnderLoad
+// on a node whose ACKs were held for good).
+func TestAckWithoutItsMessage(t *testing.T) {
+	n := newNode(t, nodeOptions{})
+	n.create(t, 1, "alice", "bob")
+	a := n.dial(t, "alice", "/ws/inbox/")
+	a.Ping()
+	n.stopFeed()
+	a.Send(map[string]any{"conversation_id": 1, "message": "stored", "client_msg_id": "k1"})
+	f := a.Next()
+	if frameType(f) != "ACK" || f["client_msg_id"] != "k1" {
+		t.Fatalf("got %v, want the ACK of k1", f)
+	}
+}
+
 // TestUnreadCoalesced: an UNREAD still queued for a socket is replaced by a
 // newer count of the same conversation, which goes after everything queued
 // before it; other conversations' counts stay.
