@@ -163,8 +163,13 @@ type Controller struct {
 	// stream sequence of each, per partition.
 	dispatchedSeq [eventstore.MaxPartitions]atomic.Uint64
 	appendedSeq   [eventstore.MaxPartitions]atomic.Uint64
-	dispatchedAt  atomic.Int64 // unix ns of the last dispatch
-	dispatchLag   atomic.Int64 // ns: the last dispatched event's age then
+	// waitingSince: unix ns at which an append found the feed caught up
+	// with this node's appends in its partition, so the feed had work
+	// waiting from then on (not from its last dispatch, which may be long
+	// before, after an idle spell).
+	waitingSince [eventstore.MaxPartitions]atomic.Int64
+	dispatchedAt atomic.Int64 // unix ns of the last dispatch
+	dispatchLag  atomic.Int64 // ns: the last dispatched event's age then
 
 	// Appends in flight (Begin, Done): how many, and the sum of their start
 	// times (ms since epoch), so their mean age needs no list.
@@ -290,7 +295,13 @@ func (c *Controller) Done(s Started, id uint64) {
 		k, seq := eventstore.Split(c.cfg.Partitions, id)
 		for {
 			old := c.appendedSeq[k].Load()
-			if seq <= old || c.appendedSeq[k].CompareAndSwap(old, seq) {
+			if seq <= old {
+				break
+			}
+			if c.appendedSeq[k].CompareAndSwap(old, seq) {
+				if old <= c.dispatchedSeq[k].Load() {
+					c.waitingSince[k].Store(now.UnixNano()) // the feed had caught up: work waits from now
+				}
 				break
 			}
 		}
@@ -323,14 +334,15 @@ func (c *Controller) rotateLocked(w int64) {
 
 // feedLag is how far behind the live feed is: the age of the event it
 // dispatched last, plus, while an event this node appended waits to be
-// dispatched, the time since. A caught-up feed idle for idleLag reads 0.
+// dispatched, the time since the feed last made progress or, if later,
+// since that work arrived. A caught-up feed idle for idleLag reads 0.
 func (c *Controller) feedLag(now time.Time) time.Duration {
-	at := time.Unix(0, c.dispatchedAt.Load())
+	at := c.dispatchedAt.Load()
 	lag := time.Duration(c.dispatchLag.Load())
-	since := now.Sub(at)
+	since := now.Sub(time.Unix(0, at))
 	for k := range c.cfg.Partitions {
 		if !c.cfg.Sparse && c.appendedSeq[k].Load() > c.dispatchedSeq[k].Load() {
-			return lag + max(0, since)
+			return lag + max(0, now.Sub(time.Unix(0, max(at, c.waitingSince[k].Load()))))
 		}
 	}
 	if since > idleLag {

@@ -183,6 +183,30 @@ func TestCounts(t *testing.T) {
 // TestFeedLagPartitions: with partitioned streams an event id carries its
 // partition, and a stall is told per partition: another partition's newer
 // events do not hide one whose feed is stuck.
+// TestFeedLagAfterIdle: work arriving at a feed that has been idle (caught
+// up, nothing dispatched for a while) is not late for the idle time: a feed
+// that dispatched nothing for a minute because nothing was sent is not a
+// minute behind when the first send of a burst is stored.
+func TestFeedLagAfterIdle(t *testing.T) {
+	c, clk := newTest(t, Config{MaxFeedLag: 400 * time.Millisecond})
+	c.Dispatched(1, clk.ago(time.Millisecond))
+	clk.add(time.Minute)
+	c.Done(c.Begin(time.Time{}), 2)
+	admits(t, c, nil, nil)
+	clk.add(150 * time.Millisecond)
+	admits(t, c, nil, nil)
+	clk.add(300 * time.Millisecond) // 450 ms with work waiting and no dispatch
+	admits(t, c, FeedLag, FeedLag)
+	c.Dispatched(2, clk.ago(time.Millisecond))
+	admits(t, c, nil, nil)
+	// While the feed is behind, later appends do not restart the clock.
+	c.Done(c.Begin(time.Time{}), 3)
+	clk.add(300 * time.Millisecond)
+	c.Done(c.Begin(time.Time{}), 4)
+	clk.add(150 * time.Millisecond)
+	admits(t, c, FeedLag, FeedLag)
+}
+
 func TestFeedLagPartitions(t *testing.T) {
 	c, clk := newTest(t, Config{MaxFeedLag: 400 * time.Millisecond, Partitions: 4})
 	c.Dispatched(eventstore.ID(4, 2, 10), clk.now())
