@@ -171,13 +171,13 @@ type Controller struct {
 	dispatchedAt atomic.Int64 // unix ns of the last dispatch
 	dispatchLag  atomic.Int64 // ns: the last dispatched event's age then
 
-	// Appends in flight (Begin, Done): how many, and the sum of their start
-	// times (ms since epoch), so their mean age needs no list.
-	inFlight   atomic.Int64
-	startSumMS atomic.Int64
-
-	// The slowest completed append of the current and the previous window.
+	// Under latMu, so they are read together: the appends in flight (Begin,
+	// Done), how many and the sum of their start times (ms since epoch), so
+	// their mean age needs no list; and the slowest completed append of the
+	// current and the previous window.
 	latMu          sync.Mutex
+	inFlight       int64
+	startSumMS     int64
 	latWindow      int64 // the current window's number (unix ns / latencyWindow)
 	latMax, latPrv time.Duration
 
@@ -277,8 +277,10 @@ func (c *Controller) Begin(at time.Time) Started {
 		at = c.cfg.now()
 	}
 	ms := at.Sub(c.epoch).Milliseconds()
-	c.inFlight.Add(1)
-	c.startSumMS.Add(ms)
+	c.latMu.Lock()
+	c.inFlight++
+	c.startSumMS += ms
+	c.latMu.Unlock()
 	return Started(ms)
 }
 
@@ -289,8 +291,10 @@ type Started int64
 // (0: nothing, it failed).
 func (c *Controller) Done(s Started, id uint64) {
 	now := c.cfg.now()
-	c.inFlight.Add(-1)
-	c.startSumMS.Add(-int64(s))
+	c.latMu.Lock()
+	c.inFlight--
+	c.startSumMS -= int64(s)
+	c.latMu.Unlock()
 	if id != 0 {
 		k, seq := eventstore.Split(c.cfg.Partitions, id)
 		for {
@@ -358,11 +362,11 @@ func (c *Controller) appendLatency(now time.Time) time.Duration {
 	c.latMu.Lock()
 	c.rotateLocked(w)
 	lat := max(c.latMax, c.latPrv)
-	c.latMu.Unlock()
-	if n := c.inFlight.Load(); n > 0 {
-		mean := time.Duration(c.startSumMS.Load()/n) * time.Millisecond
+	if n := c.inFlight; n > 0 {
+		mean := time.Duration(c.startSumMS/n) * time.Millisecond
 		lat = max(lat, now.Sub(c.epoch)-mean)
 	}
+	c.latMu.Unlock()
 	return lat
 }
 

@@ -3,6 +3,7 @@ package admission
 import (
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -238,4 +239,40 @@ func TestAdmitWaited(t *testing.T) {
 	b := c.Begin(clk.ago(450 * time.Millisecond))
 	c.Done(b, 0)
 	admits(t, c, AppendLatency, AppendLatency)
+}
+
+// TestInFlightSnapshot: the age of the appends in flight is read from one
+// consistent snapshot of their count and start times. Appends that all begin
+// and end at the same instant are never seen as old, however long the node
+// has run, while others begin and end concurrently (a torn read, the count
+// of one moment with the start times of another, made an hour-old node look
+// minutes behind and shed a send now and then on a quiet machine).
+func TestInFlightSnapshot(t *testing.T) {
+	c, clk := newTest(t, Config{MaxAppendLatency: 400 * time.Millisecond})
+	clk.add(time.Hour) // starts are counted from the controller's creation
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				c.Done(c.Begin(time.Time{}), 0)
+			}
+		})
+	}
+	busy := 0
+	for range 200_000 {
+		if c.Busy(Message) {
+			busy++
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if busy > 0 {
+		t.Fatalf("appends of no age seen as late %d times in 200,000: %v", busy, c.Status().AppendLatency)
+	}
 }
