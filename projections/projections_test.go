@@ -568,3 +568,38 @@ func TestBatchSizer(t *testing.T) {
 		t.Fatalf("after the load a batch lingers %v, want %v", got, Linger)
 	}
 }
+
+// TestWaitForCutsLinger: a batch lingering for more events is applied as
+// soon as it holds an event someone waits for, so read-your-writes (a
+// conversation created through the HTTP API waits for its row) never pays
+// for the linger. Here every batch would linger an hour; WaitFor returns all
+// the same, for an event already appended and for one appended while it waits.
+func TestWaitForCutsLinger(t *testing.T) {
+	e := newEnv(t)
+	db := openDB(t, "p.db")
+	p := NewProjector(ProjectorConfig{Name: "linger"}, ProjectorDeps{DB: db, Store: e.store, Logger: testLogger(t)})
+	p.linger = time.Hour
+	startProjector(t, p)
+	wait := func(id uint64) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return p.WaitFor(ctx, id)
+	}
+	e.append(t, created(1, "a", "b"))
+	for i := range 3 {
+		id := e.append(t, msg(1, "a", fmt.Sprint("appended first ", i)))
+		if err := wait(id); err != nil {
+			t.Fatalf("message %d appended before the wait: %v", i, err)
+		}
+	}
+	next := e.lastSeq(t) + 1
+	errc := make(chan error, 1)
+	go func() { errc <- wait(next) }()
+	e.append(t, msg(1, "b", "appended while waited for"))
+	if err := <-errc; err != nil {
+		t.Fatalf("message appended during the wait: %v", err)
+	}
+	if got := db.Applied()[0]; got < next {
+		t.Fatalf("applied %d after the wait for %d", got, next)
+	}
+}

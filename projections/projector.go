@@ -26,7 +26,9 @@ const MaxBatch = 1000
 // written, and pages are shared by the events of a batch: in
 // BenchmarkApplyBatch an event cost 2-3x more CPU in a batch of 5 than in
 // one of 500. The read model, and UNREAD counts, trail the stream by up to
-// MaxLinger more under load.
+// MaxLinger more under load; an event someone waits for (WaitFor: a
+// conversation created through the HTTP API, a read after a write) ends its
+// batch's linger, so read-your-writes never waits for it.
 const (
 	Linger     = 2 * time.Millisecond
 	MaxLinger  = 100 * time.Millisecond
@@ -104,6 +106,12 @@ type Projector struct {
 	mu       sync.Mutex
 	advanced chan struct{} // closed and replaced whenever applied moves
 
+	// A batch stops lingering once it holds an event someone waits for
+	// (WaitFor: read-your-writes), so a waiter never pays for the linger.
+	wanted []atomic.Uint64 // per partition: the highest sequence a WaitFor waited for
+	hurry  []chan struct{} // per partition: a WaitFor began to wait (buffered 1)
+	linger time.Duration   // tests: every batch lingers this long (0: sized by load)
+
 	appliedAt  []atomic.Int64 // per partition, unix nanos: stream time of the last applied event
 	caughtUpAt atomic.Int64   // unix nanos: when the database last held everything the stream had
 	checkMu    sync.Mutex     // one caught-up check at a time (Covers)
@@ -159,6 +167,11 @@ func NewProjector(cfg ProjectorConfig, d ProjectorDeps) *Projector {
 		parts:     slices.Clone(parts),
 		appliedAt: make([]atomic.Int64, n),
 		advanced:  make(chan struct{}),
+		wanted:    make([]atomic.Uint64, n),
+		hurry:     make([]chan struct{}, n),
+	}
+	for k := range p.hurry {
+		p.hurry[k] = make(chan struct{}, 1)
 	}
 	if p.bindErr = d.DB.Bind(n); p.bindErr == nil {
 		for _, k := range parts {
@@ -185,12 +198,15 @@ func (p *Projector) WaitFor(ctx context.Context, id uint64) error {
 	if k >= p.db.n {
 		return fmt.Errorf("wait for event %d: no partition %d", id, k)
 	}
-	for {
+	for waiting := false; ; waiting = true {
 		p.mu.Lock()
 		ch := p.advanced
 		p.mu.Unlock()
 		if p.db.applied[k].Load() >= seq {
 			return nil
+		}
+		if !waiting {
+			p.want(k, seq)
 		}
 		select {
 		case <-ch:
@@ -198,6 +214,28 @@ func (p *Projector) WaitFor(ctx context.Context, id uint64) error {
 			return fmt.Errorf("wait for event %d (partition %d applied to %d, wanted %d): %w", id, k, p.db.applied[k].Load(), seq, ctx.Err())
 		}
 	}
+}
+
+// want tells partition k's batch that seq is waited for.
+func (p *Projector) want(k int, seq uint64) {
+	for {
+		old := p.wanted[k].Load()
+		if seq <= old || p.wanted[k].CompareAndSwap(old, seq) {
+			break
+		}
+	}
+	select {
+	case p.hurry[k] <- struct{}{}:
+	default:
+	}
+}
+
+// waitedFor reports whether partition k's batch, up to last, holds an event
+// a WaitFor waits for.
+func (p *Projector) waitedFor(k int, last uint64) bool {
+	w := p.wanted[k].Load()
+	_, seq := eventstore.Split(p.db.n, last)
+	return w > p.db.applied[k].Load() && seq >= w
 }
 
 // WaitForAll is WaitFor of the position in c of every partition this
@@ -363,9 +401,13 @@ func (p *Projector) consume(ctx context.Context, k int) error {
 		batch = batch[:0]
 		last := msg
 		batch = append(batch, p.store.DecodeMsg(k, msg))
-		linger.Reset(sizer.linger(time.Now()))
+		d := sizer.linger(time.Now())
+		if p.linger > 0 {
+			d = p.linger
+		}
+		linger.Reset(d)
 	drain:
-		for len(batch) < MaxBatch {
+		for len(batch) < MaxBatch && !p.waitedFor(k, batch[len(batch)-1].Seq) {
 			select {
 			case m, ok := <-msgs:
 				if !ok {
@@ -373,6 +415,7 @@ func (p *Projector) consume(ctx context.Context, k int) error {
 				}
 				last = m
 				batch = append(batch, p.store.DecodeMsg(k, m))
+			case <-p.hurry[k]: // check the batch again
 			case <-linger.C:
 				break drain
 			case <-ctx.Done():
