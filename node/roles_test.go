@@ -46,6 +46,8 @@ func rtEdge(t testing.TB, s *server.Server, id string) *node.Node {
 		// Not what these tests judge: a send through an edge waits for a
 		// takeover, and the race detector on a loaded machine is slow.
 		c.Admission.MaxAppendLatency, c.Admission.MaxFeedLag = time.Minute, time.Minute
+		// Nor is the API's per-user rate: a test reads after each write.
+		c.API.UserRate = 1000
 	})
 }
 
