@@ -176,6 +176,11 @@ func (s *Server) Serve(owned []int) error {
 		if err := s.svc.Stop(); err != nil {
 			s.log.Warn("stop the previous service instance", "err", err)
 		}
+		// And the old ones are gone from the server before Serve returns:
+		// a partition given up is not answered for after it.
+		if err := s.nc.Flush(); err != nil {
+			s.log.Warn("flush after unsubscribing", "err", err)
+		}
 	}
 	s.svc, s.owned = svc, owned
 	s.log.Info("serving partitions", "partitions", owned, "instance", svc.Info().ID)
