@@ -181,9 +181,6 @@ func TestCounts(t *testing.T) {
 	}
 }
 
-// TestFeedLagPartitions: with partitioned streams an event id carries its
-// partition, and a stall is told per partition: another partition's newer
-// events do not hide one whose feed is stuck.
 // TestFeedLagAfterIdle: work arriving at a feed that has been idle (caught
 // up, nothing dispatched for a while) is not late for the idle time: a feed
 // that dispatched nothing for a minute because nothing was sent is not a
@@ -208,6 +205,9 @@ func TestFeedLagAfterIdle(t *testing.T) {
 	admits(t, c, FeedLag, FeedLag)
 }
 
+// TestFeedLagPartitions: with partitioned streams an event id carries its
+// partition, and a stall is told per partition: another partition's newer
+// events do not hide one whose feed is stuck.
 func TestFeedLagPartitions(t *testing.T) {
 	c, clk := newTest(t, Config{MaxFeedLag: 400 * time.Millisecond, Partitions: 4})
 	c.Dispatched(eventstore.ID(4, 2, 10), clk.now())
