@@ -294,6 +294,7 @@ func (c *Controller) Done(s Started, id uint64) {
 	c.latMu.Lock()
 	c.inFlight--
 	c.startSumMS -= int64(s)
+	c.observeLocked(now, now.Sub(c.epoch)-time.Duration(s)*time.Millisecond)
 	c.latMu.Unlock()
 	if id != 0 {
 		k, seq := eventstore.Split(c.cfg.Partitions, id)
@@ -310,16 +311,19 @@ func (c *Controller) Done(s Started, id uint64) {
 			}
 		}
 	}
-	c.observe(now, now.Sub(c.epoch)-time.Duration(s)*time.Millisecond)
 }
 
 // observe records a request that took (or has waited) d, at now.
 func (c *Controller) observe(now time.Time, d time.Duration) {
-	w := now.UnixNano() / int64(latencyWindow)
 	c.latMu.Lock()
-	c.rotateLocked(w)
-	c.latMax = max(c.latMax, d)
+	c.observeLocked(now, d)
 	c.latMu.Unlock()
+}
+
+// observeLocked is observe with c.latMu held.
+func (c *Controller) observeLocked(now time.Time, d time.Duration) {
+	c.rotateLocked(now.UnixNano() / int64(latencyWindow))
+	c.latMax = max(c.latMax, d)
 }
 
 // Queued adds n (negative: removes) to the frames waiting in socket queues.

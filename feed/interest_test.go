@@ -148,6 +148,29 @@ func TestInterestOnlyWatched(t *testing.T) {
 	})
 }
 
+// appendBehind appends messages to conv from sender in the background, one
+// after another, until the stop it returns is called; stop returns their ids.
+func (e *liveEnv) appendBehind(t *testing.T, conv int64, sender string) (stop func() []uint64) {
+	done := make(chan struct{})
+	var ids []uint64
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			ids = append(ids, e.append(t, message(conv, sender, fmt.Sprint("behind ", i))))
+		}
+	})
+	return func() []uint64 {
+		close(done)
+		wg.Wait()
+		return ids
+	}
+}
+
 // TestInterestJoinAndLeave: a user attached here who is added to a
 // conversation the node does not watch gets its membership event, then
 // every later event of it in order (nothing between the join and the
@@ -163,28 +186,11 @@ func TestInterestJoinAndLeave(t *testing.T) {
 		}
 		e.waitSeqs(t, 7, want)
 		// Messages racing the join: appended right behind it.
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		var mu sync.Mutex
-		var after []uint64
-		wg.Go(func() {
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				id := e.append(t, message(7, "alice", fmt.Sprint("around ", i)))
-				mu.Lock()
-				after = append(after, id)
-				mu.Unlock()
-			}
-		})
+		stop := e.appendBehind(t, 7, "alice")
 		time.Sleep(20 * time.Millisecond)
 		join := e.append(t, &eventstore.MemberChanged{ConversationID: 7, Op: eventstore.OpAdd, UserID: "bob", Role: eventstore.RoleMember})
 		time.Sleep(50 * time.Millisecond)
-		close(stop)
-		wg.Wait()
+		after := stop()
 		want = append(want, join)
 		for _, id := range after {
 			if id > join {
@@ -237,29 +243,13 @@ func TestInterestCut(t *testing.T) {
 			conv := int64(100 + round)
 			user := fmt.Sprint("u", round)
 			sent := []uint64{e.append(t, created(conv, "writer", user))}
-			stop := make(chan struct{})
-			var mu sync.Mutex
-			var wg sync.WaitGroup
-			wg.Go(func() {
-				for i := 0; ; i++ {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					id := e.append(t, message(conv, "writer", fmt.Sprint(i)))
-					mu.Lock()
-					sent = append(sent, id)
-					mu.Unlock()
-				}
-			})
+			stop := e.appendBehind(t, conv, "writer")
 			time.Sleep(time.Duration(round) * 3 * time.Millisecond)
 			cut := e.attach(t, user)
 			if round%2 == 1 { // else stopped at once: no later copy would reveal a hole as a gap
 				time.Sleep(30 * time.Millisecond)
 			}
-			close(stop)
-			wg.Wait()
+			sent = append(sent, stop()...)
 			k := eventstore.Partition(conv, n)
 			var want []uint64
 			for _, id := range sent {
