@@ -87,6 +87,16 @@ type Change struct {
 	Joined  []string // users added to the conversation by this event
 	Left    []string // users removed from it
 	Members []string // the conversation's (or job's) members after the event
+	// Unread are members' unread counts of the conversation after the
+	// event, sorted by user, where the live feed can tell them before the
+	// projector does (feed's guesses); the directory leaves it empty.
+	Unread []UnreadCount
+}
+
+// UnreadCount is a user's unread count of a conversation.
+type UnreadCount struct {
+	User   string
+	Unread int64
 }
 
 // Apply updates the directory with one stream event and reports the membership

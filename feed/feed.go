@@ -108,6 +108,7 @@ type Feed struct {
 	sink       Sink              // nil until Run
 	dispatched eventstore.Cursor // per partition, the last sequence the sink was handed (interest mode: or skipped)
 	held       []heldUnread      // counts waiting for their event, oldest first
+	guess      *guesses          // counts told ahead of the projector (unread.go); nil in interest mode
 
 	liveState // interest mode
 }
@@ -180,6 +181,9 @@ func (f *Feed) Run(ctx context.Context, sink Sink) (err error) {
 	f.mu.Lock()
 	f.sink = sink
 	f.dispatched = after.Clone() // the directory's seed: counts up to it are due
+	if f.live == nil {
+		f.guess = newGuesses(after, sink.Connected)
+	}
 	f.sendDueLocked()
 	f.mu.Unlock()
 	sink.Passed(after)
@@ -212,6 +216,25 @@ func (f *Feed) PushUnread(seq uint64, conv int64, user string, unread int64) {
 		if f.sink == nil {
 			return // nowhere to send it: no socket can be open before Run
 		}
+		// Too many held: sent ahead of its event, so no guess builds on it.
+		if f.guess != nil {
+			f.guess.drop(conv, user)
+		}
+		f.sink.PushUnread(u.conv, u.user, u.unread)
+		return
+	}
+	f.sendLocked(u)
+}
+
+// sendLocked sends the projector's count u, whose event has been
+// dispatched, unless the guesses already told the sockets. f.mu is held.
+func (f *Feed) sendLocked(u heldUnread) {
+	if f.guess != nil {
+		v, ok := f.guess.counted(u)
+		if !ok {
+			return
+		}
+		u.unread = v
 	}
 	f.sink.PushUnread(u.conv, u.user, u.unread)
 }
@@ -237,7 +260,7 @@ func (f *Feed) sendDueLocked() {
 	kept := f.held[:0]
 	for _, u := range f.held {
 		if f.dispatched.Covers(u.seq) {
-			f.sink.PushUnread(u.conv, u.user, u.unread)
+			f.sendLocked(u)
 		} else {
 			kept = append(kept, u)
 		}

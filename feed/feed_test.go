@@ -24,6 +24,7 @@ type recorder struct {
 	got       []string
 	connected map[string]bool
 	passed    eventstore.Cursor // the last Passed
+	guessed   int               // counts that came with their event (chat.Change.Unread)
 }
 
 func (r *recorder) add(format string, args ...any) {
@@ -32,8 +33,23 @@ func (r *recorder) add(format string, args ...any) {
 	r.got = append(r.got, fmt.Sprintf(format, args...))
 }
 
+// Dispatch writes the event down, then the counts that came with it, each
+// as PushUnread would: a count the feed tells with its event looks the same
+// as the projector's count right after it.
 func (r *recorder) Dispatch(st eventstore.Stored, ch chat.Change) {
 	r.add("event %d %v", st.Seq, ch.Members)
+	for _, u := range ch.Unread {
+		r.add("unread %d %s %d", eventstore.ConversationOf(st.Event), u.User, u.Unread)
+	}
+	r.mu.Lock()
+	r.guessed += len(ch.Unread)
+	r.mu.Unlock()
+}
+
+func (r *recorder) guesses() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.guessed
 }
 
 func (r *recorder) PushUnread(conv int64, user string, unread int64) {
@@ -197,6 +213,12 @@ func testUnreadWaitsForItsEvent(t *testing.T, interest bool) {
 	e.sink.wait(t, "event 1 [alice bob]", "unread 1 bob 0", "event 2 [alice bob]", "unread 1 bob 1")
 	e.append(t, message(1, "alice", "two"))
 	e.sink.wait(t, "event 1 [alice bob]", "unread 1 bob 0", "event 2 [alice bob]", "unread 1 bob 1", "event 3 [alice bob]", "unread 1 bob 2")
+	// Following the whole stream, the feed told both counts with their
+	// messages (unread.go) and the projector's, the same, were not sent
+	// again; following interest it guesses nothing.
+	if got, want := e.sink.guesses(), map[bool]int{false: 2, true: 0}[interest]; got != want {
+		t.Fatalf("%d counts came with their message, want %d", got, want)
+	}
 }
 
 // TestUnreadWithoutSocket: a count for a user with no socket on the sink is

@@ -403,12 +403,23 @@ func (f *Feed) process(st eventstore.Stored) {
 // feed past it, releasing the unread counts it was holding for it.
 func (f *Feed) handle(st eventstore.Stored) chat.Change {
 	ch := f.dir.Apply(st)
-	f.sink.Dispatch(st, ch)
+	if f.guess != nil {
+		// Under f.mu: a projector's count that builds on this event's
+		// guesses must not reach a socket before the event does.
+		f.mu.Lock()
+		ch.Unread = f.guess.dispatch(st, ch)
+		f.sink.Dispatch(st, ch)
+		f.dispatched.Advance(st.Seq)
+		f.sendDueLocked()
+		f.mu.Unlock()
+	} else {
+		f.sink.Dispatch(st, ch)
+		f.advance(st.Seq)
+	}
 	f.stats.dispatched.Add(1)
 	if f.obs != nil {
 		f.obs.Dispatched(st.Seq, st.Time)
 	}
-	f.advance(st.Seq)
 	return ch
 }
 

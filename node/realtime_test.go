@@ -135,6 +135,69 @@ func TestUnreadFollowsItsMessage(t *testing.T) {
 	})
 }
 
+// TestUnreadCountsEndAsTheReadModel: with the real projector and a feed
+// that follows the whole stream (as with the embedded server), under a random mix of messages, receipts and deletions in two
+// conversations (the feed tells most counts with their message, the read
+// model the rest), the last UNREAD each socket got of a conversation is the
+// read model's count once it has applied everything.
+func TestUnreadCountsEndAsTheReadModel(t *testing.T) {
+	s := rtNATS(t)
+	n := rtStart(t, s, "unread-random", func(c *node.Config) { c.LiveFeed = node.LiveFeedStream })
+	members := map[int64][]string{1: {"alice", "bob", "carol"}, 2: {"alice", "bob"}}
+	rtCreate(t, 1, members[1], n)
+	rtCreate(t, 2, members[2], n)
+	actor, watcher := map[string]*wstest.Client{}, map[string]*wstest.Client{}
+	for _, u := range members[1] {
+		actor[u], watcher[u] = rtDial(t, n, u), rtDial(t, n, u)
+	}
+	type sent struct {
+		id   int64
+		from string
+	}
+	msgs := map[int64][]sent{}
+	rng := rand.New(rand.NewPCG(11, 12))
+	var reads, deletes int
+	for i := range 120 {
+		conv := int64(1 + rng.IntN(2))
+		u := members[conv][rng.IntN(len(members[conv]))]
+		switch op := rng.IntN(10); {
+		case op < 6 || len(msgs[conv]) == 0:
+			msgs[conv] = append(msgs[conv], sent{rtSendMessage(t, actor[u], conv, fmt.Sprint("m", i)), u})
+		case op < 9:
+			m := msgs[conv][rng.IntN(len(msgs[conv]))]
+			actor[u].Send(map[string]any{"conversation_id": conv, "type": "READ", "up_to": m.id})
+			reads++
+		default:
+			m := msgs[conv][rng.IntN(len(msgs[conv]))]
+			actor[m.from].Send(map[string]any{"type": "DELETE", "conversation_id": conv, "message_id": m.id, "client_msg_id": fmt.Sprint("d", i)})
+			deletes++
+		}
+	}
+	t.Logf("%d messages, %d receipts, %d deletions", len(msgs[1])+len(msgs[2]), reads, deletes)
+	last := map[string]map[int64]int64{}
+	testutil.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		for u, c := range watcher {
+			if last[u] == nil {
+				last[u] = map[int64]int64{}
+			}
+			for _, f := range c.Flush() {
+				if rtType(f) == "UNREAD" {
+					last[u][testutil.Int(t, f, "conversation_id")] = testutil.Int(t, f, "unread")
+				}
+			}
+		}
+		for conv, us := range members {
+			for _, u := range us {
+				got, ok := last[u][conv]
+				if want := rtUnread(t, n, u, conv); !ok || got != want {
+					return fmt.Errorf("%s's last UNREAD of %d: %d (sent: %v), read model: %d", u, conv, got, ok, want)
+				}
+			}
+		}
+		return nil
+	})
+}
+
 // TestReadReceipts: receipts by message_ids and by up_to move the reader's
 // watermark and unread count (GET /api/conversations), push READ to every
 // member's sockets (the reader's other device included) and UNREAD to the

@@ -14,7 +14,10 @@ import (
 	"inbox/eventstore"
 )
 
-// UnreadChange is a member's unread count after a batch changed it.
+// UnreadChange is a member's unread count after a batch in which an event
+// changed it, even one that ends where it began: the live feed may have
+// told a client the step between (feed's guesses), and this is the count
+// that puts it right.
 type UnreadChange struct {
 	ConversationID int64
 	UserID         string
@@ -27,14 +30,15 @@ const maxCachedConversations = 100_000
 
 // memberState is a member row as the batch sees it.
 type memberState struct {
-	role      string
-	joinedSeq uint64
-	readUpTo  int64
-	unread    int64
-	reported  int64  // unread as last committed: a difference is an UnreadChange
-	changed   uint64 // the event that last changed unread
-	dirty     bool
-	removed   bool // delete the row at flush
+	role       string
+	joinedSeq  uint64
+	readUpTo   int64
+	unread     int64
+	reported   int64  // unread as last reported: a difference is an UnreadChange
+	changed    uint64 // the event that last changed unread
+	reportedAt uint64 // changed as last reported: a difference is an UnreadChange too
+	dirty      bool
+	removed    bool // delete the row at flush
 }
 
 // convState is a conversation and its members as the batch sees it. A
@@ -562,9 +566,9 @@ func (a *applier) flush(ctx context.Context) ([]UnreadChange, error) {
 					return nil, fmt.Errorf("store member %s of conversation %d: %w", uid, c.id, err)
 				}
 			}
-			if m.unread != m.reported {
+			if m.unread != m.reported || m.changed != m.reportedAt {
 				changes = append(changes, UnreadChange{ConversationID: c.id, UserID: uid, Unread: m.unread, Seq: m.changed})
-				m.reported = m.unread
+				m.reported, m.reportedAt = m.unread, m.changed
 			}
 			m.dirty = false
 		}

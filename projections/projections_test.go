@@ -603,3 +603,42 @@ func TestWaitForCutsLinger(t *testing.T) {
 		t.Fatalf("applied %d after the wait for %d", got, next)
 	}
 }
+
+// TestUnreadChangeThatEndsWhereItBegan: a batch in which a member's count
+// went up and back down (a message, then its deletion) still reports the
+// count, with the event that last changed it: the live feed may have told
+// the client the step between.
+func TestUnreadChangeThatEndsWhereItBegan(t *testing.T) {
+	e := newEnv(t)
+	db := openDB(t, "p.db")
+	var (
+		mu      sync.Mutex
+		changes []UnreadChange
+	)
+	onApplied := func(_ uint64, cs []UnreadChange) {
+		mu.Lock()
+		defer mu.Unlock()
+		changes = append(changes, cs...)
+	}
+	p := NewProjector(ProjectorConfig{Name: "net-zero"}, ProjectorDeps{DB: db, Store: e.store, OnApplied: onApplied, Logger: testLogger(t)})
+	p.linger = time.Hour // a batch ends only at an event waited for
+	startProjector(t, p)
+	wait := func(id uint64) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := p.WaitFor(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wait(e.append(t, created(1, "a", "b")))
+	m := e.append(t, msg(1, "a", "oops"))
+	d := e.append(t, &eventstore.Delete{ConversationID: 1, MessageID: int64(m), UserID: "a"})
+	wait(d)
+	mu.Lock()
+	defer mu.Unlock()
+	want := UnreadChange{ConversationID: 1, UserID: "b", Unread: 0, Seq: d}
+	if len(changes) == 0 || changes[len(changes)-1] != want {
+		t.Fatalf("changes %+v, want the last %+v", changes, want)
+	}
+}

@@ -82,12 +82,20 @@ func (c *conn) carries(conv, job int64) bool {
 	}
 }
 
-// enqueue queues f without blocking; the flusher writes it (writer.go). A
+// enqueue queues fs, in order, without blocking; the flusher writes them
+// (writer.go), frames queued together in one write. A
 // full queue closes the socket with 4013: one slow client never holds up
 // the feed.
-func (c *conn) enqueue(f frame) {
+func (c *conn) enqueue(fs ...frame) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	for _, f := range fs {
+		c.enqueueLocked(f)
+	}
+}
+
+// enqueueLocked is enqueue of one frame with c.mu held.
+func (c *conn) enqueueLocked(f frame) {
 	// An event frame at or below liveFrom was caught up (or, for a socket
 	// not resuming, came before it): only the live feed's interest mode
 	// dispatches one after the socket registered.

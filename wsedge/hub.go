@@ -656,7 +656,11 @@ func (h *Hub) Dispatch(st eventstore.Stored, ch chat.Change) {
 	defer h.markDispatched(seq)
 	switch e := st.Event.(type) {
 	case *eventstore.Message:
-		h.deliverLocked(st.Time, ch.Members, "", e.ConversationID, 0, func() frame { return encodeMessage(seq, e) })
+		if len(ch.Unread) > 0 {
+			h.deliverCountedLocked(st.Time, ch, e.ConversationID, func() frame { return encodeMessage(seq, e) })
+		} else {
+			h.deliverLocked(st.Time, ch.Members, "", e.ConversationID, 0, func() frame { return encodeMessage(seq, e) })
+		}
 	case *eventstore.Typing:
 		h.deliverLocked(st.Time, ch.Members, e.UserID, e.ConversationID, 0, func() frame { return encodeTyping(seq, e) })
 	case *eventstore.Read:
@@ -707,6 +711,44 @@ func (h *Hub) deliverLocked(at time.Time, users []string, skip string, conv, job
 				f.at = at
 			}
 			c.enqueue(f)
+		}
+	}
+}
+
+// deliverCountedLocked is deliverLocked for a message whose recipients'
+// unread counts the live feed told (ch.Unread): each socket gets the
+// message and its count queued together, so one write carries both.
+// h.mu must be held.
+func (h *Hub) deliverCountedLocked(at time.Time, ch chat.Change, conv int64, enc func() frame) {
+	var f frame
+	made := false
+	counts := ch.Unread
+	for _, u := range ch.Members {
+		for len(counts) > 0 && counts[0].User < u {
+			counts = counts[1:]
+		}
+		us := h.users[u]
+		if us == nil {
+			continue
+		}
+		var unread frame
+		counted := len(counts) > 0 && counts[0].User == u
+		if counted {
+			unread = encodeUnread(conv, counts[0].Unread)
+		}
+		for _, c := range us.conns {
+			if !c.carries(conv, 0) {
+				continue
+			}
+			if !made {
+				f, made = enc(), true
+				f.at = at
+			}
+			if counted {
+				c.enqueue(f, unread)
+			} else {
+				c.enqueue(f)
+			}
 		}
 	}
 }

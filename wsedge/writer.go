@@ -36,6 +36,7 @@ import (
 //	hub.mu → hub.ackMu → conn.mu                    Dispatch releasing held ACKs
 //	hub.mu → conn.mu                                Dispatch, PushUnread, PushPresence, resume, catch-up's end
 //	hub.presMu → hub.presHeld.mu                    presence changes held while shedding
+//	feed.Feed.mu → hub.mu                           the live feed dispatching (whole stream) and sending unread counts
 //	poller.mu → conn.mu                             the poller registering a socket
 //	conn.mu → hub.flush.mu                          queueing (enqueue) lists the socket
 //	hub.exp.mu alone                                token expiry (expiry.go)

@@ -344,6 +344,43 @@ func TestUnreadAfterItsMessage(t *testing.T) {
 	}
 }
 
+// TestUnreadGoesWithItsMessage: once the feed follows a user's count (the
+// projector's count of an event it saw), a message from someone else reaches
+// the user's socket with its count in one write, without waiting for the
+// projector; the projector's count, the same, is not sent again.
+func TestUnreadGoesWithItsMessage(t *testing.T) {
+	n := newNode(t, nodeOptions{})
+	n.create(t, 1, "alice", "bob")
+	b := n.dial(t, "bob", "/ws/inbox/")
+	b.Ping()
+	last, err := n.store.Last(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.feed.PushUnread(last[0], 1, "bob", 0)
+	if u := b.Expect("UNREAD"); testutil.Int(t, u, "unread") != 0 {
+		t.Fatalf("the join's count: %v", u)
+	}
+	b.Ping()
+	writes := metricValue(n.m.SocketWrites)
+	seq := n.send(t, "alice", 1, "one")
+	if f := b.Expect(wstest.Message); uint64(testutil.Int(t, f, "seq")) != seq {
+		t.Fatalf("message: %v", f)
+	}
+	if u := b.Expect("UNREAD"); testutil.Int(t, u, "unread") != 1 || testutil.Int(t, u, "conversation_id") != 1 {
+		t.Fatalf("the message's count: %v", u)
+	}
+	if w := metricValue(n.m.SocketWrites) - writes; w != 1 {
+		t.Fatalf("the message and its count took %v writes, want 1", w)
+	}
+	n.feed.PushUnread(seq, 1, "bob", 1)
+	n.send(t, "alice", 1, "two")
+	b.Expect(wstest.Message)
+	if u := b.Expect("UNREAD"); testutil.Int(t, u, "unread") != 2 {
+		t.Fatalf("the second message's count: %v", u)
+	}
+}
+
 // TestResumeUnderTraffic: while a goroutine keeps sending, a client
 // disconnects and comes back with ?since: the frames before the disconnect
 // and after the resume hold every message exactly once, in order.
