@@ -22,6 +22,15 @@ type Appender interface {
 	Append(ctx context.Context, e eventstore.Event, opts ...eventstore.AppendOption) (uint64, error)
 }
 
+// AsyncAppender is an Appender that can also append without waiting for
+// the stream (typing events); *eventstore.Store is one. With a store that
+// is not one, the service waits.
+type AsyncAppender interface {
+	AppendAsync(e eventstore.Event, done func(uint64, error), opts ...eventstore.AppendOption) error
+}
+
+var _ AsyncAppender = (*eventstore.Store)(nil)
+
 // MessageLocator reads single events back from the stream: which subject a
 // sequence was stored under, so a read receipt can be checked against the
 // stream itself, and the event a deduplicated append points at;
@@ -213,7 +222,11 @@ func (s *Service) Directory() *Directory { return s.dir }
 func (s *Service) Limits() Limits { return s.limits }
 
 func (s *Service) append(ctx context.Context, ev eventstore.Event, opts ...eventstore.AppendOption) (uint64, error) {
-	seq, err := s.store.Append(ctx, ev, opts...)
+	return appended(s.store.Append(ctx, ev, opts...))
+}
+
+// appended is an append's result as the service answers it.
+func appended(seq uint64, err error) (uint64, error) {
 	if err != nil {
 		if errors.Is(err, eventstore.ErrExists) {
 			return 0, err

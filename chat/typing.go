@@ -189,6 +189,37 @@ func (s *Service) AppendTyping(ctx context.Context, ev *eventstore.Typing) (uint
 	return seq, err
 }
 
+// AppendTypingAsync is AppendTyping without the wait: the event is handed
+// to the stream, in order with the caller's later appends, and done (if
+// set) gets the append's error, nil once stored, when the stream answered.
+// A socket's worker uses it so that the socket's next frames, its
+// messages, never queue behind a typing event: under a typing storm each
+// append can take hundreds of milliseconds, and a message that waited
+// behind one counted as late and was refused.
+func (s *Service) AppendTypingAsync(ctx context.Context, ev *eventstore.Typing, done func(error)) {
+	a, ok := s.store.(AsyncAppender)
+	if !ok {
+		_, err := s.AppendTyping(ctx, ev)
+		if done != nil {
+			done(err)
+		}
+		return
+	}
+	w := s.begin(ctx)
+	err := a.AppendAsync(ev, func(seq uint64, err error) {
+		w.done(seq)
+		if _, err = appended(seq, err); done != nil {
+			done(err)
+		}
+	})
+	if err != nil {
+		w.done(0)
+		if _, err = appended(0, err); done != nil {
+			done(err)
+		}
+	}
+}
+
 func (s *Service) pruneTypingLocked(now time.Time) {
 	for k, st := range s.typing {
 		if st.pending == nil && now.Sub(st.at) >= st.repeat {

@@ -526,6 +526,46 @@ func ExpectLast(id uint64, filter string) AppendOption {
 // WithMsgID a random message id is used, so the internal retry after a lost
 // acknowledgement never stores the event twice.
 func (s *Store) Append(ctx context.Context, e Event, opts ...AppendOption) (uint64, error) {
+	p, err := s.publish(e, opts)
+	if err != nil {
+		return 0, err
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.AppendTimeout)
+		defer cancel()
+	}
+	return s.await(ctx, p)
+}
+
+// AppendAsync is Append without the wait: it hands e to the stream, in
+// order with the caller's later appends on this store, and returns; done
+// gets the event's id, or why it was not stored, once the stream answered
+// (or after the store's append timeout), on a goroutine of its own. An
+// error returned means e was not handed over and done is not called.
+func (s *Store) AppendAsync(e Event, done func(uint64, error), opts ...AppendOption) error {
+	p, err := s.publish(e, opts)
+	if err != nil {
+		return err
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.AppendTimeout)
+		defer cancel()
+		done(s.await(ctx, p))
+	}()
+	return nil
+}
+
+// published is an append handed to the stream, its acknowledgement to come.
+type published struct {
+	e   Event
+	k   int // partition
+	o   appendOptions
+	paf jetstream.PubAckFuture
+}
+
+// publish hands e to its partition's stream.
+func (s *Store) publish(e Event, opts []AppendOption) (published, error) {
 	var o appendOptions
 	for _, opt := range opts {
 		opt(&o)
@@ -535,7 +575,7 @@ func (s *Store) Append(ctx context.Context, e Event, opts ...AppendOption) (uint
 	}
 	data, err := Encode(e)
 	if err != nil {
-		return 0, fmt.Errorf("encode %s event: %w", e.Kind(), err)
+		return published{}, fmt.Errorf("encode %s event: %w", e.Kind(), err)
 	}
 	pubOpts := []jetstream.PublishOpt{jetstream.WithMsgID(o.msgID), jetstream.WithRetryAttempts(3)}
 	if o.expectNew {
@@ -545,37 +585,37 @@ func (s *Store) Append(ctx context.Context, e Event, opts ...AppendOption) (uint
 	if o.expectLast != nil {
 		p, seq := Split(s.n, o.expectLast.id)
 		if seq != 0 && p != k {
-			return 0, fmt.Errorf("append %s: expected last event %d is in partition %d, the event in %d", e.Subject(), o.expectLast.id, p, k)
+			return published{}, fmt.Errorf("append %s: expected last event %d is in partition %d, the event in %d", e.Subject(), o.expectLast.id, p, k)
 		}
 		pubOpts = append(pubOpts, jetstream.WithExpectLastSequenceForSubject(seq, subjectIn(s.n, k, o.expectLast.filter)))
 	}
 	if e.Kind() == KindTyping {
 		pubOpts = append(pubOpts, jetstream.WithMsgTTL(s.cfg.TypingTTL))
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.cfg.AppendTimeout)
-		defer cancel()
-	}
-	// Published asynchronously and awaited here: the acknowledgement then
-	// reaches this caller through the JetStream publisher's own reply
+	// Published asynchronously and awaited (await): the acknowledgement then
+	// reaches the caller through the JetStream publisher's own reply
 	// subscription, not through the connection's lock, which the connection's
 	// flusher holds while it writes. Under load that lock was most of an
 	// append's wait.
 	paf, err := s.js.PublishMsgAsync(&nats.Msg{Subject: subjectIn(s.n, k, e.Subject()), Data: data}, pubOpts...)
 	if err != nil {
-		return 0, classify(e, err, o.expectLast != nil)
+		return published{}, classify(e, err, o.expectLast != nil)
 	}
+	return published{e: e, k: k, o: o, paf: paf}, nil
+}
+
+// await waits for p's acknowledgement and returns the event's id.
+func (s *Store) await(ctx context.Context, p published) (uint64, error) {
 	select {
-	case ack := <-paf.Ok():
-		if o.duplicate != nil {
-			*o.duplicate = ack.Duplicate
+	case ack := <-p.paf.Ok():
+		if p.o.duplicate != nil {
+			*p.o.duplicate = ack.Duplicate
 		}
-		return ID(s.n, k, ack.Sequence), nil
-	case err := <-paf.Err():
-		return 0, classify(e, err, o.expectLast != nil)
+		return ID(s.n, p.k, ack.Sequence), nil
+	case err := <-p.paf.Err():
+		return 0, classify(p.e, err, p.o.expectLast != nil)
 	case <-ctx.Done():
-		return 0, classify(e, ctx.Err(), false)
+		return 0, classify(p.e, ctx.Err(), false)
 	}
 }
 

@@ -290,3 +290,42 @@ func TestMessageFingerprint(t *testing.T) {
 		t.Fatal("a message without client_msg_id is keyed")
 	}
 }
+
+// TestAppendAsync: an append that does not wait is stored in order with
+// the caller's later appends, and its result reaches done: the event's id,
+// or the stream's refusal.
+func TestAppendAsync(t *testing.T) {
+	st := testnats.Store(t, testnats.Server(t))
+	ctx := context.Background()
+	type result struct {
+		id  uint64
+		err error
+	}
+	results := make(chan result, 2)
+	done := func(id uint64, err error) { results <- result{id, err} }
+	typing := &eventstore.Typing{ConversationID: 1, UserID: "alice", IsTyping: true}
+	if err := st.AppendAsync(typing, done); err != nil {
+		t.Fatal(err)
+	}
+	id, err := st.Append(ctx, msg(1, "after the typing"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := <-results
+	if r.err != nil || r.id == 0 || r.id >= id {
+		t.Fatalf("async append: id %d, err %v; want stored before the message at %d", r.id, r.err, id)
+	}
+
+	if err := st.AppendAsync(msg(2, "first"), done, eventstore.ExpectNew()); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-results; r.err != nil {
+		t.Fatalf("first append to conversation 2: %v", r.err)
+	}
+	if err := st.AppendAsync(msg(2, "second"), done, eventstore.ExpectNew()); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-results; !errors.Is(r.err, eventstore.ErrExists) {
+		t.Fatalf("second append expecting a new subject: id %d, err %v; want ErrExists", r.id, r.err)
+	}
+}

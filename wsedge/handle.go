@@ -174,9 +174,12 @@ func (c *conn) act(j job) {
 				return // throttled
 			}
 		}
-		if _, err := svc.AppendTyping(ctx, ev); err != nil {
-			c.replyError(err, req)
-		}
+		// Not awaited: the socket's next frames must not wait for it.
+		svc.AppendTypingAsync(ctx, ev, func(err error) {
+			if err != nil {
+				c.replyError(err, req)
+			}
+		})
 	case inRead:
 		if _, err := svc.Read(ctx, c.user, req.ConversationID, req.UpTo, req.MessageIDs); err != nil {
 			c.replyError(err, req)

@@ -63,6 +63,8 @@ type nodeOptions struct {
 	partitions int
 	// gate, if set, is the node's admission control (service, hub, feed).
 	gate *admission.Controller
+	// appender wraps the store the service appends to.
+	appender func(*eventstore.Store) chat.Appender
 }
 
 // eachReader runs test with the poller reading the sockets, then with a
@@ -82,6 +84,9 @@ func newNode(t testing.TB, o nodeOptions) *node {
 		o.limits.TypingInterval = time.Millisecond
 	}
 	deps := chat.Deps{Store: store, Locator: store, Directory: dir}
+	if o.appender != nil {
+		deps.Store = o.appender(store)
+	}
 	var gate Gate
 	var observer feed.Observer
 	if o.gate != nil {

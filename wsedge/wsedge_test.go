@@ -381,6 +381,49 @@ func TestUnreadGoesWithItsMessage(t *testing.T) {
 	}
 }
 
+// slowTyping is the store with typing events that take until release to
+// be stored: a stream slowed down by a typing storm, for typing alone.
+type slowTyping struct {
+	*eventstore.Store
+	release chan struct{}
+}
+
+func (s slowTyping) Append(ctx context.Context, e eventstore.Event, opts ...eventstore.AppendOption) (uint64, error) {
+	if e.Kind() == eventstore.KindTyping {
+		select {
+		case <-s.release:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+	return s.Store.Append(ctx, e, opts...)
+}
+
+func (s slowTyping) AppendAsync(e eventstore.Event, done func(uint64, error), opts ...eventstore.AppendOption) error {
+	go func() { done(s.Append(context.Background(), e, opts...)) }()
+	return nil
+}
+
+// TestTypingDoesNotHoldUpMessages: a socket's message is taken, stored and
+// acknowledged while the typing event it sent just before is still on its
+// way to the stream: the socket's worker does not wait for typing.
+func TestTypingDoesNotHoldUpMessages(t *testing.T) {
+	release := make(chan struct{})
+	n := newNode(t, nodeOptions{appender: func(st *eventstore.Store) chat.Appender { return slowTyping{st, release} }})
+	n.create(t, 1, "alice", "bob")
+	a, b := n.dial(t, "alice", "/ws/inbox/"), n.dial(t, "bob", "/ws/inbox/")
+	a.Send(map[string]any{"conversation_id": 1, "type": "TYPING", "is_typing": true})
+	a.Send(map[string]any{"conversation_id": 1, "message": "hi", "client_msg_id": "m1"})
+	if ack := a.UntilType("ACK"); ack["client_msg_id"] != "m1" {
+		t.Fatalf("ack: %v", ack)
+	}
+	b.Expect(wstest.Message)
+	close(release)
+	if ty := b.Expect("TYPING"); ty["user_id"] != "alice" {
+		t.Fatalf("typing: %v", ty)
+	}
+}
+
 // TestResumeUnderTraffic: while a goroutine keeps sending, a client
 // disconnects and comes back with ?since: the frames before the disconnect
 // and after the resume hold every message exactly once, in order.
