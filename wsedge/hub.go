@@ -656,11 +656,7 @@ func (h *Hub) Dispatch(st eventstore.Stored, ch chat.Change) {
 	defer h.markDispatched(seq)
 	switch e := st.Event.(type) {
 	case *eventstore.Message:
-		if len(ch.Unread) > 0 {
-			h.deliverCountedLocked(st.Time, ch, e.ConversationID, func() frame { return encodeMessage(seq, e) })
-		} else {
-			h.deliverLocked(st.Time, ch.Members, "", e.ConversationID, 0, func() frame { return encodeMessage(seq, e) })
-		}
+		h.deliverLocked(st.Time, ch.Members, "", e.ConversationID, 0, func() frame { return encodeMessage(seq, e) }, ch.Unread...)
 	case *eventstore.Typing:
 		h.deliverLocked(st.Time, ch.Members, e.UserID, e.ConversationID, 0, func() frame { return encodeTyping(seq, e) })
 	case *eventstore.Read:
@@ -693,42 +689,18 @@ func (h *Hub) membershipLocked(st eventstore.Stored, conv int64, ch chat.Change)
 
 // deliverLocked queues the frame enc makes (once, on the first recipient) to
 // every socket of users, except skip's, that carries conversation conv or job
-// job. h.mu must be held.
-func (h *Hub) deliverLocked(at time.Time, users []string, skip string, conv, job int64, enc func() frame) {
+// job. A user named in counts (the live feed's unread counts of conv; users
+// and counts sorted by user) gets its UNREAD queued with the frame, so one
+// write carries both. h.mu must be held.
+func (h *Hub) deliverLocked(at time.Time, users []string, skip string, conv, job int64, enc func() frame, counts ...chat.UnreadCount) {
 	var f frame
 	made := false
 	for _, u := range users {
-		us := h.users[u]
-		if us == nil || u == skip {
-			continue
-		}
-		for _, c := range us.conns {
-			if !c.carries(conv, job) {
-				continue
-			}
-			if !made {
-				f, made = enc(), true
-				f.at = at
-			}
-			c.enqueue(f)
-		}
-	}
-}
-
-// deliverCountedLocked is deliverLocked for a message whose recipients'
-// unread counts the live feed told (ch.Unread): each socket gets the
-// message and its count queued together, so one write carries both.
-// h.mu must be held.
-func (h *Hub) deliverCountedLocked(at time.Time, ch chat.Change, conv int64, enc func() frame) {
-	var f frame
-	made := false
-	counts := ch.Unread
-	for _, u := range ch.Members {
 		for len(counts) > 0 && counts[0].User < u {
 			counts = counts[1:]
 		}
 		us := h.users[u]
-		if us == nil {
+		if us == nil || u == skip {
 			continue
 		}
 		var unread frame
@@ -737,7 +709,7 @@ func (h *Hub) deliverCountedLocked(at time.Time, ch chat.Change, conv int64, enc
 			unread = encodeUnread(conv, counts[0].Unread)
 		}
 		for _, c := range us.conns {
-			if !c.carries(conv, 0) {
+			if !c.carries(conv, job) {
 				continue
 			}
 			if !made {
