@@ -37,11 +37,15 @@ import (
 
 // guesses are the counts the feed follows, under Feed.mu.
 type guesses struct {
-	start eventstore.Cursor // every event after it is dispatched by this feed
+	// start: every event after it was dispatched by this feed and followed
+	// here (where the feed started, or where last was last cleared); seen:
+	// the last event followed.
+	start, seen eventstore.Cursor
 	// last is, per conversation, the id of its latest dispatched event that
 	// may change the count of a user with no guess here (a message, a join
 	// or leave, a deletion; none since start: absent); global, per partition,
 	// that of the latest such event of no single conversation (retention).
+	// At maxLast conversations last is cleared and start moved to seen.
 	last   map[int64]uint64
 	global eventstore.Cursor
 	convs  map[int64]map[string]*guess
@@ -55,6 +59,9 @@ type guesses struct {
 
 // minSweep is the size below which guesses are never swept.
 const minSweep = 4096
+
+// maxLast bounds the conversations guesses.last holds (about 40 bytes each).
+const maxLast = 1 << 18
 
 // guess is one user's count of one conversation.
 type guess struct {
@@ -72,6 +79,7 @@ func (g *guess) value() int64 { return g.base + int64(len(g.pending)) }
 func newGuesses(start eventstore.Cursor, connected func(user string) bool) *guesses {
 	return &guesses{
 		start:     start.Clone(),
+		seen:      start.Clone(),
 		last:      make(map[int64]uint64),
 		global:    eventstore.NewCursor(len(start)),
 		convs:     make(map[int64]map[string]*guess),
@@ -83,6 +91,11 @@ func newGuesses(start eventstore.Cursor, connected func(user string) bool) *gues
 // dispatch follows event st and returns the counts it changed that the
 // feed can tell, sorted by user: the sink queues each with the event.
 func (gs *guesses) dispatch(st eventstore.Stored, ch chat.Change) []chat.UnreadCount {
+	gs.seen.Advance(st.Seq)
+	if len(gs.last) >= maxLast {
+		gs.last = make(map[int64]uint64)
+		gs.start = gs.seen.Clone() // counts from before now are not followed
+	}
 	switch e := st.Event.(type) {
 	case nil, *eventstore.Typing, *eventstore.Profile, *eventstore.ProfileErased,
 		*eventstore.Job, *eventstore.JobStatus, *eventstore.Edit, *eventstore.React:
