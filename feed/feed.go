@@ -51,6 +51,10 @@ type Sink interface {
 	// Connected reports whether user has a socket here: a count for a user
 	// who has none is not held back.
 	Connected(user string) bool
+	// Opened says when user's latest socket here opened, as a number that
+	// grows with every socket opened on the sink (0: none): a count the
+	// user's sockets were told before is sent again to a newer one.
+	Opened(user string) uint64
 	// Passed says that the feed has handed over, per partition, every event
 	// up to c it ever will: where it starts (the directory's seed), and
 	// past events it skipped (interest mode).
@@ -131,6 +135,7 @@ func (discard) Dispatch(eventstore.Stored, chat.Change) {}
 func (discard) PushUnread(int64, string, int64)         {}
 func (discard) PushPresence(string, bool, time.Time)    {}
 func (discard) Connected(string) bool                   { return false }
+func (discard) Opened(string) uint64                    { return 0 }
 func (discard) Passed(eventstore.Cursor)                {}
 
 // New returns a Feed. It panics if a dependency is missing: that is a wiring
@@ -182,7 +187,7 @@ func (f *Feed) Run(ctx context.Context, sink Sink) (err error) {
 	f.sink = sink
 	f.dispatched = after.Clone() // the directory's seed: counts up to it are due
 	if f.live == nil {
-		f.guess = newGuesses(after, sink.Connected)
+		f.guess = newGuesses(after, sink)
 	}
 	f.sendDueLocked()
 	f.mu.Unlock()

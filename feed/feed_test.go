@@ -25,6 +25,7 @@ type recorder struct {
 	connected map[string]bool
 	passed    eventstore.Cursor // the last Passed
 	guessed   int               // counts that came with their event (chat.Change.Unread)
+	opened    map[string]uint64 // sockets opened since the first, by user
 }
 
 func (r *recorder) add(format string, args ...any) {
@@ -76,6 +77,26 @@ func (r *recorder) Connected(user string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.connected[user]
+}
+
+// Opened is 1 for a connected user until open says a socket opened since.
+func (r *recorder) Opened(user string) uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.connected[user] {
+		return 0
+	}
+	return 1 + r.opened[user]
+}
+
+// open says that another socket of user opened.
+func (r *recorder) open(user string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.opened == nil {
+		r.opened = map[string]uint64{}
+	}
+	r.opened[user]++
 }
 
 func (r *recorder) lines() []string {

@@ -39,6 +39,7 @@ func (s *events) Dispatch(st eventstore.Stored, _ chat.Change) {
 func (s *events) PushUnread(int64, string, int64)      {}
 func (s *events) PushPresence(string, bool, time.Time) {}
 func (s *events) Connected(string) bool                { return true }
+func (s *events) Opened(string) uint64                 { return 1 }
 func (s *events) Passed(eventstore.Cursor)             {}
 
 // seqs are the ids the sink was handed, of conversation conv's events (0:

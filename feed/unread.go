@@ -53,8 +53,14 @@ type guesses struct {
 	// sweepAt: at this size the guesses of users with no socket here
 	// (connected) are dropped: the feed is not told when a user's last
 	// socket closes.
-	sweepAt   int
-	connected func(user string) bool
+	sweepAt int
+	sockets sockets
+}
+
+// sockets is what the guesses ask the sink about a user's sockets.
+type sockets interface {
+	Connected(user string) bool
+	Opened(user string) uint64
 }
 
 // minSweep is the size below which guesses are never swept.
@@ -72,19 +78,22 @@ type guess struct {
 	// the projector's count of it (or a later one) comes; 0: none.
 	blind uint64
 	sent  int64 // the count the user's sockets were last given (-1: none)
+	// opened: the sink's Opened for the user when sent was given; a socket
+	// opened since was not told it.
+	opened uint64
 }
 
 func (g *guess) value() int64 { return g.base + int64(len(g.pending)) }
 
-func newGuesses(start eventstore.Cursor, connected func(user string) bool) *guesses {
+func newGuesses(start eventstore.Cursor, sink sockets) *guesses {
 	return &guesses{
-		start:     start.Clone(),
-		seen:      start.Clone(),
-		last:      make(map[int64]uint64),
-		global:    eventstore.NewCursor(len(start)),
-		convs:     make(map[int64]map[string]*guess),
-		sweepAt:   minSweep,
-		connected: connected,
+		start:   start.Clone(),
+		seen:    start.Clone(),
+		last:    make(map[int64]uint64),
+		global:  eventstore.NewCursor(len(start)),
+		convs:   make(map[int64]map[string]*guess),
+		sweepAt: minSweep,
+		sockets: sink,
 	}
 }
 
@@ -109,7 +118,7 @@ func (gs *guesses) dispatch(st eventstore.Stored, ch chat.Change) []chat.UnreadC
 			}
 			g.pending = append(g.pending, st.Seq)
 			if g.blind == 0 {
-				g.sent = g.value()
+				g.sent, g.opened = g.value(), gs.sockets.Opened(user)
 				out = append(out, chat.UnreadCount{User: user, Unread: g.sent})
 			}
 		}
@@ -176,10 +185,11 @@ func (gs *guesses) counted(u heldUnread) (int64, bool) {
 		}
 		g.blind = 0
 	}
-	if v == g.sent {
+	opened := gs.sockets.Opened(u.user)
+	if v == g.sent && opened == g.opened {
 		return 0, false
 	}
-	g.sent = v
+	g.sent, g.opened = v, opened
 	return v, true
 }
 
@@ -231,7 +241,7 @@ func (gs *guesses) sweep() {
 	}
 	for conv, us := range gs.convs {
 		for user := range us {
-			if !gs.connected(user) {
+			if !gs.sockets.Connected(user) {
 				gs.drop(conv, user)
 			}
 		}

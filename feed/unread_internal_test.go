@@ -7,11 +7,17 @@ import (
 	"inbox/eventstore"
 )
 
+// fakeSockets says which users have a socket; none opened one since.
+type fakeSockets func(user string) bool
+
+func (f fakeSockets) Connected(user string) bool { return f(user) }
+func (fakeSockets) Opened(string) uint64         { return 1 }
+
 // TestGuessesSweepUsersGone: once the guesses double, those of users with
 // no socket here are dropped, and the next sweep waits for them to double
 // again.
 func TestGuessesSweepUsersGone(t *testing.T) {
-	gs := newGuesses(eventstore.NewCursor(1), func(user string) bool { return user == "on" })
+	gs := newGuesses(eventstore.NewCursor(1), fakeSockets(func(user string) bool { return user == "on" }))
 	for i := range minSweep {
 		gs.add(int64(i+1), map[bool]string{false: "on", true: "gone"}[i%2 == 1])
 	}
@@ -36,7 +42,7 @@ func TestGuessesSweepUsersGone(t *testing.T) {
 // bounded; when they are dropped, a count from before is no longer followed
 // (it is sent as it is), one from after is.
 func TestGuessesForgetOldConversations(t *testing.T) {
-	gs := newGuesses(eventstore.NewCursor(1), func(string) bool { return true })
+	gs := newGuesses(eventstore.NewCursor(1), fakeSockets(func(string) bool { return true }))
 	msg := func(seq uint64, conv int64) {
 		gs.dispatch(eventstore.Stored{Seq: seq, Event: &eventstore.Message{ConversationID: conv, SenderID: "a"}}, chat.Change{})
 	}

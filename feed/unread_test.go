@@ -10,7 +10,8 @@ import (
 // counts with it, from the projector's last count and the messages since,
 // and the projector's count goes out only where it differs. A message does
 // not count for its sender; after a receipt the feed tells nothing until
-// the projector's count of it; the projector's count wins over a guess.
+// the projector's count of it; a socket opened since a count was told gets
+// the projector's; the projector's count wins over a guess.
 func TestUnreadGuesses(t *testing.T) {
 	e := newEnv(t, nil)
 	e.run(t)
@@ -40,17 +41,26 @@ func TestUnreadGuesses(t *testing.T) {
 	e.sink.wait(t, want...)
 	e.feed.PushUnread(m5, 1, "bob", 1)
 
-	m6 := e.append(t, message(1, "alice", "three"))
+	// A socket bob opens after a count was told gets the projector's, the same.
+	m55 := e.append(t, message(1, "alice", "two and a half"))
 	want = append(want, "event 6 [alice bob]", "unread 1 bob 2")
 	e.sink.wait(t, want...)
-	e.feed.PushUnread(m6, 1, "bob", 5) // the projector disagrees: it wins
+	e.sink.open("bob")
+	e.feed.PushUnread(m55, 1, "bob", 2)
+	want = append(want, "unread 1 bob 2")
+	e.sink.wait(t, want...)
+	e.feed.PushUnread(m55, 1, "bob", 2) // told every socket now: not again
+	m7 := e.append(t, message(1, "alice", "three"))
+	want = append(want, "event 7 [alice bob]", "unread 1 bob 3")
+	e.sink.wait(t, want...)
+	e.feed.PushUnread(m7, 1, "bob", 5) // the projector disagrees: it wins
 	want = append(want, "unread 1 bob 5")
 	e.sink.wait(t, want...)
 	e.append(t, message(1, "alice", "four"))
-	want = append(want, "event 7 [alice bob]", "unread 1 bob 6")
+	want = append(want, "event 8 [alice bob]", "unread 1 bob 6")
 	e.sink.wait(t, want...)
-	if got := e.sink.guesses(); got != 3 {
-		t.Fatalf("%d counts came with their message, want 3", got)
+	if got := e.sink.guesses(); got != 4 {
+		t.Fatalf("%d counts came with their message, want 4", got)
 	}
 }
 

@@ -169,6 +169,7 @@ type Hub struct {
 	users  map[string]*userSockets
 	closed bool
 	slots  uint32 // the ping slot the next socket gets, round robin
+	opened uint64 // sockets registered so far
 
 	presMu sync.Mutex // orders Presence calls
 	exp    expiries   // token expiry deadlines (expiry.go)
@@ -188,7 +189,8 @@ type Hub struct {
 // userSockets are one user's sockets on this node.
 type userSockets struct {
 	conns    []*conn
-	reserved int // upgrades in progress, counted against MaxSocketsPerUser
+	reserved int    // upgrades in progress, counted against MaxSocketsPerUser
+	opened   uint64 // Hub.opened when the user's latest socket registered
 }
 
 // New returns a Hub; zero Config fields take their defaults. It panics if a
@@ -594,6 +596,8 @@ func (h *Hub) register(c *conn, resume bool, since, cut eventstore.Cursor) bool 
 	first := len(us.conns) == 1
 	c.slot = h.slots
 	h.slots = (h.slots + 1) % pingSlices
+	h.opened++
+	us.opened = h.opened
 	c.liveFrom = h.lastCursor()
 	c.liveFrom.Max(cut)
 	if resume {
@@ -732,6 +736,18 @@ func (h *Hub) PushUnread(conv int64, user string, unread int64) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	h.deliverLocked(time.Time{}, []string{user}, "", conv, 0, func() frame { return encodeUnread(conv, unread) })
+}
+
+// Opened says when user's latest socket here registered, as a number that
+// grows with every socket the hub registers (0: the user has none): a
+// socket opened since a count was sent has not been told it.
+func (h *Hub) Opened(user string) uint64 {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if us := h.users[user]; us != nil {
+		return us.opened
+	}
+	return 0
 }
 
 // Connected reports whether user has a socket on this node, or one being

@@ -347,7 +347,8 @@ func TestUnreadAfterItsMessage(t *testing.T) {
 // TestUnreadGoesWithItsMessage: once the feed follows a user's count (the
 // projector's count of an event it saw), a message from someone else reaches
 // the user's socket with its count in one write, without waiting for the
-// projector; the projector's count, the same, is not sent again.
+// projector; the projector's count, the same, is not sent again, unless a
+// socket opened since.
 func TestUnreadGoesWithItsMessage(t *testing.T) {
 	n := newNode(t, nodeOptions{})
 	n.create(t, 1, "alice", "bob")
@@ -374,10 +375,18 @@ func TestUnreadGoesWithItsMessage(t *testing.T) {
 		t.Fatalf("the message and its count took %v writes, want 1", w)
 	}
 	n.feed.PushUnread(seq, 1, "bob", 1)
-	n.send(t, "alice", 1, "two")
+	two := n.send(t, "alice", 1, "two")
 	b.Expect(wstest.Message)
 	if u := b.Expect("UNREAD"); testutil.Int(t, u, "unread") != 2 {
 		t.Fatalf("the second message's count: %v", u)
+	}
+	// A socket bob opens after that was not told: the projector's count,
+	// the same, goes out again.
+	b2 := n.dial(t, "bob", "/ws/inbox/")
+	b2.Ping()
+	n.feed.PushUnread(two, 1, "bob", 2)
+	if u := b2.Expect("UNREAD"); testutil.Int(t, u, "unread") != 2 {
+		t.Fatalf("the new socket's count: %v", u)
 	}
 }
 
