@@ -206,17 +206,14 @@ func (s *Service) AppendTypingAsync(ctx context.Context, ev *eventstore.Typing, 
 		return
 	}
 	w := s.begin(ctx)
-	err := a.AppendAsync(ev, func(seq uint64, err error) {
+	finish := func(seq uint64, err error) {
 		w.done(seq)
 		if _, err = appended(seq, err); done != nil {
 			done(err)
 		}
-	})
-	if err != nil {
-		w.done(0)
-		if _, err = appended(0, err); done != nil {
-			done(err)
-		}
+	}
+	if err := a.AppendAsync(ev, finish); err != nil {
+		finish(0, err)
 	}
 }
 

@@ -232,11 +232,8 @@ func (l *Live) Watched() int { return len(l.convs) }
 // copies come through; a read of the stream made after Sync, going the same
 // way, sees every event stored before the copies started.)
 func (l *Live) Sync(ctx context.Context) error {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, l.s.cfg.AppendTimeout)
-		defer cancel()
-	}
+	ctx, cancel := bounded(ctx, l.s.cfg.AppendTimeout)
+	defer cancel()
 	if err := l.nc.FlushWithContext(ctx); err != nil {
 		return fmt.Errorf("sync live subscriptions: %w", err)
 	}

@@ -123,11 +123,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open jetstream: %w", err)
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-	}
+	ctx, cancel := bounded(ctx, 30*time.Second)
+	defer cancel()
 	n := cfg.Partitions
 	// Checked before creating (a mismatch creates nothing) and after (two
 	// processes started at once with different counts: at least the later
@@ -180,11 +177,8 @@ func Discover(ctx context.Context, nc *nats.Conn) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("open jetstream: %w", err)
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-	}
+	ctx, cancel := bounded(ctx, 30*time.Second)
+	defer cancel()
 	_, err = js.Stream(ctx, StreamName)
 	switch {
 	case err == nil:
@@ -530,11 +524,8 @@ func (s *Store) Append(ctx context.Context, e Event, opts ...AppendOption) (uint
 	if err != nil {
 		return 0, err
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.cfg.AppendTimeout)
-		defer cancel()
-	}
+	ctx, cancel := bounded(ctx, s.cfg.AppendTimeout)
+	defer cancel()
 	return s.await(ctx, p)
 }
 
@@ -619,6 +610,14 @@ func (s *Store) await(ctx context.Context, p published) (uint64, error) {
 	}
 }
 
+// bounded is ctx, bounded by d if it has no deadline of its own.
+func bounded(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, d)
+}
+
 // IsWrongLastSeq reports a publish refused for its expected last sequence
 // (10071, or 10164 on replicated streams): a compare-and-set that lost.
 func IsWrongLastSeq(err error) bool {
@@ -696,11 +695,8 @@ func (s *Store) LastSeqOf(ctx context.Context, filter string) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.cfg.AppendTimeout)
-		defer cancel()
-	}
+	ctx, cancel := bounded(ctx, s.cfg.AppendTimeout)
+	defer cancel()
 	msg, err := s.streams[k].GetLastMsgForSubject(ctx, subjectIn(s.n, k, filter))
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
@@ -720,11 +716,8 @@ func (s *Store) SecureDelete(ctx context.Context, id uint64) (bool, error) {
 	if k >= s.n {
 		return false, nil
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.cfg.AppendTimeout)
-		defer cancel()
-	}
+	ctx, cancel := bounded(ctx, s.cfg.AppendTimeout)
+	defer cancel()
 	// The request by hand: nats.go's SecureDeleteMsg flattens JetStream's
 	// error to text, and "not found" must be told from a failure.
 	req, _ := json.Marshal(struct {
@@ -763,11 +756,8 @@ func (s *Store) Purge(ctx context.Context, filter string, before uint64) error {
 	if k >= s.n {
 		return fmt.Errorf("purge %s below %d: no partition %d", filter, before, k)
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.cfg.AppendTimeout)
-		defer cancel()
-	}
+	ctx, cancel := bounded(ctx, s.cfg.AppendTimeout)
+	defer cancel()
 	if err := s.streams[k].Purge(ctx, jetstream.WithPurgeSubject(subjectIn(s.n, k, filter)), jetstream.WithPurgeSequence(seq)); err != nil {
 		return fmt.Errorf("purge %s below seq %d: %w: %v", filter, before, ErrUnavailable, err)
 	}
@@ -777,11 +767,8 @@ func (s *Store) Purge(ctx context.Context, filter string, before uint64) error {
 // FirstSince is the id of the first event on filter stored in partition k
 // at or after t; ok is false when there is none.
 func (s *Store) FirstSince(ctx context.Context, k int, filter string, t time.Time) (id uint64, ok bool, err error) {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.cfg.AppendTimeout)
-		defer cancel()
-	}
+	ctx, cancel := bounded(ctx, s.cfg.AppendTimeout)
+	defer cancel()
 	cons, err := s.js.OrderedConsumer(ctx, s.StreamName(k), jetstream.OrderedConsumerConfig{
 		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
 		OptStartTime:   &t,
@@ -835,11 +822,8 @@ func (s *Store) getMsg(ctx context.Context, id uint64) (*jetstream.RawStreamMsg,
 	if k >= s.n || seq == 0 {
 		return nil, fmt.Errorf("seq %d: %w", id, ErrNotFound)
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.cfg.AppendTimeout)
-		defer cancel()
-	}
+	ctx, cancel := bounded(ctx, s.cfg.AppendTimeout)
+	defer cancel()
 	msg, err := s.streams[k].GetMsg(ctx, seq)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
